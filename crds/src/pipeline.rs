@@ -1,0 +1,411 @@
+//! The pipeline spec: sources → transforms → sinks, checkpoint settings and parallelism.
+//!
+//! Connector settings are kept as a free-form map here: each connector owns its typed config (in the
+//! runtime, next to its code) and checks it with paths like `sinks[0].rolling.max_part_size`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::units::Duration;
+
+/// Default number of key groups: the unit in which keyed state is redistributed on rescale.
+pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct PipelineSpec {
+    /// Job name; names checkpoint directories and metric labels.
+    pub name: String,
+    /// Number of workers; each owns a deterministic subset of the source splits.
+    #[serde(default = "one")]
+    pub parallelism: u32,
+    /// Number of key groups keyed state is split into (the upper bound for rescaling).
+    #[serde(default = "default_max_parallelism")]
+    pub max_parallelism: u32,
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+    pub sources: Vec<NodeSpec>,
+    #[serde(default)]
+    pub transforms: Vec<NodeSpec>,
+    pub sinks: Vec<NodeSpec>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_max_parallelism() -> u32 {
+    DEFAULT_MAX_PARALLELISM
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointMode {
+    #[default]
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct CheckpointSpec {
+    /// Turn checkpointing off (sinks then only commit at the end of a bounded job).
+    pub enabled: bool,
+    pub interval: Duration,
+    /// A checkpoint not complete after this long is declared failed.
+    pub timeout: Duration,
+    /// Minimum time between the end of one checkpoint and the start of the next.
+    pub min_pause: Duration,
+    /// Consecutive failed checkpoints tolerated before the job fails.
+    pub tolerable_failures: u32,
+    /// Complete checkpoints kept per worker (savepoints are never deleted by retention).
+    pub retained: u32,
+    pub mode: CheckpointMode,
+    /// Where checkpoints and savepoints go: a local directory or a URL (`s3://bucket/prefix`).
+    pub storage: String,
+    /// object_store options for `storage` (e.g. `aws_endpoint`, `aws_allow_http`, `aws_region`).
+    pub storage_options: BTreeMap<String, String>,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            enabled: true,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::from_millis(0),
+            tolerable_failures: 0,
+            retained: 3,
+            mode: CheckpointMode::ExactlyOnce,
+            storage: "./weir-state".into(),
+            storage_options: BTreeMap::new(),
+        }
+    }
+}
+
+/// One source, transform or sink: a name, a type, its inputs, and the connector's own settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// One upstream node by name (shorthand for `inputs: [x]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Upstream nodes by name. Default: the previous transform, or every source for the first one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<String>>,
+    /// The connector's or transform's own settings.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An error in a spec, with the path of the field it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    pub path: String,
+    pub message: String,
+}
+
+impl SpecError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Which list a node sits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Source,
+    Transform,
+    Sink,
+}
+
+impl Role {
+    pub fn list(self) -> &'static str {
+        match self {
+            Role::Source => "sources",
+            Role::Transform => "transforms",
+            Role::Sink => "sinks",
+        }
+    }
+}
+
+/// The resolved graph: for each transform and sink, the names of its inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    pub inputs: HashMap<String, Vec<String>>,
+}
+
+impl PipelineSpec {
+    /// Parses YAML (or JSON) text; the error names the field path and, for syntax errors, the line.
+    pub fn from_yaml(text: &str) -> Result<PipelineSpec, SpecError> {
+        let de = serde_norway::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            SpecError::new(path, e.into_inner().to_string())
+        })
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = (Role, usize, &NodeSpec)> {
+        let s = self.sources.iter().enumerate().map(|(i, n)| (Role::Source, i, n));
+        let t = self.transforms.iter().enumerate().map(|(i, n)| (Role::Transform, i, n));
+        let k = self.sinks.iter().enumerate().map(|(i, n)| (Role::Sink, i, n));
+        s.chain(t).chain(k)
+    }
+
+    /// Checks what does not depend on any connector: counts, names, inputs, cycles, checkpoints.
+    /// Returns every error found, each with its path.
+    pub fn check_structure(&self) -> Result<Topology, Vec<SpecError>> {
+        let mut errors = Vec::new();
+        if self.name.trim().is_empty() {
+            errors.push(SpecError::new("name", "must not be empty"));
+        } else if !self
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            errors.push(SpecError::new("name", "use only letters, digits, '-', '_' and '.'"));
+        }
+        if self.parallelism == 0 {
+            errors.push(SpecError::new("parallelism", "must be at least 1"));
+        }
+        if self.max_parallelism == 0 || self.max_parallelism < self.parallelism {
+            errors.push(SpecError::new(
+                "max_parallelism",
+                format!("must be at least parallelism ({})", self.parallelism),
+            ));
+        }
+        let cp = &self.checkpoint;
+        if cp.enabled {
+            if cp.interval.as_millis() < 10 {
+                errors.push(SpecError::new("checkpoint.interval", "must be at least 10ms"));
+            }
+            if cp.timeout.as_millis() == 0 {
+                errors.push(SpecError::new("checkpoint.timeout", "must be more than 0"));
+            }
+            if cp.retained == 0 {
+                errors.push(SpecError::new("checkpoint.retained", "must be at least 1"));
+            }
+        }
+        if cp.storage.trim().is_empty() {
+            errors.push(SpecError::new("checkpoint.storage", "must not be empty"));
+        }
+        if self.sources.is_empty() {
+            errors.push(SpecError::new("sources", "at least one source is needed"));
+        }
+        if self.sinks.is_empty() {
+            errors.push(SpecError::new("sinks", "at least one sink is needed"));
+        }
+
+        let mut roles: HashMap<&str, Role> = HashMap::new();
+        for (role, i, node) in self.nodes() {
+            let path = format!("{}[{i}]", role.list());
+            if node.name.is_empty() {
+                errors.push(SpecError::new(format!("{path}.name"), "must not be empty"));
+            } else if roles.insert(&node.name, role).is_some() {
+                errors.push(SpecError::new(
+                    format!("{path}.name"),
+                    format!("duplicate node name {:?}", node.name),
+                ));
+            }
+            if node.kind.is_empty() {
+                errors.push(SpecError::new(format!("{path}.type"), "must not be empty"));
+            }
+            if role == Role::Source && (node.input.is_some() || node.inputs.is_some()) {
+                errors.push(SpecError::new(format!("{path}.input"), "a source takes no input"));
+            }
+            if node.input.is_some() && node.inputs.is_some() {
+                errors.push(SpecError::new(
+                    format!("{path}.inputs"),
+                    "give either input or inputs, not both",
+                ));
+            }
+        }
+
+        let mut inputs: HashMap<String, Vec<String>> = HashMap::new();
+        let all_sources: Vec<String> = self.sources.iter().map(|s| s.name.clone()).collect();
+        let mut previous = all_sources.clone();
+        for (role, i, node) in self.nodes().filter(|(r, _, _)| *r != Role::Source) {
+            let path = format!("{}[{i}]", role.list());
+            let declared = match (&node.input, &node.inputs) {
+                (Some(one), _) => Some(vec![one.clone()]),
+                (None, Some(many)) => Some(many.clone()),
+                (None, None) => None,
+            };
+            let resolved = declared.unwrap_or_else(|| previous.clone());
+            if resolved.is_empty() {
+                errors.push(SpecError::new(format!("{path}.inputs"), "must name at least one node"));
+            }
+            for (k, name) in resolved.iter().enumerate() {
+                match roles.get(name.as_str()) {
+                    None => errors.push(SpecError::new(
+                        format!("{path}.inputs[{k}]"),
+                        format!("no source or transform is named {name:?}"),
+                    )),
+                    Some(Role::Sink) => errors.push(SpecError::new(
+                        format!("{path}.inputs[{k}]"),
+                        format!("{name:?} is a sink; sinks have no output"),
+                    )),
+                    Some(_) if name == &node.name => errors.push(SpecError::new(
+                        format!("{path}.inputs[{k}]"),
+                        "a node cannot read its own output",
+                    )),
+                    Some(_) => {}
+                }
+            }
+            if role == Role::Transform {
+                previous = vec![node.name.clone()];
+            }
+            inputs.insert(node.name.clone(), resolved);
+        }
+        if errors.is_empty() {
+            if let Some(cycle) = find_cycle(&inputs) {
+                errors.push(SpecError::new("transforms", format!("cycle through {cycle}")));
+            }
+        }
+        if errors.is_empty() {
+            Ok(Topology { inputs })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Depth-first search for a cycle in the input relation; returns the node names on it.
+fn find_cycle(inputs: &HashMap<String, Vec<String>>) -> Option<String> {
+    fn visit<'a>(
+        n: &'a str,
+        inputs: &'a HashMap<String, Vec<String>>,
+        done: &mut HashSet<&'a str>,
+        stack: &mut Vec<&'a str>,
+    ) -> Option<String> {
+        if let Some(pos) = stack.iter().position(|s| *s == n) {
+            let mut names: Vec<&str> = stack[pos..].to_vec();
+            names.push(n);
+            return Some(names.join(" -> "));
+        }
+        if !done.insert(n) {
+            return None;
+        }
+        stack.push(n);
+        for i in inputs.get(n).into_iter().flatten() {
+            if let Some(c) = visit(i, inputs, done, stack) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        None
+    }
+    let mut done = HashSet::new();
+    let mut names: Vec<&String> = inputs.keys().collect();
+    names.sort();
+    for n in names {
+        if let Some(c) = visit(n, inputs, &mut done, &mut Vec::new()) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+name: demo
+parallelism: 2
+checkpoint: { interval: 1s, storage: /tmp/x }
+sources:
+  - { name: a, type: datagen, count: 10 }
+  - { name: b, type: datagen, count: 10 }
+transforms:
+  - { name: f, type: filter, expr: "true" }
+  - { name: m, type: map, fields: { x: "1" } }
+sinks:
+  - { name: out, type: blackhole }
+  - { name: raw, type: blackhole, input: a }
+"#;
+
+    #[test]
+    fn defaults_chain_the_transforms() {
+        let spec = PipelineSpec::from_yaml(OK).unwrap();
+        let topo = spec.check_structure().unwrap();
+        assert_eq!(topo.inputs["f"], vec!["a", "b"]);
+        assert_eq!(topo.inputs["m"], vec!["f"]);
+        assert_eq!(topo.inputs["out"], vec!["m"]);
+        assert_eq!(topo.inputs["raw"], vec!["a"]);
+        assert_eq!(spec.sources[0].config["count"], 10);
+        assert_eq!(spec.checkpoint.interval.as_millis(), 1000);
+    }
+
+    #[test]
+    fn unknown_top_level_field_is_named() {
+        let e = PipelineSpec::from_yaml("name: x\nparalelism: 2\nsources: []\nsinks: []\n")
+            .unwrap_err();
+        assert!(e.message.contains("unknown field `paralelism`"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_has_its_path() {
+        let e = PipelineSpec::from_yaml(
+            "name: x\ncheckpoint: { interval: soon }\nsources: []\nsinks: []\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "checkpoint.interval");
+        assert!(e.message.contains("expected a duration"), "{e}");
+    }
+
+    #[test]
+    fn structure_errors_are_all_reported() {
+        let spec = PipelineSpec::from_yaml(
+            r#"
+name: "bad name"
+parallelism: 0
+sources: [{ name: a, type: datagen }, { name: a, type: datagen }]
+transforms: [{ name: t, type: filter, input: nope }]
+sinks: [{ name: s, type: blackhole, inputs: [t, s] }]
+"#,
+        )
+        .unwrap();
+        let errs = spec.check_structure().unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let joined = text.join("\n");
+        assert!(joined.contains("name: use only letters"), "{joined}");
+        assert!(joined.contains("parallelism: must be at least 1"), "{joined}");
+        assert!(joined.contains("sources[1].name: duplicate node name"), "{joined}");
+        assert!(joined.contains("transforms[0].inputs[0]: no source or transform is named \"nope\""), "{joined}");
+        assert!(joined.contains("sinks[0].inputs[1]"), "{joined}");
+    }
+
+    #[test]
+    fn cycles_are_rejected() {
+        let spec = PipelineSpec::from_yaml(
+            r#"
+name: c
+sources: [{ name: a, type: datagen }]
+transforms:
+  - { name: t1, type: filter, inputs: [a, t2] }
+  - { name: t2, type: filter, input: t1 }
+sinks: [{ name: s, type: blackhole }]
+"#,
+        )
+        .unwrap();
+        let errs = spec.check_structure().unwrap_err();
+        assert!(errs[0].message.contains("cycle through"), "{:?}", errs);
+    }
+}

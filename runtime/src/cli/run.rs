@@ -1,0 +1,123 @@
+use std::time::Instant;
+
+use clap::Args;
+
+use super::progress;
+use crate::engine::{self, JobOptions, JobOutcome};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Pipeline file (YAML).
+    file: String,
+    /// Start from this savepoint directory or URL instead of the latest checkpoint.
+    #[arg(long)]
+    from_savepoint: Option<String>,
+    /// Admin API address (port 0 picks a free port, printed at start).
+    #[arg(long, env = "WEIR_ADMIN_ADDR", default_value = "127.0.0.1:0")]
+    admin_addr: String,
+    /// Run only this worker (a Kubernetes pod); default: every worker in this process.
+    #[arg(long, env = "WEIR_WORKER_INDEX")]
+    worker: Option<u32>,
+    /// Overrides the spec's parallelism.
+    #[arg(long, env = "WEIR_PARALLELISM")]
+    parallelism: Option<u32>,
+    /// No progress lines.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Write a JSON summary (records, checkpoints, seconds, peak RSS) to this file at the end.
+    #[arg(long)]
+    summary_json: Option<String>,
+}
+
+pub async fn run(registry: Registry, args: RunArgs) -> u8 {
+    let mut spec = match super::load_spec(&args.file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if let Some(p) = args.parallelism {
+        spec.parallelism = p;
+    }
+    let workers = match args.worker {
+        Some(w) => vec![w],
+        None => (0..spec.parallelism).collect(),
+    };
+    let started = Instant::now();
+    let opts = JobOptions { workers, from_savepoint: args.from_savepoint.clone(), metrics: Metrics::new() };
+    let job = match engine::start(spec, &registry, opts).await {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return if matches!(e, crate::Error::Spec(_)) { 2 } else { 1 };
+        }
+    };
+    let control = job.control.clone();
+    match crate::admin::serve(&args.admin_addr, control.clone()).await {
+        Ok(addr) => eprintln!("weir: job {} running; admin API on http://{addr}", control.job),
+        Err(e) => {
+            eprintln!("error: {e}");
+            control.stop().await;
+            return 1;
+        }
+    }
+    let stopper = control.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("weir: stopping after the checkpoint in flight (signal again to exit at once)");
+        stopper.stop().await;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        std::process::exit(130);
+    });
+    let reporter = (!args.quiet).then(|| tokio::spawn(progress::report(control.clone(), started)));
+    let result = job.wait().await;
+    if let Some(r) = reporter {
+        r.abort();
+    }
+    let t = progress::totals(&control);
+    let secs = started.elapsed().as_secs_f64();
+    let rss = super::peak_rss_bytes().unwrap_or(0);
+    let outcome = match &result {
+        Ok(JobOutcome::Finished) => "finished",
+        Ok(JobOutcome::Stopped) => "stopped",
+        Err(_) => "failed",
+    };
+    eprintln!(
+        "weir: job {} {outcome} after {secs:.1}s: {} records read, {} written, {} checkpoints (last {}), peak RSS {} MiB",
+        control.job,
+        t.read,
+        t.written,
+        t.checkpoints,
+        t.last_checkpoint.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
+        rss / (1024 * 1024)
+    );
+    if let Some(path) = &args.summary_json {
+        let summary = serde_json::json!({
+            "job": control.job, "outcome": outcome, "seconds": secs, "records_read": t.read,
+            "records_written": t.written, "checkpoints": t.checkpoints, "peak_rss_bytes": rss,
+        });
+        if let Err(e) = std::fs::write(path, summary.to_string()) {
+            eprintln!("error: writing {path}: {e}");
+        }
+    }
+    match result {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,67 @@
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Stop the job with an error naming the file and line.
+    #[default]
+    Fail,
+    /// Count the record in `weir_node_record_errors_total` and go on.
+    Skip,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    #[serde(default = "yes")]
+    pub header: bool,
+    #[serde(default = "comma")]
+    pub delimiter: String,
+    /// Column names when the file has no header row.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Turn values that parse as integers or floats into numbers.
+    #[serde(default)]
+    pub infer_types: bool,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions { header: true, delimiter: ",".into(), columns: Vec::new(), infer_types: false }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn comma() -> String {
+    ",".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// A file, or a directory whose files (recursively, sorted by path) are read.
+    pub path: String,
+    pub format: FileFormat,
+    /// Only files whose name ends with this (e.g. `.jsonl`).
+    #[serde(default)]
+    pub suffix: Option<String>,
+    #[serde(default)]
+    pub csv: CsvOptions,
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default = "batch")]
+    pub batch_size: usize,
+}
+
+fn batch() -> usize {
+    1024
+}

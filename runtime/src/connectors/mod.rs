@@ -1,0 +1,17 @@
+//! Built-in connectors, one folder each (config, source/sink and tests side by side).
+
+pub mod blackhole;
+pub mod datagen;
+pub mod file;
+#[cfg(feature = "filesystem")]
+pub mod filesystem;
+
+use crate::registry::Registry;
+
+pub fn register(r: &mut Registry) {
+    datagen::register(r);
+    file::register(r);
+    blackhole::register(r);
+    #[cfg(feature = "filesystem")]
+    filesystem::register(r);
+}

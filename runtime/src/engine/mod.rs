@@ -1,0 +1,291 @@
+//! Runs a job: restores state, starts the workers this process owns, serves savepoint and stop
+//! requests, and reports how the job ended.
+
+pub mod coordinator;
+pub mod gate;
+pub mod nodes;
+pub mod sink_adapter;
+pub mod status;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc::Sender, oneshot};
+use tokio::task::JoinHandle;
+use weir_crds::PipelineSpec;
+
+pub use coordinator::{WorkerCommand, WorkerOutcome};
+pub use status::{WorkerState, WorkerStatus};
+
+use crate::checkpoint::{self, CheckpointStore, Restore, SavepointRef, SinkCheckpoint, WorkerCheckpoint};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+pub struct JobOptions {
+    /// Worker indices this process runs: all of them for `weir run`, one in a Kubernetes pod.
+    pub workers: Vec<u32>,
+    pub from_savepoint: Option<String>,
+    pub metrics: Metrics,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SavepointStatus {
+    pub id: String,
+    /// `pending`, `completed` or `failed`.
+    pub state: String,
+    pub path: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The handle the admin API and signal handlers use while the job runs.
+#[derive(Clone)]
+pub struct JobControl {
+    pub job: String,
+    pub parallelism: u32,
+    pub workers: Vec<u32>,
+    /// Node names, for totals over sources and sinks.
+    pub sources: Vec<String>,
+    pub sinks: Vec<String>,
+    commands: Vec<Sender<WorkerCommand>>,
+    pub status: Vec<Arc<Mutex<WorkerStatus>>>,
+    store: CheckpointStore,
+    savepoints: Arc<Mutex<HashMap<String, SavepointStatus>>>,
+    pub metrics: Metrics,
+}
+
+pub struct RunningJob {
+    pub control: JobControl,
+    joins: Vec<JoinHandle<Result<WorkerOutcome>>>,
+}
+
+/// Validates, restores and starts the job.
+pub async fn start(spec: PipelineSpec, registry: &Registry, opts: JobOptions) -> Result<RunningJob> {
+    let topology = registry.validate(&spec).map_err(Error::Spec)?;
+    for w in &opts.workers {
+        if *w >= spec.parallelism {
+            return Err(Error::Other(format!("worker index {w} is not below parallelism {}", spec.parallelism)));
+        }
+    }
+    let cp = &spec.checkpoint;
+    let store = CheckpointStore::open(&cp.storage, &cp.storage_options, &spec.name)?;
+    store.probe().await?;
+    let savepoint_parts = match &opts.from_savepoint {
+        Some(path) => Some(checkpoint::store::load_savepoint(path, &cp.storage_options).await?),
+        None => None,
+    };
+
+    let mut handles = Vec::new();
+    for &w in &opts.workers {
+        let (restore, origin) = restore_for(&spec, &store, w, opts.from_savepoint.as_deref(), savepoint_parts.as_deref()).await?;
+        handles.push(worker::spawn(worker::WorkerSetup {
+            spec: &spec,
+            topology: &topology,
+            registry,
+            store: store.clone(),
+            metrics: opts.metrics.clone(),
+            worker: w,
+            restore,
+            origin,
+        })?);
+    }
+    let control = JobControl {
+        job: spec.name.clone(),
+        parallelism: spec.parallelism,
+        workers: opts.workers.clone(),
+        sources: spec.sources.iter().map(|n| n.name.clone()).collect(),
+        sinks: spec.sinks.iter().map(|n| n.name.clone()).collect(),
+        commands: handles.iter().map(|h| h.commands.clone()).collect(),
+        status: handles.iter().map(|h| h.status.clone()).collect(),
+        store,
+        savepoints: Arc::default(),
+        metrics: opts.metrics,
+    };
+    Ok(RunningJob { control, joins: handles.into_iter().map(|h| h.join).collect() })
+}
+
+/// What worker `w` starts from: its own newest checkpoint, or its share of a savepoint. Starting
+/// from a savepoint writes that share as the worker's first checkpoint, so a crash before the
+/// next checkpoint restarts from the savepoint again rather than from an older run.
+async fn restore_for(
+    spec: &PipelineSpec,
+    store: &CheckpointStore,
+    w: u32,
+    savepoint: Option<&str>,
+    parts: Option<&[WorkerCheckpoint]>,
+) -> Result<(Restore, Option<String>)> {
+    let latest = store.latest(w).await?;
+    if let Some(l) = &latest {
+        if l.parallelism != spec.parallelism && savepoint.is_none() {
+            return Err(Error::Checkpoint(format!(
+                "the latest checkpoint of worker {w} (id {}) was taken at parallelism {}, but the spec asks for {}: \
+                 rescale through a savepoint (`weir savepoint --stop`, then `weir run --from-savepoint PATH`)",
+                l.id, l.parallelism, spec.parallelism
+            )));
+        }
+    }
+    match (savepoint, parts) {
+        (Some(path), Some(parts)) => {
+            if let Some(l) = latest.as_ref().filter(|l| l.origin.as_deref() == Some(path)) {
+                tracing::info!(worker = w, checkpoint = l.id, "resuming from the newest checkpoint of the run started from {path}");
+                let r = checkpoint::assign(std::slice::from_ref(l), w, spec.parallelism, spec.max_parallelism);
+                return Ok((r, l.origin.clone()));
+            }
+            let mut r = checkpoint::assign(parts, w, spec.parallelism, spec.max_parallelism);
+            let newest = store.checkpoint_ids(w).await?.last().copied().unwrap_or(0);
+            r.checkpoint_id = r.checkpoint_id.max(newest) + 1;
+            let root = WorkerCheckpoint {
+                version: checkpoint::model::FORMAT_VERSION,
+                job: spec.name.clone(),
+                id: r.checkpoint_id,
+                worker: w,
+                parallelism: spec.parallelism,
+                max_parallelism: spec.max_parallelism,
+                savepoint: false,
+                timestamp_ms: chrono::Utc::now().timestamp_millis(),
+                origin: Some(path.to_string()),
+                sources: r.sources.clone(),
+                operators: r.operators.clone(),
+                sinks: r
+                    .sinks
+                    .iter()
+                    .map(|(k, (states, committables))| {
+                        (k.clone(), SinkCheckpoint { states: states.clone(), committables: committables.clone() })
+                    })
+                    .collect(),
+            };
+            store.write(&root, None).await?;
+            tracing::info!(worker = w, "starting from savepoint {path}");
+            Ok((r, Some(path.to_string())))
+        }
+        _ => match latest {
+            Some(l) => {
+                tracing::info!(worker = w, checkpoint = l.id, "resuming from checkpoint");
+                let r = checkpoint::assign(std::slice::from_ref(&l), w, spec.parallelism, spec.max_parallelism);
+                Ok((r, l.origin.clone()))
+            }
+            None => {
+                let newest = store.checkpoint_ids(w).await?.last().copied().unwrap_or(0);
+                Ok((Restore { checkpoint_id: newest, ..Default::default() }, None))
+            }
+        },
+    }
+}
+
+impl JobControl {
+    /// Takes a savepoint on every worker of this process; `stop` ends the job after it.
+    /// Returns at once with the savepoint id; poll [`JobControl::savepoint_status`].
+    pub fn trigger_savepoint(&self, id: Option<String>, stop: bool) -> String {
+        let id = id.unwrap_or_else(|| format!("sp-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")));
+        let status = SavepointStatus { id: id.clone(), state: "pending".into(), path: None, error: None };
+        if let Ok(mut m) = self.savepoints.lock() {
+            m.insert(id.clone(), status);
+        }
+        let this = self.clone();
+        let sp = id.clone();
+        tokio::spawn(async move {
+            let result = this.take_savepoint(&sp, stop).await;
+            if let Ok(mut m) = this.savepoints.lock() {
+                let s = m.entry(sp.clone()).or_insert_with(|| SavepointStatus {
+                    id: sp.clone(),
+                    state: String::new(),
+                    path: None,
+                    error: None,
+                });
+                match result {
+                    Ok(r) => {
+                        s.state = "completed".into();
+                        s.path = Some(r.path);
+                    }
+                    Err(e) => {
+                        s.state = "failed".into();
+                        s.error = Some(e.to_string());
+                    }
+                }
+            }
+        });
+        id
+    }
+
+    async fn take_savepoint(&self, id: &str, stop: bool) -> Result<SavepointRef> {
+        let mut replies = Vec::new();
+        for tx in &self.commands {
+            let (reply, rx) = oneshot::channel();
+            tx.send(WorkerCommand::Savepoint { id: id.to_string(), stop, reply })
+                .await
+                .map_err(|_| Error::Other("the job is no longer running".into()))?;
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.await.map_err(|_| Error::Other("the job ended before the savepoint completed".into()))??;
+        }
+        // One process with every worker writes the job manifest; with one worker per pod the
+        // operator writes it once every pod's part is done.
+        if self.workers.len() == self.parallelism as usize {
+            self.store.complete_savepoint(id, self.parallelism, chrono::Utc::now().timestamp_millis()).await
+        } else {
+            Ok(SavepointRef { id: id.to_string(), path: self.store.savepoint_path(id) })
+        }
+    }
+
+    pub fn savepoint_status(&self, id: &str) -> Option<SavepointStatus> {
+        self.savepoints.lock().ok()?.get(id).cloned()
+    }
+
+    /// Asks every worker to finish its checkpoint in flight and stop.
+    pub async fn stop(&self) {
+        for tx in &self.commands {
+            let _ = tx.send(WorkerCommand::Stop).await;
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<WorkerStatus> {
+        self.status.iter().filter_map(|s| s.lock().ok().map(|s| s.clone())).collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    Finished,
+    Stopped,
+}
+
+impl RunningJob {
+    /// Waits for every worker. The first failure stops the others and is returned.
+    pub async fn wait(self) -> Result<JobOutcome> {
+        let mut outcome = JobOutcome::Finished;
+        let mut failure: Option<Error> = None;
+        let mut joins: BTreeMap<usize, JoinHandle<Result<WorkerOutcome>>> = self.joins.into_iter().enumerate().collect();
+        while !joins.is_empty() {
+            let (idx, res) = {
+                let futs = joins.iter_mut().map(|(i, j)| {
+                    let i = *i;
+                    Box::pin(async move { (i, j.await) })
+                });
+                futures::future::select_all(futs).await.0
+            };
+            joins.remove(&idx);
+            match res {
+                Ok(Ok(WorkerOutcome::Finished)) => {}
+                Ok(Ok(WorkerOutcome::Stopped)) => outcome = JobOutcome::Stopped,
+                Ok(Err(e)) => {
+                    if failure.is_none() {
+                        self.control.stop().await;
+                        failure = Some(e);
+                    }
+                }
+                Err(join) => {
+                    if failure.is_none() {
+                        self.control.stop().await;
+                        failure = Some(Error::Other(format!("worker task failed: {join}")));
+                    }
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The task loop of each node kind: sources inject barriers when the coordinator asks, transforms
+//! and sinks act on aligned barriers from their input gate.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc::{Receiver, Sender, UnboundedSender};
+use tokio::time::{interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::gate::{GateEvent, InputGate};
+use super::sink_adapter::DynSink;
+use crate::api::{NodeContext, Output, Source, SourcePoll, Transform};
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::record::{Barrier, Batch, Message};
+
+const TICK: Duration = Duration::from_millis(100);
+
+/// What nodes tell their worker's checkpoint coordinator.
+#[derive(Debug)]
+pub enum Event {
+    SourceAck { node: String, checkpoint: u64, splits: BTreeMap<String, Value> },
+    OperatorAck { node: String, checkpoint: u64, state: BTreeMap<u32, Value> },
+    SinkAck { node: String, checkpoint: u64, committables: Vec<Value>, state: Value },
+    SourceFinished { node: String },
+    Committed { node: String, checkpoint: u64 },
+    Watermark { node: String, watermark: i64 },
+    Failed { node: String, error: Error },
+}
+
+pub enum SourceCtl {
+    Trigger(Barrier),
+    Complete(u64),
+}
+
+pub enum SinkCtl {
+    Commit { checkpoint: u64, committables: Vec<Value> },
+    Shutdown,
+}
+
+/// The downstream channels of a node.
+pub struct Outputs(pub Vec<Sender<Message>>);
+
+impl Outputs {
+    /// Sends to every output; `false` once every receiver is gone (the job is stopping).
+    async fn send(&self, msg: Message) -> bool {
+        let mut delivered = false;
+        if let Some((last, rest)) = self.0.split_last() {
+            for tx in rest {
+                delivered |= tx.send(msg.clone()).await.is_ok();
+            }
+            delivered |= last.send(msg).await.is_ok();
+        }
+        delivered
+    }
+
+    async fn emit(&self, out: Output) -> bool {
+        for b in out.batches {
+            if !b.is_empty() && !self.send(Message::Batch(b)).await {
+                return false;
+            }
+        }
+        if let Some(w) = out.watermark {
+            return self.send(Message::Watermark(w)).await;
+        }
+        true
+    }
+}
+
+fn report(events: &UnboundedSender<Event>, node: &str, r: Result<()>) {
+    if let Err(error) = r {
+        let _ = events.send(Event::Failed { node: node.to_string(), error });
+    }
+}
+
+pub struct SourceTask {
+    pub ctx: NodeContext,
+    pub source: Box<dyn Source>,
+    pub restored: BTreeMap<String, Value>,
+    pub control: Receiver<SourceCtl>,
+    pub outputs: Outputs,
+    pub events: UnboundedSender<Event>,
+    pub cancel: CancellationToken,
+}
+
+impl SourceTask {
+    pub async fn run(mut self) {
+        let node = self.ctx.node.clone();
+        let events = self.events.clone();
+        let r = self.run_inner().await;
+        report(&events, &node, r);
+    }
+
+    /// Returns true when the source must stop (last barrier passed).
+    async fn on_control(&mut self, ctl: SourceCtl) -> Result<bool> {
+        match ctl {
+            SourceCtl::Trigger(barrier) => {
+                let splits = self.source.snapshot()?;
+                let ack = Event::SourceAck { node: self.ctx.node.clone(), checkpoint: barrier.id, splits };
+                let _ = self.events.send(ack);
+                self.outputs.send(Message::Barrier(barrier)).await;
+                if barrier.last {
+                    self.outputs.send(Message::End).await;
+                    self.source.close().await?;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            SourceCtl::Complete(id) => {
+                self.source.checkpoint_complete(id).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn run_inner(&mut self) -> Result<()> {
+        let restored = std::mem::take(&mut self.restored);
+        self.source.open(&self.ctx, restored).await?;
+        let mut finished = false;
+        loop {
+            while let Ok(ctl) = self.control.try_recv() {
+                if self.on_control(ctl).await? {
+                    return Ok(());
+                }
+            }
+            if finished {
+                tokio::select! {
+                    ctl = self.control.recv() => match ctl {
+                        Some(ctl) => if self.on_control(ctl).await? { return Ok(()) },
+                        None => return Ok(()),
+                    },
+                    _ = self.cancel.cancelled() => return Ok(()),
+                }
+                continue;
+            }
+            if self.cancel.is_cancelled() {
+                return Ok(());
+            }
+            match self.source.poll().await? {
+                SourcePoll::Batch(b) => {
+                    // Sources that never wait would otherwise keep the scheduler from timers.
+                    tokio::task::yield_now().await;
+                    self.ctx.metrics.records_out.inc_by(b.len() as u64);
+                    tokio::select! {
+                        ok = self.outputs.send(Message::Batch(b)) => if !ok { return Ok(()) },
+                        _ = self.cancel.cancelled() => return Ok(()),
+                    }
+                }
+                SourcePoll::Idle => {
+                    tokio::select! {
+                        ctl = self.control.recv() => match ctl {
+                            Some(ctl) => if self.on_control(ctl).await? { return Ok(()) },
+                            None => return Ok(()),
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                        _ = self.cancel.cancelled() => return Ok(()),
+                    }
+                }
+                SourcePoll::Finished => {
+                    finished = true;
+                    let _ = self.events.send(Event::SourceFinished { node: self.ctx.node.clone() });
+                }
+            }
+        }
+    }
+}
+
+pub struct TransformTask {
+    pub ctx: NodeContext,
+    pub transform: Box<dyn Transform>,
+    pub restored: BTreeMap<u32, Value>,
+    pub inputs: Vec<Receiver<Message>>,
+    pub outputs: Outputs,
+    pub events: UnboundedSender<Event>,
+    pub cancel: CancellationToken,
+}
+
+impl TransformTask {
+    pub async fn run(mut self) {
+        let node = self.ctx.node.clone();
+        let events = self.events.clone();
+        let r = self.run_inner().await;
+        report(&events, &node, r);
+    }
+
+    async fn run_inner(&mut self) -> Result<()> {
+        let restored = std::mem::take(&mut self.restored);
+        self.transform.open(&self.ctx, restored)?;
+        let mut gate = InputGate::new(std::mem::take(&mut self.inputs));
+        let mut tick = interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut out = Output::default();
+            tokio::select! {
+                ev = gate.next() => match ev {
+                    GateEvent::Batch(b) => {
+                        self.ctx.metrics.records_in.inc_by(b.len() as u64);
+                        self.transform.process(b, &mut out)?;
+                        let n: usize = out.batches.iter().map(Batch::len).sum();
+                        self.ctx.metrics.records_out.inc_by(n as u64);
+                    }
+                    GateEvent::Watermark(w) => self.transform.on_watermark(w, &mut out)?,
+                    GateEvent::Barrier(b) => {
+                        let state = self.transform.snapshot()?;
+                        let _ = self.events.send(Event::OperatorAck { node: self.ctx.node.clone(), checkpoint: b.id, state });
+                        if !self.outputs.send(Message::Barrier(b)).await { return Ok(()) }
+                    }
+                    GateEvent::End => {
+                        self.outputs.send(Message::End).await;
+                        return Ok(());
+                    }
+                },
+                _ = tick.tick() => self.transform.on_tick(chrono::Utc::now().timestamp_millis(), &mut out)?,
+                _ = self.cancel.cancelled() => return Ok(()),
+            }
+            if let Some(w) = out.watermark {
+                let _ = self.events.send(Event::Watermark { node: self.ctx.node.clone(), watermark: w });
+            }
+            if !self.outputs.emit(out).await {
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub struct SinkTask {
+    pub ctx: NodeContext,
+    pub sink: Box<dyn DynSink>,
+    pub restored: (Vec<Value>, Vec<Value>),
+    pub inputs: Vec<Receiver<Message>>,
+    pub control: Receiver<SinkCtl>,
+    pub events: UnboundedSender<Event>,
+    pub cancel: CancellationToken,
+}
+
+impl SinkTask {
+    pub async fn run(mut self) {
+        let node = self.ctx.node.clone();
+        let events = self.events.clone();
+        let r = self.run_inner().await;
+        if r.is_err() || self.cancel.is_cancelled() {
+            if let Err(e) = self.sink.abort().await {
+                tracing::warn!(node = %node, error = %e, "abort failed");
+            }
+        }
+        report(&events, &node, r);
+    }
+
+    async fn commit(&mut self, checkpoint: u64, committables: Vec<Value>) -> Result<()> {
+        // A commit that fails is retried: the checkpoint is already durable, so giving up here
+        // would only defer the commit to recovery.
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            match self.sink.commit(committables.clone()).await {
+                Ok(()) => break,
+                Err(e) if attempt < 5 => {
+                    tracing::warn!(node = %self.ctx.node, checkpoint, attempt, error = %e, "commit failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        fault::point("after_commit");
+        let _ = self.events.send(Event::Committed { node: self.ctx.node.clone(), checkpoint });
+        Ok(())
+    }
+
+    async fn run_inner(&mut self) -> Result<()> {
+        self.sink.open(&self.ctx).await?;
+        let (states, committables) = std::mem::take(&mut self.restored);
+        self.sink.recover(states, committables).await?;
+        let mut gate = InputGate::new(std::mem::take(&mut self.inputs));
+        let mut tick = interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut input_done = false;
+        loop {
+            tokio::select! {
+                biased;
+                ctl = self.control.recv() => match ctl {
+                    Some(SinkCtl::Commit { checkpoint, committables }) => self.commit(checkpoint, committables).await?,
+                    Some(SinkCtl::Shutdown) | None => {
+                        self.sink.close().await?;
+                        return Ok(());
+                    }
+                },
+                ev = gate.next(), if !input_done => match ev {
+                    GateEvent::Batch(b) => {
+                        let n = b.len() as u64;
+                        self.ctx.metrics.records_in.inc_by(n);
+                        self.sink.write(b).await?;
+                        self.ctx.metrics.records_out.inc_by(n);
+                    }
+                    GateEvent::Watermark(_) => {}
+                    GateEvent::Barrier(b) => {
+                        fault::point("before_precommit");
+                        let (committables, state) = self.sink.pre_commit(b).await?;
+                        fault::point("after_precommit");
+                        let _ = self.events.send(Event::SinkAck {
+                            node: self.ctx.node.clone(), checkpoint: b.id, committables, state,
+                        });
+                    }
+                    GateEvent::End => input_done = true,
+                },
+                _ = tick.tick() => self.sink.on_tick().await?,
+                _ = self.cancel.cancelled() => return Ok(()),
+            }
+        }
+    }
+}

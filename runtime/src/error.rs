@@ -1,0 +1,71 @@
+//! One error type for the runtime; every variant says where it happened.
+
+use std::fmt;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A spec or config problem, with the path of the field (`sinks[0].rolling.max_part_size`).
+    #[error("{}", format_spec_errors(.0))]
+    Spec(Vec<weir_crds::SpecError>),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A record a node could not handle; `record` is a short rendering of it.
+    #[error("{node}: record {record}: {message}")]
+    Record { node: String, record: String, message: String },
+    /// Any other failure of a named node.
+    #[error("{node}: {message}")]
+    Node { node: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn format_spec_errors(errors: &[weir_crds::SpecError]) -> String {
+    let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    lines.join("\n")
+}
+
+impl Error {
+    pub fn spec(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Spec(vec![weir_crds::SpecError::new(path, message)])
+    }
+    pub fn node(node: impl Into<String>, message: impl fmt::Display) -> Self {
+        Error::Node { node: node.into(), message: message.to_string() }
+    }
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+    pub fn store(context: impl Into<String>, source: object_store::Error) -> Self {
+        Error::Store { context: context.into(), source }
+    }
+}
+
+/// Adds context to I/O and object-store errors: `.ctx(|| format!("writing {path}"))`.
+pub trait Context<T> {
+    fn ctx<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, std::io::Error> {
+    fn ctx<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}
+
+impl<T> Context<T> for std::result::Result<T, object_store::Error> {
+    fn ctx<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|e| Error::store(context(), e))
+    }
+}

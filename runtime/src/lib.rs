@@ -1,0 +1,23 @@
+//! weir runtime: checkpointed streaming pipelines with exactly-once sinks.
+//!
+//! Layout: [`api`] (public traits for custom connectors), [`registry`] (connectors by name),
+//! [`engine`] (workers, barriers, the checkpoint coordinator), [`checkpoint`] (what is stored and
+//! where), [`connectors`] and [`transforms`] (built-ins), [`admin`] (the worker's HTTP API),
+//! [`cli`] (the `weir` command).
+
+pub mod admin;
+pub mod api;
+pub mod checkpoint;
+pub mod cli;
+pub mod connectors;
+pub mod engine;
+pub mod error;
+pub mod fault;
+pub mod metrics;
+pub mod ordered;
+pub mod record;
+pub mod registry;
+pub mod storage;
+pub mod transforms;
+
+pub use error::{Error, Result};

@@ -1,0 +1,138 @@
+//! Connectors and transforms by type name. Built-ins are registered by [`Registry::with_builtins`];
+//! users add their own with [`Registry::source`], [`Registry::transform`] and [`Registry::sink`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use weir_crds::pipeline::{Role, Topology};
+use weir_crds::{PipelineSpec, SpecError};
+
+use crate::api::{NodeConfig, SinkBox, Source, Transform};
+use crate::error::{Error, Result};
+
+pub type SourceFactory = Arc<dyn Fn(&NodeConfig) -> Result<Box<dyn Source>> + Send + Sync>;
+pub type TransformFactory = Arc<dyn Fn(&NodeConfig) -> Result<Box<dyn Transform>> + Send + Sync>;
+pub type SinkFactory = Arc<dyn Fn(&NodeConfig) -> Result<SinkBox> + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct Registry {
+    sources: HashMap<String, SourceFactory>,
+    transforms: HashMap<String, TransformFactory>,
+    sinks: HashMap<String, SinkFactory>,
+}
+
+impl Registry {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Every connector and transform compiled into this build.
+    pub fn with_builtins() -> Self {
+        let mut r = Self::empty();
+        crate::connectors::register(&mut r);
+        crate::transforms::register(&mut r);
+        r
+    }
+
+    pub fn source(&mut self, kind: &str, f: impl Fn(&NodeConfig) -> Result<Box<dyn Source>> + Send + Sync + 'static) {
+        self.sources.insert(kind.to_string(), Arc::new(f));
+    }
+
+    pub fn transform(
+        &mut self,
+        kind: &str,
+        f: impl Fn(&NodeConfig) -> Result<Box<dyn Transform>> + Send + Sync + 'static,
+    ) {
+        self.transforms.insert(kind.to_string(), Arc::new(f));
+    }
+
+    pub fn sink(&mut self, kind: &str, f: impl Fn(&NodeConfig) -> Result<SinkBox> + Send + Sync + 'static) {
+        self.sinks.insert(kind.to_string(), Arc::new(f));
+    }
+
+    fn known(&self, role: Role) -> Vec<String> {
+        let mut names: Vec<String> = match role {
+            Role::Source => self.sources.keys().cloned().collect(),
+            Role::Transform => self.transforms.keys().cloned().collect(),
+            Role::Sink => self.sinks.keys().cloned().collect(),
+        };
+        names.sort();
+        names
+    }
+
+    fn unknown(&self, role: Role, cfg: &NodeConfig) -> Error {
+        cfg.error(
+            "type",
+            format!("unknown {} type {:?}; known: {}", role_word(role), cfg.spec.kind, self.known(role).join(", ")),
+        )
+    }
+
+    pub fn build_source(&self, cfg: &NodeConfig) -> Result<Box<dyn Source>> {
+        let f = self.sources.get(&cfg.spec.kind).ok_or_else(|| self.unknown(Role::Source, cfg))?;
+        f(cfg)
+    }
+
+    pub fn build_transform(&self, cfg: &NodeConfig) -> Result<Box<dyn Transform>> {
+        let f = self.transforms.get(&cfg.spec.kind).ok_or_else(|| self.unknown(Role::Transform, cfg))?;
+        f(cfg)
+    }
+
+    pub fn build_sink(&self, cfg: &NodeConfig) -> Result<SinkBox> {
+        let f = self.sinks.get(&cfg.spec.kind).ok_or_else(|| self.unknown(Role::Sink, cfg))?;
+        f(cfg)
+    }
+
+    /// Checks the structure and every node's settings (no I/O); returns every error found.
+    pub fn validate(&self, spec: &PipelineSpec) -> Result<Topology, Vec<SpecError>> {
+        let topology = spec.check_structure();
+        let mut errors = topology.as_ref().err().cloned().unwrap_or_default();
+        for (role, i, node) in spec.nodes() {
+            let cfg = node_config(spec, role, i);
+            if node.kind.is_empty() {
+                continue;
+            }
+            let built = match role {
+                Role::Source => self.build_source(&cfg).map(|_| ()),
+                Role::Transform => self.build_transform(&cfg).map(|_| ()),
+                Role::Sink => self.build_sink(&cfg).map(|_| ()),
+            };
+            if let Err(e) = built {
+                errors.extend(spec_errors(e, &cfg.path));
+            }
+        }
+        match topology {
+            Ok(t) if errors.is_empty() => Ok(t),
+            _ => Err(errors),
+        }
+    }
+}
+
+fn role_word(role: Role) -> &'static str {
+    match role {
+        Role::Source => "source",
+        Role::Transform => "transform",
+        Role::Sink => "sink",
+    }
+}
+
+/// The config handed to a factory for node `i` of `role`.
+pub fn node_config(spec: &PipelineSpec, role: Role, i: usize) -> NodeConfig {
+    let node = match role {
+        Role::Source => &spec.sources[i],
+        Role::Transform => &spec.transforms[i],
+        Role::Sink => &spec.sinks[i],
+    };
+    NodeConfig {
+        path: format!("{}[{i}]", role.list()),
+        spec: node.clone(),
+        parallelism: spec.parallelism,
+        checkpoint: spec.checkpoint.clone(),
+    }
+}
+
+fn spec_errors(e: Error, path: &str) -> Vec<SpecError> {
+    match e {
+        Error::Spec(list) => list,
+        other => vec![SpecError::new(path, other.to_string())],
+    }
+}

@@ -1,0 +1,90 @@
+//! Opening object stores from a location string: a local directory or a URL (`s3://bucket/prefix`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::ObjectStore;
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// A location: either a local directory or an object store URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Local(std::path::PathBuf),
+    Url(Url),
+}
+
+impl Location {
+    pub fn parse(text: &str) -> Result<Location> {
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix("file://") {
+            return Ok(Location::Local(rest.into()));
+        }
+        if text.contains("://") {
+            let url = Url::parse(text).map_err(|e| Error::Other(format!("invalid URL {text:?}: {e}")))?;
+            return Ok(Location::Url(url));
+        }
+        Ok(Location::Local(text.into()))
+    }
+}
+
+/// Builds an S3 client for `url` from the environment (`AWS_*`) and explicit options
+/// (`aws_endpoint`, `aws_allow_http`, `aws_region`, …). The path part is the key prefix.
+pub fn s3(url: &Url, options: &BTreeMap<String, String>) -> Result<(Arc<AmazonS3>, Path)> {
+    let mut builder = AmazonS3Builder::from_env().with_url(url.as_str());
+    let mut has_endpoint = false;
+    for (k, v) in options {
+        let key = k.parse().map_err(|e| Error::Other(format!("unknown S3 option {k:?}: {e}")))?;
+        has_endpoint |= k.contains("endpoint");
+        builder = builder.with_config(key, v);
+    }
+    // A plain-http endpoint (moto, MinIO) must be allowed explicitly; do it when the URL says http.
+    if let Ok(ep) = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")) {
+        if !has_endpoint {
+            builder = builder.with_endpoint(&ep);
+        }
+        if ep.starts_with("http://") {
+            builder = builder.with_allow_http(true);
+        }
+    }
+    if options.get("aws_endpoint").or(options.get("endpoint")).is_some_and(|e| e.starts_with("http://")) {
+        builder = builder.with_allow_http(true);
+    }
+    let store = builder.build().map_err(|e| Error::store(format!("opening {url}"), e))?;
+    let prefix = Path::from(url.path().trim_start_matches('/'));
+    Ok((Arc::new(store), prefix))
+}
+
+/// Opens any store; local directories are created (and must be writable).
+pub fn open(location: &Location, options: &BTreeMap<String, String>) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    match location {
+        Location::Local(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
+            let fs = LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| Error::store(format!("opening directory {}", dir.display()), e))?;
+            Ok((Arc::new(fs), Path::default()))
+        }
+        Location::Url(url) if url.scheme() == "s3" || url.scheme() == "s3a" => {
+            let (s3, prefix) = s3(url, options)?;
+            Ok((s3 as Arc<dyn ObjectStore>, prefix))
+        }
+        Location::Url(url) => {
+            let (store, prefix) = object_store::parse_url_opts(url, options.iter())
+                .map_err(|e| Error::store(format!("opening {url}"), e))?;
+            Ok((Arc::from(store), prefix))
+        }
+    }
+}
+
+/// Joins `rel` ("a/b/c") under `prefix`.
+pub fn join(prefix: &Path, rel: &str) -> Path {
+    let mut p = prefix.clone();
+    for part in rel.split('/').filter(|s| !s.is_empty()) {
+        p = p.clone().join(part);
+    }
+    p
+}

@@ -1,0 +1,74 @@
+//! `filter`: keeps the records for which a CEL expression is true.
+
+use cel_interpreter::{Context, Value as Cel};
+use serde::Deserialize;
+
+use super::cel::Expr;
+use super::OnError;
+use crate::api::{Batch, NodeContext, Output, Result, Transform};
+use crate::error::Error;
+use crate::metrics::NodeMetrics;
+use crate::registry::Registry;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterConfig {
+    expr: String,
+    #[serde(default)]
+    on_error: OnError,
+}
+
+struct Filter {
+    expr: Expr,
+    on_error: OnError,
+    root: Context<'static>,
+    node: String,
+    metrics: NodeMetrics,
+}
+
+impl Transform for Filter {
+    fn open(&mut self, ctx: &NodeContext, _: std::collections::BTreeMap<u32, serde_json::Value>) -> Result<()> {
+        self.node = ctx.node.clone();
+        self.metrics = ctx.metrics.clone();
+        Ok(())
+    }
+
+    fn process(&mut self, mut batch: Batch, out: &mut Output) -> Result<()> {
+        let mut failure = None;
+        batch.records.retain(|r| {
+            if failure.is_some() {
+                return false;
+            }
+            let why = match self.expr.eval(&self.root, r) {
+                Ok(Cel::Bool(keep)) => return keep,
+                Ok(other) => format!("filter expression {:?} gave {other:?}, not a bool", self.expr.source),
+                Err(e) => format!("cannot evaluate {:?}: {e}", self.expr.source),
+            };
+            self.metrics.record_errors.inc();
+            match self.on_error {
+                OnError::Fail => failure = Some(Error::Record { node: self.node.clone(), record: r.describe(), message: why }),
+                OnError::Skip => tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}"),
+            }
+            false
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        out.batches.push(batch);
+        Ok(())
+    }
+}
+
+pub fn register(r: &mut Registry) {
+    r.transform("filter", |cfg| {
+        let c: FilterConfig = cfg.parse()?;
+        let expr = Expr::compile(&c.expr).map_err(|e| cfg.error("expr", e))?;
+        Ok(Box::new(Filter {
+            expr,
+            on_error: c.on_error,
+            root: Context::default(),
+            node: cfg.name().to_string(),
+            metrics: NodeMetrics::detached(),
+        }))
+    });
+}

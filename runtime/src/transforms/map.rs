@@ -1,0 +1,117 @@
+//! `map`: computes fields with CEL expressions. `mode: extend` (default) keeps the input fields
+//! and sets the computed ones; `mode: project` keeps only the computed fields (in order).
+
+use cel_interpreter::Context;
+use serde::Deserialize;
+
+use super::cel::{to_json, Expr};
+use super::OnError;
+use crate::api::{Batch, NodeContext, Output, Result, Transform};
+use crate::error::Error;
+use crate::metrics::NodeMetrics;
+use crate::ordered::OrderedMap;
+use crate::record::Record;
+use crate::registry::Registry;
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    #[default]
+    Extend,
+    Project,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MapConfig {
+    fields: OrderedMap<String>,
+    #[serde(default)]
+    mode: Mode,
+    /// Input fields to drop (in `extend` mode).
+    #[serde(default)]
+    drop: Vec<String>,
+    #[serde(default)]
+    on_error: OnError,
+}
+
+struct MapTransform {
+    fields: Vec<(String, Expr)>,
+    mode: Mode,
+    drop: Vec<String>,
+    on_error: OnError,
+    root: Context<'static>,
+    node: String,
+    metrics: NodeMetrics,
+}
+
+impl MapTransform {
+    fn apply(&self, r: &Record) -> std::result::Result<Record, String> {
+        let mut fields = match self.mode {
+            Mode::Extend => {
+                let mut f = r.fields.clone();
+                for d in &self.drop {
+                    f.shift_remove(d);
+                }
+                f
+            }
+            Mode::Project => serde_json::Map::with_capacity(self.fields.len()),
+        };
+        for (name, expr) in &self.fields {
+            let v = expr.eval(&self.root, r).map_err(|e| format!("field {name:?}: cannot evaluate {:?}: {e}", expr.source))?;
+            let v = to_json(&v).map_err(|e| format!("field {name:?}: {e}"))?;
+            fields.insert(name.clone(), v);
+        }
+        Ok(Record { fields, event_time: r.event_time })
+    }
+}
+
+impl Transform for MapTransform {
+    fn open(&mut self, ctx: &NodeContext, _: std::collections::BTreeMap<u32, serde_json::Value>) -> Result<()> {
+        self.node = ctx.node.clone();
+        self.metrics = ctx.metrics.clone();
+        Ok(())
+    }
+
+    fn process(&mut self, batch: Batch, out: &mut Output) -> Result<()> {
+        let mut records = Vec::with_capacity(batch.records.len());
+        for r in &batch.records {
+            match self.apply(r) {
+                Ok(m) => records.push(m),
+                Err(why) => {
+                    self.metrics.record_errors.inc();
+                    match self.on_error {
+                        OnError::Fail => {
+                            return Err(Error::Record { node: self.node.clone(), record: r.describe(), message: why })
+                        }
+                        OnError::Skip => tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}"),
+                    }
+                }
+            }
+        }
+        out.batches.push(Batch::new(batch.split, records));
+        Ok(())
+    }
+}
+
+pub fn register(r: &mut Registry) {
+    r.transform("map", |cfg| {
+        let c: MapConfig = cfg.parse()?;
+        if c.fields.0.is_empty() {
+            return Err(cfg.error("fields", "must compute at least one field"));
+        }
+        let mut fields = Vec::new();
+        for (name, src) in c.fields.0 {
+            let e = Expr::compile(&src).map_err(|e| cfg.error(&format!("fields.{name}"), e))?;
+            fields.push((name, e));
+        }
+        Ok(Box::new(MapTransform {
+            fields,
+            mode: c.mode,
+            drop: c.drop,
+            on_error: c.on_error,
+            root: Context::default(),
+            node: cfg.name().to_string(),
+            metrics: NodeMetrics::detached(),
+        }))
+    });
+}
