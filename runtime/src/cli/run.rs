@@ -84,6 +84,7 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
     });
     let reporter = (!args.quiet).then(|| tokio::spawn(progress::report(control.clone(), started)));
     let result = job.wait().await;
+    control.settle_savepoints(std::time::Duration::from_secs(5)).await;
     if let Some(r) = reporter {
         r.abort();
     }

@@ -37,6 +37,9 @@ pub struct SavepointStatus {
     pub state: String,
     pub path: Option<String>,
     pub error: Option<String>,
+    /// Whether a client has read the final state (a stop-with-savepoint waits for that).
+    #[serde(skip)]
+    pub delivered: bool,
 }
 
 /// The handle the admin API and signal handlers use while the job runs.
@@ -178,7 +181,7 @@ impl JobControl {
     /// Returns at once with the savepoint id; poll [`JobControl::savepoint_status`].
     pub fn trigger_savepoint(&self, id: Option<String>, stop: bool) -> String {
         let id = id.unwrap_or_else(|| format!("sp-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")));
-        let status = SavepointStatus { id: id.clone(), state: "pending".into(), path: None, error: None };
+        let status = SavepointStatus { id: id.clone(), state: "pending".into(), path: None, error: None, delivered: false };
         if let Ok(mut m) = self.savepoints.lock() {
             m.insert(id.clone(), status);
         }
@@ -192,6 +195,7 @@ impl JobControl {
                     state: String::new(),
                     path: None,
                     error: None,
+                    delivered: false,
                 });
                 match result {
                     Ok(r) => {
@@ -229,8 +233,31 @@ impl JobControl {
         }
     }
 
+    /// The state of a savepoint; reading a final state marks it delivered.
     pub fn savepoint_status(&self, id: &str) -> Option<SavepointStatus> {
-        self.savepoints.lock().ok()?.get(id).cloned()
+        let mut m = self.savepoints.lock().ok()?;
+        let s = m.get_mut(id)?;
+        if s.state != "pending" {
+            s.delivered = true;
+        }
+        Some(s.clone())
+    }
+
+    /// After the job ended: lets savepoints in progress finish (a stop-with-savepoint ends the
+    /// workers before the job manifest is written) and gives clients up to `grace` to read them.
+    pub async fn settle_savepoints(&self, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let waiting = self
+                .savepoints
+                .lock()
+                .map(|m| m.values().any(|s| s.state == "pending" || !s.delivered))
+                .unwrap_or(false);
+            if !waiting || tokio::time::Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Asks every worker to finish its checkpoint in flight and stop.

@@ -195,6 +195,11 @@ impl BucketAssigner {
         BucketAssigner { spec, cached_second: None, current: String::new() }
     }
 
+    /// Whether every record goes to the root (no bucketing).
+    pub fn is_single(&self) -> bool {
+        self.spec == BucketSpec::None
+    }
+
     pub fn assign(&mut self, record: &Record, now_ms: i64) -> Result<&str, String> {
         match &self.spec {
             BucketSpec::None => Ok(""),
@@ -208,8 +213,7 @@ impl BucketAssigner {
                 let second = ms.div_euclid(1000);
                 if t.sub_second || self.cached_second != Some(second) {
                     self.cached_second = None;
-                    self.current.clear();
-                    t.format(ms, &mut self.current)?;
+                    self.current = bucket_for(&self.spec, record, now_ms)?;
                     self.cached_second = Some(second);
                 }
                 Ok(&self.current)
@@ -266,9 +270,10 @@ mod tests {
         let spec = BucketSpec::Field("c".into());
         let b = |v: Value| bucket_for(&spec, &rec(json!({ "c": v }), None), 0).unwrap();
         assert_eq!(b(json!("DE")), "DE");
-        assert_eq!(b(json!("../../etc/passwd")), "_.._etc_passwd");
+        assert_eq!(b(json!("../../etc/passwd")), "_._.._etc_passwd");
         assert_eq!(b(json!("a/b\\c:d\n")), "a_b_c_d_");
-        assert_eq!(b(json!("..")), "_");
+        assert_eq!(b(json!("..")), "_.");
+        assert_eq!(b(json!(".")), "_");
         assert_eq!(b(json!(".hidden")), "_hidden");
         assert_eq!(b(json!(42)), "42");
         assert_eq!(b(json!(true)), "true");
@@ -283,7 +288,7 @@ mod tests {
     #[test]
     fn time_patterns_cannot_escape_the_root() {
         let spec = BucketSpec::event_time("../%Y//./x:%H", TimeZone::utc(), None).unwrap();
-        assert_eq!(bucket_for(&spec, &rec(json!({}), Some(T)), 0).unwrap(), "_/2024/_/x_07");
+        assert_eq!(bucket_for(&spec, &rec(json!({}), Some(T)), 0).unwrap(), "_./2024/_/x_07");
         assert!(BucketSpec::event_time("%Q", TimeZone::utc(), None).is_err());
         assert!(BucketSpec::event_time("/", TimeZone::utc(), None).is_err());
     }

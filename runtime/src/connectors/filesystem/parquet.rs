@@ -35,8 +35,10 @@ pub fn arrow_type(t: ColumnType) -> DataType {
         ColumnType::Float64 => DataType::Float64,
         ColumnType::Bool => DataType::Boolean,
         ColumnType::Date => DataType::Date32,
-        ColumnType::TimestampMs => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        ColumnType::TimestampUs => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        // An offset, not a zone name: arrow parses names only with chrono-tz. Any zone marks the
+        // Parquet column as adjusted to UTC.
+        ColumnType::TimestampMs => DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+        ColumnType::TimestampUs => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
     }
 }
 

@@ -25,7 +25,6 @@ pub enum RollReason {
     Size,
     Rollover,
     Inactivity,
-    Checkpoint,
 }
 
 /// Whether an open part should be closed now (checked after writes and on every tick).

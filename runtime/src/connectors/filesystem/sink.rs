@@ -436,27 +436,32 @@ impl TwoPhaseSink for FileSink {
 
     async fn write(&mut self, batch: Batch) -> Result<()> {
         let now = self.now();
-        let records = batch.records;
-        // Consecutive records of one bucket are written together.
-        let mut run: Option<(String, usize)> = None;
-        for i in 0..records.len() {
-            let next = match self.buckets.assign(&records[i], now) {
-                Ok(b) if run.as_ref().is_some_and(|(current, _)| current == b) => continue,
-                Ok(b) => Ok(b.to_string()),
-                Err(message) => Err(message),
-            };
-            if let Some((bucket, start)) = run.take() {
-                self.write_run(&bucket, &records[start..i], now).await?;
-            }
-            match next {
-                Ok(bucket) => run = Some((bucket, i)),
-                Err(message) => {
-                    bad_record(&self.node, self.settings.on_error, &self.metrics.record_errors, &records[i], message)?
-                }
-            }
+        if self.buckets.is_single() {
+            return self.write_run("", &batch.records, now).await;
         }
-        if let Some((bucket, start)) = run {
-            self.write_run(&bucket, &records[start..], now).await?;
+        // Records are grouped by bucket (in order within each), so that every part gets its
+        // records in one call however the buckets interleave.
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut groups: Vec<(String, Vec<Record>)> = Vec::new();
+        for record in batch.records {
+            let i = match self.buckets.assign(&record, now) {
+                Ok(b) => match index.get(b) {
+                    Some(i) => *i,
+                    None => {
+                        index.insert(b.to_string(), groups.len());
+                        groups.push((b.to_string(), Vec::new()));
+                        groups.len() - 1
+                    }
+                },
+                Err(message) => {
+                    bad_record(&self.node, self.settings.on_error, &self.metrics.record_errors, &record, message)?;
+                    continue;
+                }
+            };
+            groups[i].1.push(record);
+        }
+        for (bucket, records) in groups {
+            self.write_run(&bucket, &records, now).await?;
         }
         Ok(())
     }

@@ -1,0 +1,126 @@
+//! kill -9 at every two-phase-commit step and at random moments; the visible output must hold
+//! every input record exactly once.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::harness::*;
+
+const N: i64 = 30_000;
+
+/// A job with several checkpoints, parts that roll between checkpoints (pending files) and
+/// in-progress files that span checkpoints, on two workers.
+fn spec(dir: &Path, format_extra: &str) -> std::path::PathBuf {
+    write(dir, "p.yaml", &format!(
+        r#"name: eo
+parallelism: 2
+checkpoint: {{ interval: 100ms, storage: {state} }}
+sources:
+  - name: gen
+    type: datagen
+    count: {N}
+    rate: 20000
+    splits: 4
+    fields:
+      id: {{ kind: sequence }}
+      user: {{ kind: int, min: 0, max: 99, prefix: u }}
+      ts: {{ kind: timestamp, start: "2024-01-01T00:00:00Z", step: 100ms }}
+    event_time: ts
+sinks:
+  - name: out
+    type: filesystem
+    path: {out}
+    format: json
+    rolling: {{ max_part_size: 32KiB }}
+    bucket: {{ by: event_time, pattern: "hour=%H" }}{format_extra}
+"#,
+        state = dir.join("state").display(),
+        out = dir.join("out").display()
+    ))
+}
+
+fn crash_then_finish(point: &str, hit: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), "");
+    let fault = format!("{point}:{hit}");
+    let o = run(&spec, &[], &[("WEIR_FAULT", &fault)]);
+    assert!(was_killed(&o), "{fault} did not crash the job: {}\n{}", o.status, stderr(&o));
+    let runs = run_to_completion(&spec, &[]);
+    assert_eq!(runs, 1);
+    assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
+}
+
+#[test]
+fn kill_before_pre_commit() {
+    crash_then_finish("before_precommit", 4);
+}
+
+#[test]
+fn kill_after_pre_commit() {
+    crash_then_finish("after_precommit", 4);
+}
+
+#[test]
+fn kill_before_the_manifest_is_written() {
+    crash_then_finish("before_manifest", 3);
+}
+
+#[test]
+fn kill_after_the_manifest_before_commit() {
+    crash_then_finish("after_manifest", 3);
+}
+
+#[test]
+fn kill_after_commit() {
+    crash_then_finish("after_commit", 3);
+}
+
+#[test]
+fn kill_repeatedly_at_random_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), "");
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let mut kills = 0;
+    for i in 0..5u64 {
+        let job = Running::start(&spec, &[]);
+        // 150..650 ms into each run of ~1.5 s: before, between and during checkpoints.
+        let wait = 150 + (seed.wrapping_mul(6364136223846793005).wrapping_add(i * 1442695040888963407) >> 33) % 500;
+        std::thread::sleep(Duration::from_millis(wait));
+        if job.kill9() {
+            kills += 1;
+        }
+    }
+    assert!(kills >= 3, "only {kills} of 5 runs were still going when killed");
+    run_to_completion(&spec, &[]);
+    assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
+}
+
+#[test]
+fn parquet_and_csv_survive_a_crash_after_the_manifest() {
+    for format in ["csv", "parquet"] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec_path = spec(dir.path(), "");
+        let text = std::fs::read_to_string(&spec_path).unwrap().replace("format: json", &format!("format: {format}"));
+        std::fs::write(&spec_path, text).unwrap();
+        let o = run(&spec_path, &[], &[("WEIR_FAULT", "after_manifest:3")]);
+        assert!(was_killed(&o), "{format}: {}", stderr(&o));
+        run_to_completion(&spec_path, &[]);
+        let files = visible_files(&dir.path().join("out"));
+        assert!(!files.is_empty());
+        let rows: usize = files
+            .iter()
+            .map(|f| match format {
+                "csv" => std::fs::read_to_string(f).unwrap().lines().count() - 1,
+                _ => parquet_rows(f),
+            })
+            .sum();
+        assert_eq!(rows as i64, N, "{format}");
+    }
+}
+
+fn parquet_rows(f: &Path) -> usize {
+    let file = std::fs::File::open(f).unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+    use parquet::file::reader::FileReader;
+    reader.metadata().file_metadata().num_rows() as usize
+}

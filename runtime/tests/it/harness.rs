@@ -1,0 +1,144 @@
+//! Spawning `weir`, writing specs, and counting what the sinks made visible.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn weir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.env("WEIR_LOG", "warn");
+    c
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn run(spec: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = weir();
+    c.arg("run").arg("--quiet").args(args).arg(spec);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Killed by SIGKILL (the fault points and `kill -9` both end a process this way).
+pub fn was_killed(o: &Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    o.status.signal() == Some(9)
+}
+
+/// Runs the spec until it exits 0, at most `tries` times; returns the number of runs.
+pub fn run_to_completion(spec: &Path, args: &[&str]) -> usize {
+    for i in 1..=5 {
+        let o = run(spec, args, &[]);
+        if o.status.success() {
+            return i;
+        }
+        panic!("run {i} failed: {}\n{}", o.status, stderr(&o));
+    }
+    unreachable!()
+}
+
+/// Every visible (not hidden) file under `dir`, recursively.
+pub fn visible_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            out.extend(visible_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// How often each value of `field` occurs in the visible JSON-lines output; every line must parse.
+pub fn count_json_field(dir: &Path, field: &str) -> BTreeMap<i64, usize> {
+    let mut counts = BTreeMap::new();
+    for f in visible_files(dir) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'), "{} ends in a partial line", f.display());
+        for (n, line) in text.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {line}", f.display(), n + 1));
+            *counts.entry(v[field].as_i64().expect("integer field")).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Asserts ids 0..n each occur exactly once.
+pub fn assert_exactly_once(counts: &BTreeMap<i64, usize>, n: i64) {
+    let dups: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    assert!(dups.is_empty(), "duplicates (id, count): {dups:?}");
+    let missing: Vec<i64> = (0..n).filter(|i| !counts.contains_key(i)).take(5).collect();
+    assert!(missing.is_empty(), "missing ids (first 5): {missing:?} of {n}, got {}", counts.len());
+    assert_eq!(counts.len() as i64, n, "unexpected ids beyond 0..{n}");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `weir run` in the background with its admin API on a known port.
+pub struct Running {
+    pub child: Child,
+    pub admin: String,
+}
+
+impl Running {
+    pub fn start(spec: &Path, args: &[&str]) -> Running {
+        let port = free_port();
+        let admin = format!("127.0.0.1:{port}");
+        let child = weir()
+            .arg("run")
+            .arg("--quiet")
+            .arg("--admin-addr")
+            .arg(&admin)
+            .args(args)
+            .arg(spec)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut r = Running { child, admin: format!("http://{admin}") };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&admin).is_err() {
+            if r.child.try_wait().unwrap().is_some() {
+                break; // already ended (e.g. nothing left to do); callers look at the exit
+            }
+            assert!(Instant::now() < deadline, "admin API never came up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    /// SIGKILL; returns false when the process had already exited by itself.
+    pub fn kill9(mut self) -> bool {
+        let alive = self.child.try_wait().unwrap().is_none();
+        if alive {
+            self.child.kill().unwrap();
+        }
+        self.child.wait().unwrap();
+        alive
+    }
+
+    pub fn wait(self) -> Output {
+        self.child.wait_with_output().unwrap()
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real `weir` binary, real files, real kills.
+
+mod exactly_once;
+mod harness;
+mod savepoints;
+mod spec_errors;
+mod s3;
