@@ -112,7 +112,10 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        SpecError { path: path.into(), message: message.into() }
+        SpecError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -162,9 +165,21 @@ impl PipelineSpec {
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = (Role, usize, &NodeSpec)> {
-        let s = self.sources.iter().enumerate().map(|(i, n)| (Role::Source, i, n));
-        let t = self.transforms.iter().enumerate().map(|(i, n)| (Role::Transform, i, n));
-        let k = self.sinks.iter().enumerate().map(|(i, n)| (Role::Sink, i, n));
+        let s = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Role::Source, i, n));
+        let t = self
+            .transforms
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Role::Transform, i, n));
+        let k = self
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Role::Sink, i, n));
         s.chain(t).chain(k)
     }
 
@@ -179,7 +194,10 @@ impl PipelineSpec {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         {
-            errors.push(SpecError::new("name", "use only letters, digits, '-', '_' and '.'"));
+            errors.push(SpecError::new(
+                "name",
+                "use only letters, digits, '-', '_' and '.'",
+            ));
         }
         if self.parallelism == 0 {
             errors.push(SpecError::new("parallelism", "must be at least 1"));
@@ -193,7 +211,10 @@ impl PipelineSpec {
         let cp = &self.checkpoint;
         if cp.enabled {
             if cp.interval.as_millis() < 10 {
-                errors.push(SpecError::new("checkpoint.interval", "must be at least 10ms"));
+                errors.push(SpecError::new(
+                    "checkpoint.interval",
+                    "must be at least 10ms",
+                ));
             }
             if cp.timeout.as_millis() == 0 {
                 errors.push(SpecError::new("checkpoint.timeout", "must be more than 0"));
@@ -227,7 +248,10 @@ impl PipelineSpec {
                 errors.push(SpecError::new(format!("{path}.type"), "must not be empty"));
             }
             if role == Role::Source && (node.input.is_some() || node.inputs.is_some()) {
-                errors.push(SpecError::new(format!("{path}.input"), "a source takes no input"));
+                errors.push(SpecError::new(
+                    format!("{path}.input"),
+                    "a source takes no input",
+                ));
             }
             if node.input.is_some() && node.inputs.is_some() {
                 errors.push(SpecError::new(
@@ -249,7 +273,10 @@ impl PipelineSpec {
             };
             let resolved = declared.unwrap_or_else(|| previous.clone());
             if resolved.is_empty() {
-                errors.push(SpecError::new(format!("{path}.inputs"), "must name at least one node"));
+                errors.push(SpecError::new(
+                    format!("{path}.inputs"),
+                    "must name at least one node",
+                ));
             }
             for (k, name) in resolved.iter().enumerate() {
                 match roles.get(name.as_str()) {
@@ -275,7 +302,10 @@ impl PipelineSpec {
         }
         if errors.is_empty() {
             if let Some(cycle) = find_cycle(&inputs) {
-                errors.push(SpecError::new("transforms", format!("cycle through {cycle}")));
+                errors.push(SpecError::new(
+                    "transforms",
+                    format!("cycle through {cycle}"),
+                ));
             }
         }
         if errors.is_empty() {
@@ -386,9 +416,18 @@ sinks: [{ name: s, type: blackhole, inputs: [t, s] }]
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         let joined = text.join("\n");
         assert!(joined.contains("name: use only letters"), "{joined}");
-        assert!(joined.contains("parallelism: must be at least 1"), "{joined}");
-        assert!(joined.contains("sources[1].name: duplicate node name"), "{joined}");
-        assert!(joined.contains("transforms[0].inputs[0]: no source or transform is named \"nope\""), "{joined}");
+        assert!(
+            joined.contains("parallelism: must be at least 1"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("sources[1].name: duplicate node name"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("transforms[0].inputs[0]: no source or transform is named \"nope\""),
+            "{joined}"
+        );
         assert!(joined.contains("sinks[0].inputs[1]"), "{joined}");
     }
 

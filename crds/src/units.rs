@@ -57,10 +57,14 @@ impl<'de> Deserialize<'de> for Duration {
                 v.parse().map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, _: u64) -> Result<Duration, E> {
-                Err(E::custom("expected a duration with a unit like 500ms, 1s or 15m"))
+                Err(E::custom(
+                    "expected a duration with a unit like 500ms, 1s or 15m",
+                ))
             }
             fn visit_i64<E: de::Error>(self, _: i64) -> Result<Duration, E> {
-                Err(E::custom("expected a duration with a unit like 500ms, 1s or 15m"))
+                Err(E::custom(
+                    "expected a duration with a unit like 500ms, 1s or 15m",
+                ))
             }
         }
         d.deserialize_any(V)
@@ -152,11 +156,15 @@ mod tests {
         assert_eq!(d.as_millis(), 1000);
         let d: Duration = serde_json::from_str("\"15m\"").unwrap();
         assert_eq!(d.as_millis(), 900_000);
-        let e = serde_json::from_str::<Duration>("5").unwrap_err().to_string();
+        let e = serde_json::from_str::<Duration>("5")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("with a unit"), "{e}");
         let b: ByteSize = serde_json::from_str("\"256MiB\"").unwrap();
         assert_eq!(b.0, 256 * 1024 * 1024);
-        let e = serde_json::from_str::<ByteSize>("\"lots\"").unwrap_err().to_string();
+        let e = serde_json::from_str::<ByteSize>("\"lots\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected a size like 256MiB"), "{e}");
     }
 }

@@ -45,26 +45,46 @@ pub fn aggregate(workers: &[WorkerStatus]) -> WorkerState {
 
 async fn status(State(c): State<JobControl>) -> Json<JobStatus> {
     let workers = c.snapshot();
-    Json(JobStatus { job: c.job.clone(), parallelism: c.parallelism, state: aggregate(&workers), workers })
+    Json(JobStatus {
+        job: c.job.clone(),
+        parallelism: c.parallelism,
+        state: aggregate(&workers),
+        workers,
+    })
 }
 
 async fn ready(State(c): State<JobControl>) -> Response {
     let workers = c.snapshot();
     match aggregate(&workers) {
-        WorkerState::Running | WorkerState::Finishing => (StatusCode::OK, "ready\n").into_response(),
-        s => (StatusCode::SERVICE_UNAVAILABLE, format!("{s:?}\n").to_lowercase()).into_response(),
+        WorkerState::Running | WorkerState::Finishing => {
+            (StatusCode::OK, "ready\n").into_response()
+        }
+        s => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{s:?}\n").to_lowercase(),
+        )
+            .into_response(),
     }
 }
 
 async fn metrics(State(c): State<JobControl>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], c.metrics.render()).into_response()
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        c.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn trigger(State(c): State<JobControl>, body: Option<Json<SavepointRequest>>) -> Response {
     let req = body.map(|b| b.0).unwrap_or_default();
     if let Some(id) = &req.id {
-        if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
-            let msg = serde_json::json!({"error": "id: use only letters, digits, '-', '_' and '.'"});
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        {
+            let msg =
+                serde_json::json!({"error": "id: use only letters, digits, '-', '_' and '.'"});
             return (StatusCode::BAD_REQUEST, Json(msg)).into_response();
         }
     }
@@ -75,7 +95,11 @@ async fn trigger(State(c): State<JobControl>, body: Option<Json<SavepointRequest
 async fn savepoint(State(c): State<JobControl>, Path(id): Path<String>) -> Response {
     match c.savepoint_status(&id) {
         Some(s) => Json(s).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no savepoint {id}")}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": format!("no savepoint {id}")})),
+        )
+            .into_response(),
     }
 }
 
@@ -95,7 +119,9 @@ pub async fn serve(addr: &str, control: JobControl) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::io(format!("binding the admin API to {addr}"), e))?;
-    let bound = listener.local_addr().map_err(|e| Error::io("admin API address", e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("admin API address", e))?;
     let app = router(control);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -45,7 +45,7 @@ use weir_crds::{CheckpointSpec, NodeSpec};
 
 pub use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
-pub use crate::record::{Batch, Barrier, Fields, Record, SplitId};
+pub use crate::record::{Barrier, Batch, Fields, Record, SplitId};
 
 /// A node's settings as given in the spec, with the path used in error messages.
 #[derive(Clone, Debug)]
@@ -68,14 +68,22 @@ impl NodeConfig {
         let value = Value::Object(self.spec.config.clone());
         serde_path_to_error::deserialize(value).map_err(|e| {
             let inner = e.path().to_string();
-            let path = if inner == "." { self.path.clone() } else { format!("{}.{inner}", self.path) };
+            let path = if inner == "." {
+                self.path.clone()
+            } else {
+                format!("{}.{inner}", self.path)
+            };
             Error::spec(path, e.into_inner().to_string())
         })
     }
 
     /// An error about one field of this node.
     pub fn error(&self, field: &str, message: impl Into<String>) -> Error {
-        let path = if field.is_empty() { self.path.clone() } else { format!("{}.{field}", self.path) };
+        let path = if field.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}.{field}", self.path)
+        };
         Error::spec(path, message)
     }
 }
@@ -192,9 +200,16 @@ pub trait TwoPhaseSink: Send + 'static {
     async fn open(&mut self, ctx: &NodeContext) -> Result<()>;
     /// `states` are the states of the workers this one takes over (its own, or several after a
     /// rescale); `committables` must be committed (again) before any new write.
-    async fn recover(&mut self, states: Vec<Self::State>, committables: Vec<Self::Committable>) -> Result<()>;
+    async fn recover(
+        &mut self,
+        states: Vec<Self::State>,
+        committables: Vec<Self::Committable>,
+    ) -> Result<()>;
     async fn write(&mut self, batch: Batch) -> Result<()>;
-    async fn pre_commit(&mut self, barrier: Barrier) -> Result<(Vec<Self::Committable>, Self::State)>;
+    async fn pre_commit(
+        &mut self,
+        barrier: Barrier,
+    ) -> Result<(Vec<Self::Committable>, Self::State)>;
     async fn commit(&mut self, committables: Vec<Self::Committable>) -> Result<()>;
     /// Drop staged, not pre-committed work (the job is failing or cancelled).
     async fn abort(&mut self) -> Result<()>;

@@ -25,7 +25,11 @@ pub enum Error {
     Checkpoint(String),
     /// A record a node could not handle; `record` is a short rendering of it.
     #[error("{node}: record {record}: {message}")]
-    Record { node: String, record: String, message: String },
+    Record {
+        node: String,
+        record: String,
+        message: String,
+    },
     /// Any other failure of a named node.
     #[error("{node}: {message}")]
     Node { node: String, message: String },
@@ -43,13 +47,22 @@ impl Error {
         Error::Spec(vec![weir_crds::SpecError::new(path, message)])
     }
     pub fn node(node: impl Into<String>, message: impl fmt::Display) -> Self {
-        Error::Node { node: node.into(), message: message.to_string() }
+        Error::Node {
+            node: node.into(),
+            message: message.to_string(),
+        }
     }
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
     pub fn store(context: impl Into<String>, source: object_store::Error) -> Self {
-        Error::Store { context: context.into(), source }
+        Error::Store {
+            context: context.into(),
+            source,
+        }
     }
 }
 

@@ -31,7 +31,10 @@ fn plan() -> Option<&'static Plan> {
             let (name, n) = item.split_once(':').unwrap_or((item, "1"));
             target.insert(name.trim().to_string(), n.trim().parse().unwrap_or(1));
         }
-        let hits = target.keys().map(|k| (k.clone(), AtomicU32::new(0))).collect();
+        let hits = target
+            .keys()
+            .map(|k| (k.clone(), AtomicU32::new(0)))
+            .collect();
         Some(Plan { target, hits })
     })
     .as_ref()
@@ -40,7 +43,9 @@ fn plan() -> Option<&'static Plan> {
 /// Marks a crash point.
 pub fn point(name: &str) {
     let Some(plan) = plan() else { return };
-    let (Some(target), Some(hits)) = (plan.target.get(name), plan.hits.get(name)) else { return };
+    let (Some(target), Some(hits)) = (plan.target.get(name), plan.hits.get(name)) else {
+        return;
+    };
     if hits.fetch_add(1, Ordering::SeqCst) + 1 == *target {
         eprintln!("weir: fault injection: SIGKILL at {name} (hit {target})");
         // SAFETY: kill(2) on our own pid has no memory-safety preconditions.

@@ -36,13 +36,20 @@ impl NodeMetrics {
     /// Counters registered nowhere, for tests and tools.
     pub fn detached() -> Self {
         let c = || IntCounter::new("detached", "detached").expect("static metric name");
-        NodeMetrics { records_in: c(), records_out: c(), record_errors: c(), bytes_out: c() }
+        NodeMetrics {
+            records_in: c(),
+            records_out: c(),
+            record_errors: c(),
+            bytes_out: c(),
+        }
     }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
@@ -52,16 +59,25 @@ impl Metrics {
         let node = &["job", "worker", "node"];
         let worker = &["job", "worker"];
         let checkpoint_duration = HistogramVec::new(
-            HistogramOpts::new("weir_checkpoint_duration_seconds", "Time from barrier injection to commit.")
-                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            HistogramOpts::new(
+                "weir_checkpoint_duration_seconds",
+                "Time from barrier injection to commit.",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
             worker,
         )
         .expect("static metric definition");
-        r.register(Box::new(checkpoint_duration.clone())).expect("metric registered once");
-        let checkpoint_size =
-            IntGaugeVec::new(Opts::new("weir_checkpoint_size_bytes", "Size of the last checkpoint."), worker)
-                .expect("static metric definition");
-        r.register(Box::new(checkpoint_size.clone())).expect("metric registered once");
+        r.register(Box::new(checkpoint_duration.clone()))
+            .expect("metric registered once");
+        let checkpoint_size = IntGaugeVec::new(
+            Opts::new("weir_checkpoint_size_bytes", "Size of the last checkpoint."),
+            worker,
+        )
+        .expect("static metric definition");
+        r.register(Box::new(checkpoint_size.clone()))
+            .expect("metric registered once");
         let checkpoint_last_completed = GaugeVec::new(
             Opts::new(
                 "weir_checkpoint_last_completed_timestamp_seconds",
@@ -70,31 +86,65 @@ impl Metrics {
             worker,
         )
         .expect("static metric definition");
-        r.register(Box::new(checkpoint_last_completed.clone())).expect("metric registered once");
+        r.register(Box::new(checkpoint_last_completed.clone()))
+            .expect("metric registered once");
         let watermark = IntGaugeVec::new(
-            Opts::new("weir_watermark_milliseconds", "Current event-time watermark of a node."),
+            Opts::new(
+                "weir_watermark_milliseconds",
+                "Current event-time watermark of a node.",
+            ),
             node,
         )
         .expect("static metric definition");
-        r.register(Box::new(watermark.clone())).expect("metric registered once");
+        r.register(Box::new(watermark.clone()))
+            .expect("metric registered once");
         let watermark_lag = GaugeVec::new(
-            Opts::new("weir_watermark_lag_seconds", "Processing time minus the node's watermark."),
+            Opts::new(
+                "weir_watermark_lag_seconds",
+                "Processing time minus the node's watermark.",
+            ),
             node,
         )
         .expect("static metric definition");
-        r.register(Box::new(watermark_lag.clone())).expect("metric registered once");
+        r.register(Box::new(watermark_lag.clone()))
+            .expect("metric registered once");
         Metrics {
-            records_in: counter(&r, "weir_node_records_in_total", "Records received by a node.", node),
-            records_out: counter(&r, "weir_node_records_out_total", "Records emitted or written by a node.", node),
+            records_in: counter(
+                &r,
+                "weir_node_records_in_total",
+                "Records received by a node.",
+                node,
+            ),
+            records_out: counter(
+                &r,
+                "weir_node_records_out_total",
+                "Records emitted or written by a node.",
+                node,
+            ),
             record_errors: counter(
                 &r,
                 "weir_node_record_errors_total",
                 "Records a node could not process (skipped or fatal, by policy).",
                 node,
             ),
-            bytes_out: counter(&r, "weir_sink_bytes_total", "Bytes written by a sink.", node),
-            checkpoints_completed: counter(&r, "weir_checkpoint_completed_total", "Completed checkpoints.", worker),
-            checkpoints_failed: counter(&r, "weir_checkpoint_failed_total", "Failed or timed-out checkpoints.", worker),
+            bytes_out: counter(
+                &r,
+                "weir_sink_bytes_total",
+                "Bytes written by a sink.",
+                node,
+            ),
+            checkpoints_completed: counter(
+                &r,
+                "weir_checkpoint_completed_total",
+                "Completed checkpoints.",
+                worker,
+            ),
+            checkpoints_failed: counter(
+                &r,
+                "weir_checkpoint_failed_total",
+                "Failed or timed-out checkpoints.",
+                worker,
+            ),
             checkpoint_duration,
             checkpoint_size,
             checkpoint_last_completed,

@@ -20,14 +20,20 @@ pub struct Record {
 
 impl Record {
     pub fn new(fields: Fields) -> Self {
-        Record { fields, event_time: None }
+        Record {
+            fields,
+            event_time: None,
+        }
     }
 
     /// A short JSON rendering for error messages (never the whole of a large record).
     pub fn describe(&self) -> String {
         let mut s = serde_json::to_string(&self.fields).unwrap_or_else(|_| "<unprintable>".into());
         if s.len() > 200 {
-            let cut = (0..=200).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+            let cut = (0..=200)
+                .rev()
+                .find(|i| s.is_char_boundary(*i))
+                .unwrap_or(0);
             s.truncate(cut);
             s.push('…');
         }

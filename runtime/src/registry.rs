@@ -34,7 +34,11 @@ impl Registry {
         r
     }
 
-    pub fn source(&mut self, kind: &str, f: impl Fn(&NodeConfig) -> Result<Box<dyn Source>> + Send + Sync + 'static) {
+    pub fn source(
+        &mut self,
+        kind: &str,
+        f: impl Fn(&NodeConfig) -> Result<Box<dyn Source>> + Send + Sync + 'static,
+    ) {
         self.sources.insert(kind.to_string(), Arc::new(f));
     }
 
@@ -46,7 +50,11 @@ impl Registry {
         self.transforms.insert(kind.to_string(), Arc::new(f));
     }
 
-    pub fn sink(&mut self, kind: &str, f: impl Fn(&NodeConfig) -> Result<SinkBox> + Send + Sync + 'static) {
+    pub fn sink(
+        &mut self,
+        kind: &str,
+        f: impl Fn(&NodeConfig) -> Result<SinkBox> + Send + Sync + 'static,
+    ) {
         self.sinks.insert(kind.to_string(), Arc::new(f));
     }
 
@@ -63,22 +71,36 @@ impl Registry {
     fn unknown(&self, role: Role, cfg: &NodeConfig) -> Error {
         cfg.error(
             "type",
-            format!("unknown {} type {:?}; known: {}", role_word(role), cfg.spec.kind, self.known(role).join(", ")),
+            format!(
+                "unknown {} type {:?}; known: {}",
+                role_word(role),
+                cfg.spec.kind,
+                self.known(role).join(", ")
+            ),
         )
     }
 
     pub fn build_source(&self, cfg: &NodeConfig) -> Result<Box<dyn Source>> {
-        let f = self.sources.get(&cfg.spec.kind).ok_or_else(|| self.unknown(Role::Source, cfg))?;
+        let f = self
+            .sources
+            .get(&cfg.spec.kind)
+            .ok_or_else(|| self.unknown(Role::Source, cfg))?;
         f(cfg)
     }
 
     pub fn build_transform(&self, cfg: &NodeConfig) -> Result<Box<dyn Transform>> {
-        let f = self.transforms.get(&cfg.spec.kind).ok_or_else(|| self.unknown(Role::Transform, cfg))?;
+        let f = self
+            .transforms
+            .get(&cfg.spec.kind)
+            .ok_or_else(|| self.unknown(Role::Transform, cfg))?;
         f(cfg)
     }
 
     pub fn build_sink(&self, cfg: &NodeConfig) -> Result<SinkBox> {
-        let f = self.sinks.get(&cfg.spec.kind).ok_or_else(|| self.unknown(Role::Sink, cfg))?;
+        let f = self
+            .sinks
+            .get(&cfg.spec.kind)
+            .ok_or_else(|| self.unknown(Role::Sink, cfg))?;
         f(cfg)
     }
 

@@ -25,7 +25,8 @@ impl Location {
             return Ok(Location::Local(rest.into()));
         }
         if text.contains("://") {
-            let url = Url::parse(text).map_err(|e| Error::Other(format!("invalid URL {text:?}: {e}")))?;
+            let url =
+                Url::parse(text).map_err(|e| Error::Other(format!("invalid URL {text:?}: {e}")))?;
             return Ok(Location::Url(url));
         }
         Ok(Location::Local(text.into()))
@@ -38,7 +39,9 @@ pub fn s3(url: &Url, options: &BTreeMap<String, String>) -> Result<(Arc<AmazonS3
     let mut builder = AmazonS3Builder::from_env().with_url(url.as_str());
     let mut has_endpoint = false;
     for (k, v) in options {
-        let key = k.parse().map_err(|e| Error::Other(format!("unknown S3 option {k:?}: {e}")))?;
+        let key = k
+            .parse()
+            .map_err(|e| Error::Other(format!("unknown S3 option {k:?}: {e}")))?;
         has_endpoint |= k.contains("endpoint");
         builder = builder.with_config(key, v);
     }
@@ -51,19 +54,29 @@ pub fn s3(url: &Url, options: &BTreeMap<String, String>) -> Result<(Arc<AmazonS3
             builder = builder.with_allow_http(true);
         }
     }
-    if options.get("aws_endpoint").or(options.get("endpoint")).is_some_and(|e| e.starts_with("http://")) {
+    if options
+        .get("aws_endpoint")
+        .or(options.get("endpoint"))
+        .is_some_and(|e| e.starts_with("http://"))
+    {
         builder = builder.with_allow_http(true);
     }
-    let store = builder.build().map_err(|e| Error::store(format!("opening {url}"), e))?;
+    let store = builder
+        .build()
+        .map_err(|e| Error::store(format!("opening {url}"), e))?;
     let prefix = Path::from(url.path().trim_start_matches('/'));
     Ok((Arc::new(store), prefix))
 }
 
 /// Opens any store; local directories are created (and must be writable).
-pub fn open(location: &Location, options: &BTreeMap<String, String>) -> Result<(Arc<dyn ObjectStore>, Path)> {
+pub fn open(
+    location: &Location,
+    options: &BTreeMap<String, String>,
+) -> Result<(Arc<dyn ObjectStore>, Path)> {
     match location {
         Location::Local(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
             let fs = LocalFileSystem::new_with_prefix(dir)
                 .map_err(|e| Error::store(format!("opening directory {}", dir.display()), e))?;
             Ok((Arc::new(fs), Path::default()))

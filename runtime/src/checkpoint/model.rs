@@ -65,7 +65,11 @@ pub struct SavepointManifest {
 }
 
 /// The key groups `[start, end)` owned by `worker` (Flink's contiguous ranges).
-pub fn key_group_range(worker: u32, parallelism: u32, max_parallelism: u32) -> std::ops::Range<u32> {
+pub fn key_group_range(
+    worker: u32,
+    parallelism: u32,
+    max_parallelism: u32,
+) -> std::ops::Range<u32> {
     let p = parallelism.max(1) as u64;
     let m = max_parallelism as u64;
     let w = worker as u64;
@@ -91,7 +95,12 @@ pub struct Restore {
 
 /// Splits restored parts among new workers: pure, so rescaling rules are tested directly.
 /// Old worker `j`'s sink states and committables go to new worker `j % parallelism`.
-pub fn assign(parts: &[WorkerCheckpoint], worker: u32, parallelism: u32, max_parallelism: u32) -> Restore {
+pub fn assign(
+    parts: &[WorkerCheckpoint],
+    worker: u32,
+    parallelism: u32,
+    max_parallelism: u32,
+) -> Restore {
     let mut r = Restore::default();
     let groups = key_group_range(worker, parallelism, max_parallelism);
     for part in parts {
@@ -125,12 +134,33 @@ mod tests {
     use serde_json::json;
 
     fn part(worker: u32, splits: &[&str]) -> WorkerCheckpoint {
-        let mut c = WorkerCheckpoint { id: 7, worker, parallelism: 3, max_parallelism: 128, ..Default::default() };
-        c.sources.insert("src".into(), splits.iter().map(|s| (s.to_string(), json!(worker))).collect());
-        c.operators.insert("agg".into(), (0..128).filter(|g| g % 3 == worker).map(|g| (g, json!(g))).collect());
+        let mut c = WorkerCheckpoint {
+            id: 7,
+            worker,
+            parallelism: 3,
+            max_parallelism: 128,
+            ..Default::default()
+        };
+        c.sources.insert(
+            "src".into(),
+            splits
+                .iter()
+                .map(|s| (s.to_string(), json!(worker)))
+                .collect(),
+        );
+        c.operators.insert(
+            "agg".into(),
+            (0..128)
+                .filter(|g| g % 3 == worker)
+                .map(|g| (g, json!(g)))
+                .collect(),
+        );
         c.sinks.insert(
             "out".into(),
-            SinkCheckpoint { states: vec![json!({ "w": worker })], committables: vec![json!(format!("c{worker}"))] },
+            SinkCheckpoint {
+                states: vec![json!({ "w": worker })],
+                committables: vec![json!(format!("c{worker}"))],
+            },
         );
         c
     }
@@ -153,7 +183,11 @@ mod tests {
         let parts = vec![part(0, &["a"]), part(1, &["b"]), part(2, &["c"])];
         let w0 = assign(&parts, 0, 2, 128);
         let w1 = assign(&parts, 1, 2, 128);
-        assert_eq!(w0.sources["src"].len(), 3, "sources see every split and pick their own");
+        assert_eq!(
+            w0.sources["src"].len(),
+            3,
+            "sources see every split and pick their own"
+        );
         assert_eq!(w0.sinks["out"].1, vec![json!("c0"), json!("c2")]);
         assert_eq!(w1.sinks["out"].1, vec![json!("c1")]);
         let groups: usize = w0.operators["agg"].len() + w1.operators["agg"].len();

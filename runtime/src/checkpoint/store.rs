@@ -50,11 +50,17 @@ impl CheckpointStore {
     pub fn open(storage: &str, options: &BTreeMap<String, String>, job: &str) -> Result<Self> {
         let location = Location::parse(storage)?;
         let (store, prefix) = storage::open(&location, options).map_err(|e| match e {
-            Error::Io { context, source } => Error::Checkpoint(format!("checkpoint.storage: {context}: {source}")),
+            Error::Io { context, source } => {
+                Error::Checkpoint(format!("checkpoint.storage: {context}: {source}"))
+            }
             other => other,
         })?;
         let display = format!("{}/{job}", storage.trim_end_matches('/'));
-        Ok(CheckpointStore { store, root: prefix.clone().join(job), display })
+        Ok(CheckpointStore {
+            store,
+            root: prefix.clone().join(job),
+            display,
+        })
     }
 
     fn worker_dir(&self, worker: u32) -> Path {
@@ -75,7 +81,12 @@ impl CheckpointStore {
         self.store
             .put(&p, PutPayload::from_static(b"ok"))
             .await
-            .map_err(|e| Error::Checkpoint(format!("checkpoint.storage {} is not writable: {e}", self.display)))?;
+            .map_err(|e| {
+                Error::Checkpoint(format!(
+                    "checkpoint.storage {} is not writable: {e}",
+                    self.display
+                ))
+            })?;
         let _ = self.store.delete(&p).await;
         Ok(())
     }
@@ -83,7 +94,10 @@ impl CheckpointStore {
     /// Writes a worker's checkpoint (or savepoint part); returns the bytes written.
     pub async fn write(&self, data: &WorkerCheckpoint, savepoint_id: Option<&str>) -> Result<u64> {
         let dir = match savepoint_id {
-            Some(sp) => self.savepoint_dir(sp).clone().join(format!("worker-{}", data.worker)),
+            Some(sp) => self
+                .savepoint_dir(sp)
+                .clone()
+                .join(format!("worker-{}", data.worker)),
             None => self.worker_dir(data.worker).clone().join(chk_name(data.id)),
         };
         write_part(self.store.as_ref(), &dir, data).await
@@ -95,14 +109,21 @@ impl CheckpointStore {
             let dir = self.worker_dir(worker).clone().join(chk_name(id));
             match read_part(self.store.as_ref(), &dir, &self.describe(&dir)).await? {
                 Some(c) => return Ok(Some(c)),
-                None => tracing::warn!(checkpoint = id, worker, "skipping incomplete checkpoint (no manifest)"),
+                None => tracing::warn!(
+                    checkpoint = id,
+                    worker,
+                    "skipping incomplete checkpoint (no manifest)"
+                ),
             }
         }
         Ok(None)
     }
 
     fn describe(&self, p: &Path) -> String {
-        let rel = p.as_ref().strip_prefix(self.root.as_ref()).unwrap_or(p.as_ref());
+        let rel = p
+            .as_ref()
+            .strip_prefix(self.root.as_ref())
+            .unwrap_or(p.as_ref());
         format!("{}/{}", self.display, rel.trim_start_matches('/'))
     }
 
@@ -113,8 +134,11 @@ impl CheckpointStore {
             .list_with_delimiter(Some(&dir))
             .await
             .ctx(|| format!("listing checkpoints in {}", self.describe(&dir)))?;
-        let mut ids: Vec<u64> =
-            listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(parse_chk)).collect();
+        let mut ids: Vec<u64> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(parse_chk))
+            .collect();
         ids.sort_unstable();
         Ok(ids)
     }
@@ -123,10 +147,17 @@ impl CheckpointStore {
     /// (including incomplete attempts older than the newest complete one).
     pub async fn retain(&self, worker: u32, newest_complete: u64, keep: usize) -> Result<()> {
         let ids = self.checkpoint_ids(worker).await?;
-        let complete_kept: Vec<u64> = ids.iter().copied().filter(|i| *i <= newest_complete).rev().take(keep).collect();
+        let complete_kept: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|i| *i <= newest_complete)
+            .rev()
+            .take(keep)
+            .collect();
         let oldest_kept = complete_kept.last().copied().unwrap_or(newest_complete);
         for id in ids.into_iter().filter(|i| *i < oldest_kept) {
-            self.delete_dir(&self.worker_dir(worker).clone().join(chk_name(id))).await?;
+            self.delete_dir(&self.worker_dir(worker).clone().join(chk_name(id)))
+                .await?;
         }
         Ok(())
     }
@@ -145,7 +176,12 @@ impl CheckpointStore {
     }
 
     /// Writes the job-level manifest of a savepoint whose parts are all written.
-    pub async fn complete_savepoint(&self, id: &str, parallelism: u32, timestamp_ms: i64) -> Result<SavepointRef> {
+    pub async fn complete_savepoint(
+        &self,
+        id: &str,
+        parallelism: u32,
+        timestamp_ms: i64,
+    ) -> Result<SavepointRef> {
         let manifest = SavepointManifest {
             version: FORMAT_VERSION,
             job: self.root.filename().unwrap_or_default().to_string(),
@@ -154,15 +190,23 @@ impl CheckpointStore {
             timestamp_ms,
             parts: (0..parallelism).map(|w| format!("worker-{w}")).collect(),
         };
-        let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Checkpoint(e.to_string()))?;
+        let body =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Checkpoint(e.to_string()))?;
         let p = self.savepoint_dir(id).clone().join(SAVEPOINT_MANIFEST);
-        self.store.put(&p, PutPayload::from(body)).await.ctx(|| format!("writing {}", self.describe(&p)))?;
-        Ok(SavepointRef { id: id.to_string(), path: self.savepoint_path(id) })
+        self.store
+            .put(&p, PutPayload::from(body))
+            .await
+            .ctx(|| format!("writing {}", self.describe(&p)))?;
+        Ok(SavepointRef {
+            id: id.to_string(),
+            path: self.savepoint_path(id),
+        })
     }
 }
 
 async fn write_part(store: &dyn ObjectStore, dir: &Path, data: &WorkerCheckpoint) -> Result<u64> {
-    let body = serde_json::to_vec(data).map_err(|e| Error::Checkpoint(format!("cannot serialize state: {e}")))?;
+    let body = serde_json::to_vec(data)
+        .map_err(|e| Error::Checkpoint(format!("cannot serialize state: {e}")))?;
     let manifest = Manifest {
         version: FORMAT_VERSION,
         job: data.job.clone(),
@@ -177,11 +221,17 @@ async fn write_part(store: &dyn ObjectStore, dir: &Path, data: &WorkerCheckpoint
     };
     let len = body.len() as u64;
     let state_path = dir.clone().join(STATE);
-    store.put(&state_path, PutPayload::from(body)).await.ctx(|| format!("writing {state_path}"))?;
+    store
+        .put(&state_path, PutPayload::from(body))
+        .await
+        .ctx(|| format!("writing {state_path}"))?;
     let m = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Checkpoint(e.to_string()))?;
     let manifest_path = dir.clone().join(MANIFEST);
     crate::fault::point("before_manifest");
-    store.put(&manifest_path, PutPayload::from(m)).await.ctx(|| format!("writing {manifest_path}"))?;
+    store
+        .put(&manifest_path, PutPayload::from(m))
+        .await
+        .ctx(|| format!("writing {manifest_path}"))?;
     Ok(len)
 }
 
@@ -194,8 +244,18 @@ async fn get_opt(store: &dyn ObjectStore, p: &Path, shown: &str) -> Result<Optio
 }
 
 /// Reads one part: `None` when it has no manifest (never completed).
-async fn read_part(store: &dyn ObjectStore, dir: &Path, shown: &str) -> Result<Option<WorkerCheckpoint>> {
-    let Some(raw) = get_opt(store, &dir.clone().join(MANIFEST), &format!("{shown}/{MANIFEST}")).await? else {
+async fn read_part(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    shown: &str,
+) -> Result<Option<WorkerCheckpoint>> {
+    let Some(raw) = get_opt(
+        store,
+        &dir.clone().join(MANIFEST),
+        &format!("{shown}/{MANIFEST}"),
+    )
+    .await?
+    else {
         return Ok(None);
     };
     let manifest: Manifest = serde_json::from_slice(&raw)
@@ -207,9 +267,17 @@ async fn read_part(store: &dyn ObjectStore, dir: &Path, shown: &str) -> Result<O
         )));
     }
     let state_shown = format!("{shown}/{}", manifest.state_file);
-    let body = get_opt(store, &dir.clone().join(manifest.state_file.as_str()), &state_shown)
-        .await?
-        .ok_or_else(|| Error::Checkpoint(format!("{state_shown} is missing although its manifest exists")))?;
+    let body = get_opt(
+        store,
+        &dir.clone().join(manifest.state_file.as_str()),
+        &state_shown,
+    )
+    .await?
+    .ok_or_else(|| {
+        Error::Checkpoint(format!(
+            "{state_shown} is missing although its manifest exists"
+        ))
+    })?;
     if body.len() as u64 != manifest.state_bytes || crc32fast::hash(&body) != manifest.state_crc32 {
         return Err(Error::Checkpoint(format!(
             "{state_shown} does not match its manifest (size {} vs {}, or checksum): the checkpoint is corrupt",
@@ -217,17 +285,22 @@ async fn read_part(store: &dyn ObjectStore, dir: &Path, shown: &str) -> Result<O
             manifest.state_bytes
         )));
     }
-    let data: WorkerCheckpoint =
-        serde_json::from_slice(&body).map_err(|e| Error::Checkpoint(format!("corrupt state {state_shown}: {e}")))?;
+    let data: WorkerCheckpoint = serde_json::from_slice(&body)
+        .map_err(|e| Error::Checkpoint(format!("corrupt state {state_shown}: {e}")))?;
     Ok(Some(data))
 }
 
 /// Loads every part of a savepoint given by its directory or URL.
-pub async fn load_savepoint(path: &str, options: &BTreeMap<String, String>) -> Result<Vec<WorkerCheckpoint>> {
+pub async fn load_savepoint(
+    path: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Vec<WorkerCheckpoint>> {
     let location = Location::parse(path)?;
     if let Location::Local(dir) = &location {
         if !dir.is_dir() {
-            return Err(Error::Checkpoint(format!("savepoint {path} does not exist")));
+            return Err(Error::Checkpoint(format!(
+                "savepoint {path} does not exist"
+            )));
         }
     }
     let (store, prefix) = storage::open(&location, options)?;
@@ -237,15 +310,20 @@ pub async fn load_savepoint(path: &str, options: &BTreeMap<String, String>) -> R
             "{shown} has no {SAVEPOINT_MANIFEST}: not a savepoint directory, or the savepoint never completed"
         ))
     })?;
-    let manifest: SavepointManifest = serde_json::from_slice(&raw)
-        .map_err(|e| Error::Checkpoint(format!("corrupt savepoint manifest {shown}/{SAVEPOINT_MANIFEST}: {e}")))?;
+    let manifest: SavepointManifest = serde_json::from_slice(&raw).map_err(|e| {
+        Error::Checkpoint(format!(
+            "corrupt savepoint manifest {shown}/{SAVEPOINT_MANIFEST}: {e}"
+        ))
+    })?;
     let mut parts = Vec::new();
     for part in &manifest.parts {
         let dir = storage::join(&prefix, part);
         let part_shown = format!("{shown}/{part}");
         let data = read_part(store.as_ref(), &dir, &part_shown)
             .await?
-            .ok_or_else(|| Error::Checkpoint(format!("savepoint part {part_shown} has no manifest")))?;
+            .ok_or_else(|| {
+                Error::Checkpoint(format!("savepoint part {part_shown} has no manifest"))
+            })?;
         parts.push(data);
     }
     if parts.len() != manifest.parallelism as usize {

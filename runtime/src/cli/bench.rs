@@ -45,9 +45,18 @@ fn spec(case: &str, rows: u64, parallelism: u32, dir: &Path) -> String {
     let enabled = case != "json-nocheckpoint";
     let sink = match case {
         "blackhole" => "{ name: out, type: blackhole }".to_string(),
-        "parquet" => format!("{{ name: out, type: filesystem, path: {}, format: parquet }}", out.display()),
-        "csv" => format!("{{ name: out, type: filesystem, path: {}, format: csv }}", out.display()),
-        _ => format!("{{ name: out, type: filesystem, path: {}, format: json }}", out.display()),
+        "parquet" => format!(
+            "{{ name: out, type: filesystem, path: {}, format: parquet }}",
+            out.display()
+        ),
+        "csv" => format!(
+            "{{ name: out, type: filesystem, path: {}, format: csv }}",
+            out.display()
+        ),
+        _ => format!(
+            "{{ name: out, type: filesystem, path: {}, format: json }}",
+            out.display()
+        ),
     };
     format!(
         "name: bench-{case}\nparallelism: {parallelism}\ncheckpoint: {{ enabled: {enabled}, interval: 1s, storage: {} }}\n\
@@ -58,7 +67,9 @@ fn spec(case: &str, rows: u64, parallelism: u32, dir: &Path) -> String {
 }
 
 fn dir_bytes(p: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(p) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| {
@@ -82,7 +93,8 @@ fn children_cpu_seconds() -> f64 {
 
 fn run_case(case: &str, args: &BenchArgs) -> Result<CaseResult, String> {
     let file = args.dir.join(format!("{case}.yaml"));
-    std::fs::write(&file, spec(case, args.rows, args.parallelism, &args.dir)).map_err(|e| e.to_string())?;
+    std::fs::write(&file, spec(case, args.rows, args.parallelism, &args.dir))
+        .map_err(|e| e.to_string())?;
     let summary = args.dir.join(format!("{case}.summary.json"));
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let cpu_before = children_cpu_seconds();
@@ -99,7 +111,8 @@ fn run_case(case: &str, args: &BenchArgs) -> Result<CaseResult, String> {
         return Err(format!("case {case} failed: {status}"));
     }
     let s: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&std::fs::read(&summary).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     Ok(CaseResult {
         name: case.to_string(),
         rows: s["records_written"].as_u64().unwrap_or(0),
@@ -131,8 +144,11 @@ fn raw_disk_rate(dir: &Path, bytes: u64) -> Result<f64, String> {
 
 pub fn run(args: BenchArgs) -> u8 {
     let all = ["blackhole", "json", "json-nocheckpoint", "csv", "parquet"];
-    let cases: Vec<String> =
-        if args.cases.is_empty() { all.iter().map(|s| s.to_string()).collect() } else { args.cases.clone() };
+    let cases: Vec<String> = if args.cases.is_empty() {
+        all.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.cases.clone()
+    };
     if let Some(bad) = cases.iter().find(|c| !all.contains(&c.as_str())) {
         eprintln!("error: unknown case {bad:?}; known: {}", all.join(", "));
         return 2;
@@ -144,7 +160,10 @@ pub fn run(args: BenchArgs) -> u8 {
     }
     let mut results = Vec::new();
     for c in &cases {
-        eprintln!("bench: {c} ({} rows, parallelism {})", args.rows, args.parallelism);
+        eprintln!(
+            "bench: {c} ({} rows, parallelism {})",
+            args.rows, args.parallelism
+        );
         match run_case(c, &args) {
             Ok(r) => results.push(r),
             Err(e) => {
@@ -153,7 +172,13 @@ pub fn run(args: BenchArgs) -> u8 {
             }
         }
     }
-    let json_bytes = results.iter().filter(|r| r.name == "json").map(|r| r.bytes).max().unwrap_or(256 << 20).max(64 << 20);
+    let json_bytes = results
+        .iter()
+        .filter(|r| r.name == "json")
+        .map(|r| r.bytes)
+        .max()
+        .unwrap_or(256 << 20)
+        .max(64 << 20);
     let raw = match raw_disk_rate(&args.dir, json_bytes) {
         Ok(r) => r,
         Err(e) => {
@@ -161,7 +186,11 @@ pub fn run(args: BenchArgs) -> u8 {
             return 1;
         }
     };
-    println!("raw sequential write + fsync of {:.0} MB: {:.1} MB/s", json_bytes as f64 / 1e6, raw / 1e6);
+    println!(
+        "raw sequential write + fsync of {:.0} MB: {:.1} MB/s",
+        json_bytes as f64 / 1e6,
+        raw / 1e6
+    );
     println!(
         "{:<18} {:>10} {:>8} {:>12} {:>14} {:>9} {:>12} {:>9} {:>6}",
         "case", "rows", "secs", "rows/s", "rows/cpu-sec", "MB/s", "of raw disk", "RSS MiB", "ckpts"
@@ -181,9 +210,17 @@ pub fn run(args: BenchArgs) -> u8 {
             r.checkpoints
         );
     }
-    let rate = |n: &str| results.iter().find(|r| r.name == n).map(|r| r.rows as f64 / r.seconds);
+    let rate = |n: &str| {
+        results
+            .iter()
+            .find(|r| r.name == n)
+            .map(|r| r.rows as f64 / r.seconds)
+    };
     if let (Some(on), Some(off)) = (rate("json"), rate("json-nocheckpoint")) {
-        println!("checkpoint overhead (json, 1 s exactly-once vs off): {:.1}%", 100.0 * (1.0 - on / off));
+        println!(
+            "checkpoint overhead (json, 1 s exactly-once vs off): {:.1}%",
+            100.0 * (1.0 - on / off)
+        );
     }
     0
 }

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::registry::Registry;
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Run checkpointed streaming pipelines with exactly-once sinks")]
+#[command(
+    name = "weir",
+    version,
+    about = "Run checkpointed streaming pipelines with exactly-once sinks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +43,10 @@ pub fn main_with(registry: Registry) -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weir_runtime=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let code = match cli.command {
         Command::Validate(a) => validate::run(&registry, a),
         Command::Run(a) => runtime().block_on(run::run(registry, a)),
@@ -50,7 +57,10 @@ pub fn main_with(registry: Registry) -> std::process::ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// Reads and parses a spec file, printing every error; `None` after printing.

@@ -14,8 +14,14 @@ fn sum_counter(control: &JobControl, family: &str, nodes: &[String]) -> u64 {
         .filter(|f| f.name() == family)
         .flat_map(|f| f.get_metric().to_vec())
         .filter(|m| {
-            let job = m.get_label().iter().any(|l| l.name() == "job" && l.value() == control.job);
-            job && m.get_label().iter().any(|l| l.name() == "node" && nodes.iter().any(|n| n == l.value()))
+            let job = m
+                .get_label()
+                .iter()
+                .any(|l| l.name() == "job" && l.value() == control.job);
+            job && m
+                .get_label()
+                .iter()
+                .any(|l| l.name() == "node" && nodes.iter().any(|n| n == l.value()))
         })
         .map(|m| m.get_counter().get_value() as u64)
         .sum()
@@ -36,7 +42,10 @@ pub fn totals(control: &JobControl) -> Totals {
         read: sum_counter(control, "weir_node_records_out_total", &control.sources),
         written: sum_counter(control, "weir_node_records_in_total", &control.sinks),
         checkpoints: workers.iter().map(|w| w.checkpoints_completed).sum(),
-        last_checkpoint: workers.iter().filter_map(|w| w.last_checkpoint.as_ref().map(|c| c.id)).max(),
+        last_checkpoint: workers
+            .iter()
+            .filter_map(|w| w.last_checkpoint.as_ref().map(|c| c.id))
+            .max(),
     }
 }
 
@@ -51,7 +60,10 @@ pub async fn report(control: JobControl, started: Instant) {
         let now = Instant::now();
         let rate = t.read.saturating_sub(last.1) as f64 / now.duration_since(last.0).as_secs_f64();
         last = (now, t.read);
-        let cp = t.last_checkpoint.map(|c| format!("checkpoint {c}")).unwrap_or_else(|| "no checkpoint yet".into());
+        let cp = t
+            .last_checkpoint
+            .map(|c| format!("checkpoint {c}"))
+            .unwrap_or_else(|| "no checkpoint yet".into());
         eprintln!(
             "[{:>6.1}s] {} records read ({:.0}/s), {} written, {cp}",
             started.elapsed().as_secs_f64(),

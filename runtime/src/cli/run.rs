@@ -47,17 +47,28 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
         None => (0..spec.parallelism).collect(),
     };
     let started = Instant::now();
-    let opts = JobOptions { workers, from_savepoint: args.from_savepoint.clone(), metrics: Metrics::new() };
+    let opts = JobOptions {
+        workers,
+        from_savepoint: args.from_savepoint.clone(),
+        metrics: Metrics::new(),
+    };
     let job = match engine::start(spec, &registry, opts).await {
         Ok(j) => j,
         Err(e) => {
             eprintln!("error: {e}");
-            return if matches!(e, crate::Error::Spec(_)) { 2 } else { 1 };
+            return if matches!(e, crate::Error::Spec(_)) {
+                2
+            } else {
+                1
+            };
         }
     };
     let control = job.control.clone();
     match crate::admin::serve(&args.admin_addr, control.clone()).await {
-        Ok(addr) => eprintln!("weir: job {} running; admin API on http://{addr}", control.job),
+        Ok(addr) => eprintln!(
+            "weir: job {} running; admin API on http://{addr}",
+            control.job
+        ),
         Err(e) => {
             eprintln!("error: {e}");
             control.stop().await;
@@ -66,10 +77,11 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
     }
     let stopper = control.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -84,7 +96,9 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
     });
     let reporter = (!args.quiet).then(|| tokio::spawn(progress::report(control.clone(), started)));
     let result = job.wait().await;
-    control.settle_savepoints(std::time::Duration::from_secs(5)).await;
+    control
+        .settle_savepoints(std::time::Duration::from_secs(5))
+        .await;
     if let Some(r) = reporter {
         r.abort();
     }

@@ -38,23 +38,44 @@ async fn take(args: &SavepointArgs) -> Result<String, String> {
         .await
         .map_err(|e| format!("cannot reach the admin API at {base}: {e}"))?;
     if !resp.status().is_success() {
-        return Err(format!("savepoint refused: {} {}", resp.status(), resp.text().await.unwrap_or_default()));
+        return Err(format!(
+            "savepoint refused: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        ));
     }
     let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
-    let id = body["id"].as_str().ok_or("the admin API returned no savepoint id")?.to_string();
+    let id = body["id"]
+        .as_str()
+        .ok_or("the admin API returned no savepoint id")?
+        .to_string();
     let deadline = Instant::now() + *args.timeout;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let r = client.get(format!("{base}/v1/savepoints/{id}")).send().await;
+        let r = client
+            .get(format!("{base}/v1/savepoints/{id}"))
+            .send()
+            .await;
         let status: serde_json::Value = match r {
             Ok(r) => r.json().await.map_err(|e| e.to_string())?,
             // A stop-with-savepoint ends the process; its last answer may be lost.
-            Err(e) => return Err(format!("lost the admin API while waiting for savepoint {id}: {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "lost the admin API while waiting for savepoint {id}: {e}"
+                ))
+            }
         };
         match status["state"].as_str() {
-            Some("completed") => return Ok(status["path"].as_str().unwrap_or_default().to_string()),
+            Some("completed") => {
+                return Ok(status["path"].as_str().unwrap_or_default().to_string())
+            }
             Some("failed") => return Err(format!("savepoint {id} failed: {}", status["error"])),
-            _ if Instant::now() > deadline => return Err(format!("savepoint {id} not complete after {}", args.timeout)),
+            _ if Instant::now() > deadline => {
+                return Err(format!(
+                    "savepoint {id} not complete after {}",
+                    args.timeout
+                ))
+            }
             _ => {}
         }
     }

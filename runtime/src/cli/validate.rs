@@ -21,8 +21,13 @@ pub fn run(registry: &Registry, args: ValidateArgs) -> u8 {
             }
         };
         match registry.validate(&spec) {
-            Ok(_) => println!("{file}: ok ({} sources, {} transforms, {} sinks, parallelism {})",
-                spec.sources.len(), spec.transforms.len(), spec.sinks.len(), spec.parallelism),
+            Ok(_) => println!(
+                "{file}: ok ({} sources, {} transforms, {} sinks, parallelism {})",
+                spec.sources.len(),
+                spec.transforms.len(),
+                spec.sinks.len(),
+                spec.parallelism
+            ),
             Err(errors) => {
                 for e in errors {
                     eprintln!("error: {file}: {e}");

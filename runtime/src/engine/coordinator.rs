@@ -20,7 +20,11 @@ use crate::metrics::Metrics;
 use crate::record::Barrier;
 
 pub enum WorkerCommand {
-    Savepoint { id: String, stop: bool, reply: oneshot::Sender<Result<()>> },
+    Savepoint {
+        id: String,
+        stop: bool,
+        reply: oneshot::Sender<Result<()>>,
+    },
     /// Graceful stop: finish the checkpoint in flight, then end.
     Stop,
 }
@@ -158,7 +162,10 @@ impl Coordinator {
         if let Some(f) = &run.in_flight {
             if now.duration_since(f.started) > self.spec.timeout.as_std() {
                 let id = f.barrier.id;
-                self.fail_checkpoint(run, format!("checkpoint {id} timed out after {}", self.spec.timeout))?;
+                self.fail_checkpoint(
+                    run,
+                    format!("checkpoint {id} timed out after {}", self.spec.timeout),
+                )?;
             }
             return Ok(None);
         }
@@ -170,27 +177,49 @@ impl Coordinator {
         }
         if !run.savepoints.is_empty() {
             let (id, stop, reply) = run.savepoints.remove(0);
-            let barrier = Barrier { id: self.next_id, savepoint: true, last: stop };
+            let barrier = Barrier {
+                id: self.next_id,
+                savepoint: true,
+                last: stop,
+            };
             self.trigger(run, barrier, Some((id, reply))).await;
             return Ok(None);
         }
         if !self.sources.is_empty() && run.finished_sources.len() == self.sources.len() {
-            let barrier = Barrier { id: self.next_id, savepoint: false, last: true };
+            let barrier = Barrier {
+                id: self.next_id,
+                savepoint: false,
+                last: true,
+            };
             self.trigger(run, barrier, None).await;
             return Ok(None);
         }
         let due = now.duration_since(run.last_trigger) >= self.spec.interval.as_std()
             && now.duration_since(run.last_end) >= self.spec.min_pause.as_std();
         if self.spec.enabled && due {
-            let barrier = Barrier { id: self.next_id, savepoint: false, last: false };
+            let barrier = Barrier {
+                id: self.next_id,
+                savepoint: false,
+                last: false,
+            };
             self.trigger(run, barrier, None).await;
         }
         Ok(None)
     }
 
-    async fn trigger(&mut self, run: &mut Run, barrier: Barrier, savepoint: Option<(String, oneshot::Sender<Result<()>>)>) {
+    async fn trigger(
+        &mut self,
+        run: &mut Run,
+        barrier: Barrier,
+        savepoint: Option<(String, oneshot::Sender<Result<()>>)>,
+    ) {
         self.next_id += 1;
-        tracing::debug!(worker = self.worker, checkpoint = barrier.id, last = barrier.last, "triggering checkpoint");
+        tracing::debug!(
+            worker = self.worker,
+            checkpoint = barrier.id,
+            last = barrier.last,
+            "triggering checkpoint"
+        );
         let mut waiting: HashSet<String> = self.sources.iter().map(|(n, _)| n.clone()).collect();
         waiting.extend(self.transforms.iter().cloned());
         waiting.extend(self.sinks.iter().map(|(n, _)| n.clone()));
@@ -224,11 +253,16 @@ impl Coordinator {
     }
 
     fn fail_checkpoint(&mut self, run: &mut Run, why: String) -> Result<()> {
-        let Some(f) = run.in_flight.take() else { return Ok(()) };
+        let Some(f) = run.in_flight.take() else {
+            return Ok(());
+        };
         run.last_end = Instant::now();
         run.consecutive_failures += 1;
         let w = self.worker.to_string();
-        self.metrics.checkpoints_failed.with_label_values(&[self.job.as_str(), w.as_str()]).inc();
+        self.metrics
+            .checkpoints_failed
+            .with_label_values(&[self.job.as_str(), w.as_str()])
+            .inc();
         if let Ok(mut s) = self.status.lock() {
             s.checkpoints_failed += 1;
             s.last_error = Some(why.clone());
@@ -238,7 +272,9 @@ impl Coordinator {
             let _ = reply.send(Err(Error::Checkpoint(why.clone())));
         }
         if f.barrier.last {
-            return Err(Error::Checkpoint(format!("the final checkpoint failed: {why}")));
+            return Err(Error::Checkpoint(format!(
+                "the final checkpoint failed: {why}"
+            )));
         }
         if run.consecutive_failures > self.spec.tolerable_failures {
             return Err(Error::Checkpoint(format!(
@@ -262,9 +298,15 @@ impl Coordinator {
                 run.watermarks.insert(node.clone(), watermark);
                 let w = self.worker.to_string();
                 let labels = [self.job.as_str(), w.as_str(), node.as_str()];
-                self.metrics.watermark.with_label_values(&labels).set(watermark);
+                self.metrics
+                    .watermark
+                    .with_label_values(&labels)
+                    .set(watermark);
                 let lag = (chrono::Utc::now().timestamp_millis() - watermark) as f64 / 1000.0;
-                self.metrics.watermark_lag.with_label_values(&labels).set(lag);
+                self.metrics
+                    .watermark_lag
+                    .with_label_values(&labels)
+                    .set(lag);
                 if let Ok(mut s) = self.status.lock() {
                     s.watermark = run.watermarks.values().copied().min();
                 }
@@ -289,24 +331,52 @@ impl Coordinator {
                     }
                 }
             }
-            Event::SinkAck { node, checkpoint, committables, state } => {
+            Event::SinkAck {
+                node,
+                checkpoint,
+                committables,
+                state,
+            } => {
                 // Committables of a checkpoint that failed are kept and ride on the next one.
                 if !committables.is_empty() {
-                    run.pending.entry(node.clone()).or_default().push((checkpoint, committables));
+                    run.pending
+                        .entry(node.clone())
+                        .or_default()
+                        .push((checkpoint, committables));
                 }
-                if let Some(f) = run.in_flight.as_mut().filter(|f| f.barrier.id == checkpoint) {
+                if let Some(f) = run
+                    .in_flight
+                    .as_mut()
+                    .filter(|f| f.barrier.id == checkpoint)
+                {
                     f.sink_states.insert(node.clone(), state);
                     f.waiting.remove(&node);
                 }
             }
-            Event::SourceAck { node, checkpoint, splits } => {
-                if let Some(f) = run.in_flight.as_mut().filter(|f| f.barrier.id == checkpoint) {
+            Event::SourceAck {
+                node,
+                checkpoint,
+                splits,
+            } => {
+                if let Some(f) = run
+                    .in_flight
+                    .as_mut()
+                    .filter(|f| f.barrier.id == checkpoint)
+                {
                     f.data.sources.insert(node.clone(), splits);
                     f.waiting.remove(&node);
                 }
             }
-            Event::OperatorAck { node, checkpoint, state } => {
-                if let Some(f) = run.in_flight.as_mut().filter(|f| f.barrier.id == checkpoint) {
+            Event::OperatorAck {
+                node,
+                checkpoint,
+                state,
+            } => {
+                if let Some(f) = run
+                    .in_flight
+                    .as_mut()
+                    .filter(|f| f.barrier.id == checkpoint)
+                {
                     if !state.is_empty() {
                         f.data.operators.insert(node.clone(), state);
                     }
@@ -321,17 +391,35 @@ impl Coordinator {
     }
 
     async fn complete(&mut self, run: &mut Run) -> Result<Option<WorkerOutcome>> {
-        let Some(mut f) = run.in_flight.take() else { return Ok(None) };
+        let Some(mut f) = run.in_flight.take() else {
+            return Ok(None);
+        };
         let id = f.barrier.id;
         let mut to_commit: Vec<(usize, Vec<Value>)> = Vec::new();
         for (i, (sink, _)) in self.sinks.iter().enumerate() {
             let committables: Vec<Value> = run
                 .pending
                 .get(sink)
-                .map(|l| l.iter().filter(|(c, _)| *c <= id).flat_map(|(_, v)| v.iter().cloned()).collect())
+                .map(|l| {
+                    l.iter()
+                        .filter(|(c, _)| *c <= id)
+                        .flat_map(|(_, v)| v.iter().cloned())
+                        .collect()
+                })
                 .unwrap_or_default();
-            let states = f.sink_states.remove(sink).into_iter().filter(|s| !s.is_null()).collect();
-            f.data.sinks.insert(sink.clone(), SinkCheckpoint { states, committables: committables.clone() });
+            let states = f
+                .sink_states
+                .remove(sink)
+                .into_iter()
+                .filter(|s| !s.is_null())
+                .collect();
+            f.data.sinks.insert(
+                sink.clone(),
+                SinkCheckpoint {
+                    states,
+                    committables: committables.clone(),
+                },
+            );
             to_commit.push((i, committables));
         }
         f.data.timestamp_ms = chrono::Utc::now().timestamp_millis();
@@ -349,26 +437,50 @@ impl Coordinator {
         let duration = f.started.elapsed();
         let w = self.worker.to_string();
         let labels = [self.job.as_str(), w.as_str()];
-        self.metrics.checkpoints_completed.with_label_values(&labels).inc();
-        self.metrics.checkpoint_duration.with_label_values(&labels).observe(duration.as_secs_f64());
-        self.metrics.checkpoint_size.with_label_values(&labels).set(written as i64);
-        self.metrics.checkpoint_last_completed.with_label_values(&labels).set(f.data.timestamp_ms as f64 / 1000.0);
+        self.metrics
+            .checkpoints_completed
+            .with_label_values(&labels)
+            .inc();
+        self.metrics
+            .checkpoint_duration
+            .with_label_values(&labels)
+            .observe(duration.as_secs_f64());
+        self.metrics
+            .checkpoint_size
+            .with_label_values(&labels)
+            .set(written as i64);
+        self.metrics
+            .checkpoint_last_completed
+            .with_label_values(&labels)
+            .set(f.data.timestamp_ms as f64 / 1000.0);
         if let Ok(mut s) = self.status.lock() {
             s.checkpoints_completed += 1;
             s.last_checkpoint = Some(CheckpointInfo {
                 id,
-                completed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                completed_at: chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 duration_ms: duration.as_millis() as u64,
                 bytes: written,
                 savepoint: f.barrier.savepoint,
             });
             s.splits = f.data.sources.clone();
         }
-        tracing::debug!(worker = self.worker, checkpoint = id, bytes = written, "checkpoint complete");
+        tracing::debug!(
+            worker = self.worker,
+            checkpoint = id,
+            bytes = written,
+            "checkpoint complete"
+        );
 
         run.uncommitted = (id, self.sinks.iter().map(|(n, _)| n.clone()).collect());
         for (i, committables) in to_commit {
-            let _ = self.sinks[i].1.send(SinkCtl::Commit { checkpoint: id, committables }).await;
+            let _ = self.sinks[i]
+                .1
+                .send(SinkCtl::Commit {
+                    checkpoint: id,
+                    committables,
+                })
+                .await;
         }
         for (_, tx) in &self.sources {
             let _ = tx.send(SourceCtl::Complete(id)).await;
@@ -376,11 +488,19 @@ impl Coordinator {
         if let Some((_, reply)) = f.savepoint.take() {
             let _ = reply.send(Ok(()));
         }
-        if let Err(e) = self.store.retain(self.worker, id, self.spec.retained as usize).await {
+        if let Err(e) = self
+            .store
+            .retain(self.worker, id, self.spec.retained as usize)
+            .await
+        {
             tracing::warn!(worker = self.worker, error = %e, "could not delete old checkpoints");
         }
         if f.barrier.last {
-            let outcome = if f.barrier.savepoint { WorkerOutcome::Stopped } else { WorkerOutcome::Finished };
+            let outcome = if f.barrier.savepoint {
+                WorkerOutcome::Stopped
+            } else {
+                WorkerOutcome::Finished
+            };
             if self.sinks.is_empty() {
                 return Ok(Some(outcome));
             }

@@ -47,7 +47,9 @@ impl InputGate {
     }
 
     fn arrived(&self) -> usize {
-        (0..self.inputs.len()).filter(|i| self.blocked[*i] && !self.ended[*i]).count()
+        (0..self.inputs.len())
+            .filter(|i| self.blocked[*i] && !self.ended[*i])
+            .count()
     }
 
     /// Releases a pending barrier when every live input has delivered it.
@@ -62,7 +64,10 @@ impl InputGate {
     }
 
     fn merged_watermark(&self) -> Option<i64> {
-        (0..self.inputs.len()).filter(|i| !self.ended[*i]).map(|i| self.watermarks[i]).min()
+        (0..self.inputs.len())
+            .filter(|i| !self.ended[*i])
+            .map(|i| self.watermarks[i])
+            .min()
     }
 
     async fn recv_any(&mut self) -> Option<(usize, Option<Message>)> {
@@ -92,7 +97,9 @@ impl InputGate {
 
     pub async fn next(&mut self) -> GateEvent {
         loop {
-            let Some((k, msg)) = self.recv_any().await else { return GateEvent::End };
+            let Some((k, msg)) = self.recv_any().await else {
+                return GateEvent::End;
+            };
             match msg {
                 Some(Message::Batch(b)) => return GateEvent::Batch(b),
                 Some(Message::Watermark(w)) => {
@@ -140,7 +147,11 @@ mod tests {
         Message::Batch(Batch::new(None, vec![Default::default(); n]))
     }
     fn barrier(id: u64) -> Message {
-        Message::Barrier(Barrier { id, savepoint: false, last: false })
+        Message::Barrier(Barrier {
+            id,
+            savepoint: false,
+            last: false,
+        })
     }
 
     #[tokio::test]
@@ -191,6 +202,9 @@ mod tests {
         let mut gate = InputGate::new(vec![a, b]);
         a_tx.send(barrier(4)).await.unwrap();
         b_tx.send(Message::End).await.unwrap();
-        assert!(matches!(gate.next().await, GateEvent::Barrier(Barrier { id: 4, .. })));
+        assert!(matches!(
+            gate.next().await,
+            GateEvent::Barrier(Barrier { id: 4, .. })
+        ));
     }
 }

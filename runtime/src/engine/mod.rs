@@ -18,7 +18,9 @@ use weir_crds::PipelineSpec;
 pub use coordinator::{WorkerCommand, WorkerOutcome};
 pub use status::{WorkerState, WorkerStatus};
 
-use crate::checkpoint::{self, CheckpointStore, Restore, SavepointRef, SinkCheckpoint, WorkerCheckpoint};
+use crate::checkpoint::{
+    self, CheckpointStore, Restore, SavepointRef, SinkCheckpoint, WorkerCheckpoint,
+};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -64,11 +66,18 @@ pub struct RunningJob {
 }
 
 /// Validates, restores and starts the job.
-pub async fn start(spec: PipelineSpec, registry: &Registry, opts: JobOptions) -> Result<RunningJob> {
+pub async fn start(
+    spec: PipelineSpec,
+    registry: &Registry,
+    opts: JobOptions,
+) -> Result<RunningJob> {
     let topology = registry.validate(&spec).map_err(Error::Spec)?;
     for w in &opts.workers {
         if *w >= spec.parallelism {
-            return Err(Error::Other(format!("worker index {w} is not below parallelism {}", spec.parallelism)));
+            return Err(Error::Other(format!(
+                "worker index {w} is not below parallelism {}",
+                spec.parallelism
+            )));
         }
     }
     let cp = &spec.checkpoint;
@@ -81,7 +90,14 @@ pub async fn start(spec: PipelineSpec, registry: &Registry, opts: JobOptions) ->
 
     let mut handles = Vec::new();
     for &w in &opts.workers {
-        let (restore, origin) = restore_for(&spec, &store, w, opts.from_savepoint.as_deref(), savepoint_parts.as_deref()).await?;
+        let (restore, origin) = restore_for(
+            &spec,
+            &store,
+            w,
+            opts.from_savepoint.as_deref(),
+            savepoint_parts.as_deref(),
+        )
+        .await?;
         handles.push(worker::spawn(worker::WorkerSetup {
             spec: &spec,
             topology: &topology,
@@ -105,7 +121,10 @@ pub async fn start(spec: PipelineSpec, registry: &Registry, opts: JobOptions) ->
         savepoints: Arc::default(),
         metrics: opts.metrics,
     };
-    Ok(RunningJob { control, joins: handles.into_iter().map(|h| h.join).collect() })
+    Ok(RunningJob {
+        control,
+        joins: handles.into_iter().map(|h| h.join).collect(),
+    })
 }
 
 /// What worker `w` starts from: its own newest checkpoint, or its share of a savepoint. Starting
@@ -130,9 +149,21 @@ async fn restore_for(
     }
     match (savepoint, parts) {
         (Some(path), Some(parts)) => {
-            if let Some(l) = latest.as_ref().filter(|l| l.origin.as_deref() == Some(path)) {
-                tracing::info!(worker = w, checkpoint = l.id, "resuming from the newest checkpoint of the run started from {path}");
-                let r = checkpoint::assign(std::slice::from_ref(l), w, spec.parallelism, spec.max_parallelism);
+            if let Some(l) = latest
+                .as_ref()
+                .filter(|l| l.origin.as_deref() == Some(path))
+            {
+                tracing::info!(
+                    worker = w,
+                    checkpoint = l.id,
+                    "resuming from the newest checkpoint of the run started from {path}"
+                );
+                let r = checkpoint::assign(
+                    std::slice::from_ref(l),
+                    w,
+                    spec.parallelism,
+                    spec.max_parallelism,
+                );
                 return Ok((r, l.origin.clone()));
             }
             let mut r = checkpoint::assign(parts, w, spec.parallelism, spec.max_parallelism);
@@ -154,7 +185,13 @@ async fn restore_for(
                     .sinks
                     .iter()
                     .map(|(k, (states, committables))| {
-                        (k.clone(), SinkCheckpoint { states: states.clone(), committables: committables.clone() })
+                        (
+                            k.clone(),
+                            SinkCheckpoint {
+                                states: states.clone(),
+                                committables: committables.clone(),
+                            },
+                        )
                     })
                     .collect(),
             };
@@ -165,12 +202,23 @@ async fn restore_for(
         _ => match latest {
             Some(l) => {
                 tracing::info!(worker = w, checkpoint = l.id, "resuming from checkpoint");
-                let r = checkpoint::assign(std::slice::from_ref(&l), w, spec.parallelism, spec.max_parallelism);
+                let r = checkpoint::assign(
+                    std::slice::from_ref(&l),
+                    w,
+                    spec.parallelism,
+                    spec.max_parallelism,
+                );
                 Ok((r, l.origin.clone()))
             }
             None => {
                 let newest = store.checkpoint_ids(w).await?.last().copied().unwrap_or(0);
-                Ok((Restore { checkpoint_id: newest, ..Default::default() }, None))
+                Ok((
+                    Restore {
+                        checkpoint_id: newest,
+                        ..Default::default()
+                    },
+                    None,
+                ))
             }
         },
     }
@@ -180,8 +228,15 @@ impl JobControl {
     /// Takes a savepoint on every worker of this process; `stop` ends the job after it.
     /// Returns at once with the savepoint id; poll [`JobControl::savepoint_status`].
     pub fn trigger_savepoint(&self, id: Option<String>, stop: bool) -> String {
-        let id = id.unwrap_or_else(|| format!("sp-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")));
-        let status = SavepointStatus { id: id.clone(), state: "pending".into(), path: None, error: None, delivered: false };
+        let id =
+            id.unwrap_or_else(|| format!("sp-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")));
+        let status = SavepointStatus {
+            id: id.clone(),
+            state: "pending".into(),
+            path: None,
+            error: None,
+            delivered: false,
+        };
         if let Ok(mut m) = self.savepoints.lock() {
             m.insert(id.clone(), status);
         }
@@ -216,20 +271,31 @@ impl JobControl {
         let mut replies = Vec::new();
         for tx in &self.commands {
             let (reply, rx) = oneshot::channel();
-            tx.send(WorkerCommand::Savepoint { id: id.to_string(), stop, reply })
-                .await
-                .map_err(|_| Error::Other("the job is no longer running".into()))?;
+            tx.send(WorkerCommand::Savepoint {
+                id: id.to_string(),
+                stop,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Other("the job is no longer running".into()))?;
             replies.push(rx);
         }
         for rx in replies {
-            rx.await.map_err(|_| Error::Other("the job ended before the savepoint completed".into()))??;
+            rx.await.map_err(|_| {
+                Error::Other("the job ended before the savepoint completed".into())
+            })??;
         }
         // One process with every worker writes the job manifest; with one worker per pod the
         // operator writes it once every pod's part is done.
         if self.workers.len() == self.parallelism as usize {
-            self.store.complete_savepoint(id, self.parallelism, chrono::Utc::now().timestamp_millis()).await
+            self.store
+                .complete_savepoint(id, self.parallelism, chrono::Utc::now().timestamp_millis())
+                .await
         } else {
-            Ok(SavepointRef { id: id.to_string(), path: self.store.savepoint_path(id) })
+            Ok(SavepointRef {
+                id: id.to_string(),
+                path: self.store.savepoint_path(id),
+            })
         }
     }
 
@@ -268,7 +334,10 @@ impl JobControl {
     }
 
     pub fn snapshot(&self) -> Vec<WorkerStatus> {
-        self.status.iter().filter_map(|s| s.lock().ok().map(|s| s.clone())).collect()
+        self.status
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+            .collect()
     }
 }
 
@@ -283,7 +352,8 @@ impl RunningJob {
     pub async fn wait(self) -> Result<JobOutcome> {
         let mut outcome = JobOutcome::Finished;
         let mut failure: Option<Error> = None;
-        let mut joins: BTreeMap<usize, JoinHandle<Result<WorkerOutcome>>> = self.joins.into_iter().enumerate().collect();
+        let mut joins: BTreeMap<usize, JoinHandle<Result<WorkerOutcome>>> =
+            self.joins.into_iter().enumerate().collect();
         while !joins.is_empty() {
             let (idx, res) = {
                 let futs = joins.iter_mut().map(|(i, j)| {

@@ -21,13 +21,37 @@ const TICK: Duration = Duration::from_millis(100);
 /// What nodes tell their worker's checkpoint coordinator.
 #[derive(Debug)]
 pub enum Event {
-    SourceAck { node: String, checkpoint: u64, splits: BTreeMap<String, Value> },
-    OperatorAck { node: String, checkpoint: u64, state: BTreeMap<u32, Value> },
-    SinkAck { node: String, checkpoint: u64, committables: Vec<Value>, state: Value },
-    SourceFinished { node: String },
-    Committed { node: String, checkpoint: u64 },
-    Watermark { node: String, watermark: i64 },
-    Failed { node: String, error: Error },
+    SourceAck {
+        node: String,
+        checkpoint: u64,
+        splits: BTreeMap<String, Value>,
+    },
+    OperatorAck {
+        node: String,
+        checkpoint: u64,
+        state: BTreeMap<u32, Value>,
+    },
+    SinkAck {
+        node: String,
+        checkpoint: u64,
+        committables: Vec<Value>,
+        state: Value,
+    },
+    SourceFinished {
+        node: String,
+    },
+    Committed {
+        node: String,
+        checkpoint: u64,
+    },
+    Watermark {
+        node: String,
+        watermark: i64,
+    },
+    Failed {
+        node: String,
+        error: Error,
+    },
 }
 
 pub enum SourceCtl {
@@ -36,7 +60,10 @@ pub enum SourceCtl {
 }
 
 pub enum SinkCtl {
-    Commit { checkpoint: u64, committables: Vec<Value> },
+    Commit {
+        checkpoint: u64,
+        committables: Vec<Value>,
+    },
     Shutdown,
 }
 
@@ -71,7 +98,10 @@ impl Outputs {
 
 fn report(events: &UnboundedSender<Event>, node: &str, r: Result<()>) {
     if let Err(error) = r {
-        let _ = events.send(Event::Failed { node: node.to_string(), error });
+        let _ = events.send(Event::Failed {
+            node: node.to_string(),
+            error,
+        });
     }
 }
 
@@ -98,7 +128,11 @@ impl SourceTask {
         match ctl {
             SourceCtl::Trigger(barrier) => {
                 let splits = self.source.snapshot()?;
-                let ack = Event::SourceAck { node: self.ctx.node.clone(), checkpoint: barrier.id, splits };
+                let ack = Event::SourceAck {
+                    node: self.ctx.node.clone(),
+                    checkpoint: barrier.id,
+                    splits,
+                };
                 let _ = self.events.send(ack);
                 self.outputs.send(Message::Barrier(barrier)).await;
                 if barrier.last {
@@ -160,7 +194,9 @@ impl SourceTask {
                 }
                 SourcePoll::Finished => {
                     finished = true;
-                    let _ = self.events.send(Event::SourceFinished { node: self.ctx.node.clone() });
+                    let _ = self.events.send(Event::SourceFinished {
+                        node: self.ctx.node.clone(),
+                    });
                 }
             }
         }
@@ -216,7 +252,10 @@ impl TransformTask {
                 _ = self.cancel.cancelled() => return Ok(()),
             }
             if let Some(w) = out.watermark {
-                let _ = self.events.send(Event::Watermark { node: self.ctx.node.clone(), watermark: w });
+                let _ = self.events.send(Event::Watermark {
+                    node: self.ctx.node.clone(),
+                    watermark: w,
+                });
             }
             if !self.outputs.emit(out).await {
                 return Ok(());
@@ -266,7 +305,10 @@ impl SinkTask {
             }
         }
         fault::point("after_commit");
-        let _ = self.events.send(Event::Committed { node: self.ctx.node.clone(), checkpoint });
+        let _ = self.events.send(Event::Committed {
+            node: self.ctx.node.clone(),
+            checkpoint,
+        });
         Ok(())
     }
 

@@ -56,7 +56,9 @@ impl<S: Sink> DynSink for PlainSink<S> {
 fn to_values<T: Serialize>(items: &[T]) -> Result<Vec<Value>> {
     items
         .iter()
-        .map(|c| serde_json::to_value(c).map_err(|e| Error::Checkpoint(format!("cannot serialize: {e}"))))
+        .map(|c| {
+            serde_json::to_value(c).map_err(|e| Error::Checkpoint(format!("cannot serialize: {e}")))
+        })
         .collect()
 }
 
@@ -64,8 +66,9 @@ fn from_values<T: DeserializeOwned>(what: &str, values: Vec<Value>) -> Result<Ve
     values
         .into_iter()
         .map(|v| {
-            serde_json::from_value(v)
-                .map_err(|e| Error::Checkpoint(format!("stored {what} does not match this sink: {e}")))
+            serde_json::from_value(v).map_err(|e| {
+                Error::Checkpoint(format!("stored {what} does not match this sink: {e}"))
+            })
         })
         .collect()
 }
@@ -76,7 +79,10 @@ impl<S: TwoPhaseSink> DynSink for TwoPhase<S> {
         self.0.open(ctx).await
     }
     async fn recover(&mut self, states: Vec<Value>, committables: Vec<Value>) -> Result<()> {
-        let states = from_values("sink state", states.into_iter().filter(|s| !s.is_null()).collect())?;
+        let states = from_values(
+            "sink state",
+            states.into_iter().filter(|s| !s.is_null()).collect(),
+        )?;
         let committables = from_values("committable", committables)?;
         self.0.recover(states, committables).await
     }

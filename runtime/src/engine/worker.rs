@@ -41,7 +41,16 @@ pub struct WorkerSetup<'a> {
 }
 
 pub fn spawn(setup: WorkerSetup<'_>) -> Result<WorkerHandle> {
-    let WorkerSetup { spec, topology, registry, store, metrics, worker, mut restore, origin } = setup;
+    let WorkerSetup {
+        spec,
+        topology,
+        registry,
+        store,
+        metrics,
+        worker,
+        mut restore,
+        origin,
+    } = setup;
     let cancel = CancellationToken::new();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let ctx = |name: &str| NodeContext {
@@ -69,15 +78,24 @@ pub fn spawn(setup: WorkerSetup<'_>) -> Result<WorkerHandle> {
     // Build every instance before spawning anything, so a bad node fails the start cleanly.
     let mut sources = Vec::new();
     for (i, node) in spec.sources.iter().enumerate() {
-        sources.push((node.name.clone(), registry.build_source(&node_config(spec, Role::Source, i))?));
+        sources.push((
+            node.name.clone(),
+            registry.build_source(&node_config(spec, Role::Source, i))?,
+        ));
     }
     let mut transforms = Vec::new();
     for (i, node) in spec.transforms.iter().enumerate() {
-        transforms.push((node.name.clone(), registry.build_transform(&node_config(spec, Role::Transform, i))?));
+        transforms.push((
+            node.name.clone(),
+            registry.build_transform(&node_config(spec, Role::Transform, i))?,
+        ));
     }
     let mut sinks = Vec::new();
     for (i, node) in spec.sinks.iter().enumerate() {
-        sinks.push((node.name.clone(), registry.build_sink(&node_config(spec, Role::Sink, i))?));
+        sinks.push((
+            node.name.clone(),
+            registry.build_sink(&node_config(spec, Role::Sink, i))?,
+        ));
     }
 
     let mut tasks = Vec::new();
@@ -160,5 +178,9 @@ pub fn spawn(setup: WorkerSetup<'_>) -> Result<WorkerHandle> {
         }
         outcome
     });
-    Ok(WorkerHandle { join, commands: cmd_tx, status })
+    Ok(WorkerHandle {
+        join,
+        commands: cmd_tx,
+        status,
+    })
 }

@@ -37,7 +37,12 @@ impl Expr {
         vars.sort();
         let uses_record = vars.iter().any(|v| v == "record");
         vars.retain(|v| v != "record");
-        Ok(Expr { source: source.to_string(), program, vars, uses_record })
+        Ok(Expr {
+            source: source.to_string(),
+            program,
+            vars,
+            uses_record,
+        })
     }
 
     /// Evaluates against a record; `root` holds the standard functions (built once per node).
@@ -51,8 +56,11 @@ impl Expr {
             }
         }
         if self.uses_record {
-            let m: HashMap<Key, Cel> =
-                record.fields.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v))).collect();
+            let m: HashMap<Key, Cel> = record
+                .fields
+                .iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                .collect();
             ctx.add_variable_from_value("record", Cel::Map(CelMap { map: Arc::new(m) }));
         }
         quietly(|| self.program.execute(&ctx))
@@ -97,7 +105,10 @@ pub fn to_cel(v: &Value) -> Cel {
         Value::String(s) => Cel::String(Arc::new(s.clone())),
         Value::Array(a) => Cel::List(Arc::new(a.iter().map(to_cel).collect())),
         Value::Object(o) => {
-            let m: HashMap<Key, Cel> = o.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v))).collect();
+            let m: HashMap<Key, Cel> = o
+                .iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                .collect();
             Cel::Map(CelMap { map: Arc::new(m) })
         }
     }
@@ -109,7 +120,9 @@ pub fn to_json(v: &Cel) -> Result<Value, String> {
         Cel::Bool(b) => Value::Bool(*b),
         Cel::Int(i) => Value::from(*i),
         Cel::UInt(u) => Value::from(*u),
-        Cel::Float(f) => Number::from_f64(*f).map(Value::Number).ok_or("result is not a finite number")?,
+        Cel::Float(f) => Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or("result is not a finite number")?,
         Cel::String(s) => Value::String(s.to_string()),
         Cel::Bytes(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
         Cel::List(l) => Value::Array(l.iter().map(to_json).collect::<Result<_, _>>()?),
@@ -124,7 +137,9 @@ pub fn to_json(v: &Cel) -> Result<Value, String> {
         }
         Cel::Timestamp(t) => Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
         Cel::Duration(d) => Value::from(d.num_milliseconds()),
-        Cel::Function(name, _) => return Err(format!("result is the function {name}, not a value")),
+        Cel::Function(name, _) => {
+            return Err(format!("result is the function {name}, not a value"))
+        }
     })
 }
 
@@ -149,7 +164,9 @@ mod tests {
 
     #[test]
     fn errors_are_clear() {
-        assert!(Expr::compile("amount >").unwrap_err().contains("invalid CEL expression"));
+        assert!(Expr::compile("amount >")
+            .unwrap_err()
+            .contains("invalid CEL expression"));
         let root = Context::default();
         let e = Expr::compile("missing + 1").unwrap();
         let err = e.eval(&root, &rec(json!({"a": 1}))).unwrap_err();

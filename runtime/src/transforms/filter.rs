@@ -27,7 +27,11 @@ struct Filter {
 }
 
 impl Transform for Filter {
-    fn open(&mut self, ctx: &NodeContext, _: std::collections::BTreeMap<u32, serde_json::Value>) -> Result<()> {
+    fn open(
+        &mut self,
+        ctx: &NodeContext,
+        _: std::collections::BTreeMap<u32, serde_json::Value>,
+    ) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = ctx.metrics.clone();
         Ok(())
@@ -41,13 +45,24 @@ impl Transform for Filter {
             }
             let why = match self.expr.eval(&self.root, r) {
                 Ok(Cel::Bool(keep)) => return keep,
-                Ok(other) => format!("filter expression {:?} gave {other:?}, not a bool", self.expr.source),
+                Ok(other) => format!(
+                    "filter expression {:?} gave {other:?}, not a bool",
+                    self.expr.source
+                ),
                 Err(e) => format!("cannot evaluate {:?}: {e}", self.expr.source),
             };
             self.metrics.record_errors.inc();
             match self.on_error {
-                OnError::Fail => failure = Some(Error::Record { node: self.node.clone(), record: r.describe(), message: why }),
-                OnError::Skip => tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}"),
+                OnError::Fail => {
+                    failure = Some(Error::Record {
+                        node: self.node.clone(),
+                        record: r.describe(),
+                        message: why,
+                    })
+                }
+                OnError::Skip => {
+                    tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}")
+                }
             }
             false
         });

@@ -57,16 +57,25 @@ impl MapTransform {
             Mode::Project => serde_json::Map::with_capacity(self.fields.len()),
         };
         for (name, expr) in &self.fields {
-            let v = expr.eval(&self.root, r).map_err(|e| format!("field {name:?}: cannot evaluate {:?}: {e}", expr.source))?;
+            let v = expr
+                .eval(&self.root, r)
+                .map_err(|e| format!("field {name:?}: cannot evaluate {:?}: {e}", expr.source))?;
             let v = to_json(&v).map_err(|e| format!("field {name:?}: {e}"))?;
             fields.insert(name.clone(), v);
         }
-        Ok(Record { fields, event_time: r.event_time })
+        Ok(Record {
+            fields,
+            event_time: r.event_time,
+        })
     }
 }
 
 impl Transform for MapTransform {
-    fn open(&mut self, ctx: &NodeContext, _: std::collections::BTreeMap<u32, serde_json::Value>) -> Result<()> {
+    fn open(
+        &mut self,
+        ctx: &NodeContext,
+        _: std::collections::BTreeMap<u32, serde_json::Value>,
+    ) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = ctx.metrics.clone();
         Ok(())
@@ -81,9 +90,15 @@ impl Transform for MapTransform {
                     self.metrics.record_errors.inc();
                     match self.on_error {
                         OnError::Fail => {
-                            return Err(Error::Record { node: self.node.clone(), record: r.describe(), message: why })
+                            return Err(Error::Record {
+                                node: self.node.clone(),
+                                record: r.describe(),
+                                message: why,
+                            })
                         }
-                        OnError::Skip => tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}"),
+                        OnError::Skip => {
+                            tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}")
+                        }
                     }
                 }
             }

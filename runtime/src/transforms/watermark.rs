@@ -42,13 +42,18 @@ pub struct WatermarkConfig {
 /// Parses an event time; an error says why.
 pub fn parse_time(v: &Value, format: TimeFormat) -> std::result::Result<i64, String> {
     match (v, format) {
-        (Value::Number(n), TimeFormat::Auto | TimeFormat::Millis) => n.as_i64().ok_or_else(|| format!("{n} is not an integer")),
-        (Value::Number(n), TimeFormat::Seconds) => {
-            n.as_f64().map(|s| (s * 1000.0) as i64).ok_or_else(|| format!("{n} is not a number"))
+        (Value::Number(n), TimeFormat::Auto | TimeFormat::Millis) => {
+            n.as_i64().ok_or_else(|| format!("{n} is not an integer"))
         }
-        (Value::String(s), TimeFormat::Auto | TimeFormat::Rfc3339) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| t.timestamp_millis())
-            .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}")),
+        (Value::Number(n), TimeFormat::Seconds) => n
+            .as_f64()
+            .map(|s| (s * 1000.0) as i64)
+            .ok_or_else(|| format!("{n} is not a number")),
+        (Value::String(s), TimeFormat::Auto | TimeFormat::Rfc3339) => {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+        }
         (other, f) => Err(format!("{other} is not a {f:?} time")),
     }
 }
@@ -62,7 +67,12 @@ pub struct SplitClock {
 
 /// The worker watermark: minimum over splits that are not idle, each `max - bound - 1`.
 /// `None` while no active split has seen a record.
-pub fn combined(splits: &HashMap<String, SplitClock>, bound_ms: i64, idle_ms: Option<i64>, now_ms: i64) -> Option<i64> {
+pub fn combined(
+    splits: &HashMap<String, SplitClock>,
+    bound_ms: i64,
+    idle_ms: Option<i64>,
+    now_ms: i64,
+) -> Option<i64> {
     splits
         .values()
         .filter(|c| idle_ms.is_none_or(|i| now_ms - c.last_seen_ms < i))
@@ -135,7 +145,10 @@ impl Transform for Watermarks {
         if let Some(e) = failure {
             return Err(e);
         }
-        let clock = self.splits.entry(split).or_insert(SplitClock { max_event: i64::MIN, last_seen_ms: now });
+        let clock = self.splits.entry(split).or_insert(SplitClock {
+            max_event: i64::MIN,
+            last_seen_ms: now,
+        });
         clock.last_seen_ms = now;
         clock.max_event = clock.max_event.max(max);
         out.batches.push(batch);
@@ -172,7 +185,10 @@ mod tests {
     use super::*;
 
     fn clock(max: i64, seen: i64) -> SplitClock {
-        SplitClock { max_event: max, last_seen_ms: seen }
+        SplitClock {
+            max_event: max,
+            last_seen_ms: seen,
+        }
     }
 
     #[test]
@@ -191,7 +207,12 @@ mod tests {
     fn parses_time_formats() {
         assert_eq!(parse_time(&Value::from(1500), TimeFormat::Auto), Ok(1500));
         assert_eq!(parse_time(&Value::from(1.5), TimeFormat::Seconds), Ok(1500));
-        assert_eq!(parse_time(&Value::from("1970-01-01T00:00:01.5Z"), TimeFormat::Auto), Ok(1500));
-        assert!(parse_time(&Value::from("noon"), TimeFormat::Auto).unwrap_err().contains("RFC 3339"));
+        assert_eq!(
+            parse_time(&Value::from("1970-01-01T00:00:01.5Z"), TimeFormat::Auto),
+            Ok(1500)
+        );
+        assert!(parse_time(&Value::from("noon"), TimeFormat::Auto)
+            .unwrap_err()
+            .contains("RFC 3339"));
     }
 }

@@ -2,6 +2,6 @@
 
 mod exactly_once;
 mod harness;
+mod s3;
 mod savepoints;
 mod spec_errors;
-mod s3;

@@ -17,21 +17,38 @@ fn endpoint() -> String {
         return e;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/services/moto.sh");
-    let o = std::process::Command::new("bash").arg(script).arg("up").output().unwrap();
-    assert!(o.status.success(), "moto.sh up failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = std::process::Command::new("bash")
+        .arg(script)
+        .arg("up")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "moto.sh up failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let env = String::from_utf8(o.stdout).unwrap();
-    env.lines().find_map(|l| l.strip_prefix("S3_ENDPOINT=")).expect("moto.sh prints S3_ENDPOINT").to_string()
+    env.lines()
+        .find_map(|l| l.strip_prefix("S3_ENDPOINT="))
+        .expect("moto.sh prints S3_ENDPOINT")
+        .to_string()
 }
 
 fn make_bucket(endpoint: &str, bucket: &str) {
-    let o = std::process::Command::new("curl").args(["-sf", "-X", "PUT", &format!("{endpoint}/{bucket}")]).output().unwrap();
+    let o = std::process::Command::new("curl")
+        .args(["-sf", "-X", "PUT", &format!("{endpoint}/{bucket}")])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "creating bucket {bucket}");
 }
 
 fn spec(dir: &Path, endpoint: &str, bucket: &str) -> std::path::PathBuf {
     let opts = format!("{{ aws_endpoint: \"{endpoint}\", aws_allow_http: \"true\", aws_region: us-east-1, aws_access_key_id: testing, aws_secret_access_key: testing }}");
-    write(dir, "p.yaml", &format!(
-        r#"name: s3eo
+    write(
+        dir,
+        "p.yaml",
+        &format!(
+            r#"name: s3eo
 parallelism: 2
 checkpoint: {{ interval: 150ms, storage: "s3://{bucket}/state", storage_options: {opts} }}
 sources:
@@ -51,7 +68,8 @@ sinks:
     format: json
     bucket: {{ by: event_time, pattern: "day=%d" }}
 "#
-    ))
+        ),
+    )
 }
 
 async fn count_ids(endpoint: &str, bucket: &str) -> BTreeMap<i64, usize> {
@@ -69,10 +87,18 @@ async fn count_ids(endpoint: &str, bucket: &str) -> BTreeMap<i64, usize> {
     let mut counts = BTreeMap::new();
     for o in objects {
         let name = o.location.filename().unwrap_or_default().to_string();
-        assert!(!name.starts_with('.'), "hidden object visible on S3: {}", o.location);
+        assert!(
+            !name.starts_with('.'),
+            "hidden object visible on S3: {}",
+            o.location
+        );
         let body = store.get(&o.location).await.unwrap().bytes().await.unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(text.ends_with('\n'), "{} ends in a partial line", o.location);
+        assert!(
+            text.ends_with('\n'),
+            "{} ends in a partial line",
+            o.location
+        );
         for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             *counts.entry(v["id"].as_i64().unwrap()).or_insert(0) += 1;
@@ -85,7 +111,10 @@ async fn count_ids(endpoint: &str, bucket: &str) -> BTreeMap<i64, usize> {
 fn exactly_once_on_s3_across_kills_at_each_step() {
     let endpoint = endpoint();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for (i, fault) in ["after_precommit:3", "after_manifest:3", "after_commit:4"].iter().enumerate() {
+    for (i, fault) in ["after_precommit:3", "after_manifest:3", "after_commit:4"]
+        .iter()
+        .enumerate()
+    {
         let bucket = format!("weir-eo-{}-{i}", std::process::id());
         make_bucket(&endpoint, &bucket);
         let dir = tempfile::tempdir().unwrap();

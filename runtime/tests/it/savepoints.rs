@@ -8,8 +8,11 @@ use super::harness::*;
 const N: i64 = 40_000;
 
 fn spec(dir: &Path, parallelism: u32) -> std::path::PathBuf {
-    write(dir, &format!("p{parallelism}.yaml"), &format!(
-        r#"name: sp
+    write(
+        dir,
+        &format!("p{parallelism}.yaml"),
+        &format!(
+            r#"name: sp
 parallelism: {parallelism}
 checkpoint: {{ interval: 200ms, storage: {state} }}
 sources:
@@ -26,20 +29,28 @@ sinks:
     path: {out}
     format: json
 "#,
-        state = dir.join("state").display(),
-        out = dir.join("out").display()
-    ))
+            state = dir.join("state").display(),
+            out = dir.join("out").display()
+        ),
+    )
 }
 
 /// Runs for a while, then `weir savepoint --stop`; returns the savepoint path.
 fn run_then_stop_with_savepoint(spec: &Path, args: &[&str]) -> String {
     let job = Running::start(spec, args);
     std::thread::sleep(Duration::from_millis(700));
-    let o = weir().args(["savepoint", "--stop", "--admin", &job.admin]).output().unwrap();
+    let o = weir()
+        .args(["savepoint", "--stop", "--admin", &job.admin])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
     let path = String::from_utf8(o.stdout).unwrap().trim().to_string();
     let out = job.wait();
-    assert!(out.status.success(), "stop-with-savepoint must exit 0: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "stop-with-savepoint must exit 0: {}",
+        stderr(&out)
+    );
     assert!(Path::new(&path).join("_SAVEPOINT.json").exists(), "{path}");
     path
 }
@@ -51,7 +62,10 @@ fn rescale_one_to_two_to_one_through_savepoints() {
     let p2 = spec(dir.path(), 2);
     let sp1 = run_then_stop_with_savepoint(&p1, &[]);
     let partial = count_json_field(&dir.path().join("out"), "id").len() as i64;
-    assert!(partial > 0 && partial < N, "the first run stopped part way ({partial})");
+    assert!(
+        partial > 0 && partial < N,
+        "the first run stopped part way ({partial})"
+    );
     let sp2 = run_then_stop_with_savepoint(&p2, &["--from-savepoint", &sp1]);
     assert_ne!(sp1, sp2);
     run_to_completion(&p1, &["--from-savepoint", &sp2]);
@@ -65,7 +79,11 @@ fn restart_with_the_same_savepoint_flag_resumes_from_newer_checkpoints() {
     let p2 = spec(dir.path(), 2);
     let sp = run_then_stop_with_savepoint(&p1, &[]);
     // As a pod restarted with the same arguments would: crash once after progress was made.
-    let o = run(&p2, &["--from-savepoint", &sp], &[("WEIR_FAULT", "after_commit:6")]);
+    let o = run(
+        &p2,
+        &["--from-savepoint", &sp],
+        &[("WEIR_FAULT", "after_commit:6")],
+    );
     assert!(was_killed(&o), "{}", stderr(&o));
     run_to_completion(&p2, &["--from-savepoint", &sp]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
@@ -78,7 +96,10 @@ fn status_and_metrics_are_served() {
     let job = Running::start(&p, &[]);
     std::thread::sleep(Duration::from_millis(600));
     let get = |path: &str| -> String {
-        let o = std::process::Command::new("curl").args(["-sf", &format!("{}{path}", job.admin)]).output().unwrap();
+        let o = std::process::Command::new("curl")
+            .args(["-sf", &format!("{}{path}", job.admin)])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "GET {path}");
         String::from_utf8(o.stdout).unwrap()
     };
@@ -86,9 +107,18 @@ fn status_and_metrics_are_served() {
     let status: serde_json::Value = serde_json::from_str(&get("/v1/status")).unwrap();
     assert_eq!(status["parallelism"], 2);
     assert_eq!(status["workers"].as_array().unwrap().len(), 2);
-    assert!(status["workers"][0]["last_checkpoint"]["id"].as_u64().unwrap() >= 1, "{status}");
+    assert!(
+        status["workers"][0]["last_checkpoint"]["id"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{status}"
+    );
     let metrics = get("/metrics");
-    assert!(metrics.contains("weir_checkpoint_completed_total{job=\"sp\",worker=\"1\"}"), "{metrics}");
+    assert!(
+        metrics.contains("weir_checkpoint_completed_total{job=\"sp\",worker=\"1\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("weir_node_records_out_total{job=\"sp\",node=\"gen\",worker=\"0\"}"));
     assert!(job.kill9());
 }

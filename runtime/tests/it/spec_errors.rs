@@ -20,7 +20,9 @@ fn malformed_yaml_names_the_line() {
 
 #[test]
 fn unknown_field_is_named() {
-    let (code, err) = validate(&format!("{HEAD}sinks:\n  - {{ name: s, type: blackhole, colour: red }}\n"));
+    let (code, err) = validate(&format!(
+        "{HEAD}sinks:\n  - {{ name: s, type: blackhole, colour: red }}\n"
+    ));
     assert_eq!(code, 2);
     assert!(err.contains("sinks[0]") && err.contains("colour"), "{err}");
 }
@@ -31,7 +33,10 @@ fn bad_size_names_its_path() {
         "{HEAD}sinks:\n  - {{ name: s, type: filesystem, path: /tmp/x, format: json, rolling: {{ max_part_size: huge }} }}\n"
     ));
     assert_eq!(code, 2);
-    assert!(err.contains("sinks[0].rolling.max_part_size: expected a size like 256MiB"), "{err}");
+    assert!(
+        err.contains("sinks[0].rolling.max_part_size: expected a size like 256MiB"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -40,8 +45,14 @@ fn every_error_is_reported_at_once() {
         "{HEAD}transforms:\n  - {{ name: f, type: filter, expr: 'id >' }}\n  - {{ name: m, type: mapp }}\nsinks:\n  - {{ name: s, type: blackhole }}\n"
     ));
     assert_eq!(code, 2);
-    assert!(err.contains("transforms[0].expr: invalid CEL expression"), "{err}");
-    assert!(err.contains("transforms[1].type: unknown transform type \"mapp\""), "{err}");
+    assert!(
+        err.contains("transforms[0].expr: invalid CEL expression"),
+        "{err}"
+    );
+    assert!(
+        err.contains("transforms[1].type: unknown transform type \"mapp\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -52,7 +63,11 @@ fn valid_examples_pass() {
 }
 
 fn records_file(dir: &std::path::Path) -> std::path::PathBuf {
-    write(dir, "in.jsonl", "{\"id\": 1, \"amount\": 5}\n{\"id\": 2}\n{\"id\": 3, \"amount\": 7}\n")
+    write(
+        dir,
+        "in.jsonl",
+        "{\"id\": 1, \"amount\": 5}\n{\"id\": 2}\n{\"id\": 3, \"amount\": 7}\n",
+    )
 }
 
 #[test]
@@ -66,8 +81,14 @@ fn record_that_cel_cannot_evaluate_fails_the_job_naming_it() {
     let o = run(&spec, &[], &[]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.contains("big: record {\"id\":2}") && err.contains("no field \"amount\""), "{err}");
-    assert!(visible_files(&dir.path().join("out")).is_empty(), "nothing may be published by a failed job");
+    assert!(
+        err.contains("big: record {\"id\":2}") && err.contains("no field \"amount\""),
+        "{err}"
+    );
+    assert!(
+        visible_files(&dir.path().join("out")).is_empty(),
+        "nothing may be published by a failed job"
+    );
 }
 
 #[test]
@@ -79,7 +100,14 @@ fn record_that_cel_cannot_evaluate_is_skipped_and_counted_by_policy() {
         "name: t\ncheckpoint: {{ storage: {} }}\nsources:\n  - {{ name: f, type: file, path: {}, format: json }}\n\
          transforms:\n  - {{ name: big, type: filter, expr: 'amount > 1', on_error: skip }}\nsinks:\n  - {{ name: s, type: filesystem, path: {}, format: json }}\n",
         dir.path().join("state").display(), input.display(), out.display()));
-    let o = run(&spec, &["--summary-json", dir.path().join("sum.json").to_str().unwrap()], &[]);
+    let o = run(
+        &spec,
+        &[
+            "--summary-json",
+            dir.path().join("sum.json").to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let counts = count_json_field(&out, "id");
     assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
@@ -89,14 +117,25 @@ fn record_that_cel_cannot_evaluate_is_skipped_and_counted_by_policy() {
 fn unwritable_output_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = write(dir.path(), "file", "not a directory");
-    let spec = write(dir.path(), "p.yaml", &format!(
-        "{}sinks:\n  - {{ name: s, type: filesystem, path: {}/out, format: json }}\n",
-        HEAD.replace("/tmp/weir-never", &dir.path().join("state").display().to_string()),
-        blocker.display()));
+    let spec = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "{}sinks:\n  - {{ name: s, type: filesystem, path: {}/out, format: json }}\n",
+            HEAD.replace(
+                "/tmp/weir-never",
+                &dir.path().join("state").display().to_string()
+            ),
+            blocker.display()
+        ),
+    );
     let o = run(&spec, &[], &[]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.contains(&blocker.display().to_string()), "the error names the path: {err}");
+    assert!(
+        err.contains(&blocker.display().to_string()),
+        "the error names the path: {err}"
+    );
 }
 
 #[test]
@@ -107,14 +146,29 @@ fn corrupt_manifest_and_missing_savepoint_are_clear_errors() {
         "name: t\ncheckpoint: {{ storage: {} }}\nsources:\n  - {{ name: g, type: datagen, count: 10, fields: {{ id: {{ kind: sequence }} }} }}\nsinks:\n  - {{ name: s, type: blackhole }}\n",
         state.display()));
     assert!(run(&spec, &[], &[]).status.success());
-    let chk = std::fs::read_dir(state.join("t/worker-0")).unwrap().flatten().map(|e| e.path()).max().unwrap();
+    let chk = std::fs::read_dir(state.join("t/worker-0"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .max()
+        .unwrap();
     std::fs::write(chk.join("_MANIFEST.json"), "{ not json").unwrap();
     let o = run(&spec, &[], &[]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.contains("corrupt manifest") && err.contains("_MANIFEST.json"), "{err}");
+    assert!(
+        err.contains("corrupt manifest") && err.contains("_MANIFEST.json"),
+        "{err}"
+    );
 
-    let o = run(&spec, &["--from-savepoint", dir.path().join("nope").to_str().unwrap()], &[]);
+    let o = run(
+        &spec,
+        &[
+            "--from-savepoint",
+            dir.path().join("nope").to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     let o = run(&spec, &["--from-savepoint", state.to_str().unwrap()], &[]);

@@ -15,12 +15,27 @@ fn mix(mut z: u64) -> u64 {
 
 enum Gen {
     Sequence(i64),
-    Int { min: i64, span: u64, prefix: Option<String> },
-    Float { min: f64, width: f64 },
-    Str { length: usize, prefix: String },
+    Int {
+        min: i64,
+        span: u64,
+        prefix: Option<String>,
+    },
+    Float {
+        min: f64,
+        width: f64,
+    },
+    Str {
+        length: usize,
+        prefix: String,
+    },
     Choice(Vec<Value>),
     Bool,
-    Time { start_ms: i64, step_ms: i64, jitter_ms: i64, format: TimeFormat },
+    Time {
+        start_ms: i64,
+        step_ms: i64,
+        jitter_ms: i64,
+        format: TimeFormat,
+    },
 }
 
 pub struct Generator {
@@ -41,27 +56,54 @@ impl Generator {
                 FieldSpec::Sequence { start } => Gen::Sequence(*start),
                 FieldSpec::Int { min, max, prefix } => {
                     if max < min {
-                        return Err((format!("{path}.max"), format!("must be at least min ({min})")));
+                        return Err((
+                            format!("{path}.max"),
+                            format!("must be at least min ({min})"),
+                        ));
                     }
-                    Gen::Int { min: *min, span: (max.wrapping_sub(*min) as u64).wrapping_add(1), prefix: prefix.clone() }
+                    Gen::Int {
+                        min: *min,
+                        span: (max.wrapping_sub(*min) as u64).wrapping_add(1),
+                        prefix: prefix.clone(),
+                    }
                 }
                 FieldSpec::Float { min, max } => {
-                    if !(max >= min) {
-                        return Err((format!("{path}.max"), format!("must be at least min ({min})")));
+                    if max.partial_cmp(min).is_none_or(|o| o.is_lt()) {
+                        return Err((
+                            format!("{path}.max"),
+                            format!("must be at least min ({min})"),
+                        ));
                     }
-                    Gen::Float { min: *min, width: max - min }
+                    Gen::Float {
+                        min: *min,
+                        width: max - min,
+                    }
                 }
-                FieldSpec::String { length, prefix } => Gen::Str { length: *length, prefix: prefix.clone() },
+                FieldSpec::String { length, prefix } => Gen::Str {
+                    length: *length,
+                    prefix: prefix.clone(),
+                },
                 FieldSpec::Choice { values } => {
                     if values.is_empty() {
-                        return Err((format!("{path}.values"), "must list at least one value".into()));
+                        return Err((
+                            format!("{path}.values"),
+                            "must list at least one value".into(),
+                        ));
                     }
                     Gen::Choice(values.clone())
                 }
                 FieldSpec::Bool => Gen::Bool,
-                FieldSpec::Timestamp { start, step, jitter, format } => {
+                FieldSpec::Timestamp {
+                    start,
+                    step,
+                    jitter,
+                    format,
+                } => {
                     let start = DateTime::parse_from_rfc3339(start).map_err(|e| {
-                        (format!("{path}.start"), format!("expected an RFC 3339 time like 2024-01-01T00:00:00Z: {e}"))
+                        (
+                            format!("{path}.start"),
+                            format!("expected an RFC 3339 time like 2024-01-01T00:00:00Z: {e}"),
+                        )
                     })?;
                     Gen::Time {
                         start_ms: start.timestamp_millis(),
@@ -76,12 +118,28 @@ impl Generator {
         let event_time = match &c.event_time {
             None => None,
             Some(f) => match fields.iter().position(|(n, _)| n == f) {
-                Some(i) if matches!(fields[i].1, Gen::Time { .. } | Gen::Sequence(_) | Gen::Int { prefix: None, .. }) => Some(i),
-                Some(_) => return Err(("event_time".into(), format!("field {f:?} is not a timestamp or integer"))),
+                Some(i)
+                    if matches!(
+                        fields[i].1,
+                        Gen::Time { .. } | Gen::Sequence(_) | Gen::Int { prefix: None, .. }
+                    ) =>
+                {
+                    Some(i)
+                }
+                Some(_) => {
+                    return Err((
+                        "event_time".into(),
+                        format!("field {f:?} is not a timestamp or integer"),
+                    ))
+                }
                 None => return Err(("event_time".into(), format!("no field named {f:?}"))),
             },
         };
-        Ok(Generator { fields, seed: c.seed, event_time })
+        Ok(Generator {
+            fields,
+            seed: c.seed,
+            event_time,
+        })
     }
 
     fn rand(&self, index: u64, field: usize) -> u64 {
@@ -90,7 +148,12 @@ impl Generator {
 
     fn event_ms(&self, g: &Gen, index: u64, field: usize) -> i64 {
         match g {
-            Gen::Time { start_ms, step_ms, jitter_ms, .. } => {
+            Gen::Time {
+                start_ms,
+                step_ms,
+                jitter_ms,
+                ..
+            } => {
                 let jitter = if *jitter_ms > 0 {
                     (self.rand(index, field) % (2 * *jitter_ms as u64 + 1)) as i64 - jitter_ms
                 } else {
@@ -110,7 +173,11 @@ impl Generator {
             let v = match g {
                 Gen::Sequence(start) => Value::from(start + index as i64),
                 Gen::Int { min, span, prefix } => {
-                    let r = if *span == 0 { self.rand(index, i) } else { self.rand(index, i) % span };
+                    let r = if *span == 0 {
+                        self.rand(index, i)
+                    } else {
+                        self.rand(index, i) % span
+                    };
                     let n = min.wrapping_add(r as i64);
                     match prefix {
                         Some(p) => Value::String(format!("{p}{n}")),
@@ -134,14 +201,18 @@ impl Generator {
                     }
                     Value::String(s)
                 }
-                Gen::Choice(values) => values[(self.rand(index, i) % values.len() as u64) as usize].clone(),
+                Gen::Choice(values) => {
+                    values[(self.rand(index, i) % values.len() as u64) as usize].clone()
+                }
                 Gen::Bool => Value::Bool(self.rand(index, i) & 1 == 1),
                 Gen::Time { format, .. } => {
                     let ms = self.event_ms(g, index, i);
                     match format {
                         TimeFormat::Millis => Value::from(ms),
                         TimeFormat::Rfc3339 => match DateTime::<Utc>::from_timestamp_millis(ms) {
-                            Some(t) => Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+                            Some(t) => {
+                                Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true))
+                            }
                             None => Value::Null,
                         },
                     }

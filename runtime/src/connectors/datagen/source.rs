@@ -34,7 +34,15 @@ pub struct DatagenSource {
 
 impl DatagenSource {
     pub fn new(config: DatagenConfig, gen: Generator) -> Self {
-        DatagenSource { config, gen, splits: Vec::new(), next: 0, rate: None, started: None, emitted: 0 }
+        DatagenSource {
+            config,
+            gen,
+            splits: Vec::new(),
+            next: 0,
+            rate: None,
+            started: None,
+            emitted: 0,
+        }
     }
 }
 
@@ -54,12 +62,24 @@ impl Source for DatagenSource {
             let done = match restored.get(&id) {
                 None => 0,
                 Some(v) => v.as_u64().ok_or_else(|| {
-                    Error::Checkpoint(format!("{}: position of split {id} is not a count: {v}", ctx.node))
+                    Error::Checkpoint(format!(
+                        "{}: position of split {id} is not a count: {v}",
+                        ctx.node
+                    ))
                 })?,
             };
-            self.splits.push(Split { id: Arc::from(id), index: k, done, total: split_total(self.config.count, s, k) });
+            self.splits.push(Split {
+                id: Arc::from(id),
+                index: k,
+                done,
+                total: split_total(self.config.count, s, k),
+            });
         }
-        if restored.keys().any(|k| k.strip_prefix("datagen-").and_then(|n| n.parse::<u64>().ok()).is_none_or(|n| n >= s)) {
+        if restored.keys().any(|k| {
+            k.strip_prefix("datagen-")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_none_or(|n| n >= s)
+        }) {
             return Err(Error::Checkpoint(format!(
                 "{}: the restored state has splits this source does not have (was `splits` changed from the checkpointed job?)",
                 ctx.node
@@ -71,8 +91,13 @@ impl Source for DatagenSource {
     }
 
     async fn poll(&mut self) -> Result<SourcePoll> {
-        let live: Vec<usize> =
-            (0..self.splits.len()).filter(|i| self.splits[*i].total.is_none_or(|t| self.splits[*i].done < t)).collect();
+        let live: Vec<usize> = (0..self.splits.len())
+            .filter(|i| {
+                self.splits[*i]
+                    .total
+                    .is_none_or(|t| self.splits[*i].done < t)
+            })
+            .collect();
         if live.is_empty() {
             return Ok(SourcePoll::Finished);
         }
@@ -83,7 +108,9 @@ impl Source for DatagenSource {
             if self.emitted >= allowed {
                 return Ok(SourcePoll::Idle);
             }
-            max = max.min(allowed - self.emitted).min(((rate / 20.0) as u64).max(1));
+            max = max
+                .min(allowed - self.emitted)
+                .min(((rate / 20.0) as u64).max(1));
         }
         let pick = live[self.next % live.len()];
         self.next = self.next.wrapping_add(1);
@@ -100,11 +127,18 @@ impl Source for DatagenSource {
         }
         split.done += n;
         self.emitted += n;
-        Ok(SourcePoll::Batch(Batch::new(Some(split.id.clone()), records)))
+        Ok(SourcePoll::Batch(Batch::new(
+            Some(split.id.clone()),
+            records,
+        )))
     }
 
     fn snapshot(&mut self) -> Result<BTreeMap<String, Value>> {
-        Ok(self.splits.iter().map(|s| (s.id.to_string(), Value::from(s.done))).collect())
+        Ok(self
+            .splits
+            .iter()
+            .map(|s| (s.id.to_string(), Value::from(s.done)))
+            .collect())
     }
 }
 
@@ -116,7 +150,9 @@ mod tests {
     fn split_totals_add_up() {
         for count in [0u64, 1, 7, 100, 101] {
             for s in 1..6 {
-                let sum: u64 = (0..s).map(|k| split_total(Some(count), s, k).unwrap()).sum();
+                let sum: u64 = (0..s)
+                    .map(|k| split_total(Some(count), s, k).unwrap())
+                    .sum();
                 assert_eq!(sum, count, "count {count} splits {s}");
             }
         }

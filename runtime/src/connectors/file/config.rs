@@ -34,7 +34,12 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        CsvOptions { header: true, delimiter: ",".into(), columns: Vec::new(), infer_types: false }
+        CsvOptions {
+            header: true,
+            delimiter: ",".into(),
+            columns: Vec::new(),
+            infer_types: false,
+        }
     }
 }
 

@@ -34,7 +34,13 @@ pub struct FileSource {
 
 impl FileSource {
     pub fn new(config: FileSourceConfig) -> Self {
-        FileSource { config, files: Vec::new(), current: 0, node: String::new(), errors: None }
+        FileSource {
+            config,
+            files: Vec::new(),
+            current: 0,
+            node: String::new(),
+            errors: None,
+        }
     }
 }
 
@@ -75,15 +81,19 @@ fn csv_value(s: &str, infer: bool) -> Value {
 
 impl FileSource {
     fn open_reader(&self, f: &mut OpenFile) -> Result<()> {
-        let file = File::open(&f.path).ctx(|| format!("{}: opening {}", self.node, f.path.display()))?;
+        let file =
+            File::open(&f.path).ctx(|| format!("{}: opening {}", self.node, f.path.display()))?;
         let mut reader = BufReader::with_capacity(256 * 1024, file);
         if self.config.format == FileFormat::Csv {
             f.headers = self.config.csv.columns.clone();
             if self.config.csv.header {
                 let mut first = String::new();
-                let n = reader.read_line(&mut first).ctx(|| format!("reading {}", f.path.display()))?;
+                let n = reader
+                    .read_line(&mut first)
+                    .ctx(|| format!("reading {}", f.path.display()))?;
                 if f.headers.is_empty() {
-                    f.headers = self.parse_csv_line(first.trim_end_matches(['\r', '\n']))?
+                    f.headers = self
+                        .parse_csv_line(first.trim_end_matches(['\r', '\n']))?
                         .into_iter()
                         .collect();
                 }
@@ -92,7 +102,9 @@ impl FileSource {
                 }
             }
         }
-        reader.seek(SeekFrom::Start(f.offset)).ctx(|| format!("seeking in {}", f.path.display()))?;
+        reader
+            .seek(SeekFrom::Start(f.offset))
+            .ctx(|| format!("seeking in {}", f.path.display()))?;
         f.reader = Some(reader);
         Ok(())
     }
@@ -113,13 +125,22 @@ impl FileSource {
         match self.config.format {
             FileFormat::Json => match serde_json::from_str::<Value>(line) {
                 Ok(Value::Object(m)) => Ok(m),
-                Ok(other) => Err(format!("expected a JSON object, got {}", short(&other.to_string()))),
+                Ok(other) => Err(format!(
+                    "expected a JSON object, got {}",
+                    short(&other.to_string())
+                )),
                 Err(e) => Err(format!("invalid JSON: {e}")),
             },
             FileFormat::Csv => {
-                let values = self.parse_csv_line(line).map_err(|e| format!("invalid CSV: {e}"))?;
+                let values = self
+                    .parse_csv_line(line)
+                    .map_err(|e| format!("invalid CSV: {e}"))?;
                 if values.len() != f.headers.len() {
-                    return Err(format!("expected {} columns, found {}", f.headers.len(), values.len()));
+                    return Err(format!(
+                        "expected {} columns, found {}",
+                        f.headers.len(),
+                        values.len()
+                    ));
                 }
                 Ok(f.headers
                     .iter()
@@ -142,10 +163,14 @@ impl Source for FileSource {
         self.errors = Some(ctx.metrics.record_errors.clone());
         let root = PathBuf::from(&self.config.path);
         if !root.exists() {
-            return Err(Error::node(&ctx.node, format!("path {} does not exist", root.display())));
+            return Err(Error::node(
+                &ctx.node,
+                format!("path {} does not exist", root.display()),
+            ));
         }
         let mut all = Vec::new();
-        list_files(&root, self.config.suffix.as_deref(), &mut all).ctx(|| format!("listing {}", root.display()))?;
+        list_files(&root, self.config.suffix.as_deref(), &mut all)
+            .ctx(|| format!("listing {}", root.display()))?;
         all.sort();
         for (i, path) in all.into_iter().enumerate() {
             if !ctx.owns_index(i) {
@@ -153,7 +178,10 @@ impl Source for FileSource {
             }
             let id = path.display().to_string();
             let pos = restored.get(&id).cloned().unwrap_or(Value::Null);
-            let (offset, line) = (pos["offset"].as_u64().unwrap_or(0), pos["line"].as_u64().unwrap_or(0));
+            let (offset, line) = (
+                pos["offset"].as_u64().unwrap_or(0),
+                pos["line"].as_u64().unwrap_or(0),
+            );
             self.files.push(OpenFile {
                 id: Arc::from(id),
                 path,
@@ -176,7 +204,15 @@ impl Source for FileSource {
         }
         let mut f = std::mem::replace(
             &mut self.files[self.current],
-            OpenFile { id: Arc::from(""), path: PathBuf::new(), offset: 0, line: 0, reader: None, headers: vec![], done: true },
+            OpenFile {
+                id: Arc::from(""),
+                path: PathBuf::new(),
+                offset: 0,
+                line: 0,
+                reader: None,
+                headers: vec![],
+                done: true,
+            },
         );
         let result = self.read_batch(&mut f);
         self.files[self.current] = f;
@@ -187,7 +223,12 @@ impl Source for FileSource {
         Ok(self
             .files
             .iter()
-            .map(|f| (f.id.to_string(), serde_json::json!({ "offset": f.offset, "line": f.line })))
+            .map(|f| {
+                (
+                    f.id.to_string(),
+                    serde_json::json!({ "offset": f.offset, "line": f.line }),
+                )
+            })
             .collect())
     }
 }
@@ -202,7 +243,9 @@ impl FileSource {
         while records.len() < self.config.batch_size {
             line.clear();
             let reader = f.reader.as_mut().expect("opened above");
-            let n = reader.read_line(&mut line).ctx(|| format!("reading {}", f.path.display()))?;
+            let n = reader
+                .read_line(&mut line)
+                .ctx(|| format!("reading {}", f.path.display()))?;
             if n == 0 {
                 f.done = true;
                 f.reader = None;

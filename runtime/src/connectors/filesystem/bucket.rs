@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, FixedOffset, Offset, Utc};
 use serde_json::Value;
 
 use crate::record::Record;
@@ -19,7 +19,7 @@ pub struct TimeZone(FixedOffset);
 
 impl TimeZone {
     pub fn utc() -> Self {
-        TimeZone(FixedOffset::east_opt(0).expect("zero offset"))
+        TimeZone(Utc.fix())
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -27,7 +27,10 @@ impl TimeZone {
         if t.eq_ignore_ascii_case("utc") || t == "Z" || t.eq_ignore_ascii_case("gmt") {
             return Ok(Self::utc());
         }
-        let offset = t.strip_prefix("UTC").filter(|rest| !rest.is_empty()).unwrap_or(t);
+        let offset = t
+            .strip_prefix("UTC")
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or(t);
         offset
             .parse::<FixedOffset>()
             .map(TimeZone)
@@ -39,7 +42,9 @@ impl TimeZone {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TimeSource {
     /// The record's event time; when it has none, this field (epoch ms or RFC 3339).
-    Event { field: Option<String> },
+    Event {
+        field: Option<String>,
+    },
     Processing,
 }
 
@@ -63,11 +68,19 @@ pub struct TimeBuckets {
 
 impl BucketSpec {
     pub fn event_time(pattern: &str, tz: TimeZone, field: Option<String>) -> Result<Self, String> {
-        Ok(BucketSpec::Time(TimeBuckets::new(pattern, tz, TimeSource::Event { field })?))
+        Ok(BucketSpec::Time(TimeBuckets::new(
+            pattern,
+            tz,
+            TimeSource::Event { field },
+        )?))
     }
 
     pub fn processing_time(pattern: &str, tz: TimeZone) -> Result<Self, String> {
-        Ok(BucketSpec::Time(TimeBuckets::new(pattern, tz, TimeSource::Processing)?))
+        Ok(BucketSpec::Time(TimeBuckets::new(
+            pattern,
+            tz,
+            TimeSource::Processing,
+        )?))
     }
 }
 
@@ -81,16 +94,24 @@ impl TimeBuckets {
             .map_err(|_| format!("invalid strftime pattern {pattern:?}"))?;
         let sub_second = items.iter().any(|item| match item {
             Item::Numeric(Numeric::Nanosecond, _) => true,
-            Item::Fixed(Fixed::Nanosecond | Fixed::Nanosecond3 | Fixed::Nanosecond6 | Fixed::Nanosecond9) => true,
+            Item::Fixed(
+                Fixed::Nanosecond | Fixed::Nanosecond3 | Fixed::Nanosecond6 | Fixed::Nanosecond9,
+            ) => true,
             // %3f and friends are chrono-internal items: treat anything unknown as sub-second.
             Item::Fixed(Fixed::Internal(_)) => true,
             _ => false,
         });
-        Ok(TimeBuckets { source, items, tz, sub_second })
+        Ok(TimeBuckets {
+            source,
+            items,
+            tz,
+            sub_second,
+        })
     }
 
     fn format(&self, ms: i64, out: &mut String) -> Result<(), String> {
-        let t = DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("time {ms} ms is out of range"))?;
+        let t = DateTime::from_timestamp_millis(ms)
+            .ok_or_else(|| format!("time {ms} ms is out of range"))?;
         let local = t.with_timezone(&self.tz.0);
         let mut raw = String::new();
         write!(raw, "{}", local.format_with_items(self.items.iter()))
@@ -109,12 +130,19 @@ fn record_time(source: &TimeSource, record: &Record, now_ms: i64) -> Result<i64,
                 return Ok(t);
             }
             let Some(name) = field else {
-                return Err("record has no event time (add a watermark to the source, or set bucket.field)".into());
+                return Err(
+                    "record has no event time (add a watermark to the source, or set bucket.field)"
+                        .into(),
+                );
             };
             match record.fields.get(name) {
-                None | Some(Value::Null) => Err(format!("record has no event time and no field {name:?}")),
+                None | Some(Value::Null) => {
+                    Err(format!("record has no event time and no field {name:?}"))
+                }
                 Some(v) => time_value(v).ok_or_else(|| {
-                    format!("field {name:?} is not a time (epoch milliseconds or RFC 3339 text): {v}")
+                    format!(
+                        "field {name:?} is not a time (epoch milliseconds or RFC 3339 text): {v}"
+                    )
                 }),
             }
         }
@@ -123,11 +151,14 @@ fn record_time(source: &TimeSource, record: &Record, now_ms: i64) -> Result<i64,
 
 fn time_value(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
-        Value::String(s) => s
-            .parse::<i64>()
-            .ok()
-            .or_else(|| DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+        Value::String(s) => s.parse::<i64>().ok().or_else(|| {
+            DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        }),
         _ => None,
     }
 }
@@ -192,7 +223,11 @@ pub struct BucketAssigner {
 
 impl BucketAssigner {
     pub fn new(spec: BucketSpec) -> Self {
-        BucketAssigner { spec, cached_second: None, current: String::new() }
+        BucketAssigner {
+            spec,
+            cached_second: None,
+            current: String::new(),
+        }
     }
 
     /// Whether every record goes to the root (no bucketing).
@@ -228,7 +263,10 @@ mod tests {
     use serde_json::json;
 
     fn rec(fields: Value, event_time: Option<i64>) -> Record {
-        Record { fields: fields.as_object().cloned().unwrap(), event_time }
+        Record {
+            fields: fields.as_object().cloned().unwrap(),
+            event_time,
+        }
     }
 
     // 2024-03-05T07:08:09.123Z
@@ -236,20 +274,41 @@ mod tests {
 
     #[test]
     fn event_time_uses_the_pattern_and_zone() {
-        let spec = BucketSpec::event_time("year=%Y/month=%m/day=%d/hour=%H", TimeZone::utc(), None).unwrap();
-        assert_eq!(bucket_for(&spec, &rec(json!({}), Some(T)), 0).unwrap(), "year=2024/month=03/day=05/hour=07");
+        let spec = BucketSpec::event_time("year=%Y/month=%m/day=%d/hour=%H", TimeZone::utc(), None)
+            .unwrap();
+        assert_eq!(
+            bucket_for(&spec, &rec(json!({}), Some(T)), 0).unwrap(),
+            "year=2024/month=03/day=05/hour=07"
+        );
         let plus9 = TimeZone::parse("+09:00").unwrap();
         let spec = BucketSpec::event_time("%Y-%m-%d/%H", plus9, None).unwrap();
-        assert_eq!(bucket_for(&spec, &rec(json!({}), Some(T)), 0).unwrap(), "2024-03-05/16");
-        assert_eq!(TimeZone::parse("UTC+02:00").unwrap(), TimeZone::parse("+02:00").unwrap());
+        assert_eq!(
+            bucket_for(&spec, &rec(json!({}), Some(T)), 0).unwrap(),
+            "2024-03-05/16"
+        );
+        assert_eq!(
+            TimeZone::parse("UTC+02:00").unwrap(),
+            TimeZone::parse("+02:00").unwrap()
+        );
         assert!(TimeZone::parse("Europe/Berlin").is_err());
     }
 
     #[test]
     fn event_time_falls_back_to_a_field_or_says_why_not() {
         let spec = BucketSpec::event_time("%Y/%m", TimeZone::utc(), Some("ts".into())).unwrap();
-        assert_eq!(bucket_for(&spec, &rec(json!({"ts": T}), None), 0).unwrap(), "2024/03");
-        assert_eq!(bucket_for(&spec, &rec(json!({"ts": "2023-12-31T23:00:00-02:00"}), None), 0).unwrap(), "2024/01");
+        assert_eq!(
+            bucket_for(&spec, &rec(json!({"ts": T}), None), 0).unwrap(),
+            "2024/03"
+        );
+        assert_eq!(
+            bucket_for(
+                &spec,
+                &rec(json!({"ts": "2023-12-31T23:00:00-02:00"}), None),
+                0
+            )
+            .unwrap(),
+            "2024/01"
+        );
         let e = bucket_for(&spec, &rec(json!({"x": 1}), None), 0).unwrap_err();
         assert!(e.contains("no event time and no field \"ts\""), "{e}");
         let e = bucket_for(&spec, &rec(json!({"ts": "yesterday"}), None), 0).unwrap_err();
@@ -262,7 +321,10 @@ mod tests {
     #[test]
     fn processing_time_uses_now() {
         let spec = BucketSpec::processing_time("dt=%Y-%m-%d", TimeZone::utc()).unwrap();
-        assert_eq!(bucket_for(&spec, &rec(json!({}), Some(0)), T).unwrap(), "dt=2024-03-05");
+        assert_eq!(
+            bucket_for(&spec, &rec(json!({}), Some(0)), T).unwrap(),
+            "dt=2024-03-05"
+        );
     }
 
     #[test]
@@ -282,13 +344,19 @@ mod tests {
         assert_eq!(b(json!("Zürich")), "Zürich");
         assert_eq!(b(json!("x".repeat(1000))).len(), MAX_SEGMENT);
         assert_eq!(bucket_for(&spec, &rec(json!({}), None), 0).unwrap(), "null");
-        assert_eq!(bucket_for(&BucketSpec::None, &rec(json!({"c": 1}), None), 0).unwrap(), "");
+        assert_eq!(
+            bucket_for(&BucketSpec::None, &rec(json!({"c": 1}), None), 0).unwrap(),
+            ""
+        );
     }
 
     #[test]
     fn time_patterns_cannot_escape_the_root() {
         let spec = BucketSpec::event_time("../%Y//./x:%H", TimeZone::utc(), None).unwrap();
-        assert_eq!(bucket_for(&spec, &rec(json!({}), Some(T)), 0).unwrap(), "_./2024/_/x_07");
+        assert_eq!(
+            bucket_for(&spec, &rec(json!({}), Some(T)), 0).unwrap(),
+            "_./2024/_/x_07"
+        );
         assert!(BucketSpec::event_time("%Q", TimeZone::utc(), None).is_err());
         assert!(BucketSpec::event_time("/", TimeZone::utc(), None).is_err());
     }
@@ -300,7 +368,11 @@ mod tests {
             let mut a = BucketAssigner::new(spec.clone());
             for t in [T, T + 1, T + 999, T + 877, T - 5000, T + 3_600_000, -1, 0] {
                 let r = rec(json!({}), Some(t));
-                assert_eq!(a.assign(&r, 0).unwrap(), bucket_for(&spec, &r, 0).unwrap(), "{pattern} {t}");
+                assert_eq!(
+                    a.assign(&r, 0).unwrap(),
+                    bucket_for(&spec, &r, 0).unwrap(),
+                    "{pattern} {t}"
+                );
             }
         }
     }

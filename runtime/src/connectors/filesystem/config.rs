@@ -78,7 +78,10 @@ pub struct CsvConfig {
 
 impl Default for CsvConfig {
     fn default() -> Self {
-        CsvConfig { header: true, delimiter: comma() }
+        CsvConfig {
+            header: true,
+            delimiter: comma(),
+        }
     }
 }
 
@@ -238,7 +241,9 @@ impl FileSinkConfig {
         if self.path.trim().is_empty() {
             return Err(cfg.error("path", "must not be empty"));
         }
-        let target = match Location::parse(&self.path).map_err(|e| cfg.error("path", e.to_string()))? {
+        let target = match Location::parse(&self.path)
+            .map_err(|e| cfg.error("path", e.to_string()))?
+        {
             Location::Local(dir) => Target::Local(dir),
             Location::Url(url) if matches!(url.scheme(), "s3" | "s3a") => {
                 if url.host_str().is_none_or(str::is_empty) {
@@ -249,7 +254,10 @@ impl FileSinkConfig {
             Location::Url(url) => {
                 return Err(cfg.error(
                     "path",
-                    format!("unsupported scheme {:?}: use a local directory or s3://bucket/prefix", url.scheme()),
+                    format!(
+                        "unsupported scheme {:?}: use a local directory or s3://bucket/prefix",
+                        url.scheme()
+                    ),
                 ))
             }
         };
@@ -258,7 +266,10 @@ impl FileSinkConfig {
         }
         for key in self.storage_options.keys() {
             if key.parse::<object_store::aws::AmazonS3ConfigKey>().is_err() {
-                return Err(cfg.error(format!("storage_options.{key}").as_str(), "unknown S3 option"));
+                return Err(cfg.error(
+                    format!("storage_options.{key}").as_str(),
+                    "unknown S3 option",
+                ));
             }
         }
 
@@ -270,7 +281,12 @@ impl FileSinkConfig {
         }
         let delimiter = match self.csv.delimiter.as_bytes() {
             [b] if b.is_ascii() && *b != b'\n' && *b != b'\r' && *b != b'"' => *b,
-            _ => return Err(cfg.error("csv.delimiter", "must be a single ASCII character other than a quote or newline")),
+            _ => {
+                return Err(cfg.error(
+                    "csv.delimiter",
+                    "must be a single ASCII character other than a quote or newline",
+                ))
+            }
         };
         if self.schema.is_some() && self.format != Format::Parquet {
             return Err(cfg.error("schema", "only applies to format: parquet"));
@@ -284,7 +300,10 @@ impl FileSinkConfig {
         if rolling.max_part_size.0 == 0 {
             return Err(cfg.error("rolling.max_part_size", "must be more than 0"));
         }
-        for (field, d) in [("rollover_interval", rolling.rollover_interval), ("inactivity_interval", rolling.inactivity_interval)] {
+        for (field, d) in [
+            ("rollover_interval", rolling.rollover_interval),
+            ("inactivity_interval", rolling.inactivity_interval),
+        ] {
             if d.as_millis() == 0 {
                 return Err(cfg.error(&format!("rolling.{field}"), "must be more than 0"));
             }
@@ -297,7 +316,10 @@ impl FileSinkConfig {
             None
         };
         if let (Some(why), Some(false)) = (must_roll, rolling.roll_on_checkpoint) {
-            return Err(cfg.error("rolling.roll_on_checkpoint", format!("must be true here: {why}")));
+            return Err(cfg.error(
+                "rolling.roll_on_checkpoint",
+                format!("must be true here: {why}"),
+            ));
         }
         let policy = RollingPolicy {
             max_part_size: rolling.max_part_size.0,
@@ -312,12 +334,27 @@ impl FileSinkConfig {
         };
 
         let part_prefix = self.part_prefix.unwrap_or_else(|| "part".into());
-        if part_prefix.is_empty() || !part_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) {
-            return Err(cfg.error("part_prefix", "must be non-empty and use only letters, digits, '-' and '_'"));
+        if part_prefix.is_empty()
+            || !part_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        {
+            return Err(cfg.error(
+                "part_prefix",
+                "must be non-empty and use only letters, digits, '-' and '_'",
+            ));
         }
-        let part_suffix = self.part_suffix.unwrap_or_else(|| self.format.default_suffix().into());
-        if part_suffix.contains(['/', '\\']) || part_suffix == ".inprogress" || part_suffix == ".pending" {
-            return Err(cfg.error("part_suffix", "must not contain '/' nor be .inprogress or .pending"));
+        let part_suffix = self
+            .part_suffix
+            .unwrap_or_else(|| self.format.default_suffix().into());
+        if part_suffix.contains(['/', '\\'])
+            || part_suffix == ".inprogress"
+            || part_suffix == ".pending"
+        {
+            return Err(cfg.error(
+                "part_suffix",
+                "must not contain '/' nor be .inprogress or .pending",
+            ));
         }
 
         Ok(Settings {
@@ -338,7 +375,11 @@ impl FileSinkConfig {
     }
 }
 
-fn check_names<'a>(cfg: &NodeConfig, field: &str, names: impl Iterator<Item = &'a String>) -> Result<()> {
+fn check_names<'a>(
+    cfg: &NodeConfig,
+    field: &str,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     let mut any = false;
     for name in names {
@@ -360,7 +401,10 @@ fn resolve_bucket(cfg: &NodeConfig, b: &BucketConfig) -> Result<BucketSpec> {
     match b.by {
         BucketBy::Field => {
             if b.pattern.is_some() || b.timezone.is_some() {
-                return Err(cfg.error("bucket", "pattern and timezone apply to event_time and processing_time only"));
+                return Err(cfg.error(
+                    "bucket",
+                    "pattern and timezone apply to event_time and processing_time only",
+                ));
             }
             match &b.field {
                 Some(f) if !f.is_empty() => Ok(BucketSpec::Field(f.clone())),
@@ -420,7 +464,10 @@ mod tests {
         let s = resolve(serde_json::json!({"path": "/tmp/x", "format": "json"})).unwrap();
         assert_eq!(s.part_suffix, ".json");
         assert_eq!(s.part_prefix, "part");
-        assert!(!s.rolling.on_checkpoint, "local JSON keeps parts open across checkpoints");
+        assert!(
+            !s.rolling.on_checkpoint,
+            "local JSON keeps parts open across checkpoints"
+        );
         assert_eq!(s.rolling.max_part_size, 128 * 1024 * 1024);
         assert_eq!(s.rolling.rollover_ms, 15 * 60 * 1000);
         assert_eq!(s.rolling.inactivity_ms, 60 * 1000);
@@ -434,31 +481,54 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = err(serde_json::json!({"path": "/x", "format": "json", "rolling": {"max_part_size": "lots"}}));
-        assert!(e.contains("sinks[0].rolling.max_part_size: expected a size like 256MiB"), "{e}");
-        let e = err(serde_json::json!({"path": "/x", "format": "json", "rolling": {"rollover_interval": 5}}));
+        let e = err(
+            serde_json::json!({"path": "/x", "format": "json", "rolling": {"max_part_size": "lots"}}),
+        );
+        assert!(
+            e.contains("sinks[0].rolling.max_part_size: expected a size like 256MiB"),
+            "{e}"
+        );
+        let e = err(
+            serde_json::json!({"path": "/x", "format": "json", "rolling": {"rollover_interval": 5}}),
+        );
         assert!(e.contains("sinks[0].rolling.rollover_interval"), "{e}");
         let e = err(serde_json::json!({"path": "/x", "format": "xml"}));
         assert!(e.contains("sinks[0].format"), "{e}");
         let e = err(serde_json::json!({"path": "/x", "format": "json", "colour": 1}));
         assert!(e.contains("unknown field `colour`"), "{e}");
-        let e = err(serde_json::json!({"path": "/x", "format": "parquet", "rolling": {"roll_on_checkpoint": false}}));
-        assert!(e.contains("sinks[0].rolling.roll_on_checkpoint: must be true"), "{e}");
+        let e = err(
+            serde_json::json!({"path": "/x", "format": "parquet", "rolling": {"roll_on_checkpoint": false}}),
+        );
+        assert!(
+            e.contains("sinks[0].rolling.roll_on_checkpoint: must be true"),
+            "{e}"
+        );
         let e = err(serde_json::json!({"path": "gs://b/p", "format": "json"}));
         assert!(e.contains("sinks[0].path: unsupported scheme"), "{e}");
         let e = err(serde_json::json!({"path": "/x", "format": "json", "columns": ["a"]}));
-        assert!(e.contains("sinks[0].columns: only applies to format: csv"), "{e}");
+        assert!(
+            e.contains("sinks[0].columns: only applies to format: csv"),
+            "{e}"
+        );
         let e = err(serde_json::json!({"path": "/x", "format": "csv", "csv": {"delimiter": ";;"}}));
         assert!(e.contains("sinks[0].csv.delimiter"), "{e}");
         let e = err(serde_json::json!({"path": "/x", "format": "json", "bucket": {"by": "field"}}));
         assert!(e.contains("sinks[0].bucket.field: is required"), "{e}");
-        let e = err(serde_json::json!({"path": "/x", "format": "json", "bucket": {"by": "event_time", "timezone": "Mars/Olympus"}}));
+        let e = err(
+            serde_json::json!({"path": "/x", "format": "json", "bucket": {"by": "event_time", "timezone": "Mars/Olympus"}}),
+        );
         assert!(e.contains("sinks[0].bucket.timezone"), "{e}");
-        let e = err(serde_json::json!({"path": "/x", "format": "json", "bucket": {"by": "event_time", "pattern": "%Q"}}));
+        let e = err(
+            serde_json::json!({"path": "/x", "format": "json", "bucket": {"by": "event_time", "pattern": "%Q"}}),
+        );
         assert!(e.contains("sinks[0].bucket.pattern"), "{e}");
-        let e = err(serde_json::json!({"path": "/x", "format": "parquet", "schema": [{"name": "a", "type": "decimal"}]}));
+        let e = err(
+            serde_json::json!({"path": "/x", "format": "parquet", "schema": [{"name": "a", "type": "decimal"}]}),
+        );
         assert!(e.contains("sinks[0].schema[0].type"), "{e}");
-        let e = err(serde_json::json!({"path": "s3://b/p", "format": "json", "storage_options": {"aws_colour": "red"}}));
+        let e = err(
+            serde_json::json!({"path": "s3://b/p", "format": "json", "storage_options": {"aws_colour": "red"}}),
+        );
         assert!(e.contains("sinks[0].storage_options.aws_colour"), "{e}");
     }
 }

@@ -16,7 +16,9 @@ pub type OnBadRecord<'a> = &'a mut dyn FnMut(&Record, String) -> Result<()>;
 
 pub enum Encoder {
     /// JSON lines: the record's fields as one JSON object per line.
-    Json { out: Vec<u8> },
+    Json {
+        out: Vec<u8>,
+    },
     Csv(CsvEncoder),
     Parquet(Box<ParquetEncoder>),
 }
@@ -91,7 +93,10 @@ pub struct CsvEncoder {
 
 impl CsvEncoder {
     fn writer<'a>(&self, out: &'a mut Vec<u8>) -> csv::Writer<&'a mut Vec<u8>> {
-        csv::WriterBuilder::new().delimiter(self.delimiter).has_headers(false).from_writer(out)
+        csv::WriterBuilder::new()
+            .delimiter(self.delimiter)
+            .has_headers(false)
+            .from_writer(out)
     }
 
     fn write_header(&mut self) -> Result<()> {
@@ -110,11 +115,20 @@ impl CsvEncoder {
         if r.fields.keys().all(|k| self.columns.contains(k)) {
             return None;
         }
-        let extra: Vec<&str> = r.fields.keys().filter(|k| !self.columns.contains(k)).map(String::as_str).collect();
+        let extra: Vec<&str> = r
+            .fields
+            .keys()
+            .filter(|k| !self.columns.contains(k))
+            .map(String::as_str)
+            .collect();
         Some(format!(
             "does not fit the CSV columns [{}]: unexpected field(s) {}",
             self.columns.join(", "),
-            extra.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+            extra
+                .iter()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 
@@ -159,7 +173,8 @@ impl CsvEncoder {
             }
             w.write_record(None::<&[u8]>).map_err(io)?;
         }
-        w.flush().map_err(|e| Error::Other(format!("encoding CSV: {e}")))
+        w.flush()
+            .map_err(|e| Error::Other(format!("encoding CSV: {e}")))
     }
 }
 
@@ -192,12 +207,18 @@ impl EncoderFactory {
     pub fn create(&mut self, first: &[Record]) -> Result<Encoder> {
         const START: usize = 256 * 1024;
         match self.format {
-            Format::Json => Ok(Encoder::Json { out: Vec::with_capacity(START) }),
+            Format::Json => Ok(Encoder::Json {
+                out: Vec::with_capacity(START),
+            }),
             Format::Csv => {
                 let columns = self
                     .columns
                     .get_or_insert_with(|| {
-                        first.first().map(|r| r.fields.keys().cloned().collect::<Vec<_>>()).unwrap_or_default().into()
+                        first
+                            .first()
+                            .map(|r| r.fields.keys().cloned().collect::<Vec<_>>())
+                            .unwrap_or_default()
+                            .into()
                     })
                     .clone();
                 let mut csv = CsvEncoder {
@@ -212,7 +233,10 @@ impl EncoderFactory {
                 Ok(Encoder::Csv(csv))
             }
             Format::Parquet => {
-                let layout = self.parquet.as_mut().ok_or_else(|| Error::Other("parquet layout missing".into()))?;
+                let layout = self
+                    .parquet
+                    .as_mut()
+                    .ok_or_else(|| Error::Other("parquet layout missing".into()))?;
                 Ok(Encoder::Parquet(Box::new(layout.encoder(first)?)))
             }
         }
@@ -225,7 +249,9 @@ impl EncoderFactory {
             return None;
         }
         match format {
-            Format::Json => Some(Encoder::Json { out: Vec::with_capacity(256 * 1024) }),
+            Format::Json => Some(Encoder::Json {
+                out: Vec::with_capacity(256 * 1024),
+            }),
             Format::Csv => {
                 let columns: Arc<[String]> = columns?.to_vec().into();
                 if self.columns.as_ref().is_some_and(|mine| *mine != columns) {
@@ -264,14 +290,27 @@ mod tests {
     }
 
     fn fail() -> impl FnMut(&Record, String) -> Result<()> {
-        |r: &Record, m: String| Err(Error::Record { node: "out".into(), record: r.describe(), message: m })
+        |r: &Record, m: String| {
+            Err(Error::Record {
+                node: "out".into(),
+                record: r.describe(),
+                message: m,
+            })
+        }
     }
 
     #[test]
     fn json_lines_keep_field_order() {
         let mut e = factory(Format::Json, None, false).create(&[]).unwrap();
-        e.write(&[rec(json!({"b": 1, "a": "x"})), rec(json!({"n": null}))], &mut fail()).unwrap();
-        assert_eq!(String::from_utf8(e.output().clone()).unwrap(), "{\"b\":1,\"a\":\"x\"}\n{\"n\":null}\n");
+        e.write(
+            &[rec(json!({"b": 1, "a": "x"})), rec(json!({"n": null}))],
+            &mut fail(),
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(e.output().clone()).unwrap(),
+            "{\"b\":1,\"a\":\"x\"}\n{\"n\":null}\n"
+        );
     }
 
     #[test]
@@ -284,7 +323,10 @@ mod tests {
         let mut e = f.create(&records).unwrap();
         e.write(&records, &mut fail()).unwrap();
         let text = String::from_utf8(e.output().clone()).unwrap();
-        assert_eq!(text, "id,name,tags,ok\n1,\"a,b\",\"[\"\"x\"\"]\",true\n2.5,\"q\"\"uote\",,\n");
+        assert_eq!(
+            text,
+            "id,name,tags,ok\n1,\"a,b\",\"[\"\"x\"\"]\",true\n2.5,\"q\"\"uote\",,\n"
+        );
         assert_eq!(e.columns().unwrap(), ["id", "name", "tags", "ok"]);
         // A later part keeps the same columns even if its first record differs.
         let e2 = f.create(&[rec(json!({"z": 1}))]).unwrap();
@@ -293,12 +335,24 @@ mod tests {
 
     #[test]
     fn csv_rejects_a_record_with_unknown_fields_or_skips_it() {
-        let mut e = factory(Format::Csv, Some(vec!["a"]), false).create(&[]).unwrap();
+        let mut e = factory(Format::Csv, Some(vec!["a"]), false)
+            .create(&[])
+            .unwrap();
         let bad = rec(json!({"a": 1, "b": 2}));
-        let err = e.write(&[rec(json!({"a": 0})), bad.clone()], &mut fail()).unwrap_err().to_string();
-        assert!(err.contains(r#"record {"a":1,"b":2}: does not fit the CSV columns [a]: unexpected field(s) "b""#), "{err}");
+        let err = e
+            .write(&[rec(json!({"a": 0})), bad.clone()], &mut fail())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                r#"record {"a":1,"b":2}: does not fit the CSV columns [a]: unexpected field(s) "b""#
+            ),
+            "{err}"
+        );
         let mut skipped = 0;
-        let mut e = factory(Format::Csv, Some(vec!["a"]), false).create(&[]).unwrap();
+        let mut e = factory(Format::Csv, Some(vec!["a"]), false)
+            .create(&[])
+            .unwrap();
         e.write(&[bad, rec(json!({"a": 3}))], &mut |_, _| {
             skipped += 1;
             Ok(())
@@ -312,11 +366,25 @@ mod tests {
     fn resume_requires_the_same_format_and_columns() {
         let mut f = factory(Format::Csv, Some(vec!["a", "b"]), true);
         assert!(f.resume(Format::Json, None).is_none());
-        assert!(f.resume(Format::Csv, Some(&["b".into(), "a".into()])).is_none());
-        let mut e = f.resume(Format::Csv, Some(&["a".into(), "b".into()])).unwrap();
-        assert!(e.output().is_empty(), "a resumed part has its header already");
+        assert!(f
+            .resume(Format::Csv, Some(&["b".into(), "a".into()]))
+            .is_none());
+        let mut e = f
+            .resume(Format::Csv, Some(&["a".into(), "b".into()]))
+            .unwrap();
+        assert!(
+            e.output().is_empty(),
+            "a resumed part has its header already"
+        );
         let mut inferred = factory(Format::Csv, None, true);
         inferred.resume(Format::Csv, Some(&["x".into()])).unwrap();
-        assert_eq!(inferred.create(&[rec(json!({"y": 1}))]).unwrap().columns().unwrap(), ["x"]);
+        assert_eq!(
+            inferred
+                .create(&[rec(json!({"y": 1}))])
+                .unwrap()
+                .columns()
+                .unwrap(),
+            ["x"]
+        );
     }
 }

@@ -27,14 +27,24 @@ impl LocalFile {
             .create_new(true)
             .open(path)
             .ctx(|| format!("creating {}", path.display()))?;
-        Ok(LocalFile { file, path: path.to_path_buf(), len: 0 })
+        Ok(LocalFile {
+            file,
+            path: path.to_path_buf(),
+            len: 0,
+        })
     }
 
     /// Reopens a part written before a restart, cut back to the length its checkpoint recorded
     /// (what follows was written after that checkpoint and will be written again).
     pub fn resume(path: &Path, valid_length: u64) -> Result<Self> {
-        let mut file = OpenOptions::new().write(true).open(path).ctx(|| format!("reopening {}", path.display()))?;
-        let len = file.metadata().ctx(|| format!("reading the size of {}", path.display()))?.len();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .ctx(|| format!("reopening {}", path.display()))?;
+        let len = file
+            .metadata()
+            .ctx(|| format!("reading the size of {}", path.display()))?
+            .len();
         if len < valid_length {
             return Err(Error::Other(format!(
                 "{} holds {len} bytes but its checkpoint recorded {valid_length}: data written before the checkpoint is lost",
@@ -42,15 +52,24 @@ impl LocalFile {
             )));
         }
         if len > valid_length {
-            file.set_len(valid_length).ctx(|| format!("truncating {} to {valid_length} bytes", path.display()))?;
+            file.set_len(valid_length)
+                .ctx(|| format!("truncating {} to {valid_length} bytes", path.display()))?;
         }
-        file.seek(SeekFrom::Start(valid_length)).ctx(|| format!("seeking in {}", path.display()))?;
-        file.sync_data().ctx(|| format!("syncing {}", path.display()))?;
-        Ok(LocalFile { file, path: path.to_path_buf(), len: valid_length })
+        file.seek(SeekFrom::Start(valid_length))
+            .ctx(|| format!("seeking in {}", path.display()))?;
+        file.sync_data()
+            .ctx(|| format!("syncing {}", path.display()))?;
+        Ok(LocalFile {
+            file,
+            path: path.to_path_buf(),
+            len: valid_length,
+        })
     }
 
     pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file.write_all(bytes).ctx(|| format!("writing {}", self.path.display()))?;
+        self.file
+            .write_all(bytes)
+            .ctx(|| format!("writing {}", self.path.display()))?;
         self.len += bytes.len() as u64;
         Ok(())
     }
@@ -65,12 +84,16 @@ impl LocalFile {
 
     /// Makes everything appended so far durable.
     pub fn sync(&mut self) -> Result<()> {
-        self.file.sync_data().ctx(|| format!("syncing {}", self.path.display()))
+        self.file
+            .sync_data()
+            .ctx(|| format!("syncing {}", self.path.display()))
     }
 
     /// Syncs and closes the file.
     pub fn close(self) -> Result<()> {
-        self.file.sync_all().ctx(|| format!("syncing {}", self.path.display()))
+        self.file
+            .sync_all()
+            .ctx(|| format!("syncing {}", self.path.display()))
     }
 }
 
@@ -84,12 +107,16 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
 
 /// Makes renames and new names in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).ctx(|| format!("syncing directory {}", dir.display()))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing directory {}", dir.display()))
 }
 
 /// Whether any stage of `name` exists in `dir` (then the number is skipped).
 pub fn name_taken(dir: &Path, name: &PartName, suffix: &str) -> bool {
-    [name.in_progress(), name.pending(), name.visible(suffix)].iter().any(|f| exists(&dir.join(f)))
+    [name.in_progress(), name.pending(), name.visible(suffix)]
+        .iter()
+        .any(|f| exists(&dir.join(f)))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -130,10 +157,16 @@ pub fn hidden_parts(root: &Path, prefix: &str, workers: &BTreeSet<u32>) -> Resul
         };
         for entry in entries {
             let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
-            let kind = entry.file_type().ctx(|| format!("reading {}", entry.path().display()))?;
+            let kind = entry
+                .file_type()
+                .ctx(|| format!("reading {}", entry.path().display()))?;
             if kind.is_dir() {
                 dirs.push(entry.path());
-            } else if let Some((name, _)) = entry.file_name().to_str().and_then(|f| PartName::parse_hidden(f, prefix)) {
+            } else if let Some((name, _)) = entry
+                .file_name()
+                .to_str()
+                .and_then(|f| PartName::parse_hidden(f, prefix))
+            {
                 if workers.contains(&name.worker) {
                     found.push(entry.path());
                 }
@@ -173,7 +206,10 @@ mod tests {
         assert_eq!(publish(&pending, &visible).unwrap(), Published::Now);
         assert_eq!(publish(&pending, &visible).unwrap(), Published::Before);
         std::fs::write(&pending, "y").unwrap();
-        assert!(publish(&pending, &visible).unwrap_err().to_string().contains("not overwritten"));
+        assert!(publish(&pending, &visible)
+            .unwrap_err()
+            .to_string()
+            .contains("not overwritten"));
         std::fs::remove_file(&pending).unwrap();
         std::fs::remove_file(&visible).unwrap();
         let e = publish(&pending, &visible).unwrap_err().to_string();
@@ -185,12 +221,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let deep = dir.path().join("a=1/b=2");
         std::fs::create_dir_all(&deep).unwrap();
-        for f in [".part-0-1.inprogress", ".part-1-2.pending", "part-0-3.json", ".other-0-4.pending"] {
+        for f in [
+            ".part-0-1.inprogress",
+            ".part-1-2.pending",
+            "part-0-3.json",
+            ".other-0-4.pending",
+        ] {
             std::fs::write(deep.join(f), "").unwrap();
         }
         std::fs::write(dir.path().join(".part-2-5.pending"), "").unwrap();
         let found = hidden_parts(dir.path(), "part", &BTreeSet::from([0, 2])).unwrap();
-        assert_eq!(found, vec![dir.path().join(".part-2-5.pending"), deep.join(".part-0-1.inprogress")]);
+        assert_eq!(
+            found,
+            vec![
+                dir.path().join(".part-2-5.pending"),
+                deep.join(".part-0-1.inprogress")
+            ]
+        );
         assert!(name_taken(&deep, &PartName::new("part", 0, 3), ".json"));
         assert!(!name_taken(&deep, &PartName::new("part", 0, 3), ".csv"));
     }

@@ -24,7 +24,7 @@
 //! Recovery also removes this worker's hidden parts that no checkpoint refers to.
 //!
 //! # Part lifecycle (S3)
-//! A part is a multipart upload to its final key; see [`object`]. Parts close at every
+//! A part is a multipart upload to its final key (see `object.rs`). Parts close at every
 //! checkpoint and `commit` completes the uploads.
 //!
 //! Two sinks (or jobs) must not share a `path` with the same `part_prefix`: each treats the
@@ -35,7 +35,7 @@ mod config;
 mod format;
 mod local;
 mod names;
-pub mod object;
+mod object;
 mod parquet;
 mod rolling;
 mod sink;
@@ -43,7 +43,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use config::FileSinkConfig;
+pub use config::{FileSinkConfig, Format};
+pub use names::PartName;
+pub use object::{StagedUpload, UploadedPart};
 pub use sink::{Clock, FileSink};
 pub use state::{FileCommittable, FileSinkState, InProgressPart};
 
@@ -51,5 +53,7 @@ use crate::api::SinkBox;
 use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
-    r.sink("filesystem", |cfg| Ok(SinkBox::two_phase(FileSink::from_config(cfg)?)));
+    r.sink("filesystem", |cfg| {
+        Ok(SinkBox::two_phase(FileSink::from_config(cfg)?))
+    });
 }

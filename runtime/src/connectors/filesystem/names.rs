@@ -20,7 +20,11 @@ pub enum Stage {
 
 impl PartName {
     pub fn new(prefix: &str, worker: u32, n: u64) -> Self {
-        PartName { prefix: prefix.to_string(), worker, n }
+        PartName {
+            prefix: prefix.to_string(),
+            worker,
+            n,
+        }
     }
 
     pub fn in_progress(&self) -> String {
@@ -37,7 +41,10 @@ impl PartName {
 
     /// Reads a hidden part name written with `prefix`: `.part-3-12.pending` → (3, 12, Pending).
     pub fn parse_hidden(file_name: &str, prefix: &str) -> Option<(PartName, Stage)> {
-        let rest = file_name.strip_prefix('.')?.strip_prefix(prefix)?.strip_prefix('-')?;
+        let rest = file_name
+            .strip_prefix('.')?
+            .strip_prefix(prefix)?
+            .strip_prefix('-')?;
         let (rest, stage) = if let Some(r) = rest.strip_suffix(".inprogress") {
             (r, Stage::InProgress)
         } else {
@@ -48,7 +55,14 @@ impl PartName {
         if !digits(worker) || !digits(n) {
             return None;
         }
-        Some((PartName { prefix: prefix.to_string(), worker: worker.parse().ok()?, n: n.parse().ok()? }, stage))
+        Some((
+            PartName {
+                prefix: prefix.to_string(),
+                worker: worker.parse().ok()?,
+                n: n.parse().ok()?,
+            },
+            stage,
+        ))
     }
 }
 
@@ -62,12 +76,29 @@ mod tests {
         assert_eq!(p.in_progress(), ".part-3-12.inprogress");
         assert_eq!(p.pending(), ".part-3-12.pending");
         assert_eq!(p.visible(".json"), "part-3-12.json");
-        assert_eq!(PartName::parse_hidden(&p.in_progress(), "part"), Some((p.clone(), Stage::InProgress)));
-        assert_eq!(PartName::parse_hidden(&p.pending(), "part"), Some((p.clone(), Stage::Pending)));
-        for other in ["part-3-12.json", ".part-3-12.json", ".part-3.pending", ".part-x-1.pending", ".parts-3-1.pending", ".part-3-1-2.pending", ".part--1.pending"] {
+        assert_eq!(
+            PartName::parse_hidden(&p.in_progress(), "part"),
+            Some((p.clone(), Stage::InProgress))
+        );
+        assert_eq!(
+            PartName::parse_hidden(&p.pending(), "part"),
+            Some((p.clone(), Stage::Pending))
+        );
+        for other in [
+            "part-3-12.json",
+            ".part-3-12.json",
+            ".part-3.pending",
+            ".part-x-1.pending",
+            ".parts-3-1.pending",
+            ".part-3-1-2.pending",
+            ".part--1.pending",
+        ] {
             assert_eq!(PartName::parse_hidden(other, "part"), None, "{other}");
         }
         let dashed = PartName::new("my-part", 0, 1);
-        assert_eq!(PartName::parse_hidden(&dashed.pending(), "my-part"), Some((dashed, Stage::Pending)));
+        assert_eq!(
+            PartName::parse_hidden(&dashed.pending(), "my-part"),
+            Some((dashed, Stage::Pending))
+        );
     }
 }

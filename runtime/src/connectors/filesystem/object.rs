@@ -50,12 +50,18 @@ pub struct Upload {
 
 impl Upload {
     pub async fn start(store: Arc<AmazonS3>, key: Path) -> Result<Self> {
-        let id = store.create_multipart(&key).await.ctx(|| format!("starting an upload to {key}"))?;
-        Ok(Upload { store, key, id, next_idx: 0, in_flight: VecDeque::new(), done: Vec::new() })
-    }
-
-    pub fn key(&self) -> &Path {
-        &self.key
+        let id = store
+            .create_multipart(&key)
+            .await
+            .ctx(|| format!("starting an upload to {key}"))?;
+        Ok(Upload {
+            store,
+            key,
+            id,
+            next_idx: 0,
+            in_flight: VecDeque::new(),
+            done: Vec::new(),
+        })
     }
 
     /// Uploads `bytes` as the next part, in the background (at most a few at once).
@@ -63,10 +69,17 @@ impl Upload {
         while self.in_flight.len() >= MAX_IN_FLIGHT {
             self.wait_oldest().await?;
         }
-        let (store, key, id, idx) = (self.store.clone(), self.key.clone(), self.id.clone(), self.next_idx);
+        let (store, key, id, idx) = (
+            self.store.clone(),
+            self.key.clone(),
+            self.id.clone(),
+            self.next_idx,
+        );
         self.next_idx += 1;
         self.in_flight.push_back(tokio::spawn(async move {
-            store.put_part(&key, &id, idx, PutPayload::from(bytes)).await
+            store
+                .put_part(&key, &id, idx, PutPayload::from(bytes))
+                .await
         }));
         Ok(())
     }
@@ -92,8 +105,20 @@ impl Upload {
         while !self.in_flight.is_empty() {
             self.wait_oldest().await?;
         }
-        let parts = self.done.into_iter().enumerate().map(|(idx, p)| UploadedPart { idx, etag: p.content_id }).collect();
-        Ok(StagedUpload { path: self.key.to_string(), upload_id: self.id, parts })
+        let parts = self
+            .done
+            .into_iter()
+            .enumerate()
+            .map(|(idx, p)| UploadedPart {
+                idx,
+                etag: p.content_id,
+            })
+            .collect();
+        Ok(StagedUpload {
+            path: self.key.to_string(),
+            upload_id: self.id,
+            parts,
+        })
     }
 
     /// Drops the upload and whatever parts it holds.
@@ -101,13 +126,17 @@ impl Upload {
         for task in &self.in_flight {
             task.abort();
         }
-        abort(&self.store, &self.key.to_string(), &self.id).await;
+        abort(&self.store, &self.key, &self.id).await;
     }
 }
 
-pub async fn abort(store: &AmazonS3, key: &str, upload_id: &str) {
-    let key = Path::from(key);
-    if let Err(e) = store.abort_multipart(&key, &upload_id.to_string()).await {
+/// A key as kept in a committable. `Path::from` would percent-encode it a second time.
+pub fn stored_key(key: &str) -> Path {
+    Path::parse(key).unwrap_or_else(|_| Path::from(key))
+}
+
+pub async fn abort(store: &AmazonS3, key: &Path, upload_id: &str) {
+    if let Err(e) = store.abort_multipart(key, &upload_id.to_string()).await {
         tracing::warn!(key = %key, upload_id, error = %e, "aborting a multipart upload failed; a bucket lifecycle rule will remove it");
     }
 }
@@ -124,10 +153,15 @@ pub async fn exists(store: &AmazonS3, key: &Path) -> Result<bool> {
 /// Completes a staged upload; idempotent: an upload that is gone because an earlier attempt
 /// completed it is fine when its object exists.
 pub async fn complete(store: &AmazonS3, staged: &StagedUpload) -> Result<()> {
-    let key = Path::from(staged.path.as_str());
+    let key = stored_key(&staged.path);
     let mut parts: Vec<&UploadedPart> = staged.parts.iter().collect();
     parts.sort_by_key(|p| p.idx);
-    let ids = parts.into_iter().map(|p| PartId { content_id: p.etag.clone() }).collect();
+    let ids = parts
+        .into_iter()
+        .map(|p| PartId {
+            content_id: p.etag.clone(),
+        })
+        .collect();
     let Err(e) = store.complete_multipart(&key, &staged.upload_id, ids).await else {
         return Ok(());
     };

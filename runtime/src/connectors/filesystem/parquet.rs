@@ -37,8 +37,12 @@ pub fn arrow_type(t: ColumnType) -> DataType {
         ColumnType::Date => DataType::Date32,
         // An offset, not a zone name: arrow parses names only with chrono-tz. Any zone marks the
         // Parquet column as adjusted to UTC.
-        ColumnType::TimestampMs => DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
-        ColumnType::TimestampUs => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        ColumnType::TimestampMs => {
+            DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into()))
+        }
+        ColumnType::TimestampUs => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+        }
     }
 }
 
@@ -49,7 +53,10 @@ fn arrow_error(what: &str, e: ArrowError) -> Error {
 impl ParquetLayout {
     pub fn new(declared: Option<&[ColumnConfig]>, compression: Compression) -> Self {
         let schema = declared.map(|cols| {
-            let fields: Vec<Field> = cols.iter().map(|c| Field::new(&c.name, arrow_type(c.kind), c.nullable)).collect();
+            let fields: Vec<Field> = cols
+                .iter()
+                .map(|c| Field::new(&c.name, arrow_type(c.kind), c.nullable))
+                .collect();
             Arc::new(Schema::new(fields))
         });
         let codec = match compression {
@@ -71,20 +78,47 @@ impl ParquetLayout {
             Some(s) => s.clone(),
             None => {
                 if first.is_empty() {
-                    return Err(Error::Other("cannot infer a Parquet schema without records".into()));
+                    return Err(Error::Other(
+                        "cannot infer a Parquet schema without records".into(),
+                    ));
                 }
-                let values = first.iter().map(|r| Ok::<_, ArrowError>(Value::Object(r.fields.clone())));
-                let inferred = infer_json_schema_from_iterator(values)
-                    .map_err(|e| arrow_error("inferring the Parquet schema from the first records", e))?;
-                let s = Arc::new(inferred);
+                let values = first
+                    .iter()
+                    .map(|r| Ok::<_, ArrowError>(Value::Object(r.fields.clone())));
+                let inferred = infer_json_schema_from_iterator(values).map_err(|e| {
+                    arrow_error("inferring the Parquet schema from the first records", e)
+                })?;
+                let s = Arc::new(without_null_columns(inferred));
                 self.schema = Some(s.clone());
                 s
             }
         };
-        let writer = ArrowWriter::try_new(Vec::with_capacity(1024 * 1024), schema.clone(), Some(self.props.clone()))
-            .map_err(|e| Error::Other(format!("starting a Parquet part: {e}")))?;
-        Ok(ParquetEncoder { decoder: new_decoder(&schema)?, writer, schema })
+        let writer = ArrowWriter::try_new(
+            Vec::with_capacity(1024 * 1024),
+            schema.clone(),
+            Some(self.props.clone()),
+        )
+        .map_err(|e| Error::Other(format!("starting a Parquet part: {e}")))?;
+        Ok(ParquetEncoder {
+            decoder: new_decoder(&schema)?,
+            writer,
+            schema,
+        })
     }
+}
+
+/// A field that is null in every first record is inferred as the Null type, which no later
+/// value could fit; it becomes a nullable string instead.
+fn without_null_columns(schema: Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Null => Field::new(f.name(), DataType::Utf8, true),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Schema::new(fields)
 }
 
 fn new_decoder(schema: &SchemaRef) -> Result<Decoder> {
@@ -103,7 +137,10 @@ pub struct ParquetEncoder {
 
 impl ParquetEncoder {
     fn decode(&mut self, rows: &[&Fields]) -> std::result::Result<Option<RecordBatch>, ArrowError> {
-        let r = self.decoder.serialize(rows).and_then(|_| self.decoder.flush());
+        let r = self
+            .decoder
+            .serialize(rows)
+            .and_then(|_| self.decoder.flush());
         if r.is_err() {
             // A failed decode leaves its rows behind in the decoder: start afresh.
             if let Ok(d) = new_decoder(&self.schema) {
@@ -126,11 +163,14 @@ impl ParquetEncoder {
                         Err(e) => on_bad(r, format!("does not fit the Parquet schema: {e}"))?,
                     }
                 }
-                self.decode(&good).map_err(|e| arrow_error("encoding records for Parquet", e))?
+                self.decode(&good)
+                    .map_err(|e| arrow_error("encoding records for Parquet", e))?
             }
         };
         if let Some(batch) = batch {
-            self.writer.write(&batch).map_err(|e| Error::Other(format!("writing a Parquet row group: {e}")))?;
+            self.writer
+                .write(&batch)
+                .map_err(|e| Error::Other(format!("writing a Parquet row group: {e}")))?;
         }
         Ok(())
     }
@@ -146,7 +186,9 @@ impl ParquetEncoder {
     }
 
     pub fn finish(&mut self) -> Result<()> {
-        self.writer.finish().map_err(|e| Error::Other(format!("finishing a Parquet part: {e}")))?;
+        self.writer
+            .finish()
+            .map_err(|e| Error::Other(format!("finishing a Parquet part: {e}")))?;
         Ok(())
     }
 }
@@ -163,11 +205,21 @@ mod tests {
     }
 
     fn col(name: &str, kind: ColumnType, nullable: bool) -> ColumnConfig {
-        ColumnConfig { name: name.into(), kind, nullable }
+        ColumnConfig {
+            name: name.into(),
+            kind,
+            nullable,
+        }
     }
 
     fn fail() -> impl FnMut(&Record, String) -> Result<()> {
-        |r: &Record, m: String| Err(Error::Record { node: "out".into(), record: r.describe(), message: m })
+        |r: &Record, m: String| {
+            Err(Error::Record {
+                node: "out".into(),
+                record: r.describe(),
+                message: m,
+            })
+        }
     }
 
     fn bytes_of(mut e: ParquetEncoder) -> Bytes {
@@ -189,25 +241,45 @@ mod tests {
             .collect();
         let mut e = layout.encoder(&records).unwrap();
         e.write(&records, &mut fail()).unwrap();
-        e.write(&[rec(json!({"id": 10, "at": "2024-01-01T00:00:00Z"}))], &mut fail()).unwrap();
+        e.write(
+            &[rec(json!({"id": 10, "at": "2024-01-01T00:00:00Z"}))],
+            &mut fail(),
+        )
+        .unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes_of(e)).unwrap();
-        assert_eq!(reader.schema().field(2).data_type(), &arrow_type(ColumnType::TimestampMs));
+        assert_eq!(
+            reader.schema().field(2).data_type(),
+            &arrow_type(ColumnType::TimestampMs)
+        );
         let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
         assert_eq!(rows, 11);
     }
 
     #[test]
     fn a_record_that_does_not_fit_is_named_or_skipped() {
-        let schema = [col("id", ColumnType::Int64, false), col("name", ColumnType::String, true)];
+        let schema = [
+            col("id", ColumnType::Int64, false),
+            col("name", ColumnType::String, true),
+        ];
         let mut layout = ParquetLayout::new(Some(&schema), Compression::Snappy);
-        let records = vec![rec(json!({"id": 1})), rec(json!({"id": "seven"})), rec(json!({"id": 3}))];
+        let records = vec![
+            rec(json!({"id": 1})),
+            rec(json!({"id": "seven"})),
+            rec(json!({"id": 3})),
+        ];
         let mut e = layout.encoder(&records).unwrap();
         let err = e.write(&records, &mut fail()).unwrap_err().to_string();
-        assert!(err.starts_with(r#"out: record {"id":"seven"}: does not fit the Parquet schema"#), "{err}");
+        assert!(
+            err.starts_with(r#"out: record {"id":"seven"}: does not fit the Parquet schema"#),
+            "{err}"
+        );
 
         let mut e = layout.encoder(&records).unwrap();
         let mut bad = Vec::new();
-        let more = [rec(json!({"name": "no id"})), rec(json!({"id": 4, "extra": true}))];
+        let more = [
+            rec(json!({"name": "no id"})),
+            rec(json!({"id": 4, "extra": true})),
+        ];
         for batch in [&records[..], &more[..]] {
             e.write(batch, &mut |r, m| {
                 bad.push((r.describe(), m));
@@ -216,22 +288,55 @@ mod tests {
             .unwrap();
         }
         assert_eq!(bad.len(), 3, "{bad:?}");
-        assert!(bad[2].1.contains("extra"), "strict mode names the unknown field: {bad:?}");
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes_of(e)).unwrap().build().unwrap();
+        assert!(
+            bad[2].1.contains("extra"),
+            "strict mode names the unknown field: {bad:?}"
+        );
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes_of(e))
+            .unwrap()
+            .build()
+            .unwrap();
         assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 2);
     }
 
     #[test]
     fn schema_is_inferred_once_from_the_first_records() {
         let mut layout = ParquetLayout::new(None, Compression::None);
-        let first = [rec(json!({"a": 1, "b": "x", "c": 1.5}))];
+        let first = [rec(json!({"a": 1, "b": "x", "c": 1.5, "d": null}))];
         let mut e = layout.encoder(&first).unwrap();
         e.write(&first, &mut fail()).unwrap();
-        let data = bytes_of(e);
-        let reader = ParquetRecordBatchReaderBuilder::try_new(data).unwrap();
-        let types: Vec<DataType> = reader.schema().fields().iter().map(|f| f.data_type().clone()).collect();
-        assert_eq!(types, [DataType::Int64, DataType::Utf8, DataType::Float64]);
+        // "d" was null in the first records: a string column takes its later values.
+        e.write(&[rec(json!({"a": 2, "d": "later"}))], &mut fail())
+            .unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes_of(e)).unwrap();
+        let types: Vec<DataType> = reader
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                DataType::Int64,
+                DataType::Utf8,
+                DataType::Float64,
+                DataType::Utf8
+            ]
+        );
+        assert_eq!(
+            reader
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap().num_rows())
+                .sum::<usize>(),
+            2
+        );
         let e2 = layout.encoder(&[rec(json!({"z": true}))]).unwrap();
-        assert_eq!(e2.schema.fields().len(), 3, "later parts keep the first schema");
+        assert_eq!(
+            e2.schema.fields().len(),
+            4,
+            "later parts keep the first schema"
+        );
     }
 }

@@ -50,19 +50,36 @@ pub fn rolls_at_barrier(policy: &RollingPolicy, barrier: &Barrier) -> bool {
 mod tests {
     use super::*;
 
-    const POLICY: RollingPolicy =
-        RollingPolicy { max_part_size: 1000, rollover_ms: 60_000, inactivity_ms: 10_000, on_checkpoint: false };
+    const POLICY: RollingPolicy = RollingPolicy {
+        max_part_size: 1000,
+        rollover_ms: 60_000,
+        inactivity_ms: 10_000,
+        on_checkpoint: false,
+    };
 
     fn part(size: u64, opened: i64, last: i64) -> PartStats {
-        PartStats { size, opened_at_ms: opened, last_write_ms: last }
+        PartStats {
+            size,
+            opened_at_ms: opened,
+            last_write_ms: last,
+        }
     }
 
     #[test]
     fn rolls_on_size_age_and_inactivity() {
         assert_eq!(should_roll(&part(999, 0, 5_000), 9_999, &POLICY), None);
-        assert_eq!(should_roll(&part(1000, 0, 5_000), 5_000, &POLICY), Some(RollReason::Size));
-        assert_eq!(should_roll(&part(1, 0, 59_000), 60_000, &POLICY), Some(RollReason::Rollover));
-        assert_eq!(should_roll(&part(1, 0, 5_000), 15_000, &POLICY), Some(RollReason::Inactivity));
+        assert_eq!(
+            should_roll(&part(1000, 0, 5_000), 5_000, &POLICY),
+            Some(RollReason::Size)
+        );
+        assert_eq!(
+            should_roll(&part(1, 0, 59_000), 60_000, &POLICY),
+            Some(RollReason::Rollover)
+        );
+        assert_eq!(
+            should_roll(&part(1, 0, 5_000), 15_000, &POLICY),
+            Some(RollReason::Inactivity)
+        );
         assert_eq!(should_roll(&part(1, 0, 5_000), 14_999, &POLICY), None);
     }
 
@@ -73,13 +90,28 @@ mod tests {
 
     #[test]
     fn barriers_roll_when_the_policy_or_the_barrier_says_so() {
-        let plain = Barrier { id: 1, savepoint: false, last: false };
-        let savepoint = Barrier { id: 2, savepoint: true, last: false };
-        let last = Barrier { id: 3, savepoint: false, last: true };
+        let plain = Barrier {
+            id: 1,
+            savepoint: false,
+            last: false,
+        };
+        let savepoint = Barrier {
+            id: 2,
+            savepoint: true,
+            last: false,
+        };
+        let last = Barrier {
+            id: 3,
+            savepoint: false,
+            last: true,
+        };
         assert!(!rolls_at_barrier(&POLICY, &plain));
         assert!(rolls_at_barrier(&POLICY, &savepoint));
         assert!(rolls_at_barrier(&POLICY, &last));
-        let always = RollingPolicy { on_checkpoint: true, ..POLICY };
+        let always = RollingPolicy {
+            on_checkpoint: true,
+            ..POLICY
+        };
         assert!(rolls_at_barrier(&always, &plain));
     }
 }

@@ -32,7 +32,10 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 enum Store {
     Local(PathBuf),
-    S3 { s3: Arc<AmazonS3>, prefix: ObjectPath },
+    S3 {
+        s3: Arc<AmazonS3>,
+        prefix: ObjectPath,
+    },
 }
 
 enum PartOutput {
@@ -71,7 +74,10 @@ impl OpenPart {
                 out.clear();
             }
             PartOutput::S3(upload) if n >= UPLOAD_PART_SIZE => {
-                let bytes = std::mem::replace(out, Vec::with_capacity(UPLOAD_PART_SIZE + UPLOAD_PART_SIZE / 4));
+                let bytes = std::mem::replace(
+                    out,
+                    Vec::with_capacity(UPLOAD_PART_SIZE + UPLOAD_PART_SIZE / 4),
+                );
                 upload.send(bytes).await?;
             }
             _ => return Ok(()),
@@ -90,10 +96,16 @@ impl OpenPart {
             PartOutput::Local(file) => {
                 let in_progress = file.path().to_path_buf();
                 file.close()?;
-                let dir = in_progress.parent().map(FsPath::to_path_buf).unwrap_or_default();
+                let dir = in_progress
+                    .parent()
+                    .map(FsPath::to_path_buf)
+                    .unwrap_or_default();
                 let pending = dir.join(self.name.pending());
                 local::rename(&in_progress, &pending)?;
-                Ok(FileCommittable::Local { pending, visible: dir.join(self.name.visible(suffix)) })
+                Ok(FileCommittable::Local {
+                    pending,
+                    visible: dir.join(self.name.visible(suffix)),
+                })
             }
             PartOutput::S3(upload) => {
                 let tail = std::mem::take(self.encoder.output());
@@ -106,10 +118,20 @@ impl OpenPart {
 
 /// What to do with a record that cannot be written (a free function, so that it can be called
 /// while a part is borrowed).
-fn bad_record(node: &str, policy: OnError, errors: &IntCounter, record: &Record, message: String) -> Result<()> {
+fn bad_record(
+    node: &str,
+    policy: OnError,
+    errors: &IntCounter,
+    record: &Record,
+    message: String,
+) -> Result<()> {
     errors.inc();
     match policy {
-        OnError::Fail => Err(Error::Record { node: node.to_string(), record: record.describe(), message }),
+        OnError::Fail => Err(Error::Record {
+            node: node.to_string(),
+            record: record.describe(),
+            message,
+        }),
         OnError::Skip => {
             tracing::debug!(node, record = %record.describe(), message, "skipping a record");
             Ok(())
@@ -126,7 +148,11 @@ fn bucket_dir(root: &FsPath, bucket: &str) -> PathBuf {
 }
 
 fn object_key(prefix: &ObjectPath, bucket: &str, file: &str) -> ObjectPath {
-    bucket.split('/').chain([file]).filter(|s| !s.is_empty()).fold(prefix.clone(), |p, seg| p.join(seg))
+    bucket
+        .split('/')
+        .chain([file])
+        .filter(|s| !s.is_empty())
+        .fold(prefix.clone(), |p, seg| p.join(seg))
 }
 
 pub struct FileSink {
@@ -182,7 +208,10 @@ impl FileSink {
     fn s3(&self) -> Result<Arc<AmazonS3>> {
         match &self.store {
             Some(Store::S3 { s3, .. }) => Ok(s3.clone()),
-            _ => Err(Error::node(&self.node, "an S3 upload is in the checkpoint but this sink writes to a local path")),
+            _ => Err(Error::node(
+                &self.node,
+                "an S3 upload is in the checkpoint but this sink writes to a local path",
+            )),
         }
     }
 
@@ -207,12 +236,17 @@ impl FileSink {
                     name = self.next_name();
                 }
                 self.unsynced_dirs.insert(dir.clone());
-                (name.clone(), PartOutput::Local(LocalFile::create(&dir.join(name.in_progress()))?))
+                (
+                    name.clone(),
+                    PartOutput::Local(LocalFile::create(&dir.join(name.in_progress()))?),
+                )
             }
             Some(Store::S3 { s3, prefix }) => {
                 let (s3, prefix) = (s3.clone(), prefix.clone());
                 let mut name = self.next_name();
-                while object::exists(&s3, &object_key(&prefix, bucket, &name.visible(&suffix))).await? {
+                while object::exists(&s3, &object_key(&prefix, bucket, &name.visible(&suffix)))
+                    .await?
+                {
                     name = self.next_name();
                 }
                 let key = object_key(&prefix, bucket, &name.visible(&suffix));
@@ -220,7 +254,14 @@ impl FileSink {
             }
         };
         tracing::debug!(node = %self.node, bucket, part = ?name, "opened a part");
-        Ok(OpenPart { name, encoder, out, shipped: 0, opened_at_ms: now, last_write_ms: now })
+        Ok(OpenPart {
+            name,
+            encoder,
+            out,
+            shipped: 0,
+            opened_at_ms: now,
+            last_write_ms: now,
+        })
     }
 
     /// Creates `dir` and remembers to sync the parents of the directories it created.
@@ -235,7 +276,11 @@ impl FileSink {
             d = p.parent();
         }
         std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
-        self.unsynced_dirs.extend(missing.iter().filter_map(|p| p.parent().map(FsPath::to_path_buf)));
+        self.unsynced_dirs.extend(
+            missing
+                .iter()
+                .filter_map(|p| p.parent().map(FsPath::to_path_buf)),
+        );
         Ok(())
     }
 
@@ -245,9 +290,17 @@ impl FileSink {
                 let part = self.open_part(bucket, chunk).await?;
                 self.parts.insert(bucket.to_string(), part);
             }
-            let Some(part) = self.parts.get_mut(bucket) else { continue };
-            let (node, policy, errors) = (&self.node, self.settings.on_error, &self.metrics.record_errors);
-            part.encoder.write(chunk, &mut |r, message| bad_record(node, policy, errors, r, message))?;
+            let Some(part) = self.parts.get_mut(bucket) else {
+                continue;
+            };
+            let (node, policy, errors) = (
+                &self.node,
+                self.settings.on_error,
+                &self.metrics.record_errors,
+            );
+            part.encoder.write(chunk, &mut |r, message| {
+                bad_record(node, policy, errors, r, message)
+            })?;
             part.last_write_ms = now;
             part.ship(false, &self.metrics.bytes_out).await?;
             if let Some(reason) = should_roll(&part.stats(), now, &self.settings.rolling) {
@@ -258,9 +311,13 @@ impl FileSink {
     }
 
     async fn roll(&mut self, bucket: &str, reason: RollReason) -> Result<()> {
-        let Some(part) = self.parts.remove(bucket) else { return Ok(()) };
+        let Some(part) = self.parts.remove(bucket) else {
+            return Ok(());
+        };
         tracing::debug!(node = %self.node, bucket, part = ?part.name, ?reason, "rolling a part");
-        let committable = part.close(&self.settings.part_suffix, &self.metrics.bytes_out).await?;
+        let committable = part
+            .close(&self.settings.part_suffix, &self.metrics.bytes_out)
+            .await?;
         self.note_staged(&committable);
         self.rolled.push(committable);
         Ok(())
@@ -268,7 +325,8 @@ impl FileSink {
 
     fn note_staged(&mut self, c: &FileCommittable) {
         if let FileCommittable::Local { pending, .. } = c {
-            self.unsynced_dirs.extend(pending.parent().map(FsPath::to_path_buf));
+            self.unsynced_dirs
+                .extend(pending.parent().map(FsPath::to_path_buf));
         }
     }
 
@@ -285,7 +343,8 @@ impl FileSink {
             match c {
                 FileCommittable::Local { pending, visible } => {
                     if local::publish(&pending, &visible)? == Published::Now {
-                        self.unsynced_dirs.extend(visible.parent().map(FsPath::to_path_buf));
+                        self.unsynced_dirs
+                            .extend(visible.parent().map(FsPath::to_path_buf));
                     }
                 }
                 FileCommittable::S3(staged) => uploads.push(staged),
@@ -300,7 +359,12 @@ impl FileSink {
 
     /// Reopens (or publishes) one part a restored state left open. Returns its path when it
     /// stays open.
-    fn restore_part(&mut self, root: &FsPath, entry: InProgressPart, now: i64) -> Result<Option<PathBuf>> {
+    fn restore_part(
+        &mut self,
+        root: &FsPath,
+        entry: InProgressPart,
+        now: i64,
+    ) -> Result<Option<PathBuf>> {
         let dir = bucket_dir(root, &entry.bucket);
         let in_progress = dir.join(entry.name.in_progress());
         let pending = dir.join(entry.name.pending());
@@ -321,7 +385,8 @@ impl FileSink {
         let file = LocalFile::resume(&in_progress, entry.valid_length)?;
         // Only this worker's own parts are written on: a part of another worker (after a
         // rescale) must not stay under a name that worker's successor will clean up.
-        let own = entry.name.worker == self.worker && entry.name.prefix == self.settings.part_prefix;
+        let own =
+            entry.name.worker == self.worker && entry.name.prefix == self.settings.part_prefix;
         let encoder = match own && !self.parts.contains_key(&entry.bucket) {
             true => self.encoders.resume(entry.format, entry.columns.as_deref()),
             false => None,
@@ -368,8 +433,10 @@ impl FileSink {
                 if keep.contains(&path) {
                     continue;
                 }
-                std::fs::remove_file(&path).ctx(|| format!("removing leftover {}", path.display()))?;
-                self.unsynced_dirs.extend(path.parent().map(FsPath::to_path_buf));
+                std::fs::remove_file(&path)
+                    .ctx(|| format!("removing leftover {}", path.display()))?;
+                self.unsynced_dirs
+                    .extend(path.parent().map(FsPath::to_path_buf));
                 removed += 1;
             }
         }
@@ -387,7 +454,7 @@ impl FileSink {
         if let Ok(s3) = self.s3() {
             for c in staged {
                 if let FileCommittable::S3(u) = c {
-                    object::abort(&s3, &u.path, &u.upload_id).await;
+                    object::abort(&s3, &object::stored_key(&u.path), &u.upload_id).await;
                 }
             }
         }
@@ -405,8 +472,12 @@ impl TwoPhaseSink for FileSink {
         self.metrics = ctx.metrics.clone();
         self.store = Some(match &self.settings.target {
             Target::Local(root) => {
-                std::fs::create_dir_all(root).ctx(|| format!("{}: creating {}", ctx.node, root.display()))?;
-                Store::Local(root.clone())
+                std::fs::create_dir_all(root)
+                    .ctx(|| format!("{}: creating {}", ctx.node, root.display()))?;
+                // Committables hold absolute paths: a restart may run in another directory.
+                let root = std::path::absolute(root)
+                    .ctx(|| format!("{}: resolving {}", ctx.node, root.display()))?;
+                Store::Local(root)
             }
             Target::S3(url) => {
                 let (s3, prefix) = crate::storage::s3(url, &self.settings.storage_options)?;
@@ -416,9 +487,16 @@ impl TwoPhaseSink for FileSink {
         Ok(())
     }
 
-    async fn recover(&mut self, states: Vec<FileSinkState>, committables: Vec<FileCommittable>) -> Result<()> {
+    async fn recover(
+        &mut self,
+        states: Vec<FileSinkState>,
+        committables: Vec<FileCommittable>,
+    ) -> Result<()> {
         self.commit_all(committables).await?;
-        self.next_part = states.iter().map(|s| s.next_part).fold(self.next_part, u64::max);
+        self.next_part = states
+            .iter()
+            .map(|s| s.next_part)
+            .fold(self.next_part, u64::max);
         match &self.store {
             Some(Store::Local(root)) => {
                 let root = root.clone();
@@ -454,7 +532,13 @@ impl TwoPhaseSink for FileSink {
                     }
                 },
                 Err(message) => {
-                    bad_record(&self.node, self.settings.on_error, &self.metrics.record_errors, &record, message)?;
+                    bad_record(
+                        &self.node,
+                        self.settings.on_error,
+                        &self.metrics.record_errors,
+                        &record,
+                        message,
+                    )?;
                     continue;
                 }
             };
@@ -466,12 +550,18 @@ impl TwoPhaseSink for FileSink {
         Ok(())
     }
 
-    async fn pre_commit(&mut self, barrier: Barrier) -> Result<(Vec<FileCommittable>, FileSinkState)> {
+    async fn pre_commit(
+        &mut self,
+        barrier: Barrier,
+    ) -> Result<(Vec<FileCommittable>, FileSinkState)> {
         let mut in_progress = Vec::new();
         if rolls_at_barrier(&self.settings.rolling, &barrier) {
             let parts: Vec<OpenPart> = self.parts.drain().map(|(_, p)| p).collect();
             let (suffix, bytes_out) = (&self.settings.part_suffix, &self.metrics.bytes_out);
-            let staged = futures::future::try_join_all(parts.into_iter().map(|p| p.close(suffix, bytes_out))).await?;
+            let staged = futures::future::try_join_all(
+                parts.into_iter().map(|p| p.close(suffix, bytes_out)),
+            )
+            .await?;
             for c in staged {
                 self.note_staged(&c);
                 self.rolled.push(c);
@@ -480,7 +570,10 @@ impl TwoPhaseSink for FileSink {
             for (bucket, part) in &mut self.parts {
                 part.ship(true, &self.metrics.bytes_out).await?;
                 let PartOutput::Local(file) = &mut part.out else {
-                    return Err(Error::node(&self.node, "an upload cannot stay open across a checkpoint"));
+                    return Err(Error::node(
+                        &self.node,
+                        "an upload cannot stay open across a checkpoint",
+                    ));
                 };
                 file.sync()?;
                 in_progress.push(InProgressPart {
@@ -496,7 +589,11 @@ impl TwoPhaseSink for FileSink {
             in_progress.sort_by(|a, b| a.bucket.cmp(&b.bucket));
         }
         self.sync_dirs()?;
-        let state = FileSinkState { worker: self.worker, next_part: self.next_part, in_progress };
+        let state = FileSinkState {
+            worker: self.worker,
+            next_part: self.next_part,
+            in_progress,
+        };
         Ok((std::mem::take(&mut self.rolled), state))
     }
 
@@ -518,7 +615,9 @@ impl TwoPhaseSink for FileSink {
         let due: Vec<(String, RollReason)> = self
             .parts
             .iter()
-            .filter_map(|(bucket, part)| should_roll(&part.stats(), now, &policy).map(|r| (bucket.clone(), r)))
+            .filter_map(|(bucket, part)| {
+                should_roll(&part.stats(), now, &policy).map(|r| (bucket.clone(), r))
+            })
             .collect();
         for (bucket, reason) in due {
             self.roll(&bucket, reason).await?;

@@ -53,7 +53,10 @@ mod tests {
 
     #[test]
     fn committables_serialize_readably() {
-        let c = FileCommittable::Local { pending: "/d/.part-0-1.pending".into(), visible: "/d/part-0-1.json".into() };
+        let c = FileCommittable::Local {
+            pending: "/d/.part-0-1.pending".into(),
+            visible: "/d/part-0-1.json".into(),
+        };
         assert_eq!(
             serde_json::to_value(&c).unwrap(),
             json!({"kind": "local", "pending": "/d/.part-0-1.pending", "visible": "/d/part-0-1.json"})
@@ -61,10 +64,16 @@ mod tests {
         let s3 = FileCommittable::S3(StagedUpload {
             path: "p/part-0-1.json".into(),
             upload_id: "u".into(),
-            parts: vec![super::super::object::UploadedPart { idx: 0, etag: "\"e\"".into() }],
+            parts: vec![super::super::object::UploadedPart {
+                idx: 0,
+                etag: "\"e\"".into(),
+            }],
         });
         let v = serde_json::to_value(&s3).unwrap();
-        assert_eq!(v, json!({"kind": "s3", "path": "p/part-0-1.json", "upload_id": "u", "parts": [{"idx": 0, "etag": "\"e\""}]}));
+        assert_eq!(
+            v,
+            json!({"kind": "s3", "path": "p/part-0-1.json", "upload_id": "u", "parts": [{"idx": 0, "etag": "\"e\""}]})
+        );
         assert_eq!(serde_json::from_value::<FileCommittable>(v).unwrap(), s3);
     }
 }
