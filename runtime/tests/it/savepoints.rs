@@ -122,3 +122,24 @@ fn status_and_metrics_are_served() {
     assert!(metrics.contains("weir_node_records_out_total{job=\"sp\",node=\"gen\",worker=\"0\"}"));
     assert!(job.kill9());
 }
+
+#[test]
+fn sigterm_finishes_the_checkpoint_in_flight_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spec(dir.path(), 2);
+    let job = Running::start(&p, &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(job.child.id() as i32, libc::SIGTERM) };
+    let out = job.wait();
+    assert!(
+        out.status.success(),
+        "SIGTERM must end the job with exit 0: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("stopped"), "{}", stderr(&out));
+    let partial = count_json_field(&dir.path().join("out"), "id").len() as i64;
+    assert!(partial < N, "stopped before the end ({partial})");
+    run_to_completion(&p, &[]);
+    assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
+}
