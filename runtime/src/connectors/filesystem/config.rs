@@ -433,22 +433,8 @@ fn resolve_bucket(cfg: &NodeConfig, b: &BucketConfig) -> Result<BucketSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_crds::NodeSpec;
 
-    pub fn node_config(config: serde_json::Value) -> NodeConfig {
-        NodeConfig {
-            path: "sinks[0]".into(),
-            spec: NodeSpec {
-                name: "out".into(),
-                kind: "filesystem".into(),
-                input: None,
-                inputs: None,
-                config: config.as_object().cloned().unwrap_or_default(),
-            },
-            parallelism: 1,
-            checkpoint: Default::default(),
-        }
-    }
+    use crate::connectors::filesystem::tests::node_config;
 
     fn resolve(config: serde_json::Value) -> Result<Settings> {
         let cfg = node_config(config);

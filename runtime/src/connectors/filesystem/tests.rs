@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::registry::Registry;
 
-fn node_config(config: Value) -> NodeConfig {
+pub(super) fn node_config(config: Value) -> NodeConfig {
     NodeConfig {
         path: "sinks[0]".into(),
         spec: NodeSpec {
