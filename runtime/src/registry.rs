@@ -7,11 +7,12 @@ use std::sync::Arc;
 use weir_crds::pipeline::{Role, Topology};
 use weir_crds::{PipelineSpec, SpecError};
 
-use crate::api::{NodeConfig, SinkBox, Source, Transform};
+use crate::api::{AsyncTransform, NodeConfig, SinkBox, Source, SyncTransform, Transform};
 use crate::error::{Error, Result};
 
 pub type SourceFactory = Arc<dyn Fn(&NodeConfig) -> Result<Box<dyn Source>> + Send + Sync>;
-pub type TransformFactory = Arc<dyn Fn(&NodeConfig) -> Result<Box<dyn Transform>> + Send + Sync>;
+pub type TransformFactory =
+    Arc<dyn Fn(&NodeConfig) -> Result<Box<dyn AsyncTransform>> + Send + Sync>;
 pub type SinkFactory = Arc<dyn Fn(&NodeConfig) -> Result<SinkBox> + Send + Sync>;
 
 #[derive(Clone, Default)]
@@ -46,6 +47,17 @@ impl Registry {
         &mut self,
         kind: &str,
         f: impl Fn(&NodeConfig) -> Result<Box<dyn Transform>> + Send + Sync + 'static,
+    ) {
+        self.async_transform(kind, move |cfg| {
+            Ok(Box::new(SyncTransform(f(cfg)?)) as Box<dyn AsyncTransform>)
+        });
+    }
+
+    /// Registers a transform that awaits (async I/O, lookups).
+    pub fn async_transform(
+        &mut self,
+        kind: &str,
+        f: impl Fn(&NodeConfig) -> Result<Box<dyn AsyncTransform>> + Send + Sync + 'static,
     ) {
         self.transforms.insert(kind.to_string(), Arc::new(f));
     }
@@ -88,7 +100,7 @@ impl Registry {
         f(cfg)
     }
 
-    pub fn build_transform(&self, cfg: &NodeConfig) -> Result<Box<dyn Transform>> {
+    pub fn build_transform(&self, cfg: &NodeConfig) -> Result<Box<dyn AsyncTransform>> {
         let f = self
             .transforms
             .get(&cfg.spec.kind)

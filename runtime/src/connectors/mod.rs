@@ -5,6 +5,8 @@ pub mod datagen;
 pub mod file;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 use crate::registry::Registry;
 
@@ -14,4 +16,6 @@ pub fn register(r: &mut Registry) {
     blackhole::register(r);
     #[cfg(feature = "filesystem")]
     filesystem::register(r);
+    #[cfg(feature = "kafka")]
+    kafka::register(r);
 }

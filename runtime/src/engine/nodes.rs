@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::gate::{GateEvent, InputGate};
 use super::sink_adapter::DynSink;
-use crate::api::{NodeContext, Output, Source, SourcePoll, Transform};
+use crate::api::{AsyncTransform, NodeContext, Output, Source, SourcePoll};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::record::{Barrier, Batch, Message};
@@ -83,7 +83,7 @@ impl Outputs {
         delivered
     }
 
-    async fn emit(&self, out: Output) -> bool {
+    async fn emit(&mut self, out: Output) -> bool {
         for b in out.batches {
             if !b.is_empty() && !self.send(Message::Batch(b)).await {
                 return false;
@@ -149,10 +149,27 @@ impl SourceTask {
         }
     }
 
+    /// Forwards the source's watermark when it advanced.
+    async fn forward_watermark(&mut self, last: &mut Option<i64>) -> bool {
+        let Some(w) = self.source.watermark() else {
+            return true;
+        };
+        if last.is_some_and(|l| w <= l) {
+            return true;
+        }
+        *last = Some(w);
+        let _ = self.events.send(Event::Watermark {
+            node: self.ctx.node.clone(),
+            watermark: w,
+        });
+        self.outputs.send(Message::Watermark(w)).await
+    }
+
     async fn run_inner(&mut self) -> Result<()> {
         let restored = std::mem::take(&mut self.restored);
         self.source.open(&self.ctx, restored).await?;
         let mut finished = false;
+        let mut watermark = None;
         loop {
             while let Ok(ctl) = self.control.try_recv() {
                 if self.on_control(ctl).await? {
@@ -181,8 +198,14 @@ impl SourceTask {
                         ok = self.outputs.send(Message::Batch(b)) => if !ok { return Ok(()) },
                         _ = self.cancel.cancelled() => return Ok(()),
                     }
+                    if !self.forward_watermark(&mut watermark).await {
+                        return Ok(());
+                    }
                 }
                 SourcePoll::Idle => {
+                    if !self.forward_watermark(&mut watermark).await {
+                        return Ok(());
+                    }
                     tokio::select! {
                         ctl = self.control.recv() => match ctl {
                             Some(ctl) => if self.on_control(ctl).await? { return Ok(()) },
@@ -205,7 +228,7 @@ impl SourceTask {
 
 pub struct TransformTask {
     pub ctx: NodeContext,
-    pub transform: Box<dyn Transform>,
+    pub transform: Box<dyn AsyncTransform>,
     pub restored: BTreeMap<u32, Value>,
     pub inputs: Vec<Receiver<Message>>,
     pub outputs: Outputs,
@@ -223,7 +246,7 @@ impl TransformTask {
 
     async fn run_inner(&mut self) -> Result<()> {
         let restored = std::mem::take(&mut self.restored);
-        self.transform.open(&self.ctx, restored)?;
+        self.transform.open(&self.ctx, restored).await?;
         let mut gate = InputGate::new(std::mem::take(&mut self.inputs));
         let mut tick = interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -233,34 +256,44 @@ impl TransformTask {
                 ev = gate.next() => match ev {
                     GateEvent::Batch(b) => {
                         self.ctx.metrics.records_in.inc_by(b.len() as u64);
-                        self.transform.process(b, &mut out)?;
-                        let n: usize = out.batches.iter().map(Batch::len).sum();
-                        self.ctx.metrics.records_out.inc_by(n as u64);
+                        self.transform.process(b, &mut out).await?;
                     }
-                    GateEvent::Watermark(w) => self.transform.on_watermark(w, &mut out)?,
+                    GateEvent::Watermark(w) => self.transform.on_watermark(w, &mut out).await?,
                     GateEvent::Barrier(b) => {
-                        let state = self.transform.snapshot()?;
+                        let state = self.transform.snapshot(&b, &mut out).await?;
                         let _ = self.events.send(Event::OperatorAck { node: self.ctx.node.clone(), checkpoint: b.id, state });
-                        if !self.outputs.send(Message::Barrier(b)).await { return Ok(()) }
+                        if !self.emit(out).await || !self.outputs.send(Message::Barrier(b)).await { return Ok(()) }
+                        continue;
                     }
                     GateEvent::End => {
-                        self.outputs.send(Message::End).await;
+                        self.transform.finish(&mut out).await?;
+                        if self.emit(out).await {
+                            self.outputs.send(Message::End).await;
+                        }
                         return Ok(());
                     }
                 },
-                _ = tick.tick() => self.transform.on_tick(chrono::Utc::now().timestamp_millis(), &mut out)?,
+                _ = self.transform.ready() => self.transform.emit_ready(&mut out)?,
+                _ = tick.tick() => self.transform.on_tick(chrono::Utc::now().timestamp_millis(), &mut out).await?,
                 _ = self.cancel.cancelled() => return Ok(()),
             }
-            if let Some(w) = out.watermark {
-                let _ = self.events.send(Event::Watermark {
-                    node: self.ctx.node.clone(),
-                    watermark: w,
-                });
-            }
-            if !self.outputs.emit(out).await {
+            if !self.emit(out).await {
                 return Ok(());
             }
         }
+    }
+
+    /// Counts and sends one step's output; `false` once downstream is gone.
+    async fn emit(&mut self, out: Output) -> bool {
+        let n: usize = out.batches.iter().map(Batch::len).sum();
+        self.ctx.metrics.records_out.inc_by(n as u64);
+        if let Some(w) = out.watermark {
+            let _ = self.events.send(Event::Watermark {
+                node: self.ctx.node.clone(),
+                watermark: w,
+            });
+        }
+        self.outputs.emit(out).await
     }
 }
 

@@ -163,3 +163,34 @@ impl Running {
         self.child.wait_with_output().unwrap()
     }
 }
+
+/// The value of a service's env var (`KAFKA_BOOTSTRAP`, `DATABASE_URL`, `REDIS_URL`,
+/// `S3_ENDPOINT`, …): taken from the environment when set (e2e/test.sh or the user's own server),
+/// otherwise from `e2e/services/<service>.sh up`, which starts a throwaway server once.
+pub fn service_env(service: &str, var: &str) -> String {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static STARTED: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+    if let Ok(v) = std::env::var(var) {
+        return v;
+    }
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    let env = started.get_or_insert_with(HashMap::new);
+    if !env.contains_key(var) {
+        let script = format!("{}/../e2e/services/{service}.sh", env!("CARGO_MANIFEST_DIR"));
+        let o = Command::new("bash").arg(&script).arg("up").output().unwrap();
+        assert!(
+            o.status.success(),
+            "{script} up failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    env.get(var)
+        .unwrap_or_else(|| panic!("{service}.sh up did not print {var}"))
+        .clone()
+}

@@ -1,7 +1,11 @@
 //! Integration tests: the real `weir` binary, real files, real kills.
 
+mod async_io;
 mod exactly_once;
 mod harness;
+mod jdbc;
+mod kafka_sink;
+mod kafka_source;
 mod s3;
 mod savepoints;
 mod spec_errors;

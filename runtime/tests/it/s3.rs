@@ -13,25 +13,7 @@ const N: i64 = 20_000;
 
 /// The endpoint of a running moto server: `S3_ENDPOINT`, or one started by e2e/services/moto.sh.
 fn endpoint() -> String {
-    if let Ok(e) = std::env::var("S3_ENDPOINT") {
-        return e;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/services/moto.sh");
-    let o = std::process::Command::new("bash")
-        .arg(script)
-        .arg("up")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "moto.sh up failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let env = String::from_utf8(o.stdout).unwrap();
-    env.lines()
-        .find_map(|l| l.strip_prefix("S3_ENDPOINT="))
-        .expect("moto.sh prints S3_ENDPOINT")
-        .to_string()
+    service_env("moto", "S3_ENDPOINT")
 }
 
 fn make_bucket(endpoint: &str, bucket: &str) {

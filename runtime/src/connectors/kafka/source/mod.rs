@@ -1,0 +1,5 @@
+//! Kafka source (placeholder until implemented).
+
+use crate::registry::Registry;
+
+pub fn register(_r: &mut Registry) {}
