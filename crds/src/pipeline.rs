@@ -17,7 +17,9 @@ pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct PipelineSpec {
-    /// Job name; names checkpoint directories and metric labels.
+    /// Job name; names checkpoint directories and metric labels. In a StreamJob it may be left
+    /// out: the operator fills in the StreamJob's name (an empty name fails `check_structure`).
+    #[serde(default)]
     pub name: String,
     /// Number of workers; each owns a deterministic subset of the source splits.
     #[serde(default = "one")]

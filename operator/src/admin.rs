@@ -1,0 +1,138 @@
+//! Client of the worker admin API (`GET /v1/status`, `POST /v1/savepoints`,
+//! `GET /v1/savepoints/{id}`): the only way the operator talks to workers.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// `GET /v1/status`; fields the operator does not use are ignored, missing ones default.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct JobStatus {
+    #[serde(default)]
+    pub job: String,
+    #[serde(default)]
+    pub parallelism: u32,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub workers: Vec<WorkerStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct WorkerStatus {
+    #[serde(default)]
+    pub worker: u32,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub last_checkpoint: Option<CheckpointInfo>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct CheckpointInfo {
+    pub id: u64,
+    #[serde(default)]
+    pub completed_at: String,
+}
+
+/// `GET /v1/savepoints/{id}`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct SavepointState {
+    pub id: String,
+    /// `pending`, `completed` or `failed`.
+    pub state: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// One worker's answer about a savepoint.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SavepointAnswer {
+    State(SavepointState),
+    /// 404: the worker does not know the id (it restarted since the trigger).
+    Unknown,
+    /// No answer (connection refused, timeout): the pod may be restarting or already gone.
+    Unreachable(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminClient {
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    pub fn new(timeout: Duration) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| Error::Other(format!("building the admin HTTP client: {e}")))?;
+        Ok(AdminClient { http })
+    }
+
+    fn err(url: &str, e: impl std::fmt::Display) -> Error {
+        Error::Admin {
+            url: url.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    pub async fn status(&self, base: &str) -> Result<JobStatus> {
+        let url = format!("{}/v1/status", base.trim_end_matches('/'));
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Self::err(&url, e))?;
+        if !resp.status().is_success() {
+            return Err(Self::err(&url, format!("HTTP {}", resp.status())));
+        }
+        resp.json().await.map_err(|e| Self::err(&url, e))
+    }
+
+    /// Triggers savepoint `id` on one worker; returns the id the worker accepted.
+    pub async fn trigger(&self, base: &str, id: &str, stop: bool) -> Result<String> {
+        let url = format!("{}/v1/savepoints", base.trim_end_matches('/'));
+        let resp = self
+            .http
+            .post(&url)
+            .json(&serde_json::json!({ "stop": stop, "id": id }))
+            .send()
+            .await
+            .map_err(|e| Self::err(&url, e))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.map_err(|e| Self::err(&url, e))?;
+        if !status.is_success() {
+            return Err(Self::err(&url, format!("HTTP {status}: {body}")));
+        }
+        body.get("id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| Self::err(&url, format!("no id in the answer {body}")))
+    }
+
+    pub async fn savepoint(&self, base: &str, id: &str) -> SavepointAnswer {
+        let url = format!("{}/v1/savepoints/{id}", base.trim_end_matches('/'));
+        let resp = match self.http.get(&url).send().await {
+            Ok(r) => r,
+            Err(e) => return SavepointAnswer::Unreachable(e.to_string()),
+        };
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return SavepointAnswer::Unknown;
+        }
+        if !resp.status().is_success() {
+            return SavepointAnswer::Unreachable(format!("HTTP {}", resp.status()));
+        }
+        match resp.json().await {
+            Ok(s) => SavepointAnswer::State(s),
+            Err(e) => SavepointAnswer::Unreachable(format!("bad answer: {e}")),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use weir_operator::controller::run::{self, Settings};
+
+#[derive(Parser)]
+#[command(name = "weir-operator", about = "weir Kubernetes operator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers (the default).
+    Run(RunArgs),
+    /// Print the CRDs as YAML, or write them to crds/generated/ and the Helm chart.
+    Crds {
+        /// Write the files under this workspace root instead of printing.
+        #[arg(long)]
+        write: bool,
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// Namespaces to watch, comma-separated; empty: all.
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    watch_namespaces: Vec<String>,
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: String,
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false)]
+    leader_election: bool,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    #[arg(long, env = "LEASE_NAME", default_value = "weir-operator")]
+    lease_name: String,
+    #[arg(long, env = "POD_NAME", default_value = "weir-operator")]
+    identity: String,
+    /// `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: String,
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crds { write, root }) => crds(write, &root),
+        Some(Command::Run(args)) => serve(args).await,
+        None => serve(RunArgs::parse_from(["weir-operator"])).await,
+    }
+}
+
+fn crds(write: bool, root: &std::path::Path) -> ExitCode {
+    let files = match weir_crds::generated::crd_files() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (name, yaml) in files {
+        if !write {
+            println!("---\n{yaml}");
+            continue;
+        }
+        for dir in weir_crds::generated::OUTPUT_DIRS {
+            let path = root.join(dir).join(name);
+            let result =
+                std::fs::create_dir_all(root.join(dir)).and_then(|_| std::fs::write(&path, &yaml));
+            if let Err(e) = result {
+                eprintln!("error: writing {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn serve(args: RunArgs) -> ExitCode {
+    init_logs(&args.log_format);
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no Kubernetes configuration");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = Settings {
+        watch_namespaces: args
+            .watch_namespaces
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        metrics_addr: args.metrics_addr,
+        leader_election: args.leader_election,
+        lease_namespace: args.lease_namespace,
+        lease_name: args.lease_name,
+        identity: args.identity,
+    };
+    match run::run(client, settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Resolving a StreamJob's pipeline: filling nodes that name a Connector with its endpoint,
+//! default properties and credentials. Credentials never enter the pipeline document (and so the
+//! ConfigMap): a node gets `${env:NAME}` and the pod gets `NAME` from the Secret.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+use serde_json::{Map, Value};
+use weir_crds::connector::{ConnectorSpec, ConnectorType, SecretKeyRef};
+use weir_crds::pipeline::Role;
+use weir_crds::{PipelineSpec, SpecError, StreamJobSpec};
+
+/// The node key naming a Connector.
+pub const CONNECTOR_REF: &str = "connectorRef";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    pub pipeline: PipelineSpec,
+    /// Environment variables the workers need (credentials from Secrets).
+    pub env: Vec<EnvVar>,
+    /// Connectors used, by name (for probing results such as the broker's transaction maximum).
+    pub connectors: Vec<String>,
+    /// Secrets referenced, for the config hash.
+    pub secrets: Vec<SecretKeyRef>,
+}
+
+/// Resolves `spec.pipeline` against the Connectors of the namespace. Returns every problem.
+pub fn resolve(
+    job_name: &str,
+    spec: &StreamJobSpec,
+    connectors: &BTreeMap<String, ConnectorSpec>,
+) -> Result<Resolved, Vec<SpecError>> {
+    let mut pipeline = spec.pipeline.clone();
+    if pipeline.name.trim().is_empty() {
+        pipeline.name = job_name.to_string();
+    }
+    pipeline.parallelism = spec.parallelism;
+    let mut errors = Vec::new();
+    let mut env: BTreeMap<String, EnvVar> = BTreeMap::new();
+    let mut used = Vec::new();
+    let mut secrets = Vec::new();
+    let lists: [(Role, &mut Vec<weir_crds::NodeSpec>); 3] = [
+        (Role::Source, &mut pipeline.sources),
+        (Role::Transform, &mut pipeline.transforms),
+        (Role::Sink, &mut pipeline.sinks),
+    ];
+    for (role, nodes) in lists {
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let path = format!("pipeline.{}[{i}]", role.list());
+            let Some(reference) = node.config.remove(CONNECTOR_REF) else {
+                continue;
+            };
+            let Some(name) = reference.as_str().filter(|s| !s.is_empty()) else {
+                errors.push(SpecError::new(
+                    format!("{path}.{CONNECTOR_REF}"),
+                    "must be the name of a Connector",
+                ));
+                continue;
+            };
+            let Some(connector) = connectors.get(name) else {
+                errors.push(SpecError::new(
+                    format!("{path}.{CONNECTOR_REF}"),
+                    format!("no Connector named {name:?} in this namespace"),
+                ));
+                continue;
+            };
+            if connector.type_.as_str() != node.kind {
+                errors.push(SpecError::new(
+                    format!("{path}.{CONNECTOR_REF}"),
+                    format!(
+                        "Connector {name:?} is of type {}, the node of type {}",
+                        connector.type_.as_str(),
+                        node.kind
+                    ),
+                ));
+                continue;
+            }
+            let mut base = connector.properties.clone();
+            apply_endpoint(connector, &mut base);
+            let mut refs = Vec::new();
+            if let Some(sasl) = connector.kafka.as_ref().and_then(|k| k.sasl.as_ref()) {
+                if let Some(r) = &sasl.username.secret_key_ref {
+                    refs.push(("properties.sasl.username".to_string(), r.clone()));
+                }
+                refs.push((
+                    "properties.sasl.password".to_string(),
+                    sasl.password.secret_key_ref.clone(),
+                ));
+            }
+            for c in &connector.credentials {
+                refs.push((c.setting.clone(), c.secret_key_ref.clone()));
+            }
+            for (setting, secret) in refs {
+                let var = env_name(name, &setting);
+                set_setting(
+                    &mut base,
+                    &setting,
+                    Value::String(format!("${{env:{var}}}")),
+                );
+                env.insert(var.clone(), secret_env(&var, &secret));
+                secrets.push(secret);
+            }
+            let inline = std::mem::take(&mut node.config);
+            node.config = merge(base, inline);
+            if !used.iter().any(|u| u == name) {
+                used.push(name.to_string());
+            }
+        }
+    }
+    if errors.is_empty() {
+        secrets.sort();
+        secrets.dedup();
+        Ok(Resolved {
+            pipeline,
+            env: env.into_values().collect(),
+            connectors: used,
+            secrets,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// The connector's endpoint as node settings (keys of the runtime connectors).
+fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
+    let mut set = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            out.insert(k.into(), Value::String(v.clone()));
+        }
+    };
+    set("url", &c.url);
+    set("region", &c.region);
+    set("endpoint", &c.endpoint);
+    set("project", &c.project);
+    if let (ConnectorType::Kafka, Some(k)) = (c.type_, &c.kafka) {
+        out.insert(
+            "bootstrap_servers".into(),
+            Value::String(k.bootstrap_servers.clone()),
+        );
+        let mut props = Map::new();
+        if let Some(p) = k.security_protocol {
+            props.insert("security.protocol".into(), p.as_str().into());
+        }
+        if let Some(s) = &k.sasl {
+            props.insert("sasl.mechanism".into(), s.mechanism.as_str().into());
+            if let Some(u) = &s.username.value {
+                props.insert("sasl.username".into(), u.clone().into());
+            }
+        }
+        if !props.is_empty() {
+            let existing = out
+                .remove("properties")
+                .and_then(|v| match v {
+                    Value::Object(m) => Some(m),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            out.insert("properties".into(), Value::Object(merge(props, existing)));
+        }
+    }
+}
+
+/// `setting` is a node key, or `key.sub` for the entry `sub` of the map `key` (the rest after
+/// the first dot is taken verbatim, because Kafka property names contain dots).
+fn set_setting(node: &mut Map<String, Value>, setting: &str, value: Value) {
+    match setting.split_once('.') {
+        None => {
+            node.insert(setting.into(), value);
+        }
+        Some((key, sub)) => {
+            let entry = node
+                .entry(key.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            if let Value::Object(m) = entry {
+                m.insert(sub.into(), value);
+            }
+        }
+    }
+}
+
+/// Deep merge: maps merge key by key, anything else in `top` replaces `base`.
+pub fn merge(mut base: Map<String, Value>, top: Map<String, Value>) -> Map<String, Value> {
+    for (k, v) in top {
+        match (base.remove(&k), v) {
+            (Some(Value::Object(b)), Value::Object(t)) => {
+                base.insert(k, Value::Object(merge(b, t)));
+            }
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+    base
+}
+
+/// `WEIR_CONN_<CONNECTOR>_<SETTING>`, upper case, other characters as `_`.
+pub fn env_name(connector: &str, setting: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!("WEIR_CONN_{}_{}", clean(connector), clean(setting))
+}
+
+fn secret_env(var: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: var.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
+}

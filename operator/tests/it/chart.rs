@@ -1,0 +1,168 @@
+//! The Helm chart: `helm lint` and `helm template` with helm v4 from e2e/services/helm.sh.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn helm() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(root().join("e2e/services/helm.sh"))
+        .output()
+        .expect("running e2e/services/helm.sh");
+    assert!(
+        out.status.success(),
+        "helm.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn chart() -> PathBuf {
+    root().join("charts/weir-operator")
+}
+
+/// `helm template` → the rendered objects (or the error text).
+fn template(helm: &PathBuf, args: &[&str]) -> Result<Vec<Value>, String> {
+    let out = Command::new(helm)
+        .args(["template", "weir", "--namespace", "weir-system"])
+        .arg(chart())
+        .args(args)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut docs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let v = Value::deserialize(doc).unwrap();
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = docs
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["namespace"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn chart_lints_and_renders_least_privilege_rbac() {
+    let helm = helm();
+    let lint = Command::new(&helm)
+        .args(["lint", "--strict"])
+        .arg(chart())
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "helm lint: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    // Defaults: cluster-wide RBAC, leader election Role in the release namespace, metrics Service.
+    let docs = template(&helm, &["--include-crds"]).unwrap();
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole/-",
+            "ClusterRoleBinding/-",
+            "CustomResourceDefinition/-",
+            "CustomResourceDefinition/-",
+            "Deployment/weir-system",
+            "Role/weir-system",
+            "RoleBinding/weir-system",
+            "Service/weir-system",
+            "ServiceAccount/weir-system",
+        ]
+    );
+    let cluster_role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    let rules = cluster_role["rules"].as_array().unwrap();
+    let secrets = rules
+        .iter()
+        .find(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .contains(&"secrets".into())
+        })
+        .unwrap();
+    assert_eq!(
+        secrets["verbs"],
+        serde_json::json!(["get", "list", "watch"]),
+        "read-only Secrets"
+    );
+    assert!(
+        !rules
+            .iter()
+            .any(|r| r["verbs"].as_array().unwrap().contains(&"*".into())
+                || r["resources"].as_array().unwrap().contains(&"*".into())),
+        "no wildcards: {rules:?}"
+    );
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains("\"LEADER_ELECTION\",\"value\":\"true\""),
+        "{env}"
+    );
+
+    // Watched namespaces: a Role per namespace, nothing cluster-wide.
+    let docs = template(
+        &helm,
+        &[
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "logLevel=debug",
+        ],
+    )
+    .unwrap();
+    let k = kinds(&docs);
+    assert!(!k.iter().any(|k| k.starts_with("Cluster")), "{k:?}");
+    for ns in ["team-a", "team-b"] {
+        assert!(k.contains(&format!("Role/{ns}")), "{k:?}");
+        assert!(k.contains(&format!("RoleBinding/{ns}")), "{k:?}");
+    }
+    assert!(
+        k.contains(&"ServiceMonitor/weir-system".to_string()),
+        "{k:?}"
+    );
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(env.contains("team-a,team-b"), "{env}");
+    assert!(env.contains("\"LOG_LEVEL\",\"value\":\"debug\""), "{env}");
+
+    // Two replicas need leader election.
+    let err = template(
+        &helm,
+        &[
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "leaderElection.enabled=false",
+        ],
+    )
+    .unwrap_err();
+    assert!(err.contains("needs leaderElection.enabled=true"), "{err}");
+}

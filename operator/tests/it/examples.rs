@@ -1,0 +1,280 @@
+//! examples/k8s/*.yaml against the generated CRDs: the OpenAPI schema (jsonschema), the CEL
+//! `x-kubernetes-validations` rules (cel-interpreter, evaluated where the API server would),
+//! and the operator's own resolution and tuning. Broken variants must be rejected by the rule
+//! meant to catch them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use weir_crds::{Connector, StreamJob};
+use weir_operator::{resolve, tuning};
+
+fn root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// openAPIV3Schema by kind, from crds/generated/.
+fn schemas() -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for f in ["streamjobs.weir.dev.yaml", "connectors.weir.dev.yaml"] {
+        let text = std::fs::read_to_string(root().join("crds/generated").join(f)).unwrap();
+        let crd = yaml_docs(&text).remove(0);
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
+        out.insert(
+            kind,
+            crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone(),
+        );
+    }
+    out
+}
+
+fn examples() -> Vec<(String, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("examples/k8s"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        for (i, d) in yaml_docs(&std::fs::read_to_string(&f).unwrap())
+            .into_iter()
+            .enumerate()
+        {
+            out.push((format!("{name}#{i}"), d));
+        }
+    }
+    out
+}
+
+/// Evaluates every CEL rule of `schema` on `obj`, recursively, like the API server does.
+fn cel_errors(schema: &Value, obj: &Value, path: &str, errors: &mut Vec<String>) {
+    if let Some(rules) = schema["x-kubernetes-validations"].as_array() {
+        for r in rules {
+            let rule = r["rule"].as_str().unwrap();
+            let program = cel_interpreter::Program::compile(rule)
+                .unwrap_or_else(|e| panic!("rule {rule:?} does not compile: {e:?}"));
+            let mut ctx = cel_interpreter::Context::default();
+            ctx.add_variable("self", obj.clone()).unwrap();
+            match program.execute(&ctx) {
+                Ok(cel_interpreter::Value::Bool(true)) => {}
+                Ok(other) => errors.push(format!(
+                    "{path}: {} ({rule} gave {other:?})",
+                    r["message"].as_str().unwrap_or("")
+                )),
+                Err(e) => errors.push(format!("{path}: rule {rule:?} failed: {e}")),
+            }
+        }
+    }
+    match obj {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if let Some(s) = schema["properties"].get(k) {
+                    cel_errors(s, v, &format!("{path}.{k}"), errors);
+                } else if schema["additionalProperties"].is_object() {
+                    cel_errors(
+                        &schema["additionalProperties"],
+                        v,
+                        &format!("{path}.{k}"),
+                        errors,
+                    );
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                cel_errors(&schema["items"], v, &format!("{path}[{i}]"), errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Schema and CEL problems of one object.
+fn problems(schemas: &BTreeMap<String, Value>, doc: &Value) -> Vec<String> {
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let schema = schemas
+        .get(kind)
+        .unwrap_or_else(|| panic!("no CRD for kind {kind:?}"));
+    let validator = jsonschema::draft4::new(schema).unwrap();
+    let mut errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("schema: {} at {}", e, e.instance_path()))
+        .collect();
+    cel_errors(schema, doc, "", &mut errors);
+    errors
+}
+
+#[test]
+fn examples_validate_against_the_generated_crds() {
+    let schemas = schemas();
+    let docs = examples();
+    let mut connectors = BTreeMap::new();
+    for (name, doc) in &docs {
+        let errors = problems(&schemas, doc);
+        assert!(errors.is_empty(), "{name}: {errors:#?}");
+        if doc["kind"] == "Connector" {
+            let c: Connector = serde_json::from_value(doc.clone()).unwrap();
+            assert!(
+                weir_operator::probes::validate(&c.spec).is_empty(),
+                "{name}"
+            );
+            connectors.insert(c.metadata.name.clone().unwrap(), c.spec);
+        }
+    }
+    let mut jobs = 0;
+    for (name, doc) in &docs {
+        if doc["kind"] != "StreamJob" {
+            continue;
+        }
+        jobs += 1;
+        let job: StreamJob = serde_json::from_value(doc.clone()).unwrap();
+        let job_name = job.metadata.name.clone().unwrap();
+        let mut resolved = resolve::resolve(&job_name, &job.spec, &connectors)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        resolved
+            .pipeline
+            .check_structure()
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let tunings = tuning::tune(&mut resolved.pipeline, &BTreeMap::new());
+        assert!(
+            tunings.iter().all(|t| !t.is_problem()),
+            "{name}: {tunings:?}"
+        );
+        // Secrets never reach the pipeline document.
+        let text = serde_norway::to_string(&resolved.pipeline).unwrap();
+        assert!(!text.contains("Endpoint=sb://"), "{name}");
+        if job_name == "payments-dedup" {
+            let sink = &resolved.pipeline.sinks[0].config;
+            assert_eq!(
+                sink["bootstrap_servers"],
+                "kafka-0.kafka:9092,kafka-1.kafka:9092"
+            );
+            assert_eq!(sink["properties"]["transaction.timeout.ms"], "210000");
+            assert_eq!(sink["properties"]["client.id"], "weir");
+        }
+        if job_name == "telemetry-archive" {
+            let src = &resolved.pipeline.sources[0].config;
+            assert_eq!(src["properties"]["security.protocol"], "SASL_SSL");
+            assert_eq!(src["properties"]["sasl.mechanism"], "PLAIN");
+            assert_eq!(src["properties"]["sasl.username"], "$ConnectionString");
+            assert_eq!(
+                src["properties"]["sasl.password"],
+                "${env:WEIR_CONN_EVENTHUBS_PROPERTIES_SASL_PASSWORD}"
+            );
+            assert_eq!(resolved.env.len(), 1);
+        }
+    }
+    assert_eq!(jobs, 3);
+}
+
+fn doc(docs: &[(String, Value)], file: &str, kind: &str) -> Value {
+    docs.iter()
+        .find(|(n, d)| n.starts_with(file) && d["kind"] == kind)
+        .unwrap()
+        .1
+        .clone()
+}
+
+#[test]
+fn broken_variants_are_rejected_by_their_rule() {
+    let schemas = schemas();
+    let docs = examples();
+    let job = doc(&docs, "quickstart", "StreamJob");
+    let kafka_job = doc(&docs, "kafka-exactly-once", "StreamJob");
+    let eventhubs = doc(&docs, "eventhubs", "Connector");
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "parallelism 0",
+            {
+                let mut d = job.clone();
+                d["spec"]["parallelism"] = json!(0);
+                d
+            },
+            "parallelism must be at least 1",
+        ),
+        (
+            "parallelism in the pipeline",
+            {
+                let mut d = job.clone();
+                d["spec"]["pipeline"]["parallelism"] = json!(4);
+                d
+            },
+            "set the parallelism at spec.parallelism",
+        ),
+        (
+            "exactly-once without checkpoints",
+            {
+                let mut d = job.clone();
+                d["spec"]["pipeline"]["checkpoint"]["enabled"] = json!(false);
+                d
+            },
+            "exactly-once needs checkpointing",
+        ),
+        (
+            "connectorRef and inline settings",
+            {
+                let mut d = kafka_job.clone();
+                d["spec"]["pipeline"]["sinks"][0]["bootstrap_servers"] = json!("x:9092");
+                d
+            },
+            "give either connectorRef or inline connection settings",
+        ),
+        (
+            "kafka connector without kafka",
+            {
+                let mut d = eventhubs.clone();
+                d["spec"].as_object_mut().unwrap().remove("kafka");
+                d
+            },
+            "spec.kafka is required for type kafka",
+        ),
+        (
+            "username twice",
+            {
+                let mut d = eventhubs.clone();
+                d["spec"]["kafka"]["sasl"]["username"]["secretKeyRef"] =
+                    json!({"name": "a", "key": "b"});
+                d
+            },
+            "give exactly one of value and secretKeyRef",
+        ),
+        (
+            "SASL without sasl",
+            {
+                let mut d = eventhubs.clone();
+                d["spec"]["kafka"].as_object_mut().unwrap().remove("sasl");
+                d
+            },
+            "a SASL security protocol needs kafka.sasl",
+        ),
+        (
+            "unknown upgrade mode",
+            {
+                let mut d = job.clone();
+                d["spec"]["upgradeMode"] = json!("yolo");
+                d
+            },
+            "schema:",
+        ),
+    ];
+    for (what, d, expected) in cases {
+        let errors = problems(&schemas, &d);
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{what}: expected {expected:?} in {errors:#?}"
+        );
+    }
+}

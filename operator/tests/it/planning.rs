@@ -1,0 +1,525 @@
+//! The pure planning pieces: connector resolution, transaction timeout tuning, savepoint
+//! aggregation and retention, worker-state aggregation and conditions, Lease decisions, probes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+use weir_crds::connector::ConnectorSpec;
+use weir_crds::status::SavepointRecord;
+use weir_crds::stream_job::{Deployment, SavepointRetention};
+use weir_crds::{PipelineSpec, StreamJobSpec};
+use weir_operator::admin::{JobStatus, SavepointAnswer, SavepointState, WorkerStatus};
+use weir_operator::job_status::{self, Inputs};
+use weir_operator::leader::{decide, LeaseDecision};
+use weir_operator::savepoint::{aggregate, expired};
+use weir_operator::tuning::{required_ms, tune, Tuning};
+use weir_operator::upgrade::{JobState, SavepointOutcome};
+use weir_operator::{probes, resolve};
+
+fn job_spec(pipeline: serde_json::Value) -> StreamJobSpec {
+    serde_json::from_value(json!({"image": "weir", "parallelism": 2, "pipeline": pipeline}))
+        .unwrap()
+}
+
+fn connector(v: serde_json::Value) -> ConnectorSpec {
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn connector_settings_merge_under_the_node_and_secrets_become_env() {
+    let spec = job_spec(json!({
+        "sources": [{"name": "in", "type": "kafka", "connectorRef": "k", "topic": "t",
+                     "properties": {"fetch.min.bytes": "1", "client.id": "mine"}}],
+        "sinks": [{"name": "db", "type": "postgres", "connectorRef": "pg", "table": "x"}]
+    }));
+    let connectors = BTreeMap::from([
+        (
+            "k".to_string(),
+            connector(json!({
+                "type": "kafka",
+                "kafka": {"bootstrapServers": "b:9092", "securityProtocol": "SASL_SSL",
+                          "sasl": {"mechanism": "SCRAM-SHA-512",
+                                   "username": {"secretKeyRef": {"name": "s", "key": "user"}},
+                                   "password": {"secretKeyRef": {"name": "s", "key": "pass"}}}},
+                "properties": {"properties": {"client.id": "default", "acks": "all"}}
+            })),
+        ),
+        (
+            "pg".to_string(),
+            connector(json!({
+                "type": "postgres", "url": "postgres://u@db/x",
+                "credentials": [{"setting": "password", "secretKeyRef": {"name": "pgs", "key": "pw"}}]
+            })),
+        ),
+    ]);
+    let r = resolve::resolve("job", &spec, &connectors).unwrap();
+    assert_eq!(r.pipeline.name, "job");
+    assert_eq!(r.pipeline.parallelism, 2);
+    let src = &r.pipeline.sources[0].config;
+    assert!(!src.contains_key("connectorRef"));
+    assert_eq!(src["bootstrap_servers"], "b:9092");
+    assert_eq!(src["topic"], "t");
+    let props = &src["properties"];
+    assert_eq!(props["client.id"], "mine", "the node wins");
+    assert_eq!(props["acks"], "all", "connector defaults fill the rest");
+    assert_eq!(props["fetch.min.bytes"], "1");
+    assert_eq!(props["security.protocol"], "SASL_SSL");
+    assert_eq!(props["sasl.mechanism"], "SCRAM-SHA-512");
+    assert_eq!(
+        props["sasl.username"],
+        "${env:WEIR_CONN_K_PROPERTIES_SASL_USERNAME}"
+    );
+    assert_eq!(
+        props["sasl.password"],
+        "${env:WEIR_CONN_K_PROPERTIES_SASL_PASSWORD}"
+    );
+    let sink = &r.pipeline.sinks[0].config;
+    assert_eq!(sink["url"], "postgres://u@db/x");
+    assert_eq!(sink["password"], "${env:WEIR_CONN_PG_PASSWORD}");
+    let names: Vec<&str> = r.env.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "WEIR_CONN_K_PROPERTIES_SASL_PASSWORD",
+            "WEIR_CONN_K_PROPERTIES_SASL_USERNAME",
+            "WEIR_CONN_PG_PASSWORD"
+        ]
+    );
+    let pw = r
+        .env
+        .iter()
+        .find(|e| e.name == "WEIR_CONN_PG_PASSWORD")
+        .unwrap();
+    let sel = pw
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!((sel.name.as_str(), sel.key.as_str()), ("pgs", "pw"));
+    assert_eq!(r.secrets.len(), 3);
+
+    // Wrong type and unknown names are reported with their paths.
+    let bad = job_spec(json!({
+        "sources": [{"name": "in", "type": "http", "connectorRef": "k"}],
+        "sinks": [{"name": "o", "type": "kafka", "connectorRef": "missing"}]
+    }));
+    let errs = resolve::resolve("job", &bad, &connectors).unwrap_err();
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        text[0].starts_with("pipeline.sources[0].connectorRef: Connector \"k\" is of type kafka"),
+        "{text:?}"
+    );
+    assert!(
+        text[1].contains("no Connector named \"missing\""),
+        "{text:?}"
+    );
+}
+
+fn kafka_pipeline(props: serde_json::Value, mode: &str) -> PipelineSpec {
+    serde_json::from_value(json!({
+        "name": "p",
+        "checkpoint": {"interval": "30s", "timeout": "10m", "mode": mode},
+        "sources": [{"name": "s", "type": "datagen"}],
+        "sinks": [{"name": "k", "type": "kafka", "delivery": "exactly-once", "properties": props},
+                  {"name": "plain", "type": "kafka"},
+                  {"name": "f", "type": "filesystem"}]
+    }))
+    .unwrap()
+}
+
+#[test]
+fn transaction_timeouts_are_set_checked_and_bounded_by_the_broker() {
+    // 30s + 10m = 630s, margin 63s → 693s.
+    assert_eq!(
+        required_ms(Duration::from_secs(30), Duration::from_secs(600)),
+        693_000
+    );
+    assert_eq!(
+        required_ms(Duration::from_secs(1), Duration::from_secs(10)),
+        71_000
+    );
+
+    let mut p = kafka_pipeline(json!({}), "exactly-once");
+    let t = tune(&mut p, &BTreeMap::new());
+    assert_eq!(
+        t,
+        [Tuning::Set {
+            sink: "k".into(),
+            ms: 693_000
+        }]
+    );
+    assert_eq!(
+        p.sinks[0].config["properties"]["transaction.timeout.ms"],
+        "693000"
+    );
+    assert!(
+        !p.sinks[1].config.contains_key("properties"),
+        "only exactly-once sinks"
+    );
+    assert!(
+        !p.sinks[2].config.contains_key("properties"),
+        "only Kafka sinks"
+    );
+
+    let mut p = kafka_pipeline(json!({"transaction.timeout.ms": "60000"}), "exactly-once");
+    let t = tune(&mut p, &BTreeMap::new());
+    assert!(
+        matches!(
+            &t[0],
+            Tuning::TooLow {
+                ms: 60_000,
+                needed: 693_000,
+                ..
+            }
+        ),
+        "{t:?}"
+    );
+    assert!(
+        t[0].message().contains("raise it to at least 693000"),
+        "{}",
+        t[0].message()
+    );
+    assert_eq!(
+        p.sinks[0].config["properties"]["transaction.timeout.ms"], "60000",
+        "kept"
+    );
+
+    let mut p = kafka_pipeline(json!({"transaction.timeout.ms": 800000}), "exactly-once");
+    assert_eq!(
+        tune(&mut p, &BTreeMap::new()),
+        [Tuning::Kept {
+            sink: "k".into(),
+            ms: 800_000
+        }]
+    );
+    // The sink's own `transaction_timeout` counts too (and is not overridden).
+    let mut p = kafka_pipeline(json!({}), "exactly-once");
+    p.sinks[0]
+        .config
+        .insert("transaction_timeout".into(), json!("2m"));
+    let t = tune(&mut p, &BTreeMap::new());
+    assert!(matches!(&t[0], Tuning::TooLow { ms: 120_000, .. }), "{t:?}");
+    assert!(p.sinks[0].config["properties"]
+        .get("transaction.timeout.ms")
+        .is_none());
+
+    let mut p = kafka_pipeline(json!({}), "exactly-once");
+    let t = tune(&mut p, &BTreeMap::from([("k".to_string(), 600_000)]));
+    assert_eq!(
+        t,
+        [Tuning::AboveBrokerMax {
+            sink: "k".into(),
+            ms: 693_000,
+            max: 600_000
+        }]
+    );
+    assert!(t[0].is_problem());
+    assert!(t[0].message().contains("transaction.max.timeout.ms"));
+
+    let mut p = kafka_pipeline(json!({}), "at-least-once");
+    assert!(tune(&mut p, &BTreeMap::new()).is_empty());
+}
+
+fn answer(state: &str, path: Option<&str>) -> SavepointAnswer {
+    SavepointAnswer::State(SavepointState {
+        id: "sp".into(),
+        state: state.into(),
+        path: path.map(Into::into),
+        error: (state == "failed").then(|| "disk full".into()),
+    })
+}
+
+#[test]
+fn savepoint_progress_over_poll_rounds() {
+    // Round 1: worker 0 done, worker 1 pending.
+    let round1 = BTreeMap::from([
+        (0, answer("completed", Some("/s/sp"))),
+        (1, answer("pending", None)),
+    ]);
+    let p = aggregate(2, BTreeMap::new(), &round1);
+    assert_eq!(p.outcome, SavepointOutcome::Pending);
+    assert_eq!(p.completed.len(), 1);
+    // Round 2: worker 0 (stopped) is not asked again; worker 1 completes.
+    let round2 = BTreeMap::from([(1, answer("completed", Some("/s/sp")))]);
+    let p = aggregate(2, p.completed, &round2);
+    assert_eq!(
+        p.outcome,
+        SavepointOutcome::Completed {
+            path: "/s/sp".into()
+        }
+    );
+    // Unreachable is pending (bounded by the timeout); unknown and failed fail.
+    let p = aggregate(
+        2,
+        BTreeMap::new(),
+        &BTreeMap::from([(0, SavepointAnswer::Unreachable("refused".into()))]),
+    );
+    assert_eq!(p.outcome, SavepointOutcome::Pending);
+    let p = aggregate(
+        1,
+        BTreeMap::new(),
+        &BTreeMap::from([(0, SavepointAnswer::Unknown)]),
+    );
+    assert!(matches!(p.outcome, SavepointOutcome::Failed { error } if error.contains("restarted")));
+    let p = aggregate(
+        1,
+        BTreeMap::new(),
+        &BTreeMap::from([(0, answer("failed", None))]),
+    );
+    assert!(matches!(p.outcome, SavepointOutcome::Failed { error } if error.contains("disk full")));
+    let both = BTreeMap::from([
+        (0, answer("completed", Some("/a"))),
+        (1, answer("completed", Some("/b"))),
+    ]);
+    assert!(matches!(
+        aggregate(2, BTreeMap::new(), &both).outcome,
+        SavepointOutcome::Failed { .. }
+    ));
+}
+
+#[test]
+fn retention_keeps_the_newest_and_the_one_in_use() {
+    let now = Utc.with_ymd_and_hms(2026, 1, 10, 0, 0, 0).unwrap();
+    let sp = |i: u32, day: u32| SavepointRecord {
+        id: format!("sp{i}"),
+        path: format!("/s/sp{i}"),
+        time: Utc
+            .with_ymd_and_hms(2026, 1, day, 0, 0, 0)
+            .unwrap()
+            .to_rfc3339(),
+        reason: "Periodic".into(),
+    };
+    let history = vec![sp(1, 1), sp(2, 2), sp(3, 8), sp(4, 9)];
+    let ids = |v: Vec<&SavepointRecord>| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    let by_count = SavepointRetention {
+        max_count: Some(2),
+        max_age: None,
+    };
+    assert_eq!(ids(expired(&history, &by_count, &[], now)), ["sp1", "sp2"]);
+    assert_eq!(ids(expired(&history, &by_count, &["/s/sp1"], now)), ["sp2"]);
+    let by_age = SavepointRetention {
+        max_count: None,
+        max_age: Some(weir_crds::Duration::from_secs(5 * 86400)),
+    };
+    assert_eq!(ids(expired(&history, &by_age, &[], now)), ["sp1", "sp2"]);
+    let all_old = SavepointRetention {
+        max_count: Some(1),
+        max_age: Some(weir_crds::Duration::from_secs(1)),
+    };
+    assert_eq!(
+        ids(expired(&history, &all_old, &[], now)),
+        ["sp1", "sp2", "sp3"],
+        "never the newest"
+    );
+}
+
+fn status(state: &str, err: Option<&str>) -> Result<JobStatus, String> {
+    Ok(JobStatus {
+        job: "j".into(),
+        parallelism: 2,
+        state: state.into(),
+        workers: vec![WorkerStatus {
+            worker: 0,
+            state: state.into(),
+            last_checkpoint: None,
+            last_error: err.map(Into::into),
+        }],
+    })
+}
+
+#[test]
+fn worker_states_aggregate_and_ready_needs_every_worker_running() {
+    let all = |a: Vec<Result<JobStatus, String>>| {
+        job_status::job_state(
+            "j",
+            &a.into_iter()
+                .enumerate()
+                .map(|(i, x)| (i as u32, x))
+                .collect(),
+        )
+    };
+    assert_eq!(
+        all(vec![status("running", None), status("running", None)]).0,
+        JobState::Running
+    );
+    assert_eq!(
+        all(vec![
+            status("running", None),
+            status("failed", Some("boom"))
+        ])
+        .0,
+        JobState::Failed
+    );
+    assert_eq!(
+        all(vec![status("running", None), Err("refused".into())]).0,
+        JobState::Unreachable
+    );
+    assert_eq!(
+        all(vec![status("starting", None), status("running", None)]).0,
+        JobState::Starting
+    );
+    assert_eq!(
+        all(vec![status("finished", None), status("finished", None)]).0,
+        JobState::Finished
+    );
+    assert_eq!(all(vec![]).0, JobState::NotDeployed);
+
+    let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+    let deployed = Deployment {
+        spec_hash: "h".into(),
+        parallelism: 2,
+        time: "2026-01-01T11:00:00Z".into(),
+        ..Default::default()
+    };
+    let (job, workers) = all(vec![
+        status("running", None),
+        status("failed", Some("boom")),
+    ]);
+    let inputs = Inputs {
+        generation: Some(5),
+        deleting: false,
+        desired_hash: "h",
+        desired_suspended: false,
+        parallelism: 2,
+        deployed: Some(&deployed),
+        operation: None,
+        job,
+        workers: &workers,
+        problems: &[],
+        abandoned: false,
+        checkpointing: Some((Duration::from_secs(10), Duration::from_secs(60))),
+        last_checkpoint: None,
+        now,
+    };
+    let c = job_status::conditions(&inputs, &[]);
+    let get = |t: &str| c.iter().find(|x| x.type_ == t).unwrap().clone();
+    assert_eq!(get("Ready").status, "False");
+    assert!(get("Ready").message.contains("worker 1 failed: boom"));
+    assert_eq!(get("Degraded").status, "True");
+    assert!(c.iter().all(|x| x.observed_generation == Some(5)));
+
+    let (job, workers) = all(vec![status("running", None), status("running", None)]);
+    let old = weir_crds::stream_job::CheckpointRef {
+        id: 3,
+        time: "2026-01-01T11:57:00Z".into(),
+    };
+    let inputs = Inputs {
+        job,
+        workers: &workers,
+        last_checkpoint: Some(&old),
+        ..inputs
+    };
+    let c = job_status::conditions(&inputs, &[]);
+    let get = |t: &str| c.iter().find(|x| x.type_ == t).unwrap().clone();
+    assert_eq!(get("Ready").status, "True");
+    assert_eq!(get("Degraded").status, "False");
+    // 180s old, limit 2×10s + 60s = 80s.
+    assert_eq!(get("CheckpointHealthy").status, "False");
+    assert_eq!(get("CheckpointHealthy").reason, "Stale");
+    // lastTransitionTime only moves when the status changes.
+    let mut prev = c.clone();
+    prev.iter_mut()
+        .for_each(|x| x.last_transition_time = "earlier".into());
+    let again = job_status::conditions(&inputs, &prev);
+    assert!(again.iter().all(|x| x.last_transition_time == "earlier"));
+}
+
+#[test]
+fn lease_decisions() {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+    let at = |secs_ago: i64| {
+        MicroTime(
+            k8s_openapi::jiff::Timestamp::from_millisecond((now.timestamp() - secs_ago) * 1000)
+                .unwrap(),
+        )
+    };
+    let lease = |holder: &str, renewed: i64| LeaseSpec {
+        holder_identity: Some(holder.into()),
+        lease_duration_seconds: Some(15),
+        renew_time: Some(at(renewed)),
+        ..Default::default()
+    };
+    assert_eq!(decide(None, "me", now), LeaseDecision::Acquire);
+    assert_eq!(
+        decide(Some(&lease("me", 5)), "me", now),
+        LeaseDecision::Renew
+    );
+    assert_eq!(
+        decide(Some(&lease("other", 5)), "me", now),
+        LeaseDecision::Wait {
+            holder: "other".into()
+        }
+    );
+    assert_eq!(
+        decide(Some(&lease("other", 20)), "me", now),
+        LeaseDecision::Acquire,
+        "expired"
+    );
+    assert_eq!(
+        decide(Some(&lease("", 1)), "me", now),
+        LeaseDecision::Acquire
+    );
+}
+
+#[test]
+fn probe_targets_and_validation() {
+    let k = connector(json!({"type": "kafka", "kafka": {"bootstrapServers": "a:9092, b:9093"}}));
+    assert_eq!(
+        probes::target(&k),
+        probes::Probe::Tcp(vec!["a:9092".into(), "b:9093".into()])
+    );
+    let pg = connector(json!({"type": "postgres", "url": "postgres://u:secret@h/db"}));
+    assert!(probes::validate(&pg)[0].contains("contains a password"));
+    let es = connector(json!({"type": "elasticsearch", "url": "https://es:9200"}));
+    assert_eq!(
+        probes::target(&es),
+        probes::Probe::Tcp(vec!["es:9200".into()])
+    );
+    let bad = connector(json!({"type": "kafka", "kafka": {"bootstrapServers": "nohost"}}));
+    assert!(probes::validate(&bad)[0].contains("is not host:port"));
+}
+
+#[tokio::test]
+async fn probes_reach_real_servers_on_loopback() {
+    // A TCP listener and a tiny HTTP server; a closed port fails.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let ok = probes::run(
+        &probes::Probe::Tcp(vec![addr.clone()]),
+        None,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    let http = probes::run(
+        &probes::Probe::Http {
+            url: format!("http://{addr}/"),
+        },
+        None,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(http.unwrap().contains("200"));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let err = probes::run(
+        &probes::Probe::Tcp(vec![closed]),
+        None,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(err.unwrap_err().contains("failed"));
+}
