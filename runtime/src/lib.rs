@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod connectors;
 pub mod engine;
+pub mod env_expand;
 pub mod error;
 pub mod fault;
 pub mod metrics;

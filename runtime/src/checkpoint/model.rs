@@ -128,6 +128,33 @@ pub fn assign(
     r
 }
 
+/// Nodes whose state a savepoint holds but the spec lacks (sources with positions, operators
+/// with state, sinks with states or committables), sorted; restoring would drop that state.
+pub fn unmapped_nodes(parts: &[WorkerCheckpoint], spec: &weir_crds::PipelineSpec) -> Vec<String> {
+    let known = |list: &[weir_crds::NodeSpec], name: &str| list.iter().any(|n| n.name == name);
+    let mut out = std::collections::BTreeSet::new();
+    for part in parts {
+        for (node, splits) in &part.sources {
+            if !splits.is_empty() && !known(&spec.sources, node) {
+                out.insert(format!("source {node}"));
+            }
+        }
+        for (node, state) in &part.operators {
+            if !state.is_empty() && !known(&spec.transforms, node) {
+                out.insert(format!("transform {node}"));
+            }
+        }
+        for (node, sink) in &part.sinks {
+            let has_state =
+                !sink.committables.is_empty() || sink.states.iter().any(|s| !s.is_null());
+            if has_state && !known(&spec.sinks, node) {
+                out.insert(format!("sink {node}"));
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +190,27 @@ mod tests {
             },
         );
         c
+    }
+
+    #[test]
+    fn unmapped_nodes_names_state_the_spec_cannot_take() {
+        let spec = |names: [&str; 3]| {
+            weir_crds::PipelineSpec::from_yaml(&format!(
+                "name: j\nsources:\n- {{name: {}, type: datagen}}\ntransforms:\n- {{name: {}, type: filter, input: {}}}\nsinks:\n- {{name: {}, type: blackhole, input: {}}}\n",
+                names[0], names[1], names[0], names[2], names[1]
+            ))
+            .unwrap()
+        };
+        let parts = [part(0, &["a"]), part(1, &["b"])];
+        assert!(unmapped_nodes(&parts, &spec(["src", "agg", "out"])).is_empty());
+        assert_eq!(
+            unmapped_nodes(&parts, &spec(["src2", "agg", "out2"])),
+            vec!["sink out".to_string(), "source src".to_string()]
+        );
+        // A renamed stateless operator loses nothing.
+        let mut stateless = part(0, &["a"]);
+        stateless.operators.insert("agg".into(), BTreeMap::new());
+        assert!(unmapped_nodes(&[stateless], &spec(["src", "other", "out"])).is_empty());
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub struct RunArgs {
     /// Start from this savepoint directory or URL instead of the latest checkpoint.
     #[arg(long)]
     from_savepoint: Option<String>,
+    /// Start from the savepoint even if it holds state of nodes the spec no longer has.
+    #[arg(long, env = "WEIR_ALLOW_NON_RESTORED_STATE")]
+    allow_non_restored_state: bool,
     /// Admin API address (port 0 picks a free port, printed at start).
     #[arg(long, env = "WEIR_ADMIN_ADDR", default_value = "127.0.0.1:0")]
     admin_addr: String,
@@ -39,6 +42,11 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
             return 2;
         }
     };
+    let env = |name: &str| std::env::var(name).ok();
+    if let Err(errors) = crate::env_expand::expand_spec(&mut spec, &env) {
+        eprintln!("error: {}", crate::Error::Spec(errors));
+        return 2;
+    }
     if let Some(p) = args.parallelism {
         spec.parallelism = p;
     }
@@ -50,6 +58,7 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
     let opts = JobOptions {
         workers,
         from_savepoint: args.from_savepoint.clone(),
+        allow_non_restored_state: args.allow_non_restored_state,
         metrics: Metrics::new(),
     };
     let job = match engine::start(spec, &registry, opts).await {

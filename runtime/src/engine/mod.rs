@@ -29,6 +29,9 @@ pub struct JobOptions {
     /// Worker indices this process runs: all of them for `weir run`, one in a Kubernetes pod.
     pub workers: Vec<u32>,
     pub from_savepoint: Option<String>,
+    /// Start from a savepoint even when it holds state for nodes the spec no longer has (that
+    /// state is dropped), as Flink's `--allowNonRestoredState`.
+    pub allow_non_restored_state: bool,
     pub metrics: Metrics,
 }
 
@@ -87,6 +90,17 @@ pub async fn start(
         Some(path) => Some(checkpoint::store::load_savepoint(path, &cp.storage_options).await?),
         None => None,
     };
+    if let Some(parts) = &savepoint_parts {
+        let unmapped = checkpoint::model::unmapped_nodes(parts, &spec);
+        if !unmapped.is_empty() && !opts.allow_non_restored_state {
+            return Err(Error::Checkpoint(format!(
+                "savepoint {} holds state for nodes the spec does not have: {}; rename them back, \
+                 or drop that state with --allow-non-restored-state",
+                opts.from_savepoint.as_deref().unwrap_or_default(),
+                unmapped.join(", ")
+            )));
+        }
+    }
 
     let mut handles = Vec::new();
     for &w in &opts.workers {

@@ -143,3 +143,56 @@ fn sigterm_finishes_the_checkpoint_in_flight_and_exits_cleanly() {
     run_to_completion(&p, &[]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
+
+#[test]
+fn a_savepoint_with_state_for_a_removed_node_needs_allow_non_restored_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let p1 = spec(dir.path(), 1);
+    let sp = run_then_stop_with_savepoint(&p1, &[]);
+    // The same job with its source renamed: the old source's positions have nowhere to go.
+    let renamed = std::fs::read_to_string(&p1)
+        .unwrap()
+        .replace("name: gen", "name: gen2");
+    let p2 = write(dir.path(), "renamed.yaml", &renamed);
+    let o = run(&p2, &["--from-savepoint", &sp], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("source gen") && err.contains("--allow-non-restored-state"),
+        "{err}"
+    );
+    let o = run(
+        &p2,
+        &["--from-savepoint", &sp],
+        &[("WEIR_ALLOW_NON_RESTORED_STATE", "true")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The renamed source starts over, so ids written before the savepoint appear twice: that is
+    // what dropping the old positions means.
+    let counts = count_json_field(&dir.path().join("out"), "id");
+    assert_eq!(counts.len() as i64, N);
+    assert!(counts.values().any(|&c| c == 2));
+}
+
+#[test]
+fn env_references_are_expanded_and_an_unset_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(spec(dir.path(), 1))
+        .unwrap()
+        .replace(
+            &format!("path: {}", dir.path().join("out").display()),
+            "path: ${env:WEIR_TEST_OUT}",
+        );
+    let p = write(dir.path(), "env.yaml", &text);
+    let o = run(&p, &[], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("sinks[0].path") && stderr(&o).contains("WEIR_TEST_OUT"),
+        "{}",
+        stderr(&o)
+    );
+    let out = dir.path().join("env-out");
+    let o = run(&p, &[], &[("WEIR_TEST_OUT", out.to_str().unwrap())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_exactly_once(&count_json_field(&out, "id"), N);
+}
