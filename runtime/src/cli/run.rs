@@ -17,6 +17,15 @@ pub struct RunArgs {
     /// Start from the savepoint even if it holds state of nodes the spec no longer has.
     #[arg(long, env = "WEIR_ALLOW_NON_RESTORED_STATE")]
     allow_non_restored_state: bool,
+    /// Start without source and operator state (stateless upgrade); TOKEN names this start so
+    /// a restart with the same TOKEN resumes from its own checkpoints.
+    #[arg(
+        long,
+        env = "WEIR_START_FRESH",
+        value_name = "TOKEN",
+        conflicts_with = "from_savepoint"
+    )]
+    start_fresh: Option<String>,
     /// Admin API address (port 0 picks a free port, printed at start).
     #[arg(long, env = "WEIR_ADMIN_ADDR", default_value = "127.0.0.1:0")]
     admin_addr: String,
@@ -59,6 +68,7 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
         workers,
         from_savepoint: args.from_savepoint.clone(),
         allow_non_restored_state: args.allow_non_restored_state,
+        start_fresh: args.start_fresh.clone(),
         metrics: Metrics::new(),
     };
     let job = match engine::start(spec, &registry, opts).await {

@@ -32,6 +32,9 @@ pub struct JobOptions {
     /// Start from a savepoint even when it holds state for nodes the spec no longer has (that
     /// state is dropped), as Flink's `--allowNonRestoredState`.
     pub allow_non_restored_state: bool,
+    /// Start without source and operator state (a stateless upgrade). The token marks the run:
+    /// a restart with the same token resumes from the run's own checkpoints.
+    pub start_fresh: Option<String>,
     pub metrics: Metrics,
 }
 
@@ -110,6 +113,7 @@ pub async fn start(
             w,
             opts.from_savepoint.as_deref(),
             savepoint_parts.as_deref(),
+            opts.start_fresh.as_deref(),
         )
         .await?;
         handles.push(worker::spawn(worker::WorkerSetup {
@@ -150,10 +154,11 @@ async fn restore_for(
     w: u32,
     savepoint: Option<&str>,
     parts: Option<&[WorkerCheckpoint]>,
+    fresh: Option<&str>,
 ) -> Result<(Restore, Option<String>)> {
     let latest = store.latest(w).await?;
     if let Some(l) = &latest {
-        if l.parallelism != spec.parallelism && savepoint.is_none() {
+        if l.parallelism != spec.parallelism && savepoint.is_none() && fresh.is_none() {
             return Err(Error::Checkpoint(format!(
                 "the latest checkpoint of worker {w} (id {}) was taken at parallelism {}, but the spec asks for {}: \
                  rescale through a savepoint (`weir savepoint --stop`, then `weir run --from-savepoint PATH`)",
@@ -180,40 +185,29 @@ async fn restore_for(
                 );
                 return Ok((r, l.origin.clone()));
             }
-            let mut r = checkpoint::assign(parts, w, spec.parallelism, spec.max_parallelism);
-            let newest = store.checkpoint_ids(w).await?.last().copied().unwrap_or(0);
-            r.checkpoint_id = r.checkpoint_id.max(newest) + 1;
-            let root = WorkerCheckpoint {
-                version: checkpoint::model::FORMAT_VERSION,
-                job: spec.name.clone(),
-                id: r.checkpoint_id,
-                worker: w,
-                parallelism: spec.parallelism,
-                max_parallelism: spec.max_parallelism,
-                savepoint: false,
-                timestamp_ms: chrono::Utc::now().timestamp_millis(),
-                origin: Some(path.to_string()),
-                sources: r.sources.clone(),
-                operators: r.operators.clone(),
-                sinks: r
-                    .sinks
-                    .iter()
-                    .map(|(k, (states, committables))| {
-                        (
-                            k.clone(),
-                            SinkCheckpoint {
-                                states: states.clone(),
-                                committables: committables.clone(),
-                            },
-                        )
-                    })
-                    .collect(),
-            };
-            store.write(&root, None).await?;
+            let r = checkpoint::assign(parts, w, spec.parallelism, spec.max_parallelism);
+            let r = write_root(spec, store, w, r, path).await?;
             tracing::info!(worker = w, "starting from savepoint {path}");
             Ok((r, Some(path.to_string())))
         }
         _ => match latest {
+            // A stateless start: source and operator state are dropped, but the sinks still get
+            // the newest checkpoint's committables and states, so durable data is committed and
+            // leftover transactions are aborted rather than lost or left hanging.
+            Some(l) if fresh.is_some_and(|t| l.origin.as_deref() != Some(t)) => {
+                let token = fresh.unwrap_or_default();
+                let mut r = checkpoint::assign(
+                    std::slice::from_ref(&l),
+                    w,
+                    spec.parallelism,
+                    spec.max_parallelism,
+                );
+                r.sources.clear();
+                r.operators.clear();
+                let r = write_root(spec, store, w, r, token).await?;
+                tracing::info!(worker = w, "starting without state ({token})");
+                Ok((r, Some(token.to_string())))
+            }
             Some(l) => {
                 tracing::info!(worker = w, checkpoint = l.id, "resuming from checkpoint");
                 let r = checkpoint::assign(
@@ -236,6 +230,47 @@ async fn restore_for(
             }
         },
     }
+}
+
+/// Writes `r` as worker `w`'s newest checkpoint, marked with `origin`, so that a crash before
+/// the next checkpoint restarts from the same starting point instead of an older run.
+async fn write_root(
+    spec: &PipelineSpec,
+    store: &CheckpointStore,
+    w: u32,
+    mut r: Restore,
+    origin: &str,
+) -> Result<Restore> {
+    let newest = store.checkpoint_ids(w).await?.last().copied().unwrap_or(0);
+    r.checkpoint_id = r.checkpoint_id.max(newest) + 1;
+    let root = WorkerCheckpoint {
+        version: checkpoint::model::FORMAT_VERSION,
+        job: spec.name.clone(),
+        id: r.checkpoint_id,
+        worker: w,
+        parallelism: spec.parallelism,
+        max_parallelism: spec.max_parallelism,
+        savepoint: false,
+        timestamp_ms: chrono::Utc::now().timestamp_millis(),
+        origin: Some(origin.to_string()),
+        sources: r.sources.clone(),
+        operators: r.operators.clone(),
+        sinks: r
+            .sinks
+            .iter()
+            .map(|(k, (states, committables))| {
+                (
+                    k.clone(),
+                    SinkCheckpoint {
+                        states: states.clone(),
+                        committables: committables.clone(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    store.write(&root, None).await?;
+    Ok(r)
 }
 
 impl JobControl {

@@ -196,3 +196,31 @@ fn env_references_are_expanded_and_an_unset_one_is_named() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_exactly_once(&count_json_field(&out, "id"), N);
 }
+
+#[test]
+fn start_fresh_drops_positions_and_a_restart_with_the_same_token_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spec(dir.path(), 2);
+    let out = dir.path().join("out");
+    run_then_stop_with_savepoint(&p, &[]);
+    let before = count_json_field(&out, "id");
+    assert!(!before.is_empty() && (before.len() as i64) < N);
+    // A stateless start reads everything again; it crashes once and is restarted with the
+    // same token, which must resume that run rather than start a third time.
+    let o = run(
+        &p,
+        &["--start-fresh", "gen-2"],
+        &[("WEIR_FAULT", "after_commit:6")],
+    );
+    assert!(was_killed(&o), "{}", stderr(&o));
+    run_to_completion(&p, &["--start-fresh", "gen-2"]);
+    let after = count_json_field(&out, "id");
+    assert_eq!(after.len() as i64, N);
+    for (id, n) in &after {
+        let expected = before.get(id).copied().unwrap_or(0) + 1;
+        assert_eq!(
+            *n, expected,
+            "id {id}: the fresh run wrote it {n} times in all"
+        );
+    }
+}
