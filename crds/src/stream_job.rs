@@ -171,7 +171,8 @@ pub struct PodOverrides {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpgradeMode {
-    /// Roll the workers at once; they resume from whatever checkpoint they find.
+    /// Roll the workers at once; the new spec starts without source and operator state (sinks
+    /// still finish the commits of the last checkpoint).
     Stateless,
     /// Stop with a savepoint, then start the new spec from it.
     #[default]

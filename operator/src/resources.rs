@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
+use weir_crds::stream_job::UpgradeMode;
 use weir_crds::{PipelineSpec, StreamJob};
 
 use crate::error::{Error, Result};
@@ -181,6 +182,12 @@ pub fn stateful_set(job: &StreamJob, plan: &WorkerPlan) -> StatefulSet {
         annotations.insert(RESTORE_ANNOTATION.into(), path.clone());
         args.push("--from-savepoint".into());
         args.push(path.clone());
+    }
+    if plan.restore == &Restore::Fresh && spec.upgrade_mode == UpgradeMode::Stateless {
+        // The config hash names this start, so a restarted pod resumes from the checkpoints of
+        // the same deployment instead of starting without state again.
+        args.push("--start-fresh".into());
+        args.push(plan.hash.to_string());
     }
     let mut env = vec![
         EnvVar {

@@ -225,7 +225,7 @@ async fn restore_for(
                         checkpoint_id: newest,
                         ..Default::default()
                     },
-                    None,
+                    fresh.map(str::to_string),
                 ))
             }
         },
