@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
+use serde::{Deserialize, Deserializer};
 
 /// An rdkafka client configuration from `bootstrap_servers` and pass-through `properties`.
 /// Properties win over the defaults set here; the caller's own required settings (for example
@@ -18,4 +19,73 @@ pub fn client_config(
         c.set(k, v);
     }
     c
+}
+
+/// Deserializes librdkafka properties, accepting YAML numbers and booleans as well as strings
+/// (`session.timeout.ms: 6000`, `enable.idempotence: true`), since librdkafka takes every value
+/// as text. Use with `#[serde(default, deserialize_with = "deserialize_properties")]`.
+pub fn deserialize_properties<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let raw = BTreeMap::<String, Option<Scalar>>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Some(Scalar::Text(s)) => s,
+                Some(Scalar::Int(i)) => i.to_string(),
+                Some(Scalar::Float(f)) => f.to_string(),
+                Some(Scalar::Bool(b)) => b.to_string(),
+                None => {
+                    return Err(serde::de::Error::custom(format!(
+                        "property {k:?} has no value (librdkafka properties are strings, numbers or booleans)"
+                    )))
+                }
+            };
+            Ok((k, v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct P {
+        #[serde(deserialize_with = "deserialize_properties")]
+        properties: BTreeMap<String, String>,
+    }
+
+    #[test]
+    fn properties_accept_scalars_as_text() {
+        let p: P = serde_json::from_value(serde_json::json!({
+            "properties": { "a": "x", "b": 6000, "c": true, "d": 1.5 }
+        }))
+        .unwrap();
+        assert_eq!(p.properties["a"], "x");
+        assert_eq!(p.properties["b"], "6000");
+        assert_eq!(p.properties["c"], "true");
+        assert_eq!(p.properties["d"], "1.5");
+        let err = serde_json::from_value::<P>(serde_json::json!({ "properties": { "a": null } }))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("\"a\""), "{err}");
+    }
+
+    #[test]
+    fn user_properties_override_the_bootstrap_default_only_where_given() {
+        let mut props = BTreeMap::new();
+        props.insert("security.protocol".to_string(), "SASL_SSL".to_string());
+        let c = client_config("b:9092", &props);
+        assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+    }
 }

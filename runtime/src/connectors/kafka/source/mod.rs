@@ -1,5 +1,25 @@
-//! Kafka source (placeholder until implemented).
+//! `kafka` source: partitions are splits owned by workers (manual assignment, never group
+//! rebalancing), offsets live in weir's checkpoints and are committed to the consumer group only
+//! after a checkpoint completes; per-partition watermarks; periodic discovery of new partitions
+//! and of new topics matching `topic_pattern`; poison messages failed, skipped or dead-lettered.
+//! Settings and security examples: [`KafkaSourceConfig`].
+
+mod config;
+mod dead_letter;
+mod decode;
+mod lookup;
+mod reader;
+mod splits;
+mod watermarks;
+
+pub use config::KafkaSourceConfig;
+pub use reader::KafkaSource;
 
 use crate::registry::Registry;
 
-pub fn register(_r: &mut Registry) {}
+pub fn register(r: &mut Registry) {
+    r.source("kafka", |cfg| {
+        let settings = config::resolve(cfg)?;
+        Ok(Box::new(KafkaSource::new(settings)))
+    });
+}

@@ -1,0 +1,179 @@
+//! `kafka` source throughput (bounded, `stop_at: latest`, one worker, blackhole sink, 1 s
+//! checkpoints) against a raw rdkafka consume loop that parses the same ~1 KiB JSON records
+//! into `serde_json` objects, measured in the same run on the same broker and topic.
+//!
+//! `cargo bench -p weir-runtime --bench kafka_source`. Env: `KAFKA_BOOTSTRAP` (else
+//! e2e/services/kafka.sh starts a broker), `WEIR_BENCH_KAFKA_SOURCE_RECORDS` (default 300,000).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use weir_runtime::engine::{self, JobOptions};
+use weir_runtime::metrics::Metrics;
+use weir_runtime::registry::Registry;
+
+const PARTITIONS: i32 = 4;
+
+fn bootstrap() -> String {
+    if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
+        return b;
+    }
+    let script = format!("{}/../e2e/services/kafka.sh", env!("CARGO_MANIFEST_DIR"));
+    let o = std::process::Command::new("bash")
+        .args([&script, "up"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP=").map(str::to_string))
+        .expect("kafka.sh printed KAFKA_BOOTSTRAP")
+}
+
+fn config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// A ~1 KiB JSON object.
+fn record(i: u64) -> String {
+    let pad = "x".repeat(900);
+    format!(
+        r#"{{"id":{i},"user":"u{}","amount":{}.25,"note":"{pad}"}}"#,
+        i % 1000,
+        i % 500
+    )
+}
+
+fn prepare(bootstrap: &str, topic: &str, n: u64) {
+    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().unwrap();
+    let t = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
+    for r in futures::executor::block_on(admin.create_topics(&[t], &AdminOptions::new())).unwrap() {
+        r.unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let p: BaseProducer = config(bootstrap)
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap();
+    for i in 0..n {
+        let v = record(i);
+        let part = (i % PARTITIONS as u64) as i32;
+        loop {
+            match p.send(BaseRecord::<(), _>::to(topic).partition(part).payload(&v)) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    p.poll(Duration::from_millis(20));
+                }
+                Err((e, _)) => panic!("{e}"),
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// The raw limit: one consumer, every partition, each payload parsed into a JSON object.
+fn raw(bootstrap: &str, topic: &str, n: u64) -> f64 {
+    let c: BaseConsumer = config(bootstrap)
+        .set("group.id", "weir-bench-raw")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    let start = Instant::now();
+    c.assign(&tpl).unwrap();
+    let mut seen = 0;
+    while seen < n {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(m.payload().unwrap()).unwrap();
+            std::hint::black_box(v);
+            seen += 1;
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn weir(bootstrap: &str, topic: &str, n: u64, dir: &std::path::Path) -> f64 {
+    let yaml = format!(
+        r#"name: bench-kafka-source
+parallelism: 1
+checkpoint: {{ interval: 1s, storage: {state} }}
+sources:
+  - {{ name: src, type: kafka, bootstrap_servers: "{bootstrap}", topics: [{topic}], stop_at: latest }}
+sinks:
+  - {{ name: out, type: blackhole }}
+"#,
+        state = dir.join("state").display()
+    );
+    let spec = weir_crds::PipelineSpec::from_yaml(&yaml).unwrap();
+    let metrics = Metrics::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    rt.block_on(async {
+        let job = engine::start(
+            spec,
+            &Registry::with_builtins(),
+            JobOptions {
+                workers: vec![0],
+                from_savepoint: None,
+                allow_non_restored_state: false,
+                start_fresh: None,
+                metrics: metrics.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        job.wait().await.unwrap();
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let out = metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with("weir_node_records_out_total") && l.contains("node=\"src\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert_eq!(out as u64, n, "every record read once");
+    n as f64 / secs
+}
+
+fn main() {
+    let n: u64 = std::env::var("WEIR_BENCH_KAFKA_SOURCE_RECORDS")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(300_000);
+    let bootstrap = bootstrap();
+    let topic = format!(
+        "bench-source-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    prepare(&bootstrap, &topic, n);
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw(&bootstrap, &topic, n);
+    let weir = weir(&bootstrap, &topic, n, dir.path());
+    println!("kafka source: {n} records of ~1 KiB JSON, {PARTITIONS} partitions, one worker");
+    println!("  raw rdkafka consume + JSON parse   {raw:>10.0} rec/s");
+    println!(
+        "  weir kafka → blackhole (1 s cps)   {weir:>10.0} rec/s  ({:.1} % of raw)",
+        100.0 * weir / raw
+    );
+}

@@ -1,0 +1,99 @@
+//! Checks against the cluster when the sink opens: reachable, the topic exists, and the
+//! broker's `transaction.max.timeout.ms`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::Metadata;
+
+use super::timeout::BROKER_MAX_CONFIG;
+use crate::error::{Error, Result};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Cluster {
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    node: String,
+    bootstrap: String,
+}
+
+impl Cluster {
+    pub fn connect(config: &ClientConfig, node: &str, bootstrap: &str) -> Result<Cluster> {
+        let admin = config
+            .create()
+            .map_err(|e| Error::node(node, format!("cannot create a Kafka admin client: {e}")))?;
+        Ok(Cluster {
+            admin: Arc::new(admin),
+            node: node.to_string(),
+            bootstrap: bootstrap.to_string(),
+        })
+    }
+
+    async fn metadata(&self, topic: Option<String>) -> Result<Metadata> {
+        let admin = self.admin.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            admin.inner().fetch_metadata(topic.as_deref(), TIMEOUT)
+        })
+        .await
+        .map_err(|e| Error::node(&self.node, e))?;
+        r.map_err(|e| {
+            Error::node(
+                &self.node,
+                format!(
+                    "cannot reach Kafka at {} within {}s: {e}",
+                    self.bootstrap,
+                    TIMEOUT.as_secs()
+                ),
+            )
+        })
+    }
+
+    /// Fails unless `topic` exists (the sink never creates topics).
+    pub async fn require_topic(&self, topic: &str) -> Result<()> {
+        let md = self.metadata(Some(topic.to_string())).await?;
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        match t.and_then(|t| t.error()) {
+            None if t.is_some_and(|t| !t.partitions().is_empty()) => Ok(()),
+            Some(e) if RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition => {
+                Err(Error::node(&self.node, format!("topic {topic:?}: {e:?}")))
+            }
+            _ => Err(Error::node(
+                &self.node,
+                format!("topic {topic:?} does not exist on {}", self.bootstrap),
+            )),
+        }
+    }
+
+    /// The broker's `transaction.max.timeout.ms`; `None` when it cannot be read (e.g. no
+    /// DescribeConfigs permission), in which case the broker itself will refuse a timeout above
+    /// it when the producer starts.
+    pub async fn max_transaction_timeout(&self) -> Result<Option<Duration>> {
+        let md = self.metadata(None).await?;
+        let Some(broker) = md.brokers().first() else {
+            return Ok(None);
+        };
+        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
+        let spec = ResourceSpecifier::Broker(broker.id());
+        let results = match self.admin.describe_configs([&spec], &opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(node = %self.node, error = %e, "cannot read the broker's {BROKER_MAX_CONFIG}");
+                return Ok(None);
+            }
+        };
+        let value = results
+            .first()
+            .and_then(|r| r.as_ref().ok())
+            .and_then(|c| c.get(BROKER_MAX_CONFIG))
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.parse::<u64>().ok());
+        if value.is_none() {
+            tracing::warn!(node = %self.node, "the broker did not report {BROKER_MAX_CONFIG}");
+        }
+        Ok(value.map(Duration::from_millis))
+    }
+}

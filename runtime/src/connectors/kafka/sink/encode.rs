@@ -1,0 +1,165 @@
+//! A record → a Kafka message: topic, key, JSON value and headers.
+
+use serde_json::{Map, Value};
+
+use super::config::{KeySpec, Settings, TopicSpec};
+use crate::record::Record;
+
+/// One message ready to send.
+#[derive(Debug, PartialEq)]
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(&'a str, Vec<u8>)>,
+    /// Kafka timestamp: the record's event time when it has one.
+    pub timestamp: Option<i64>,
+}
+
+/// A string as its bytes, anything else as JSON (a key or header of `42` is the text `42`).
+fn scalar_bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::String(s) => s.as_bytes().to_vec(),
+        other => other.to_string().into_bytes(),
+    }
+}
+
+/// Why a record cannot be sent; the caller adds the node and the record.
+pub type EncodeError = String;
+
+pub fn encode<'a>(settings: &'a Settings, record: &'a Record) -> Result<Message<'a>, EncodeError> {
+    let fields = &record.fields;
+    let topic = match &settings.topic {
+        TopicSpec::Fixed(t) => t.as_str(),
+        TopicSpec::Field(f) => match fields.get(f) {
+            Some(Value::String(t)) if !t.is_empty() => t.as_str(),
+            Some(Value::String(_)) => return Err(format!("topic_field {f:?} is empty")),
+            None | Some(Value::Null) => return Err(format!("topic_field {f:?} is missing")),
+            Some(other) => return Err(format!("topic_field {f:?} must be a string, got {other}")),
+        },
+    };
+    let key = match &settings.key {
+        KeySpec::None => None,
+        KeySpec::Field(f) => match fields.get(f) {
+            Some(v) if !v.is_null() => Some(scalar_bytes(v)),
+            _ => return Err(format!("key_field {f:?} is missing")),
+        },
+        KeySpec::Fields(fs) => {
+            let mut parts = Vec::with_capacity(fs.len());
+            for f in fs {
+                match fields.get(f) {
+                    Some(v) => parts.push(v),
+                    None => return Err(format!("key field {f:?} is missing")),
+                }
+            }
+            Some(serde_json::to_vec(&parts).map_err(|e| e.to_string())?)
+        }
+    };
+    let value = match &settings.value_fields {
+        None => serde_json::to_vec(fields),
+        Some(names) => {
+            let mut m = Map::new();
+            for n in names {
+                if let Some(v) = fields.get(n) {
+                    m.insert(n.clone(), v.clone());
+                }
+            }
+            serde_json::to_vec(&m)
+        }
+    }
+    .map_err(|e| format!("cannot serialize the value: {e}"))?;
+    let headers = settings
+        .headers
+        .iter()
+        .filter_map(|(name, field)| match fields.get(field) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some((name.as_str(), scalar_bytes(v))),
+        })
+        .collect();
+    Ok(Message {
+        topic,
+        key,
+        value,
+        headers,
+        timestamp: record.event_time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::kafka::sink::config::Delivery;
+    use serde_json::json;
+
+    fn settings(topic: TopicSpec, key: KeySpec) -> Settings {
+        Settings {
+            bootstrap_servers: "k".into(),
+            properties: Default::default(),
+            topic,
+            key,
+            value_fields: None,
+            headers: vec![("trace".into(), "tid".into())],
+            delivery: Delivery::AtLeastOnce,
+            transactional_id_prefix: "weir".into(),
+            transaction_timeout: None,
+            pool_size: 3,
+        }
+    }
+
+    fn rec(v: Value) -> Record {
+        let Value::Object(fields) = v else { panic!() };
+        Record {
+            fields,
+            event_time: Some(7),
+        }
+    }
+
+    #[test]
+    fn whole_record_fixed_topic_single_key() {
+        let s = settings(TopicSpec::Fixed("out".into()), KeySpec::Field("id".into()));
+        let r = rec(json!({"id": 42, "name": "a", "tid": "x1"}));
+        let m = encode(&s, &r).unwrap();
+        assert_eq!(m.topic, "out");
+        assert_eq!(m.key.as_deref(), Some(&b"42"[..]));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&m.value).unwrap(),
+            json!({"id": 42, "name": "a", "tid": "x1"})
+        );
+        assert_eq!(m.headers, vec![("trace", b"x1".to_vec())]);
+        assert_eq!(m.timestamp, Some(7));
+    }
+
+    #[test]
+    fn topic_from_field_composite_key_selected_value() {
+        let mut s = settings(
+            TopicSpec::Field("t".into()),
+            KeySpec::Fields(vec!["a".into(), "b".into()]),
+        );
+        s.value_fields = Some(vec!["a".into(), "gone".into()]);
+        let r = rec(json!({"t": "events", "a": "x", "b": 2}));
+        let m = encode(&s, &r).unwrap();
+        assert_eq!(m.topic, "events");
+        assert_eq!(m.key.as_deref(), Some(&br#"["x",2]"#[..]));
+        assert_eq!(m.value, br#"{"a":"x"}"#.to_vec());
+        assert!(m.headers.is_empty(), "missing header fields are left out");
+    }
+
+    #[test]
+    fn bad_records_say_why() {
+        let s = settings(TopicSpec::Field("t".into()), KeySpec::None);
+        assert_eq!(
+            encode(&s, &rec(json!({"x": 1}))).unwrap_err(),
+            "topic_field \"t\" is missing"
+        );
+        assert!(encode(&s, &rec(json!({"t": 5})))
+            .unwrap_err()
+            .contains("must be a string"));
+        assert!(encode(&s, &rec(json!({"t": ""})))
+            .unwrap_err()
+            .contains("empty"));
+        let s = settings(TopicSpec::Fixed("o".into()), KeySpec::Field("k".into()));
+        assert!(encode(&s, &rec(json!({"x": 1})))
+            .unwrap_err()
+            .contains("key_field \"k\" is missing"));
+    }
+}

@@ -1,0 +1,375 @@
+//! The few transaction-coordinator requests librdkafka does not expose, sent with the
+//! `kafka-protocol` crate over a plain TCP connection: FindCoordinator, DescribeTransactions
+//! (the producer id and epoch of an open transaction), EndTxn (re-commit a stored transaction
+//! after a crash) and InitProducerId (fence a transactional id and abort what it left open).
+//!
+//! Versions are negotiated per connection with ApiVersions. EndTxn is capped at v4: v5 would
+//! ask the coordinator for transactions v2 (KIP-890), whose epoch bump on every commit is not
+//! what librdkafka's own transactions (v1) expect.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use kafka_protocol::messages::describe_transactions_response::TransactionState;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, DescribeTransactionsRequest, EndTxnRequest, FindCoordinatorRequest,
+    InitProducerIdRequest, ProducerId, RequestHeader, ResponseHeader, TransactionalId,
+};
+use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A failure talking to the broker; the caller decides whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+type PResult<T> = std::result::Result<T, ProtocolError>;
+
+fn io(context: &str, e: impl std::fmt::Display) -> ProtocolError {
+    ProtocolError::Io(format!("{context}: {e}"))
+}
+
+/// One broker connection with its negotiated versions.
+struct Conn {
+    stream: TcpStream,
+    correlation: i32,
+    versions: HashMap<i16, (i16, i16)>,
+}
+
+const CLIENT_ID: &str = "weir-kafka-sink";
+
+impl Conn {
+    async fn connect(addr: &str, timeout: Duration) -> PResult<Conn> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io(&format!("connecting to {addr}"), "timed out"))?
+            .map_err(|e| io(&format!("connecting to {addr}"), e))?;
+        stream.set_nodelay(true).ok();
+        let mut c = Conn {
+            stream,
+            correlation: 0,
+            versions: HashMap::new(),
+        };
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let resp = c.send(&req, 3, timeout).await?;
+        if resp.error_code != 0 {
+            return Err(io(addr, format!("ApiVersions error {}", resp.error_code)));
+        }
+        c.versions = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(c)
+    }
+
+    /// The highest version both sides speak, at most `cap`.
+    fn version<R: Request>(&self, cap: i16) -> PResult<i16> {
+        let (bmin, bmax) = self.versions.get(&R::KEY).copied().ok_or_else(|| {
+            ProtocolError::Unsupported(format!(
+                "the broker does not support {:?} (Kafka 3.0 or newer is needed)",
+                ApiKey::try_from(R::KEY).ok()
+            ))
+        })?;
+        let v = bmax.min(R::VERSIONS.max).min(cap);
+        if v < bmin.max(R::VERSIONS.min) {
+            return Err(ProtocolError::Unsupported(format!(
+                "no common version of {:?}",
+                ApiKey::try_from(R::KEY).ok()
+            )));
+        }
+        Ok(v)
+    }
+
+    async fn send<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> PResult<R::Response> {
+        self.correlation = self.correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+        let mut buf = BytesMut::new();
+        encode_request_header_into_buffer(&mut buf, &header).map_err(|e| io("encoding", e))?;
+        req.encode(&mut buf, version)
+            .map_err(|e| io("encoding", e))?;
+        let exchange = async {
+            let mut frame = Vec::with_capacity(buf.len() + 4);
+            frame.extend_from_slice(&(buf.len() as i32).to_be_bytes());
+            frame.extend_from_slice(&buf);
+            self.stream.write_all(&frame).await?;
+            let len = self.stream.read_i32().await?;
+            if !(0..=64 << 20).contains(&len) {
+                return Err(std::io::Error::other(format!("bad response size {len}")));
+            }
+            let mut body = vec![0u8; len as usize];
+            self.stream.read_exact(&mut body).await?;
+            Ok(body)
+        };
+        let body = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| io("request", "timed out"))?
+            .map_err(|e| io("request", e))?;
+        let mut bytes = bytes::Bytes::from(body);
+        let rh = ResponseHeader::decode(
+            &mut bytes,
+            <R::Response as kafka_protocol::protocol::HeaderVersion>::header_version(version),
+        )
+        .map_err(|e| io("decoding the response header", e))?;
+        if rh.correlation_id != self.correlation {
+            return Err(io("response", "correlation id mismatch"));
+        }
+        let resp = R::Response::decode(&mut bytes, version).map_err(|e| io("decoding", e))?;
+        if bytes.has_remaining() {
+            tracing::debug!(left = bytes.remaining(), "unread bytes in a Kafka response");
+        }
+        Ok(resp)
+    }
+}
+
+/// What DescribeTransactions says about one transactional id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub error_code: i16,
+    pub state: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+impl From<&TransactionState> for Described {
+    fn from(t: &TransactionState) -> Self {
+        Described {
+            error_code: t.error_code,
+            state: t.transaction_state.to_string(),
+            producer_id: t.producer_id.0,
+            producer_epoch: t.producer_epoch,
+        }
+    }
+}
+
+/// Talks to the transaction coordinators of a cluster; connections are kept and re-opened after
+/// an error.
+pub struct TxnClient {
+    bootstrap: Vec<String>,
+    timeout: Duration,
+    conns: HashMap<String, Conn>,
+    coordinators: HashMap<String, String>,
+}
+
+/// Error codes the caller retries on (the coordinator moved, is loading, or is busy finishing
+/// the previous step of the same transaction).
+pub mod codes {
+    pub const NONE: i16 = 0;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
+    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+    pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+
+    pub fn retriable(code: i16) -> bool {
+        matches!(
+            code,
+            COORDINATOR_LOAD_IN_PROGRESS
+                | COORDINATOR_NOT_AVAILABLE
+                | NOT_COORDINATOR
+                | CONCURRENT_TRANSACTIONS
+        )
+    }
+
+    pub fn name(code: i16) -> String {
+        use kafka_protocol::error::ParseResponseErrorCode;
+        match code.err() {
+            None => "NONE".into(),
+            Some(e) => format!("{e:?} ({code})"),
+        }
+    }
+}
+
+impl TxnClient {
+    pub fn new(bootstrap_servers: &str, timeout: Duration) -> TxnClient {
+        TxnClient {
+            bootstrap: bootstrap_servers
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            timeout,
+            conns: HashMap::new(),
+            coordinators: HashMap::new(),
+        }
+    }
+
+    async fn conn(&mut self, addr: &str) -> PResult<&mut Conn> {
+        if !self.conns.contains_key(addr) {
+            let c = Conn::connect(addr, self.timeout).await?;
+            self.conns.insert(addr.to_string(), c);
+        }
+        Ok(self.conns.get_mut(addr).expect("inserted above"))
+    }
+
+    /// Sends `req` to `addr`, dropping the connection on any I/O error so the next try reconnects.
+    async fn call<R: Request>(
+        &mut self,
+        addr: &str,
+        req: &R,
+        cap: i16,
+    ) -> PResult<(R::Response, i16)> {
+        let timeout = self.timeout;
+        let r = async {
+            let c = self.conn(addr).await?;
+            let v = c.version::<R>(cap)?;
+            Ok((c.send(req, v, timeout).await?, v))
+        }
+        .await;
+        if matches!(r, Err(ProtocolError::Io(_))) {
+            self.conns.remove(addr);
+        }
+        r
+    }
+
+    /// Forgets where a transactional id's coordinator is (after NOT_COORDINATOR or an I/O error).
+    pub fn forget(&mut self, transactional_id: &str) {
+        if let Some(addr) = self.coordinators.remove(transactional_id) {
+            self.conns.remove(&addr);
+        }
+    }
+
+    async fn coordinator(&mut self, transactional_id: &str) -> PResult<String> {
+        if let Some(a) = self.coordinators.get(transactional_id) {
+            return Ok(a.clone());
+        }
+        let mut last = ProtocolError::Io("no bootstrap server".into());
+        for b in self.bootstrap.clone() {
+            // v4 batches keys in `coordinator_keys`; earlier versions take one `key`.
+            let batched = match self.conn(&b).await {
+                Ok(c) => c.version::<FindCoordinatorRequest>(4).map(|v| v >= 4),
+                Err(e) => Err(e),
+            };
+            let req = match batched {
+                Ok(true) => FindCoordinatorRequest::default().with_coordinator_keys(vec![
+                    StrBytes::from_string(transactional_id.to_string()),
+                ]),
+                Ok(false) => FindCoordinatorRequest::default()
+                    .with_key(StrBytes::from_string(transactional_id.to_string())),
+                Err(e @ ProtocolError::Unsupported(_)) => return Err(e),
+                Err(e) => {
+                    self.conns.remove(&b);
+                    last = e;
+                    continue;
+                }
+            }
+            .with_key_type(1);
+            match self.call(&b, &req, 4).await {
+                Ok((resp, v)) => {
+                    let (code, host, port) = if v >= 4 {
+                        match resp.coordinators.first() {
+                            Some(c) => (c.error_code, c.host.to_string(), c.port),
+                            None => return Err(io("FindCoordinator", "empty answer")),
+                        }
+                    } else {
+                        (resp.error_code, resp.host.to_string(), resp.port)
+                    };
+                    if code != codes::NONE {
+                        return Err(ProtocolError::Io(format!(
+                            "FindCoordinator for {transactional_id}: {}",
+                            codes::name(code)
+                        )));
+                    }
+                    let addr = format!("{host}:{port}");
+                    self.coordinators
+                        .insert(transactional_id.to_string(), addr.clone());
+                    return Ok(addr);
+                }
+                Err(e @ ProtocolError::Unsupported(_)) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// The coordinator's view of a transactional id.
+    pub async fn describe(&mut self, transactional_id: &str) -> PResult<Described> {
+        let addr = self.coordinator(transactional_id).await?;
+        let req =
+            DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
+                StrBytes::from_string(transactional_id.to_string()),
+            )]);
+        let r = self.call(&addr, &req, 0).await;
+        if r.is_err() {
+            self.forget(transactional_id);
+        }
+        let (resp, _) = r?;
+        resp.transaction_states
+            .first()
+            .map(Described::from)
+            .ok_or_else(|| io("DescribeTransactions", "empty answer"))
+    }
+
+    /// Commits (or aborts) the transaction of `producer_id`/`producer_epoch`; returns the error
+    /// code, which the caller interprets.
+    pub async fn end_txn(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> PResult<i16> {
+        let addr = self.coordinator(transactional_id).await?;
+        let req = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(
+                transactional_id.to_string(),
+            )))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(producer_epoch)
+            .with_committed(commit);
+        let r = self.call(&addr, &req, 4).await;
+        if r.is_err() {
+            self.forget(transactional_id);
+        }
+        let code = r?.0.error_code;
+        if code == codes::NOT_COORDINATOR {
+            self.forget(transactional_id);
+        }
+        Ok(code)
+    }
+
+    /// InitProducerId for `transactional_id`: bumps its epoch, which fences any producer still
+    /// using it and aborts its open transaction. Returns the error code.
+    pub async fn init_producer_id(
+        &mut self,
+        transactional_id: &str,
+        transaction_timeout: Duration,
+    ) -> PResult<i16> {
+        let addr = self.coordinator(transactional_id).await?;
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
+                transactional_id.to_string(),
+            ))))
+            .with_transaction_timeout_ms(
+                transaction_timeout.as_millis().min(i32::MAX as u128) as i32
+            )
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let r = self.call(&addr, &req, 4).await;
+        if r.is_err() {
+            self.forget(transactional_id);
+        }
+        let code = r?.0.error_code;
+        if code == codes::NOT_COORDINATOR {
+            self.forget(transactional_id);
+        }
+        Ok(code)
+    }
+}

@@ -1,0 +1,350 @@
+//! `delivery: exactly-once`: one Kafka transaction per worker per checkpoint.
+//!
+//! - `write` sends into the open transaction of the active producer (`pool.rs` picks it).
+//! - `pre_commit` flushes it and asks the coordinator (DescribeTransactions) for the producer id
+//!   and epoch of the open transaction, which librdkafka keeps to itself; they go into the
+//!   committable. The next records go to another producer.
+//! - `commit` (checkpoint durable) commits through librdkafka.
+//! - `recover` re-commits the restored committables over the protocol (`recovery.rs`), fences
+//!   the ids of the workers taken over, and only then initializes this worker's producers, whose
+//!   InitProducerId aborts whatever they left open. The order matters: initializing an id first
+//!   would abort the very transaction that has to be re-committed.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::Producer as _;
+
+use super::broker::Cluster;
+use super::config::{Settings, TopicSpec};
+use super::encode::encode;
+use super::pool::{transactional_id, Pool, Slot};
+use super::producer::{blocking, Producer};
+use super::protocol::{codes, Described, TxnClient};
+use super::recovery::{fence, recommit, KafkaCommittable, KafkaSinkState, Recommitted};
+use super::timeout::{self, TRANSACTION_TIMEOUT_MS};
+use crate::api::{Barrier, Batch, NodeContext, TwoPhaseSink};
+use crate::error::{Error, Result};
+
+/// How long recovery keeps retrying a coordinator that is unreachable or loading.
+const RECOVERY_PATIENCE: Duration = Duration::from_secs(60);
+const PROTOCOL_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct TxnKafkaSink {
+    settings: Settings,
+    /// `sinks[i]`, for errors about a setting found only when the sink opens.
+    path: String,
+    node: String,
+    ids: Vec<String>,
+    producers: Vec<Producer>,
+    pool: Pool,
+    client: Option<TxnClient>,
+    config: Option<ClientConfig>,
+    transaction_timeout: Duration,
+    op_timeout: Duration,
+    ctx: Option<NodeContext>,
+}
+
+impl TxnKafkaSink {
+    pub fn new(settings: Settings, path: &str, node: &str) -> Self {
+        let pool = Pool::new(settings.pool_size);
+        TxnKafkaSink {
+            settings,
+            path: path.to_string(),
+            node: node.to_string(),
+            ids: Vec::new(),
+            producers: Vec::new(),
+            pool,
+            client: None,
+            config: None,
+            transaction_timeout: Duration::ZERO,
+            op_timeout: Duration::from_secs(60),
+            ctx: None,
+        }
+    }
+
+    fn client(&mut self) -> Result<&mut TxnClient> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| Error::node(&self.node, "used before open"))
+    }
+
+    /// Creates this worker's producers; their InitProducerId fences and aborts what earlier
+    /// incarnations left open under the same ids.
+    async fn init_producers(&mut self) -> Result<()> {
+        let config = self
+            .config
+            .clone()
+            .ok_or_else(|| Error::node(&self.node, "recover before open"))?;
+        let mut producers = Vec::with_capacity(self.ids.len());
+        let mut inits = Vec::with_capacity(self.ids.len());
+        for id in &self.ids {
+            let mut c = config.clone();
+            c.set("transactional.id", id);
+            let p = Producer::create(&c, &self.node)?;
+            let inner = p.inner.clone();
+            let timeout = self.op_timeout;
+            let what = format!("init_transactions for {id}");
+            let node = self.node.clone();
+            inits.push(async move {
+                blocking(&node, &what, move || inner.init_transactions(timeout)).await
+            });
+            producers.push(p);
+        }
+        futures::future::try_join_all(inits).await?;
+        self.producers = producers;
+        self.pool = Pool::new(self.ids.len());
+        Ok(())
+    }
+
+    /// The open transaction's producer id and epoch, straight from its coordinator.
+    async fn describe_open(&mut self, i: usize, checkpoint: u64) -> Result<Described> {
+        let id = self.ids[i].clone();
+        let node = self.node.clone();
+        let mut delay = Duration::from_millis(20);
+        let mut last = String::new();
+        for _ in 0..10 {
+            match self.client()?.describe(&id).await {
+                Ok(d) if d.error_code == codes::NONE && d.state == "Ongoing" => return Ok(d),
+                Ok(d) if d.error_code == codes::NONE => {
+                    return Err(Error::node(
+                        &node,
+                        format!(
+                            "the transaction of checkpoint {checkpoint} on {id} is {} instead of open (aborted by the broker?)",
+                            d.state
+                        ),
+                    ))
+                }
+                Ok(d) if !codes::retriable(d.error_code) => {
+                    return Err(Error::node(
+                        &node,
+                        format!("DescribeTransactions for {id}: {}", codes::name(d.error_code)),
+                    ))
+                }
+                Ok(d) => last = codes::name(d.error_code),
+                Err(super::protocol::ProtocolError::Unsupported(m)) => {
+                    return Err(Error::node(&node, m))
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        Err(Error::node(
+            &node,
+            format!("cannot learn the producer id and epoch of {id} from its coordinator: {last}"),
+        ))
+    }
+}
+
+#[async_trait]
+impl TwoPhaseSink for TxnKafkaSink {
+    type Committable = KafkaCommittable;
+    type State = KafkaSinkState;
+
+    async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
+        self.node = ctx.node.clone();
+        self.ids = (0..self.settings.pool_size)
+            .map(|i| {
+                transactional_id(
+                    &self.settings.transactional_id_prefix,
+                    &ctx.job,
+                    &ctx.node,
+                    ctx.worker,
+                    i,
+                )
+            })
+            .collect();
+        let s = &self.settings;
+        let mut config = super::producer_config(s);
+        let cluster = Cluster::connect(&config, &self.node, &s.bootstrap_servers)?;
+        if let TopicSpec::Fixed(t) = &s.topic {
+            cluster.require_topic(t).await?;
+        }
+        let broker_max = cluster.max_transaction_timeout().await?;
+        self.transaction_timeout =
+            timeout::choose(s.transaction_timeout, &ctx.checkpoint, broker_max)
+                .map_err(|m| Error::spec(format!("{}.transaction_timeout", self.path), m))?;
+        config.set(
+            TRANSACTION_TIMEOUT_MS,
+            self.transaction_timeout.as_millis().to_string(),
+        );
+        self.op_timeout = ctx.checkpoint.timeout.as_std().max(Duration::from_secs(10));
+        self.client = Some(TxnClient::new(&s.bootstrap_servers, PROTOCOL_TIMEOUT));
+        self.config = Some(config);
+        self.ctx = Some(ctx.clone());
+        tracing::debug!(node = %self.node, timeout_ms = self.transaction_timeout.as_millis() as u64, "transaction timeout");
+        Ok(())
+    }
+
+    async fn recover(
+        &mut self,
+        states: Vec<KafkaSinkState>,
+        committables: Vec<KafkaCommittable>,
+    ) -> Result<()> {
+        let node = self.node.clone();
+        for c in &committables {
+            let outcome = recommit(self.client()?, &node, c, RECOVERY_PATIENCE).await?;
+            match &outcome {
+                Recommitted::Committed => tracing::info!(
+                    node = %node, checkpoint = c.checkpoint, transactional_id = %c.transactional_id,
+                    records = c.records, "re-committed a transaction the crash left uncommitted"
+                ),
+                Recommitted::AlreadyDone(v) => tracing::info!(
+                    node = %node, checkpoint = c.checkpoint, transactional_id = %c.transactional_id,
+                    verdict = ?v, "restored transaction was committed before"
+                ),
+                Recommitted::Lost => {
+                    if let Some(ctx) = &self.ctx {
+                        ctx.metrics.record_errors.inc_by(c.records);
+                    }
+                }
+            }
+        }
+        // Ids of the workers taken over (other than this one's own, fenced by init_producers):
+        // after a rescale those workers no longer exist to abort what they left open.
+        let mut others: Vec<String> = states
+            .into_iter()
+            .flat_map(|s| s.transactional_ids)
+            .filter(|id| !self.ids.contains(id))
+            .collect();
+        others.sort();
+        others.dedup();
+        let timeout = self.transaction_timeout;
+        for id in &others {
+            fence(self.client()?, &node, id, timeout, RECOVERY_PATIENCE).await?;
+        }
+        self.init_producers().await
+    }
+
+    async fn write(&mut self, batch: Batch) -> Result<()> {
+        let mut bytes = 0u64;
+        let mut sent = 0u64;
+        let mut active = self.pool.active();
+        for r in &batch.records {
+            let m = encode(&self.settings, r).map_err(|message| Error::Record {
+                node: self.node.clone(),
+                record: r.describe(),
+                message,
+            })?;
+            let i = match active {
+                Some(i) => i,
+                None => {
+                    let i = self.pool.start().ok_or_else(|| {
+                        Error::node(
+                            &self.node,
+                            format!(
+                                "all {} transactional producers are busy ({} transactions await checkpoints that did not complete); raise checkpoint.tolerable_failures or fix the failing checkpoints",
+                                self.ids.len(),
+                                self.pool.waiting()
+                            ),
+                        )
+                    })?;
+                    let p = self
+                        .producers
+                        .get(i)
+                        .ok_or_else(|| Error::node(&self.node, "written to before recover"))?;
+                    p.inner.begin_transaction().map_err(|e| {
+                        Error::node(
+                            &self.node,
+                            format!("begin_transaction on {}: {e}", self.ids[i]),
+                        )
+                    })?;
+                    active = Some(i);
+                    i
+                }
+            };
+            self.producers[i]
+                .send(&m)
+                .await
+                .map_err(|e| Error::Record {
+                    node: self.node.clone(),
+                    record: r.describe(),
+                    message: format!("cannot send to topic {}: {e}", m.topic),
+                })?;
+            self.pool.wrote(i, 1);
+            bytes += m.value.len() as u64;
+            sent += 1;
+        }
+        if let Some(c) = &self.ctx {
+            c.metrics.bytes_out.inc_by(bytes);
+        }
+        tracing::trace!(node = %self.node, sent, "batch sent");
+        Ok(())
+    }
+
+    async fn pre_commit(
+        &mut self,
+        barrier: Barrier,
+    ) -> Result<(Vec<KafkaCommittable>, KafkaSinkState)> {
+        let state = KafkaSinkState {
+            transactional_ids: self.ids.clone(),
+        };
+        let Some((i, records)) = self.pool.prepare(barrier.id) else {
+            return Ok((Vec::new(), state));
+        };
+        self.producers[i].flush(&self.node, self.op_timeout).await?;
+        let d = self.describe_open(i, barrier.id).await?;
+        let c = KafkaCommittable {
+            transactional_id: self.ids[i].clone(),
+            producer_id: d.producer_id,
+            producer_epoch: d.producer_epoch,
+            checkpoint: barrier.id,
+            records,
+        };
+        Ok((vec![c], state))
+    }
+
+    async fn commit(&mut self, committables: Vec<KafkaCommittable>) -> Result<()> {
+        let Some(durable) = committables.iter().map(|c| c.checkpoint).max() else {
+            return Ok(());
+        };
+        let node = self.node.clone();
+        for c in &committables {
+            match self.ids.iter().position(|id| *id == c.transactional_id) {
+                Some(i) if self.pool.is_prepared(i, c.checkpoint) => {
+                    let p = self.producers[i].inner.clone();
+                    let timeout = self.op_timeout;
+                    let what = format!(
+                        "commit of {} (checkpoint {})",
+                        c.transactional_id, c.checkpoint
+                    );
+                    blocking(&node, &what, move || p.commit_transaction(timeout)).await?;
+                    self.pool.committed(i, durable);
+                }
+                // A repeated commit call: this transaction was committed by the first one.
+                Some(i) => {
+                    tracing::debug!(node = %node, checkpoint = c.checkpoint, slot = ?self.pool.slot(i), "already committed")
+                }
+                None => {
+                    recommit(self.client()?, &node, c, RECOVERY_PATIENCE).await?;
+                }
+            }
+        }
+        self.pool.release(durable);
+        Ok(())
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        if let Some(i) = self.pool.active() {
+            if matches!(self.pool.slot(i), Slot::Active { .. }) {
+                let p = self.producers[i].inner.clone();
+                let what = format!("abort of {}", self.ids[i]);
+                let r = blocking(&self.node, &what, move || {
+                    p.abort_transaction(Duration::from_secs(10))
+                })
+                .await;
+                self.pool.aborted(i);
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.abort().await?;
+        self.producers.clear();
+        Ok(())
+    }
+}
