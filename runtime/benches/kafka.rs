@@ -1,0 +1,380 @@
+//! Kafka → Kafka, exactly-once, 1 s checkpoints, ~1 KiB JSON records, against a raw rdkafka
+//! consume+produce loop without transactions measured in the same run, on the same broker and
+//! the same input records:
+//!   1. throughput: records/s and records per CPU-second of `weir run` (one worker, the real
+//!      binary, start-up and the final commit included) and of the raw loop (this process);
+//!   2. latency: weir running unbounded while records carrying their produce time arrive at
+//!      50 % of the throughput measured in 1; p50/p99 from produce to visible for a
+//!      read_committed consumer (a record becomes visible when its checkpoint commits).
+//!
+//! `cargo bench -p weir-runtime --bench kafka`. Env: `KAFKA_BOOTSTRAP` (else
+//! e2e/services/kafka.sh starts a broker), `WEIR_BENCH_KAFKA_RECORDS` (default 300,000),
+//! `WEIR_BENCH_KAFKA_LATENCY_SECS` (default 15).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 4;
+const RECORD_SIZE: usize = 1024;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn bootstrap() -> String {
+    if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
+        return b;
+    }
+    let script = format!("{}/../e2e/services/kafka.sh", env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg("up")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
+        .expect("kafka.sh printed KAFKA_BOOTSTRAP")
+        .to_string()
+}
+
+fn unique(prefix: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{prefix}-{}", t.as_millis())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn create_topic(b: &str, name: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .create()
+        .unwrap();
+    let t = NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1));
+    for r in futures::executor::block_on(admin.create_topics([&t], &AdminOptions::new())).unwrap() {
+        r.unwrap();
+    }
+}
+
+/// A ~1 KiB JSON object with a few typed fields and the produce time `ts`.
+fn record(i: u64, pad: &str) -> String {
+    format!(
+        r#"{{"id":{i},"ts":{},"user":"user_{}","amount":{}.{:02},"country":"NL","pad":"{pad}"}}"#,
+        now_ms(),
+        i % 10_000,
+        i % 1000,
+        i % 100
+    )
+}
+
+fn pad() -> String {
+    "x".repeat(RECORD_SIZE - record(0, "").len() - 8)
+}
+
+fn producer(b: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .create()
+        .unwrap()
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &[u8], value: &[u8]) {
+    let mut r = BaseRecord::to(topic).key(key).payload(value);
+    loop {
+        match p.send(r) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                r = back;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+}
+
+fn fill(b: &str, topic: &str, n: u64) {
+    let p = producer(b);
+    let pad = pad();
+    for i in 0..n {
+        send(
+            &p,
+            topic,
+            i.to_string().as_bytes(),
+            record(i, &pad).as_bytes(),
+        );
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+}
+
+fn consumer(b: &str, topic: &str, isolation: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("group.id", unique("bench-reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    c
+}
+
+fn cpu_seconds(who: i32) -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+struct Measure {
+    records: u64,
+    seconds: f64,
+    cpu: f64,
+}
+
+impl Measure {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+    fn per_cpu(&self) -> f64 {
+        self.records as f64 / self.cpu
+    }
+}
+
+/// Consume every input record and produce its key and value to `output`: the upper limit
+/// for any Kafka → Kafka job on this machine and broker.
+fn raw_loop(b: &str, input: &str, output: &str, n: u64) -> Measure {
+    let cpu0 = cpu_seconds(libc::RUSAGE_SELF);
+    let t0 = Instant::now();
+    let c = consumer(b, input, "read_uncommitted");
+    let p = producer(b);
+    let mut seen = 0;
+    while seen < n {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                send(
+                    &p,
+                    output,
+                    m.key().unwrap_or_default(),
+                    m.payload().unwrap_or_default(),
+                );
+                seen += 1;
+            }
+            Some(Err(e)) => panic!("raw loop: {e}"),
+            None => {}
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+    Measure {
+        records: n,
+        seconds: t0.elapsed().as_secs_f64(),
+        cpu: cpu_seconds(libc::RUSAGE_SELF) - cpu0,
+    }
+}
+
+fn spec(dir: &std::path::Path, b: &str, input: &str, output: &str, bounded: bool) -> String {
+    let text = format!(
+        r#"name: {job}
+parallelism: 1
+checkpoint: {{ interval: 1s, timeout: 30s, storage: {state} }}
+sources:
+  - name: in
+    type: kafka
+    bootstrap_servers: {b}
+    topics: [{input}]
+    starting_offsets: earliest
+{stop}
+sinks:
+  - name: out
+    type: kafka
+    bootstrap_servers: {b}
+    topic: {output}
+    key_field: id
+    delivery: exactly-once
+"#,
+        job = unique("bench-kafka"),
+        state = dir.join(unique("state")).display(),
+        stop = if bounded { "    stop_at: latest" } else { "" },
+    );
+    let path = dir.join(unique("spec") + ".yaml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn weir(spec: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "--quiet", spec])
+        .env("WEIR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn weir_bounded(dir: &std::path::Path, b: &str, input: &str, output: &str, n: u64) -> Measure {
+    let spec = spec(dir, b, input, output, true);
+    let cpu0 = cpu_seconds(libc::RUSAGE_CHILDREN);
+    let t0 = Instant::now();
+    let status = weir(&spec).wait().unwrap();
+    let seconds = t0.elapsed().as_secs_f64();
+    assert!(status.success(), "weir failed: {status}");
+    Measure {
+        records: n,
+        seconds,
+        cpu: cpu_seconds(libc::RUSAGE_CHILDREN) - cpu0,
+    }
+}
+
+/// Counts what a read_committed consumer sees in `topic` (the check that the job wrote it all).
+fn committed_count(b: &str, topic: &str, expect: u64) -> u64 {
+    let c = consumer(b, topic, "read_committed");
+    let mut n = 0;
+    let mut last = Instant::now();
+    while n < expect && last.elapsed() < Duration::from_secs(10) {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            n += 1;
+            last = Instant::now();
+        }
+    }
+    n
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return -1;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Produce at `rate`/s for `secs` into a running job; end-to-end latency per record.
+fn latency(dir: &std::path::Path, b: &str, rate: f64, secs: u64) -> (Vec<i64>, u64) {
+    let input = unique("bench-lat-in");
+    let output = unique("bench-lat-out");
+    create_topic(b, &input);
+    create_topic(b, &output);
+    let mut job = weir(&spec(dir, b, &input, &output, false));
+    std::thread::sleep(Duration::from_secs(3));
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let (b, output, stop, seen) = (b.to_string(), output.clone(), stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let c = consumer(&b, &output, "read_committed");
+            while !stop.load(Ordering::Relaxed) {
+                match c.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) => {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+                        let lat = now_ms() - v["ts"].as_i64().unwrap();
+                        seen.lock().unwrap().push((v["id"].as_u64().unwrap(), lat));
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                    Some(Err(e)) => panic!("latency reader: {e}"),
+                }
+            }
+        })
+    };
+    let p = producer(b);
+    let pad = pad();
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let due = (t0.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            send(
+                &p,
+                &input,
+                sent.to_string().as_bytes(),
+                record(sent, &pad).as_bytes(),
+            );
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    // SAFETY: SIGTERM to our own child: the job stops after its checkpoint in flight.
+    unsafe { libc::kill(job.id() as i32, libc::SIGTERM) };
+    let _ = job.wait();
+    // Skip the first 2 s (connections, first checkpoints).
+    let warm = (2.0 * rate) as u64;
+    let mut lat: Vec<i64> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, _)| *id >= warm)
+        .map(|(_, l)| *l)
+        .collect();
+    let received = seen.lock().unwrap().len() as u64;
+    lat.sort_unstable();
+    (lat, sent.saturating_sub(received))
+}
+
+fn main() {
+    let n = env_num("WEIR_BENCH_KAFKA_RECORDS", 300_000);
+    let latency_secs = env_num("WEIR_BENCH_KAFKA_LATENCY_SECS", 15);
+    let b = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = unique("bench-in");
+    let (raw_out, weir_out) = (unique("bench-raw-out"), unique("bench-weir-out"));
+    for t in [&input, &raw_out, &weir_out] {
+        create_topic(&b, t);
+    }
+    eprintln!("bench kafka: filling {input} with {n} records of {RECORD_SIZE} B");
+    fill(&b, &input, n);
+
+    let raw = raw_loop(&b, &input, &raw_out, n);
+    let weir = weir_bounded(dir.path(), &b, &input, &weir_out, n);
+    let visible = committed_count(&b, &weir_out, n);
+    assert_eq!(visible, n, "weir's output is incomplete");
+
+    println!(
+        "kafka → kafka, {n} records of {RECORD_SIZE} B JSON, {PARTITIONS} partitions, one worker"
+    );
+    println!(
+        "  raw rdkafka loop (no transactions): {:>9.0} records/s  {:>9.0} records/CPU-s  ({:.1} s, {:.1} CPU-s)",
+        raw.rate(), raw.per_cpu(), raw.seconds, raw.cpu
+    );
+    println!(
+        "  weir exactly-once, 1 s checkpoints: {:>9.0} records/s  {:>9.0} records/CPU-s  ({:.1} s, {:.1} CPU-s, start-up included)",
+        weir.rate(), weir.per_cpu(), weir.seconds, weir.cpu
+    );
+    println!(
+        "  ratio weir/raw: throughput {:.0} %, per CPU-second {:.0} %  (target ≥ 70 %)",
+        100.0 * weir.rate() / raw.rate(),
+        100.0 * weir.per_cpu() / raw.per_cpu()
+    );
+
+    let rate = weir.rate() / 2.0;
+    let (lat, missing) = latency(dir.path(), &b, rate, latency_secs);
+    println!(
+        "  latency at {rate:.0} records/s (50 % of weir's max) for {latency_secs} s: p50 {} ms, p99 {} ms, max {} ms ({} records measured, {missing} not yet visible at the end)",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(-1),
+        lat.len()
+    );
+}

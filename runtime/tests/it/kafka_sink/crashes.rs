@@ -1,0 +1,228 @@
+//! kill -9 at every 2PC step and at random moments, datagen → Kafka and Kafka → Kafka, two
+//! workers; and a rescale through a savepoint with transactions left open by a killed run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::kafka::*;
+use crate::harness::*;
+
+const N: i64 = 20_000;
+const CHECKPOINTS: &str = "interval: 200ms, timeout: 30s";
+
+enum Input {
+    Datagen,
+    Kafka,
+}
+
+struct Job {
+    _dir: tempfile::TempDir,
+    spec: PathBuf,
+    bootstrap: String,
+    out: String,
+}
+
+fn job(input: Input) -> Job {
+    let bootstrap = bootstrap();
+    let out = unique("ks-out");
+    create_topic(&bootstrap, &out, 4);
+    let source = match input {
+        Input::Datagen => datagen(N, 10_000),
+        Input::Kafka => {
+            let topic = unique("ks-in");
+            create_topic(&bootstrap, &topic, 4);
+            produce_json(&bootstrap, &topic, N, 100);
+            kafka_source(&bootstrap, &topic)
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(
+        dir.path(),
+        &unique("eo"),
+        2,
+        CHECKPOINTS,
+        &source,
+        &eo_sink(&bootstrap, &out),
+    );
+    Job {
+        _dir: dir,
+        spec,
+        bootstrap,
+        out,
+    }
+}
+
+/// Crashes at `point`, restarts; returns the job and the restart's log.
+fn crash_then_finish(input: Input, point: &str, hit: u32) -> (Job, String) {
+    let j = job(input);
+    let fault = format!("{point}:{hit}");
+    let o = run(&j.spec, &[], &[("WEIR_FAULT", &fault)]);
+    assert!(
+        was_killed(&o),
+        "{fault} did not crash the job: {}\n{}",
+        o.status,
+        stderr(&o)
+    );
+    let o = run(
+        &j.spec,
+        &[],
+        &[(
+            "WEIR_LOG",
+            "warn,weir_runtime::connectors::kafka::sink=info",
+        )],
+    );
+    assert!(
+        o.status.success(),
+        "the restarted job failed: {}",
+        stderr(&o)
+    );
+    assert_topic_exactly_once(&j.bootstrap, &j.out, N);
+    (j, stderr(&o))
+}
+
+const RECOMMITTED: &str = "re-committed a transaction the crash left uncommitted";
+
+#[test]
+fn datagen_kill_before_pre_commit() {
+    crash_then_finish(Input::Datagen, "before_precommit", 4);
+}
+
+/// Pre-committed (flushed) records of the killed run are in the log but aborted: a
+/// read_uncommitted consumer sees them twice, a read_committed one once.
+#[test]
+fn datagen_kill_after_pre_commit_aborts_the_flushed_transaction() {
+    let (j, _) = crash_then_finish(Input::Datagen, "after_precommit", 4);
+    let dups = uncommitted_duplicates(&j.bootstrap, &j.out, N);
+    assert!(
+        dups > 0,
+        "read_uncommitted should see the aborted records of the killed run"
+    );
+}
+
+/// The checkpoint is durable but its transactions were never committed: recovery re-commits
+/// them from the stored producer id and epoch.
+#[test]
+fn datagen_kill_after_the_manifest_before_commit() {
+    let (_, log) = crash_then_finish(Input::Datagen, "after_manifest", 4);
+    assert!(
+        log.contains(RECOMMITTED),
+        "recovery re-committed nothing:\n{log}"
+    );
+}
+
+#[test]
+fn datagen_kill_after_commit() {
+    crash_then_finish(Input::Datagen, "after_commit", 4);
+}
+
+#[test]
+fn kafka_to_kafka_kill_before_pre_commit() {
+    crash_then_finish(Input::Kafka, "before_precommit", 3);
+}
+
+#[test]
+fn kafka_to_kafka_kill_after_pre_commit() {
+    crash_then_finish(Input::Kafka, "after_precommit", 3);
+}
+
+#[test]
+fn kafka_to_kafka_kill_after_the_manifest_before_commit() {
+    let (_, log) = crash_then_finish(Input::Kafka, "after_manifest", 3);
+    assert!(
+        log.contains(RECOMMITTED),
+        "recovery re-committed nothing:\n{log}"
+    );
+}
+
+#[test]
+fn kafka_to_kafka_kill_after_commit() {
+    crash_then_finish(Input::Kafka, "after_commit", 3);
+}
+
+fn kill_at_random_moments(input: Input) {
+    let j = job(input);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut kills = 0;
+    for i in 0..4u64 {
+        let run = Running::start(&j.spec, &[]);
+        let wait = 300
+            + (seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i * 1442695040888963407)
+                >> 33)
+                % 900;
+        std::thread::sleep(Duration::from_millis(wait));
+        if run.kill9() {
+            kills += 1;
+        }
+    }
+    assert!(
+        kills >= 2,
+        "only {kills} of 4 runs were still going when killed"
+    );
+    run_to_completion(&j.spec, &[]);
+    assert_topic_exactly_once(&j.bootstrap, &j.out, N);
+}
+
+#[test]
+fn datagen_kill_at_random_moments() {
+    kill_at_random_moments(Input::Datagen);
+}
+
+#[test]
+fn kafka_to_kafka_kill_at_random_moments() {
+    kill_at_random_moments(Input::Kafka);
+}
+
+/// Two workers take a savepoint and are killed with transactions open under their ids; the
+/// job restarts from the savepoint on one worker, which must re-commit both workers'
+/// savepoint transactions (already committed: idempotent) and abort what worker 1 left open,
+/// or read_committed consumers would stall behind it.
+#[test]
+fn rescale_two_to_one_aborts_the_old_workers_open_transactions() {
+    let bootstrap = bootstrap();
+    let out = unique("ks-out");
+    create_topic(&bootstrap, &out, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("rs");
+    // No periodic checkpoint during the test: the savepoint is the only one.
+    let cp = "interval: 40s, timeout: 30s";
+    let sink = eo_sink(&bootstrap, &out);
+    let p2 = spec(dir.path(), &name, 2, cp, &datagen(N, 5_000), &sink);
+    let p1 = spec(dir.path(), &name, 1, cp, &datagen(N, 5_000), &sink);
+    let job = Running::start(&p2, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = weir()
+        .args(["savepoint", "--admin", &job.admin])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
+    let sp = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(job.kill9(), "the job ended before it was killed");
+    let all = read_ids(
+        &bootstrap,
+        &out,
+        Isolation::Uncommitted,
+        0,
+        Duration::from_secs(2),
+    );
+    let committed = read_ids(
+        &bootstrap,
+        &out,
+        Isolation::Committed,
+        0,
+        Duration::from_secs(2),
+    );
+    assert!(
+        all.len() > committed.len(),
+        "the killed run should have left records in open transactions ({} written, {} committed)",
+        all.len(),
+        committed.len()
+    );
+    run_to_completion(&p1, &["--from-savepoint", &sp]);
+    assert_topic_exactly_once(&bootstrap, &out, N);
+}
