@@ -1,1 +1,709 @@
-//! (filled in by the connector's tests)
+//! The `jdbc` sink and source against a real Postgres: kill -9 at each checkpoint step and at
+//! random moments, a database restart mid-run, bad records, and a bounded query source.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection};
+
+use super::harness::*;
+
+fn pg() -> String {
+    service_env("postgres", "DATABASE_URL")
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn exec(url: &str, sql: &str) {
+    block_on(async {
+        let mut c = PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    })
+}
+
+/// A table name no other test (or earlier run) uses.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// user_stats rows: user_id → (event_count, last_seen in epoch ms).
+fn user_stats(url: &str, table: &str) -> BTreeMap<String, (i64, i64)> {
+    block_on(async {
+        let mut c = PgConnection::connect(url).await.unwrap();
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT user_id, event_count, (extract(epoch FROM last_seen) * 1000)::bigint FROM {table}"
+        )))
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        rows.into_iter().map(|(k, n, t)| (k, (n, t))).collect()
+    })
+}
+
+const KEYS: i64 = 1000;
+const START_MS: i64 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
+
+/// The last write per key of the generator below: record i has user `u{i % KEYS}`,
+/// event_count i and last_seen START + i ms; each key lives in one split (4 divides KEYS), so
+/// its records arrive in index order and the last one is the largest index.
+fn expected_state(n: i64) -> BTreeMap<String, (i64, i64)> {
+    let mut m = BTreeMap::new();
+    for i in 0..n {
+        m.insert(format!("u{}", i % KEYS), (i, START_MS + i));
+    }
+    m
+}
+
+fn create_user_stats(url: &str, table: &str) {
+    exec(
+        url,
+        &format!(
+            "CREATE TABLE {table} (user_id text PRIMARY KEY, event_count bigint NOT NULL, last_seen timestamptz)"
+        ),
+    );
+}
+
+fn upsert_spec(dir: &Path, url: &str, table: &str, n: i64, rate: u32, sink_extra: &str) -> PathBuf {
+    write(
+        dir,
+        "p.yaml",
+        &format!(
+            r#"name: jdbc-upsert
+parallelism: 2
+checkpoint: {{ interval: 200ms, storage: {state} }}
+sources:
+  - name: gen
+    type: datagen
+    count: {n}
+    rate: {rate}
+    splits: 4
+    batch_size: 200
+    fields:
+      seq: {{ kind: sequence }}
+      ts: {{ kind: timestamp, start: "2024-01-01T00:00:00Z", step: 1ms }}
+transforms:
+  - name: key
+    type: map
+    fields:
+      uid: "'u' + string(seq % {KEYS})"
+sinks:
+  - name: db
+    type: jdbc
+    url: {url}
+    table: {table}
+    columns: {{ user_id: uid, event_count: seq, last_seen: ts }}
+    batch_size: 300
+    max_retries: 20
+    retry_backoff: 50ms
+    max_backoff: 1s
+{sink_extra}"#,
+            state = dir.join("state").display(),
+        ),
+    )
+}
+
+fn assert_state(url: &str, table: &str, n: i64) {
+    let got = user_stats(url, table);
+    let want = expected_state(n);
+    assert_eq!(got.len(), want.len(), "distinct keys in {table}");
+    let wrong: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .take(5)
+        .map(|(k, v)| (k.clone(), *v, got.get(k).copied()))
+        .collect();
+    assert!(wrong.is_empty(), "(key, expected, got): {wrong:?}");
+}
+
+fn crash_then_finish(point: &str, hit: u32) {
+    const N: i64 = 40_000;
+    let url = pg();
+    let table = unique(&format!("us_{point}"));
+    create_user_stats(&url, &table);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = upsert_spec(dir.path(), &url, &table, N, 20_000, "");
+    let fault = format!("{point}:{hit}");
+    let o = run(&spec, &[], &[("WEIR_FAULT", &fault)]);
+    assert!(
+        was_killed(&o),
+        "{fault} did not crash the job: {}\n{}",
+        o.status,
+        stderr(&o)
+    );
+    // Mid-run: the crash left the table short of the final state.
+    let partial: i64 = user_stats(&url, &table).values().map(|(n, _)| *n).sum();
+    let full: i64 = expected_state(N).values().map(|(n, _)| *n).sum();
+    assert!(partial < full, "{fault}: the job had already finished");
+    run_to_completion(&spec, &[]);
+    assert_state(&url, &table, N);
+}
+
+#[test]
+fn upsert_survives_kill_before_pre_commit() {
+    crash_then_finish("before_precommit", 4);
+}
+
+#[test]
+fn upsert_survives_kill_after_pre_commit() {
+    crash_then_finish("after_precommit", 4);
+}
+
+#[test]
+fn upsert_survives_kill_after_the_manifest() {
+    crash_then_finish("after_manifest", 3);
+}
+
+#[test]
+fn upsert_survives_kills_at_random_moments() {
+    const N: i64 = 40_000;
+    let url = pg();
+    let table = unique("us_random");
+    create_user_stats(&url, &table);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = upsert_spec(dir.path(), &url, &table, N, 20_000, "");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut kills = 0;
+    for i in 0..3u64 {
+        let job = Running::start(&spec, &[]);
+        let wait = 300
+            + (seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i * 1442695040888963407)
+                >> 33)
+                % 500;
+        std::thread::sleep(Duration::from_millis(wait));
+        if job.kill9() {
+            kills += 1;
+        }
+    }
+    assert!(
+        kills >= 2,
+        "only {kills} of 3 runs were still going when killed"
+    );
+    run_to_completion(&spec, &[]);
+    assert_state(&url, &table, N);
+}
+
+/// A Postgres of this test's own (a restart would disturb other tests sharing the default one),
+/// stopped and deleted on drop.
+struct PrivatePostgres {
+    run_dir: PathBuf,
+    url: String,
+}
+
+impl PrivatePostgres {
+    fn script(&self, cmd: &str) -> std::process::Output {
+        let script = format!("{}/../e2e/services/postgres.sh", env!("CARGO_MANIFEST_DIR"));
+        Command::new("bash")
+            .arg(&script)
+            .arg(cmd)
+            .env("WEIR_SERVICES_RUN", &self.run_dir)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    }
+
+    fn up() -> PrivatePostgres {
+        let run_dir =
+            std::env::temp_dir().join(format!("weir-jdbc-restart-{}", std::process::id()));
+        let mut p = PrivatePostgres {
+            run_dir,
+            url: String::new(),
+        };
+        let o = p.script("up");
+        assert!(
+            o.status.success(),
+            "postgres.sh up: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        p.url = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("DATABASE_URL="))
+            .expect("DATABASE_URL printed")
+            .to_string();
+        p
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.script("down");
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+#[test]
+fn upsert_rides_out_a_database_restart() {
+    const N: i64 = 60_000;
+    let db = PrivatePostgres::up();
+    let table = "user_stats";
+    create_user_stats(&db.url, table);
+    let dir = tempfile::tempdir().unwrap();
+    // A short acquire timeout, so the outage reaches the sink's own retries rather than being
+    // absorbed by the pool's wait for a connection.
+    let spec = upsert_spec(
+        dir.path(),
+        &db.url,
+        table,
+        N,
+        20_000,
+        "    connect_timeout: 300ms\n",
+    );
+    let job = Running::start(&spec, &[]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let o = db.script("stop");
+    assert!(
+        o.status.success(),
+        "stop: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let o = db.script("start");
+    assert!(
+        o.status.success(),
+        "start: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = job.wait();
+    let log = stderr(&out);
+    assert!(
+        out.status.success(),
+        "the job did not survive the restart: {}\n{log}",
+        out.status
+    );
+    assert!(
+        log.contains("retrying"),
+        "the restart never hit the sink (no retry logged):\n{log}"
+    );
+    assert!(!log.contains("hunter2"));
+    assert_state(&db.url, table, N);
+}
+
+/// JSON lines for the bad-input tests: ids 0..200 are good, a few in the middle are not.
+fn bad_input(dir: &Path) -> PathBuf {
+    let mut lines = Vec::new();
+    for i in 0..200 {
+        let line = match i {
+            50 => r#"{"id": 50, "ts": "2024-01-01T00:00:00Z"}"#.to_string(), // no "n"
+            60 => r#"{"id": 60, "n": "lots", "ts": "2024-01-01T00:00:00Z"}"#.to_string(),
+            70 => r#"{"id": 70, "n": -5, "ts": "2024-01-01T00:00:00Z"}"#.to_string(), // CHECK
+            i => format!(r#"{{"id": {i}, "n": {}, "ts": {}}}"#, i * 10, START_MS + i),
+        };
+        lines.push(line);
+    }
+    write(dir, "in.jsonl", &(lines.join("\n") + "\n"))
+}
+
+fn bad_input_spec(dir: &Path, url: &str, table: &str, on_error: &str) -> PathBuf {
+    let input = bad_input(dir);
+    write(
+        dir,
+        "p.yaml",
+        &format!(
+            r#"name: jdbc-bad
+checkpoint: {{ interval: 1s, storage: {state} }}
+sources:
+  - name: in
+    type: file
+    path: {input}
+    format: json
+sinks:
+  - name: db
+    type: jdbc
+    url: {url}
+    table: {table}
+    columns: {{ id: id, n: n, at: ts }}
+    on_error: {on_error}
+"#,
+            state = dir.join("state").display(),
+            input = input.display(),
+        ),
+    )
+}
+
+fn create_checked(url: &str, table: &str) {
+    exec(
+        url,
+        &format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, n bigint CHECK (n >= 0), at timestamptz)"
+        ),
+    );
+}
+
+fn ids(url: &str, table: &str) -> Vec<i64> {
+    block_on(async {
+        let mut c = PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT id FROM {table} ORDER BY id")))
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+    })
+}
+
+#[test]
+fn bad_rows_are_skipped_and_the_rest_of_the_batch_lands() {
+    let url = pg();
+    let table = unique("bad_skip");
+    create_checked(&url, &table);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = bad_input_spec(dir.path(), &url, &table, "skip");
+    let o = run(&spec, &[], &[]);
+    let log = stderr(&o);
+    assert!(o.status.success(), "{}\n{log}", o.status);
+    let want: Vec<i64> = (0..200).filter(|i| ![50, 60, 70].contains(i)).collect();
+    assert_eq!(ids(&url, &table), want);
+    // Each skipped record is logged with the reason, naming the column.
+    assert!(
+        log.contains(r#"column \"n\" ← field \"n\": the field is missing"#)
+            || log.contains(r#"column "n" ← field "n": the field is missing"#),
+        "{log}"
+    );
+    assert!(log.contains("expected an integer"), "{log}");
+    assert!(log.contains("check constraint"), "{log}");
+    assert!(
+        log.contains(r#""id":"70""#) || log.contains(r#"\"id\":\"70\""#),
+        "the rejected row is named: {log}"
+    );
+}
+
+#[test]
+fn bad_rows_fail_the_job_naming_the_record() {
+    let url = pg();
+    // A missing field: fails before anything is sent, naming record and column.
+    let table = unique("bad_fail");
+    create_checked(&url, &table);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = bad_input_spec(dir.path(), &url, &table, "fail");
+    let o = run(&spec, &[], &[]);
+    let log = stderr(&o);
+    assert!(!o.status.success(), "a bad record must fail the job: {log}");
+    assert!(
+        log.contains(r#""id":50"#) && log.contains("the field is missing"),
+        "{log}"
+    );
+
+    // A row the database rejects (CHECK): found by the row-by-row retry and named.
+    let table = unique("bad_fail_db");
+    create_checked(&url, &table);
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "in.jsonl",
+        &(0..100)
+            .map(|i| {
+                format!(
+                    r#"{{"id": {i}, "n": {}, "ts": 0}}"#,
+                    if i == 42 { -1 } else { i }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let spec = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: jdbc-bad-db\ncheckpoint: {{ storage: {} }}\nsources: [{{name: in, type: file, path: {}, format: json}}]\n\
+             sinks: [{{name: db, type: jdbc, url: '{url}', table: {table}, columns: {{id: id, n: n, at: ts}}}}]\n",
+            dir.path().join("state").display(),
+            input.display()
+        ),
+    );
+    let o = run(&spec, &[], &[]);
+    let log = stderr(&o);
+    assert!(!o.status.success(), "{log}");
+    assert!(
+        log.contains("check constraint") && log.contains(r#""n":"-1""#),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_missing_table_or_column_fails_at_start_with_a_clear_error() {
+    let url = pg();
+    let table = unique("cfg");
+    create_user_stats(&url, &table);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |extra: &str| {
+        write(
+            dir.path(),
+            "p.yaml",
+            &format!(
+                "name: jdbc-cfg\ncheckpoint: {{ storage: {} }}\n\
+                 sources: [{{name: g, type: datagen, count: 10, fields: {{seq: {{kind: sequence}}}}}}]\n\
+                 sinks: [{{name: db, type: jdbc, url: '{url}', {extra}}}]\n",
+                dir.path().join("state").display()
+            ),
+        )
+    };
+    let o = run(&spec("table: no_such_table"), &[], &[]);
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    let o = run(
+        &spec(&format!(
+            "table: {table}, columns: {{user_id: seq, nope: seq}}"
+        )),
+        &[],
+        &[],
+    );
+    assert!(
+        stderr(&o).contains("\\\"nope\\\" is not in") || stderr(&o).contains("\"nope\" is not in"),
+        "{}",
+        stderr(&o)
+    );
+    // A conflict key without a unique index is caught by the probe at open.
+    let o = run(
+        &spec(&format!(
+            "table: {table}, key: [event_count], columns: {{user_id: seq, event_count: seq}}"
+        )),
+        &[],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("ON CONFLICT"), "{}", stderr(&o));
+    // The password never shows, even in a failure to connect.
+    let o = run(
+        &write(
+            dir.path(),
+            "p.yaml",
+            &format!(
+                "name: jdbc-pw\ncheckpoint: {{ storage: {} }}\n\
+                 sources: [{{name: g, type: datagen, count: 10, fields: {{seq: {{kind: sequence}}}}}}]\n\
+                 sinks: [{{name: db, type: jdbc, url: 'postgres://bob:hunter2@127.0.0.1:1/x', table: t, max_retries: 1, retry_backoff: 10ms}}]\n",
+                dir.path().join("state").display()
+            ),
+        ),
+        &[],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bob:***@"), "{}", stderr(&o));
+}
+
+fn create_products(url: &str, table: &str, n: i64) {
+    exec(
+        url,
+        &format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text, category text, price numeric(10,2), \
+             active boolean, created timestamptz, attrs jsonb, note text);
+             INSERT INTO {table} SELECT i, 'product ' || i, 'cat' || (i % 7), (i * 1.25)::numeric(10,2), i % 2 = 0,
+               timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second', jsonb_build_object('rank', i), NULL
+             FROM generate_series(1, {n}) i"
+        ),
+    );
+}
+
+#[test]
+fn the_query_source_emits_every_row_typed() {
+    const N: i64 = 5000;
+    let url = pg();
+    let table = unique("products");
+    create_products(&url, &table, N);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let spec = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            r#"name: jdbc-src
+parallelism: 2
+checkpoint: {{ interval: 100ms, storage: {state} }}
+sources:
+  - name: products
+    type: jdbc
+    url_env: WEIR_TEST_PG_URL
+    query: SELECT id, name, category, price, active, created, attrs, note FROM {table} ORDER BY id
+    fetch_size: 700
+sinks:
+  - name: out
+    type: filesystem
+    path: {out}
+    format: json
+"#,
+            state = dir.path().join("state").display(),
+            out = out.display()
+        ),
+    );
+    let o = run(&spec, &[], &[("WEIR_TEST_PG_URL", &url)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let counts = count_json_field(&out, "id");
+    let shifted: BTreeMap<i64, usize> = counts.iter().map(|(k, v)| (k - 1, *v)).collect();
+    assert_exactly_once(&shifted, N);
+    let first = visible_files(&out)
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap())
+        .find(|v| v["id"] == 3)
+        .unwrap();
+    assert_eq!(
+        first,
+        serde_json::json!({"id": 3, "name": "product 3", "category": "cat3", "price": 3.75,
+            "active": false, "created": "2024-01-01T00:00:03Z", "attrs": {"rank": 3}, "note": null})
+    );
+}
+
+#[test]
+fn the_query_source_resumes_after_its_position() {
+    use weir_runtime::api::{NodeConfig, NodeContext, Source, SourcePoll};
+    let url = pg();
+    let table = unique("resume");
+    create_products(&url, &table, 1000);
+    let cfg = NodeConfig {
+        path: "sources[0]".into(),
+        spec: weir_crds::NodeSpec {
+            name: "src".into(),
+            kind: "jdbc".into(),
+            input: None,
+            inputs: None,
+            config: serde_json::json!({"url": url, "query": format!("SELECT id FROM {table} ORDER BY id"), "fetch_size": 300})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        },
+        parallelism: 2,
+        checkpoint: Default::default(),
+    };
+    let ctx = |worker| NodeContext {
+        job: "j".into(),
+        node: "src".into(),
+        worker,
+        parallelism: 2,
+        max_parallelism: 128,
+        checkpoint: Default::default(),
+        metrics: weir_runtime::metrics::NodeMetrics::detached(),
+    };
+    block_on(async {
+        let restored: BTreeMap<String, serde_json::Value> =
+            [("jdbc-0".to_string(), serde_json::json!(650))].into();
+        let mut s = weir_runtime::connectors::jdbc::JdbcSource::from_config(&cfg).unwrap();
+        s.open(&ctx(0), restored.clone()).await.unwrap();
+        let mut ids = Vec::new();
+        loop {
+            match s.poll().await.unwrap() {
+                SourcePoll::Batch(b) => {
+                    ids.extend(b.records.iter().map(|r| r.fields["id"].as_i64().unwrap()))
+                }
+                SourcePoll::Finished => break,
+                SourcePoll::Idle => {}
+            }
+        }
+        assert_eq!(ids, (651..=1000).collect::<Vec<_>>());
+        assert_eq!(s.snapshot().unwrap()["jdbc-0"], 1000);
+        // Worker 1 owns no split: it finishes at once and reports no position.
+        let mut other = weir_runtime::connectors::jdbc::JdbcSource::from_config(&cfg).unwrap();
+        other.open(&ctx(1), restored).await.unwrap();
+        assert!(matches!(other.poll().await.unwrap(), SourcePoll::Finished));
+        assert!(other.snapshot().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn append_statement_and_explicit_sql_modes_write_every_record() {
+    let url = pg();
+    let (app, ups, tot) = (unique("app"), unique("ups"), unique("tot"));
+    exec(
+        &url,
+        &format!(
+            "CREATE TABLE {app} (id bigint, user_id text, n bigint);
+             CREATE TABLE {ups} (user_id text PRIMARY KEY, n bigint);
+             CREATE TABLE {tot} (user_id text PRIMARY KEY, total bigint)"
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..300)
+        .map(|i| format!(r#"{{"id": {i}, "user": "u{}", "n": {i}}}"#, i % 10))
+        .collect();
+    let input = write(dir.path(), "in.jsonl", &(lines.join("\n") + "\n"));
+    let spec = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            r#"name: jdbc-modes
+checkpoint: {{ interval: 100ms, storage: {state} }}
+sources:
+  - {{ name: in, type: file, path: {input}, format: json, batch_size: 64 }}
+sinks:
+  - name: appended
+    input: in
+    type: jdbc
+    url: "${{WEIR_TEST_PG_URL}}"
+    table: {app}
+    mode: append
+    columns: {{ id: id, user_id: user, n: n }}
+  - name: upserted_by_statements
+    input: in
+    type: jdbc
+    url_env: WEIR_TEST_PG_URL
+    table: {ups}
+    copy: false
+    batch_size: 7
+    columns: {{ user_id: user, n: n }}
+  - name: summed
+    input: in
+    type: jdbc
+    url_env: WEIR_TEST_PG_URL
+    mode: sql
+    key: [user]
+    sql: "INSERT INTO {tot} (user_id, total) VALUES (:user, :n) ON CONFLICT (user_id) DO UPDATE SET total = {tot}.total + EXCLUDED.total"
+"#,
+            state = dir.path().join("state").display(),
+            input = input.display(),
+        ),
+    );
+    let o = run(&spec, &[], &[("WEIR_TEST_PG_URL", &url)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (appended, ups_rows, totals) = block_on(async {
+        let mut c = PgConnection::connect(&url).await.unwrap();
+        let a: Vec<i64> =
+            sqlx::query_scalar(AssertSqlSafe(format!("SELECT id FROM {app} ORDER BY id")))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        let u: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT user_id, n FROM {ups} ORDER BY user_id"
+        )))
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        let t: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT user_id, total FROM {tot} ORDER BY user_id"
+        )))
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        (a, u, t)
+    });
+    assert_eq!(appended, (0..300).collect::<Vec<i64>>());
+    let want_last: Vec<(String, i64)> = (0..10).map(|k| (format!("u{k}"), 290 + k)).collect();
+    assert_eq!(ups_rows, want_last);
+    // Explicit SQL is not deduplicated: every record adds to its key's total.
+    let want_sum: Vec<(String, i64)> = (0..10)
+        .map(|k| (format!("u{k}"), (0..300).filter(|i| i % 10 == k).sum()))
+        .collect();
+    assert_eq!(totals, want_sum);
+}

@@ -1,0 +1,529 @@
+//! Settings of the `jdbc` sink and source as written in the spec, and the pure rules that check
+//! them (the factories also run for `weir validate`, so nothing here connects).
+
+use serde::Deserialize;
+use weir_crds::Duration;
+
+use crate::api::NodeConfig;
+use crate::error::Result;
+use crate::ordered::OrderedMap;
+use crate::transforms::OnError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `INSERT … ON CONFLICT (key) DO UPDATE SET …`: idempotent, last write per key wins.
+    #[default]
+    Upsert,
+    /// Plain inserts (at-least-once: a replay after a crash inserts again).
+    Append,
+    /// The statement in `sql`, run once per record with `:field` parameters.
+    Sql,
+}
+
+/// `columns: [a, b]` (each from the field of the same name) or `columns: {column: field}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Columns {
+    Names(Vec<String>),
+    Map(OrderedMap<String>),
+}
+
+impl Columns {
+    /// (column, field) pairs in order.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        match self {
+            Columns::Names(n) => n.iter().map(|c| (c.clone(), c.clone())).collect(),
+            Columns::Map(m) => m.0.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JdbcSinkConfig {
+    /// `postgres://user:pass@host:port/db`; `${VAR}` is replaced from the environment at open.
+    pub url: Option<String>,
+    /// The name of an environment variable holding the whole URL.
+    pub url_env: Option<String>,
+    /// `table` or `schema.table`.
+    pub table: Option<String>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Conflict columns (upsert; default: the table's primary key). In `sql` mode, the fields
+    /// whose values spread records over the `pool_size` connections (default: one connection).
+    pub key: Option<Vec<String>>,
+    /// Default: every table column that is not generated, each from the field of its name.
+    pub columns: Option<Columns>,
+    pub sql: Option<String>,
+    /// Most rows per write transaction (after in-batch dedup in upsert mode).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Longest time a row waits in memory before it is written.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: Duration,
+    /// Retries of a batch after a connection or transient error, before the job fails.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First retry delay; doubles per retry (with jitter) up to `max_backoff`.
+    #[serde(default = "default_backoff")]
+    pub retry_backoff: Duration,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Duration,
+    /// Connections, and so writers running side by side (each owns a hash range of keys, so
+    /// per-key order is kept).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// Postgres fast path: `COPY` into a staging table + one set-based statement per batch.
+    #[serde(default = "yes")]
+    pub copy: bool,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// A record that cannot be written (missing field, wrong type, rejected by the database).
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_batch_size() -> usize {
+    1000
+}
+fn default_flush_interval() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_max_retries() -> u32 {
+    10
+}
+fn default_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_pool_size() -> u32 {
+    2
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_fetch_size() -> usize {
+    1000
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JdbcSourceConfig {
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    /// The rows to read. Give it an `ORDER BY`: a restart re-runs it and skips the rows already
+    /// emitted, which is exact only when the order is stable.
+    pub query: String,
+    /// Rows per fetch (and per batch).
+    #[serde(default = "default_fetch_size")]
+    pub fetch_size: usize,
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    #[serde(default = "default_backoff")]
+    pub retry_backoff: Duration,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Duration,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+}
+
+/// Where the connection URL comes from; resolved at open, when the environment is the real one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlSource {
+    /// A URL, possibly with `${VAR}` references.
+    Template(String),
+    Env(String),
+}
+
+impl UrlSource {
+    pub fn from_config(
+        cfg: &NodeConfig,
+        url: Option<&str>,
+        url_env: Option<&str>,
+    ) -> Result<UrlSource> {
+        let source = match (url, url_env) {
+            (Some(_), Some(_)) => return Err(cfg.error("url_env", "give either url or url_env")),
+            (None, None) => {
+                return Err(cfg.error(
+                    "url",
+                    "required (or url_env: the name of a variable holding it)",
+                ))
+            }
+            (Some(u), None) => {
+                // Checks the `${…}` syntax now; the values are read at open.
+                substitute(u, |_| Some(String::new())).map_err(|e| cfg.error("url", e))?;
+                if !u.contains("${") {
+                    check_url(u).map_err(|e| cfg.error("url", e))?;
+                }
+                UrlSource::Template(u.to_string())
+            }
+            (None, Some(v)) if v.trim().is_empty() => {
+                return Err(cfg.error("url_env", "must name an environment variable"))
+            }
+            (None, Some(v)) => UrlSource::Env(v.to_string()),
+        };
+        Ok(source)
+    }
+
+    /// The URL, with variables read from `env`.
+    pub fn resolve(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<String, String> {
+        let url = match self {
+            UrlSource::Template(t) => substitute(t, env)?,
+            UrlSource::Env(v) => {
+                env(v).ok_or_else(|| format!("environment variable {v} (url_env) is not set"))?
+            }
+        };
+        check_url(&url)?;
+        Ok(url)
+    }
+}
+
+/// Replaces every `${NAME}` with `env(NAME)`; `$$` is a literal `$`.
+pub fn substitute(
+    template: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| "unclosed ${ in the URL".to_string())?;
+            let name = &body[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("${{{name}}}: not an environment variable name"));
+            }
+            let value =
+                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Only Postgres is built in; say so instead of failing later with a driver error.
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL ({e}): {}", redact(url)))?;
+    match parsed.scheme() {
+        "postgres" | "postgresql" => Ok(()),
+        "mysql" | "mariadb" => {
+            Err("MySQL/MariaDB is not supported yet: use a postgres:// URL".into())
+        }
+        other => Err(format!(
+            "unsupported scheme {other:?}: use postgres://user:password@host:port/database"
+        )),
+    }
+}
+
+/// The URL with its password replaced, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+/// Removes a URL's password (raw and percent-decoded) from any text, e.g. a driver error.
+#[derive(Debug, Clone, Default)]
+pub struct Scrubber {
+    secrets: Vec<String>,
+}
+
+impl Scrubber {
+    pub fn for_url(url: &str) -> Scrubber {
+        let mut secrets = Vec::new();
+        if let Ok(u) = url::Url::parse(url) {
+            if let Some(p) = u.password().filter(|p| !p.is_empty()) {
+                secrets.push(p.to_string());
+                if let Ok(decoded) = percent_encoding::percent_decode_str(p).decode_utf8() {
+                    if decoded != p {
+                        secrets.push(decoded.into_owned());
+                    }
+                }
+            }
+        }
+        Scrubber { secrets }
+    }
+
+    pub fn scrub(&self, text: &str) -> String {
+        let mut s = text.to_string();
+        for secret in &self.secrets {
+            s = s.replace(secret.as_str(), "***");
+        }
+        s
+    }
+}
+
+/// `schema.table` or `table`, as given (identifiers are quoted, so case is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl TableName {
+    pub fn parse(s: &str) -> std::result::Result<TableName, String> {
+        let parts: Vec<&str> = s.split('.').collect();
+        let bad = |p: &&str| p.trim().is_empty() || p.contains('"');
+        match parts.as_slice() {
+            [t] if !bad(t) => Ok(TableName {
+                schema: None,
+                name: t.to_string(),
+            }),
+            [s, t] if !bad(s) && !bad(t) => Ok(TableName {
+                schema: Some(s.to_string()),
+                name: t.to_string(),
+            }),
+            _ => Err(format!("expected `table` or `schema.table`, got {s:?}")),
+        }
+    }
+
+    /// `"schema"."table"` or `"table"`.
+    pub fn quoted(&self) -> String {
+        match &self.schema {
+            Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&self.name)),
+            None => quote_ident(&self.name),
+        }
+    }
+}
+
+/// A Postgres identifier in double quotes.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The sink's settings, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    pub url: UrlSource,
+    pub table: Option<TableName>,
+    pub mode: Mode,
+    pub key: Option<Vec<String>>,
+    pub columns: Option<Vec<(String, String)>>,
+    pub sql: Option<String>,
+    pub batch_size: usize,
+    pub flush_interval: std::time::Duration,
+    pub retry: RetryPolicy,
+    pub pool_size: u32,
+    pub copy: bool,
+    pub connect_timeout: std::time::Duration,
+    pub on_error: OnError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl JdbcSinkConfig {
+    pub fn resolve(self, cfg: &NodeConfig) -> Result<SinkSettings> {
+        let url = UrlSource::from_config(cfg, self.url.as_deref(), self.url_env.as_deref())?;
+        let table = match &self.table {
+            Some(t) => Some(TableName::parse(t).map_err(|e| cfg.error("table", e))?),
+            None => None,
+        };
+        match self.mode {
+            Mode::Upsert | Mode::Append => {
+                if table.is_none() {
+                    return Err(cfg.error("table", "required in upsert and append mode"));
+                }
+                if self.sql.is_some() {
+                    return Err(cfg.error("sql", "only with mode: sql"));
+                }
+            }
+            Mode::Sql => {
+                let Some(sql) = &self.sql else {
+                    return Err(cfg.error("sql", "required with mode: sql"));
+                };
+                if super::sql::named_params(sql).is_empty() {
+                    return Err(cfg.error(
+                        "sql",
+                        "names no :field parameter (e.g. INSERT INTO t (id) VALUES (:id))",
+                    ));
+                }
+                if self.columns.is_some() {
+                    return Err(cfg.error(
+                        "columns",
+                        "not used with mode: sql (the statement names its :fields)",
+                    ));
+                }
+            }
+        }
+        if self.mode == Mode::Append && self.key.is_some() {
+            return Err(cfg.error("key", "not used with mode: append"));
+        }
+        if let Some(k) = &self.key {
+            if k.is_empty() {
+                return Err(cfg.error("key", "must list at least one column"));
+            }
+        }
+        let columns = self.columns.as_ref().map(Columns::pairs);
+        if let Some(c) = &columns {
+            if c.is_empty() {
+                return Err(cfg.error("columns", "must list at least one column"));
+            }
+            for (i, (col, _)) in c.iter().enumerate() {
+                if c[..i].iter().any(|(o, _)| o == col) {
+                    return Err(cfg.error("columns", format!("column {col:?} listed twice")));
+                }
+            }
+            if let (Mode::Upsert, Some(keys)) = (self.mode, &self.key) {
+                if let Some(k) = keys.iter().find(|k| !c.iter().any(|(col, _)| col == *k)) {
+                    return Err(cfg.error("key", format!("key column {k:?} is not in columns")));
+                }
+            }
+        }
+        if self.batch_size == 0 {
+            return Err(cfg.error("batch_size", "must be at least 1"));
+        }
+        if self.pool_size == 0 {
+            return Err(cfg.error("pool_size", "must be at least 1"));
+        }
+        if self.flush_interval.as_millis() == 0 {
+            return Err(cfg.error("flush_interval", "must be positive"));
+        }
+        Ok(SinkSettings {
+            url,
+            table,
+            mode: self.mode,
+            key: self.key,
+            columns,
+            sql: self.sql,
+            batch_size: self.batch_size,
+            flush_interval: self.flush_interval.as_std(),
+            retry: RetryPolicy {
+                max_retries: self.max_retries,
+                base: self.retry_backoff.as_std(),
+                max: self.max_backoff.as_std().max(self.retry_backoff.as_std()),
+            },
+            pool_size: self.pool_size,
+            copy: self.copy,
+            connect_timeout: self.connect_timeout.as_std(),
+            on_error: self.on_error,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub url: UrlSource,
+    pub query: String,
+    pub fetch_size: usize,
+    pub retry: RetryPolicy,
+    pub connect_timeout: std::time::Duration,
+}
+
+impl JdbcSourceConfig {
+    pub fn resolve(self, cfg: &NodeConfig) -> Result<SourceSettings> {
+        let url = UrlSource::from_config(cfg, self.url.as_deref(), self.url_env.as_deref())?;
+        let query = self.query.trim().trim_end_matches(';').trim().to_string();
+        if query.is_empty() {
+            return Err(cfg.error("query", "must not be empty"));
+        }
+        if self.fetch_size == 0 {
+            return Err(cfg.error("fetch_size", "must be at least 1"));
+        }
+        Ok(SourceSettings {
+            url,
+            query,
+            fetch_size: self.fetch_size,
+            retry: RetryPolicy {
+                max_retries: self.max_retries,
+                base: self.retry_backoff.as_std(),
+                max: self.max_backoff.as_std().max(self.retry_backoff.as_std()),
+            },
+            connect_timeout: self.connect_timeout.as_std(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "PGPASS" => Some("s3cr%21t".into()),
+            "DATABASE_URL" => Some("postgres://u:pw@h:5432/db".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn urls_take_variables_from_the_environment() {
+        assert_eq!(
+            substitute("postgres://u:${PGPASS}@h/db", env).unwrap(),
+            "postgres://u:s3cr%21t@h/db"
+        );
+        assert_eq!(substitute("a$$b$c", env).unwrap(), "a$b$c");
+        assert!(substitute("postgres://${NOPE}@h", env)
+            .unwrap_err()
+            .contains("NOPE is not set"));
+        assert!(substitute("postgres://${PGPASS@h", env)
+            .unwrap_err()
+            .contains("unclosed"));
+        let from_env = UrlSource::Env("DATABASE_URL".into());
+        assert_eq!(from_env.resolve(env).unwrap(), "postgres://u:pw@h:5432/db");
+        assert!(UrlSource::Env("MISSING".into())
+            .resolve(env)
+            .unwrap_err()
+            .contains("MISSING"));
+    }
+
+    #[test]
+    fn only_postgres_urls_are_accepted() {
+        assert!(check_url("postgresql://h/db").is_ok());
+        assert!(check_url("mysql://h/db").unwrap_err().contains("MySQL"));
+        assert!(check_url("jdbc:oracle:thin:@h").is_err());
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://bob:hunter2@db:5432/app"),
+            "postgres://bob:***@db:5432/app"
+        );
+        assert_eq!(redact("postgres://db/app"), "postgres://db/app");
+        let s = Scrubber::for_url("postgres://bob:p%40ss@db/app");
+        assert_eq!(
+            s.scrub("auth failed for p@ss and p%40ss"),
+            "auth failed for *** and ***"
+        );
+        assert_eq!(Scrubber::for_url("postgres://db/app").scrub("x"), "x");
+    }
+
+    #[test]
+    fn table_names_are_quoted_as_given() {
+        let t = TableName::parse("analytics.User_Stats").unwrap();
+        assert_eq!(t.quoted(), "\"analytics\".\"User_Stats\"");
+        assert!(TableName::parse("a.b.c").is_err());
+        assert!(TableName::parse("").is_err());
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+}

@@ -1,0 +1,299 @@
+//! The `jdbc` sink: an idempotent [`Sink`] that writes rows to Postgres in batches through
+//! `pool_size` writers, and flushes at every barrier (so a completed checkpoint means every row
+//! before it is committed).
+
+mod pending;
+mod writer;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgPool;
+use sqlx::AssertSqlSafe;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::config::{redact, Mode, Scrubber, SinkSettings};
+use super::plan::{Plan, Row};
+use super::retry::{backoff, classify, jitter, Failure};
+use super::schema;
+use crate::api::{Batch, NodeConfig, NodeContext, Record, Sink};
+use crate::error::{Error, Result};
+use crate::metrics::NodeMetrics;
+use crate::transforms::OnError;
+use pending::{writer_for, Pending};
+use writer::{Msg, Writer};
+
+/// Batches queued per writer besides the one it is writing (the backpressure).
+const QUEUE: usize = 2;
+
+struct Lane {
+    tx: Option<mpsc::Sender<Msg>>,
+    task: Option<JoinHandle<Result<()>>>,
+    pending: Pending,
+}
+
+pub struct JdbcSink {
+    settings: SinkSettings,
+    node: String,
+    metrics: NodeMetrics,
+    plan: Option<Arc<Plan>>,
+    lanes: Vec<Lane>,
+    pool: Option<PgPool>,
+}
+
+impl JdbcSink {
+    pub fn from_config(cfg: &NodeConfig) -> Result<JdbcSink> {
+        let c: super::config::JdbcSinkConfig = cfg.parse()?;
+        Ok(JdbcSink::new(c.resolve(cfg)?, cfg.name()))
+    }
+
+    pub fn new(settings: SinkSettings, node: &str) -> JdbcSink {
+        JdbcSink {
+            settings,
+            node: node.to_string(),
+            metrics: NodeMetrics::detached(),
+            plan: None,
+            lanes: Vec::new(),
+            pool: None,
+        }
+    }
+
+    /// Reads the table (or statement) and builds the plan, retrying while the database is not
+    /// reachable yet.
+    async fn load_plan(&self, pool: &PgPool, scrub: &Scrubber, url: &str) -> Result<Plan> {
+        let s = &self.settings;
+        let mut attempt = 0;
+        loop {
+            let r: sqlx::Result<std::result::Result<Plan, String>> = async {
+                let mut conn = pool.acquire().await?;
+                match (&s.table, s.mode) {
+                    (Some(table), Mode::Upsert | Mode::Append) => {
+                        let (columns, pk) = schema::table_columns(&mut conn, table).await?;
+                        let plan = match Plan::for_table(s, table, &columns, &pk) {
+                            Ok(p) => p,
+                            Err(e) => return Ok(Err(e)),
+                        };
+                        // Plans the real statements once (conflict target, types,
+                        // permissions) so a mistake fails at start, not at the first barrier.
+                        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                        sqlx::raw_sql(AssertSqlSafe(plan.create_stage()))
+                            .execute(&mut *tx)
+                            .await?;
+                        if plan.is_upsert() {
+                            sqlx::raw_sql(AssertSqlSafe(plan.merge_from_stage()))
+                                .execute(&mut *tx)
+                                .await?;
+                        } else {
+                            schema::param_types(&mut tx, &plan.values_statement(1)).await?;
+                        }
+                        tx.rollback().await?;
+                        Ok(Ok(plan))
+                    }
+                    _ => {
+                        let sql = s.sql.as_deref().unwrap_or_default();
+                        let (numbered, _) = super::sql::rewrite(sql, |i| format!("${i}"));
+                        let types = schema::param_types(&mut conn, &numbered).await?;
+                        let route = s.key.clone().unwrap_or_default();
+                        Ok(Plan::for_sql(sql, &types, &route))
+                    }
+                }
+            }
+            .await;
+            match r {
+                Ok(Ok(plan)) => return Ok(plan),
+                Ok(Err(e)) => return Err(Error::node(&self.node, e)),
+                Err(e) if classify(&e) == Failure::Transient && attempt < s.retry.max_retries => {
+                    let wait = backoff(&s.retry, attempt, jitter());
+                    attempt += 1;
+                    tracing::warn!(node = %self.node, url = %redact(url), attempt, error = %scrub.scrub(&e.to_string()),
+                        "cannot reach the database yet, retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    return Err(Error::node(
+                        &self.node,
+                        format!("{}: {}", redact(url), scrub.scrub(&e.to_string())),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn plan(&self) -> Result<&Arc<Plan>> {
+        self.plan
+            .as_ref()
+            .ok_or_else(|| Error::node(&self.node, "write before open"))
+    }
+
+    /// The error a writer ended with (its channel is closed).
+    async fn lane_failed(&mut self, i: usize) -> Error {
+        self.lanes[i].tx = None;
+        let Some(task) = self.lanes[i].task.take() else {
+            return Error::node(&self.node, "a writer stopped earlier");
+        };
+        match task.await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => Error::node(&self.node, "a writer stopped unexpectedly"),
+            Err(e) => Error::node(&self.node, format!("a writer crashed: {e}")),
+        }
+    }
+
+    /// Hands lane `i`'s waiting rows to its writer (waits while the writer's queue is full).
+    async fn send(&mut self, i: usize) -> Result<()> {
+        if self.lanes[i].pending.is_empty() {
+            return Ok(());
+        }
+        let rows = self.lanes[i].pending.take();
+        let sent = match &self.lanes[i].tx {
+            Some(tx) => tx.send(Msg::Rows(rows)).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.lane_failed(i).await)
+        }
+    }
+
+    fn reject(&self, r: &Record, why: String) -> Result<()> {
+        self.metrics.record_errors.inc();
+        match self.settings.on_error {
+            OnError::Fail => Err(Error::Record {
+                node: self.node.clone(),
+                record: r.describe(),
+                message: why,
+            }),
+            OnError::Skip => {
+                tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for JdbcSink {
+    async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
+        self.node = ctx.node.clone();
+        self.metrics = ctx.metrics.clone();
+        let s = &self.settings;
+        let url = s
+            .url
+            .resolve(|v| std::env::var(v).ok())
+            .map_err(|e| Error::node(&self.node, e))?;
+        let scrub = Scrubber::for_url(&url);
+        let opts = schema::connect_options(&url).map_err(|e| Error::node(&self.node, e))?;
+        let pool = schema::pool(opts, s.pool_size, s.connect_timeout);
+        let plan = Arc::new(self.load_plan(&pool, &scrub, &url).await?);
+        let writers = match plan.statement {
+            super::plan::Statement::Sql { .. } if plan.route.is_empty() => 1,
+            _ => s.pool_size as usize,
+        };
+        let chunk = plan.rows_per_statement(s.batch_size);
+        for _ in 0..writers {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let w = Writer {
+                pool: pool.clone(),
+                plan: plan.clone(),
+                copy: s.copy,
+                retry: s.retry,
+                on_error: s.on_error,
+                node: self.node.clone(),
+                metrics: self.metrics.clone(),
+                scrub: scrub.clone(),
+                full_chunk: (chunk, plan.values_statement(chunk).into()),
+            };
+            self.lanes.push(Lane {
+                tx: Some(tx),
+                task: Some(tokio::spawn(w.run(rx))),
+                pending: Pending::new(plan.is_upsert()),
+            });
+        }
+        tracing::info!(node = %self.node, url = %redact(&url), writers, "jdbc sink open");
+        self.plan = Some(plan);
+        self.pool = Some(pool);
+        Ok(())
+    }
+
+    async fn write(&mut self, batch: Batch) -> Result<()> {
+        let plan = self.plan()?.clone();
+        let n = self.lanes.len();
+        let key: Vec<usize> = plan.key().to_vec();
+        for r in batch.records {
+            let row: Row = match plan.encode(&r.fields) {
+                Ok(row) => row,
+                Err(why) => {
+                    self.reject(&r, why)?;
+                    continue;
+                }
+            };
+            let i = writer_for(&row, &plan.route, n);
+            self.lanes[i].pending.push(row, &key);
+            if self.lanes[i].pending.len() >= self.settings.batch_size {
+                self.send(i).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        for i in 0..self.lanes.len() {
+            self.send(i).await?;
+        }
+        let mut waits = Vec::with_capacity(self.lanes.len());
+        for i in 0..self.lanes.len() {
+            let (done, wait) = oneshot::channel();
+            let sent = match &self.lanes[i].tx {
+                Some(tx) => tx.send(Msg::Flush(done)).await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                return Err(self.lane_failed(i).await);
+            }
+            waits.push(wait);
+        }
+        for (i, wait) in waits.into_iter().enumerate() {
+            if wait.await.is_err() {
+                return Err(self.lane_failed(i).await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self) -> Result<()> {
+        let max_wait = self.settings.flush_interval;
+        for i in 0..self.lanes.len() {
+            if self.lanes[i]
+                .pending
+                .waiting_since()
+                .is_some_and(|t| t.elapsed() >= max_wait)
+            {
+                self.send(i).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        let r = if self.plan.is_some() {
+            self.flush().await
+        } else {
+            Ok(())
+        };
+        for lane in &mut self.lanes {
+            lane.tx = None;
+        }
+        for i in 0..self.lanes.len() {
+            if let Some(task) = self.lanes[i].task.take() {
+                if let Ok(Err(e)) = task.await {
+                    tracing::warn!(node = %self.node, error = %e, "writer ended with an error");
+                }
+            }
+        }
+        if let Some(pool) = self.pool.take() {
+            pool.close().await;
+        }
+        r
+    }
+}

@@ -1,0 +1,125 @@
+//! Rows waiting to be written by one writer. In upsert mode a row replaces the waiting row with
+//! the same key in place (last write wins), so a batch never holds a key twice and Postgres never
+//! reports "ON CONFLICT DO UPDATE command cannot affect row a second time".
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Instant;
+
+use super::super::plan::Row;
+
+pub struct Pending {
+    rows: Vec<Row>,
+    /// Key values → position in `rows` (upsert only).
+    by_key: Option<HashMap<Box<[Option<String>]>, usize>>,
+    /// When the oldest waiting row arrived.
+    since: Option<Instant>,
+}
+
+fn key_of(row: &Row, key: &[usize]) -> Box<[Option<String>]> {
+    key.iter().map(|i| row[*i].clone()).collect()
+}
+
+impl Pending {
+    pub fn new(dedup: bool) -> Pending {
+        Pending {
+            rows: Vec::new(),
+            by_key: dedup.then(HashMap::new),
+            since: None,
+        }
+    }
+
+    pub fn push(&mut self, row: Row, key: &[usize]) {
+        self.since.get_or_insert_with(Instant::now);
+        if let Some(index) = &mut self.by_key {
+            let k = key_of(&row, key);
+            if let Some(&at) = index.get(&k) {
+                self.rows[at] = row;
+                return;
+            }
+            index.insert(k, self.rows.len());
+        }
+        self.rows.push(row);
+    }
+
+    /// Distinct rows waiting.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn waiting_since(&self) -> Option<Instant> {
+        self.since
+    }
+
+    pub fn take(&mut self) -> Vec<Row> {
+        if let Some(index) = &mut self.by_key {
+            index.clear();
+        }
+        self.since = None;
+        std::mem::take(&mut self.rows)
+    }
+}
+
+/// The writer for a row: a stable hash of the routing values, so one key always goes through
+/// the same connection and its writes stay in order.
+pub fn writer_for(row: &Row, route: &[usize], writers: usize) -> usize {
+    if writers <= 1 {
+        return 0;
+    }
+    let mut h = DefaultHasher::new();
+    for i in route {
+        row[*i].hash(&mut h);
+    }
+    (h.finish() % writers as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(k: &str, v: i64) -> Row {
+        vec![Some(k.to_string()), Some(v.to_string())].into_boxed_slice()
+    }
+
+    #[test]
+    fn the_last_write_per_key_wins_in_first_seen_order() {
+        let mut p = Pending::new(true);
+        for (k, v) in [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5), ("a", 6)] {
+            p.push(row(k, v), &[0]);
+        }
+        assert_eq!(p.len(), 3);
+        assert!(p.waiting_since().is_some());
+        assert_eq!(p.take(), vec![row("a", 6), row("b", 5), row("c", 4)]);
+        assert!(p.is_empty() && p.waiting_since().is_none());
+        p.push(row("a", 7), &[0]);
+        assert_eq!(p.take(), vec![row("a", 7)]);
+    }
+
+    #[test]
+    fn append_keeps_every_row() {
+        let mut p = Pending::new(false);
+        p.push(row("a", 1), &[]);
+        p.push(row("a", 1), &[]);
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn a_key_always_maps_to_the_same_writer() {
+        let spread: std::collections::BTreeSet<usize> = (0..100)
+            .map(|i| writer_for(&row(&format!("u{i}"), i), &[0], 4))
+            .collect();
+        assert_eq!(spread.len(), 4);
+        for i in 0..100 {
+            let k = format!("u{i}");
+            assert_eq!(
+                writer_for(&row(&k, 1), &[0], 4),
+                writer_for(&row(&k, 2), &[0], 4)
+            );
+        }
+        assert_eq!(writer_for(&row("x", 1), &[0], 1), 0);
+    }
+}

@@ -1,0 +1,260 @@
+//! One writer: a task that writes batches in order through the pool, one transaction per batch.
+//! Transient failures retry the whole batch with backoff (every path is idempotent except
+//! append, which is at-least-once); a data error re-runs the batch row by row to find the rows
+//! the database rejects and applies `on_error` to them alone.
+
+use std::sync::Arc;
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, Postgres};
+use tokio::sync::{mpsc, oneshot};
+
+use super::super::config::{Mode, RetryPolicy, Scrubber};
+use super::super::plan::{Plan, Row, Statement};
+use super::super::retry::{backoff, classify, jitter, Failure};
+use crate::error::{Error, Result};
+use crate::metrics::NodeMetrics;
+use crate::transforms::OnError;
+
+pub enum Msg {
+    Rows(Vec<Row>),
+    /// Answered once every batch sent before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct Writer {
+    pub pool: PgPool,
+    pub plan: Arc<Plan>,
+    pub copy: bool,
+    pub retry: RetryPolicy,
+    pub on_error: OnError,
+    pub node: String,
+    pub metrics: NodeMetrics,
+    pub scrub: Scrubber,
+    /// Multi-row statement for a full chunk, built once.
+    pub full_chunk: (usize, Arc<str>),
+}
+
+/// How a batch is attempted.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    /// One transaction for the batch (COPY + set-based statement, or multi-row statements).
+    Batch,
+    /// One savepoint per row, to find the rows the database rejects.
+    RowByRow,
+}
+
+impl Writer {
+    pub async fn run(self, mut rx: mpsc::Receiver<Msg>) -> Result<()> {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Rows(rows) => self.write(&rows).await?,
+                Msg::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn db_error(&self, what: &str, e: &sqlx::Error) -> Error {
+        Error::node(
+            &self.node,
+            format!("{what}: {}", self.scrub.scrub(&e.to_string())),
+        )
+    }
+
+    /// Writes one batch durably, or fails the job.
+    pub async fn write(&self, rows: &[Row]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut path = Path::Batch;
+        let mut attempt = 0;
+        loop {
+            let result = match self.pool.acquire().await {
+                Ok(mut conn) => {
+                    let r = match path {
+                        Path::Batch => self.batch(&mut conn, rows).await.map(|()| Vec::new()),
+                        Path::RowByRow => self.row_by_row(&mut conn, rows).await,
+                    };
+                    if r.as_ref().is_err_and(|e| classify(e) == Failure::Transient) {
+                        // The connection may be dead (server restart): let the pool replace it.
+                        close_on_drop(&mut conn);
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(rejected) => {
+                    let bytes: usize = rows
+                        .iter()
+                        .flat_map(|r| r.iter())
+                        .flatten()
+                        .map(String::len)
+                        .sum();
+                    self.metrics.bytes_out.inc_by(bytes as u64);
+                    return self.apply_policy(rows, rejected);
+                }
+                Err(e) => match classify(&e) {
+                    Failure::Data if path == Path::Batch => {
+                        tracing::info!(node = %self.node, rows = rows.len(), error = %self.scrub.scrub(&e.to_string()),
+                            "batch rejected, writing it row by row to isolate the bad rows");
+                        path = Path::RowByRow;
+                    }
+                    Failure::Transient if attempt < self.retry.max_retries => {
+                        let wait = backoff(&self.retry, attempt, jitter());
+                        attempt += 1;
+                        tracing::warn!(node = %self.node, attempt, max = self.retry.max_retries, wait_ms = wait.as_millis() as u64,
+                            error = %self.scrub.scrub(&e.to_string()), "write failed, retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                    Failure::Transient => {
+                        return Err(self.db_error(
+                            &format!("write failed after {} retries", self.retry.max_retries),
+                            &e,
+                        ))
+                    }
+                    Failure::Data | Failure::Fatal => return Err(self.db_error("write failed", &e)),
+                },
+            }
+        }
+    }
+
+    /// Routes rows the database rejected (position, reason) by `on_error`.
+    fn apply_policy(&self, rows: &[Row], rejected: Vec<(usize, String)>) -> Result<()> {
+        for (i, why) in rejected {
+            self.metrics.record_errors.inc();
+            let record = self.plan.describe(&rows[i]);
+            match self.on_error {
+                OnError::Fail => {
+                    return Err(Error::Record {
+                        node: self.node.clone(),
+                        record,
+                        message: format!("rejected by the database: {why}"),
+                    })
+                }
+                OnError::Skip => {
+                    tracing::warn!(node = %self.node, record = %record, error = %why, "record rejected by the database, skipped")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn batch(&self, conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<()> {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        match (&self.plan.statement, self.copy) {
+            (Statement::Table { mode, .. }, true) => {
+                let upsert = *mode == Mode::Upsert;
+                let copy_sql = if upsert {
+                    sqlx::raw_sql(AssertSqlSafe(self.plan.create_stage()))
+                        .execute(&mut *tx)
+                        .await?;
+                    self.plan.copy_into_stage()
+                } else {
+                    self.plan.copy_into_table()
+                };
+                let mut copy = tx.copy_in_raw(&copy_sql).await?;
+                copy.send(self.plan.copy_data(rows, upsert)).await?;
+                copy.finish().await?;
+                if upsert {
+                    sqlx::raw_sql(AssertSqlSafe(self.plan.merge_from_stage()))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            (Statement::Table { .. }, false) => {
+                for chunk in rows.chunks(self.full_chunk.0) {
+                    let sql: Arc<str> = if chunk.len() == self.full_chunk.0 {
+                        self.full_chunk.1.clone()
+                    } else {
+                        self.plan.values_statement(chunk.len()).into()
+                    };
+                    let mut q = sqlx::query(AssertSqlSafe(sql));
+                    for row in chunk {
+                        for cell in row.iter() {
+                            q = q.bind(cell.as_deref());
+                        }
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+            }
+            (Statement::Sql { .. }, _) => {
+                let sql: Arc<str> = self.plan.values_statement(1).into();
+                for row in rows {
+                    bind_row(&sql, row).execute(&mut *tx).await?;
+                }
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Every row under its own savepoint in one transaction; returns the rejected rows. With
+    /// `on_error: fail` it stops at the first (and commits nothing: the job fails anyway).
+    async fn row_by_row(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[Row],
+    ) -> sqlx::Result<Vec<(usize, String)>> {
+        let sql: Arc<str> = self.plan.values_statement(1).into();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let mut rejected = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            sqlx::raw_sql("SAVEPOINT weir_row")
+                .execute(&mut *tx)
+                .await?;
+            match bind_row(&sql, row).execute(&mut *tx).await {
+                Ok(_) => {
+                    sqlx::raw_sql("RELEASE SAVEPOINT weir_row")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Err(e) if classify(&e) == Failure::Data => {
+                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT weir_row")
+                        .execute(&mut *tx)
+                        .await?;
+                    rejected.push((i, self.scrub.scrub(&db_message(&e))));
+                    if self.on_error == OnError::Fail {
+                        tx.rollback().await?;
+                        return Ok(rejected);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        Ok(rejected)
+    }
+}
+
+fn bind_row<'q>(
+    sql: &Arc<str>,
+    row: &'q Row,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+    for cell in row.iter() {
+        q = q.bind(cell.as_deref());
+    }
+    q
+}
+
+/// The server's message with its detail (which names the failing values).
+fn db_message(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => {
+            let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+            match pg.and_then(|p| p.detail()) {
+                Some(d) => format!("{} ({d})", db.message()),
+                None => db.message().to_string(),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn close_on_drop(conn: &mut PoolConnection<Postgres>) {
+    conn.close_on_drop();
+}
