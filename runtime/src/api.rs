@@ -206,6 +206,8 @@ pub trait AsyncTransform: Send + 'static {
     /// the barrier. Work still in flight belongs in the state (its input records, to be issued
     /// again by `open` on restore). When `barrier.last` is set the job ends after this barrier:
     /// finish and emit everything in flight instead, since nothing emitted later is committed.
+    /// State that is not partitioned by key must use only this worker's key groups
+    /// ([`crate::checkpoint::key_group_range`]): a restore takes each group from one worker.
     async fn snapshot(
         &mut self,
         barrier: &Barrier,

@@ -165,11 +165,14 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric: the runtime's, and those that operators
+    /// and custom connectors registered in the process's default registry.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
-        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+        let mut families = self.registry.gather();
+        families.extend(prometheus::gather());
+        if encoder.encode(&families, &mut buf).is_err() {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()

@@ -1,5 +1,6 @@
 //! Built-in transforms: CEL filter and map/project, and event-time watermarks.
 
+pub mod async_io;
 pub mod cel;
 mod filter;
 mod map;
@@ -21,6 +22,7 @@ pub enum OnError {
 }
 
 pub fn register(r: &mut Registry) {
+    async_io::register(r);
     filter::register(r);
     map::register(r);
     watermark::register(r);

@@ -1,0 +1,214 @@
+//! `async_lookup` throughput against a local HTTP server with 10 ms latency, capacity 100, next
+//! to two limits measured in the same run: the theoretical capacity / latency, and a raw client
+//! keeping exactly `capacity` requests in flight with no engine around it. Then 1 % of requests
+//! at 500 ms, ordered against unordered.
+//!
+//! `cargo bench -p weir-runtime --bench async_io` (env `ROWS` to change the record count).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use weir_runtime::engine::{self, JobOptions};
+use weir_runtime::metrics::Metrics;
+use weir_runtime::registry::Registry;
+
+const CAPACITY: usize = 100;
+const LATENCY_MS: u64 = 10;
+const SLOW_MS: u64 = 500;
+
+#[derive(Clone, Copy)]
+struct Profile {
+    /// Every `slow_every`-th id answers after SLOW_MS (0: none).
+    slow_every: i64,
+}
+
+async fn user(State(p): State<Profile>, Path(id): Path<i64>) -> Json<Value> {
+    let ms = if p.slow_every > 0 && id % p.slow_every == 0 {
+        SLOW_MS
+    } else {
+        LATENCY_MS
+    };
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(json!({ "name": format!("user-{id}"), "tier": id % 3 }))
+}
+
+/// Starts the server on its own thread and runtime; returns its base URL.
+fn server(profile: Profile) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/user/{id}", get(user))
+        .with_state(profile);
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(l, app).await.unwrap();
+            })
+    });
+    url
+}
+
+/// Raw limit: `CAPACITY` client tasks, each issuing its share of ids back to back.
+async fn raw(url: &str, rows: i64) -> f64 {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CAPACITY)
+        .build()
+        .unwrap();
+    let next = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CAPACITY {
+        let (client, next, url) = (client.clone(), next.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if id >= rows {
+                    return;
+                }
+                let v: Value = client
+                    .get(format!("{url}/user/{id}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert!(v["name"].is_string());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    rows as f64 / start.elapsed().as_secs_f64()
+}
+
+/// datagen → async_lookup → blackhole on the real engine, in this process.
+async fn weir(url: &str, mode: &str, rows: i64, dir: &std::path::Path) -> f64 {
+    let yaml = format!(
+        r#"name: bench-{mode}
+parallelism: 1
+checkpoint: {{ interval: 1s, storage: {state} }}
+sources:
+  - name: gen
+    type: datagen
+    count: {rows}
+    splits: 1
+    fields:
+      id: {{ kind: sequence }}
+transforms:
+  - name: enrich
+    type: async_lookup
+    mode: {mode}
+    key: id
+    client: {{ type: http, url: "{url}/user/{{id}}" }}
+    fields: {{ name: name, tier: tier }}
+    capacity: {CAPACITY}
+    timeout: 5s
+sinks:
+  - {{ name: out, type: blackhole }}
+"#,
+        state = dir
+            .join(format!("state-{mode}-{}", rand_suffix()))
+            .display(),
+    );
+    let spec = weir_crds::PipelineSpec::from_yaml(&yaml).unwrap();
+    let metrics = Metrics::new();
+    let start = Instant::now();
+    let job = engine::start(
+        spec,
+        &Registry::with_builtins(),
+        JobOptions {
+            workers: vec![0],
+            from_savepoint: None,
+            allow_non_restored_state: false,
+            start_fresh: None,
+            metrics: metrics.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    job.wait().await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let text = metrics.render();
+    let out = text
+        .lines()
+        .find(|l| l.starts_with("weir_node_records_out_total") && l.contains("node=\"enrich\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert_eq!(out as i64, rows, "every record enriched and emitted");
+    rows as f64 / secs
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn main() {
+    let rows: i64 = std::env::var("ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30_000);
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let limit = CAPACITY as f64 * 1000.0 / LATENCY_MS as f64;
+    println!("async_io: capacity {CAPACITY}, latency {LATENCY_MS} ms, {rows} records");
+    println!("  limit capacity/latency            {limit:>9.0} rec/s");
+
+    let fixed = server(Profile { slow_every: 0 });
+    let raw_fixed = rt.block_on(raw(&fixed, rows));
+    println!(
+        "  raw client, {CAPACITY} in flight          {raw_fixed:>9.0} rec/s  ({:.1} % of limit)",
+        100.0 * raw_fixed / limit
+    );
+    for mode in ["unordered", "ordered"] {
+        let r = rt.block_on(weir(&fixed, mode, rows, dir.path()));
+        println!(
+            "  weir {mode:<9}                     {r:>9.0} rec/s  ({:.1} % of limit, {:.1} % of raw)",
+            100.0 * r / limit,
+            100.0 * r / raw_fixed
+        );
+    }
+
+    // 1 % of requests at 500 ms: mean latency 0.99 × 10 + 0.01 × 500 = 14.9 ms.
+    let slow = server(Profile { slow_every: 100 });
+    let mean_ms = 0.99 * LATENCY_MS as f64 + 0.01 * SLOW_MS as f64;
+    let slow_limit = CAPACITY as f64 * 1000.0 / mean_ms;
+    println!("with 1 % of requests at {SLOW_MS} ms (mean latency {mean_ms:.1} ms):");
+    println!("  limit capacity/mean latency       {slow_limit:>9.0} rec/s");
+    let raw_slow = rt.block_on(raw(&slow, rows));
+    println!(
+        "  raw client, {CAPACITY} in flight          {raw_slow:>9.0} rec/s  ({:.1} % of limit)",
+        100.0 * raw_slow / slow_limit
+    );
+    let mut rates = Vec::new();
+    for mode in ["unordered", "ordered"] {
+        let r = rt.block_on(weir(&slow, mode, rows, dir.path()));
+        println!(
+            "  weir {mode:<9}                     {r:>9.0} rec/s  ({:.1} % of limit, {:.1} % of raw)",
+            100.0 * r / slow_limit,
+            100.0 * r / raw_slow
+        );
+        rates.push(r);
+    }
+    println!(
+        "  unordered / ordered               {:>9.2}x",
+        rates[0] / rates[1]
+    );
+}
