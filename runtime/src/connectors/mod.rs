@@ -5,6 +5,8 @@ pub mod datagen;
 pub mod file;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
+#[cfg(feature = "jdbc")]
+pub mod jdbc;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
@@ -16,6 +18,8 @@ pub fn register(r: &mut Registry) {
     blackhole::register(r);
     #[cfg(feature = "filesystem")]
     filesystem::register(r);
+    #[cfg(feature = "jdbc")]
+    jdbc::register(r);
     #[cfg(feature = "kafka")]
     kafka::register(r);
 }

@@ -177,8 +177,15 @@ pub fn service_env(service: &str, var: &str) -> String {
     let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
     let env = started.get_or_insert_with(HashMap::new);
     if !env.contains_key(var) {
-        let script = format!("{}/../e2e/services/{service}.sh", env!("CARGO_MANIFEST_DIR"));
-        let o = Command::new("bash").arg(&script).arg("up").output().unwrap();
+        let script = format!(
+            "{}/../e2e/services/{service}.sh",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let o = Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .output()
+            .unwrap();
         assert!(
             o.status.success(),
             "{script} up failed: {}",
