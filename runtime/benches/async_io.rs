@@ -207,6 +207,13 @@ fn main() {
         );
         rates.push(r);
     }
+    // Ordered mode holds up to `capacity` records behind the slow one at the head: with one slow
+    // request per `capacity` records, that is `capacity` records per SLOW_MS.
+    let ordered_limit = CAPACITY as f64 * 1000.0 / SLOW_MS as f64;
+    println!(
+        "  ordered limit capacity/slow latency {ordered_limit:>7.0} rec/s  (weir ordered at {:.1} %)",
+        100.0 * rates[1] / ordered_limit
+    );
     println!(
         "  unordered / ordered               {:>9.2}x",
         rates[0] / rates[1]

@@ -309,8 +309,16 @@ fn main() {
             String::new(),
         ),
         (
+            "weir jdbc sink, fixed 1000-row transactions (max_batch_size 1000)",
+            "    max_batch_size: 1000\n".to_string(),
+        ),
+        (
             "weir jdbc sink, batch_size 10000",
             "    batch_size: 10000\n".to_string(),
+        ),
+        (
+            "weir jdbc sink, multi-row INSERT … ON CONFLICT (copy: false)",
+            "    copy: false\n".to_string(),
         ),
     ];
     for (label, extra) in variants {

@@ -56,9 +56,12 @@ pub struct JdbcSinkConfig {
     /// Default: every table column that is not generated, each from the field of its name.
     pub columns: Option<Columns>,
     pub sql: Option<String>,
-    /// Most rows per write transaction (after in-batch dedup in upsert mode).
+    /// Waiting rows (after dedup by key in upsert mode) that start a write.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Most rows per write transaction. Rows that arrive while the writer is busy join the next
+    /// batch up to this size instead of queueing behind it (default 10 × `batch_size`).
+    pub max_batch_size: Option<usize>,
     /// Longest time a row waits in memory before it is written.
     #[serde(default = "default_flush_interval")]
     pub flush_interval: Duration,
@@ -326,6 +329,7 @@ pub struct SinkSettings {
     pub columns: Option<Vec<(String, String)>>,
     pub sql: Option<String>,
     pub batch_size: usize,
+    pub max_batch_size: usize,
     pub flush_interval: std::time::Duration,
     pub retry: RetryPolicy,
     pub pool_size: u32,
@@ -402,6 +406,15 @@ impl JdbcSinkConfig {
         if self.batch_size == 0 {
             return Err(cfg.error("batch_size", "must be at least 1"));
         }
+        let max_batch_size = self
+            .max_batch_size
+            .unwrap_or(self.batch_size.saturating_mul(10));
+        if max_batch_size < self.batch_size {
+            return Err(cfg.error(
+                "max_batch_size",
+                format!("must be at least batch_size ({})", self.batch_size),
+            ));
+        }
         if self.pool_size == 0 {
             return Err(cfg.error("pool_size", "must be at least 1"));
         }
@@ -416,6 +429,7 @@ impl JdbcSinkConfig {
             columns,
             sql: self.sql,
             batch_size: self.batch_size,
+            max_batch_size,
             flush_interval: self.flush_interval.as_std(),
             retry: RetryPolicy {
                 max_retries: self.max_retries,

@@ -9,7 +9,8 @@
 //!     mode: upsert                                    # upsert | append | sql
 //!     key: [user_id]                                  # default: the primary key
 //!     columns: {user_id: user, event_count: n, last_seen: ts}   # column: field (default: same names)
-//!     batch_size: 1000          # most rows per transaction (after dedup by key)
+//!     batch_size: 1000          # waiting rows (after dedup by key) that start a write
+//!     max_batch_size: 10000     # most rows per transaction; rows arriving during a write join it
 //!     flush_interval: 200ms     # longest a row waits in memory
 //!     max_retries: 10           # per batch, exponential backoff with jitter
 //!     pool_size: 2              # connections = writers; a key always uses the same one

@@ -401,6 +401,33 @@ mod tests {
         c.resolve(&cfg).unwrap()
     }
 
+    #[test]
+    fn the_largest_batch_defaults_to_ten_batches_and_is_never_below_one() {
+        let s = settings(json!({"url": "postgres://h/db", "table": "t", "batch_size": 500}));
+        assert_eq!((s.batch_size, s.max_batch_size), (500, 5000));
+        let cfg = NodeConfig {
+            path: "sinks[0]".into(),
+            spec: NodeSpec {
+                name: "db".into(),
+                kind: "jdbc".into(),
+                input: None,
+                inputs: None,
+                config: json!({"url": "postgres://h/db", "table": "t", "batch_size": 500, "max_batch_size": 10})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            },
+            parallelism: 1,
+            checkpoint: Default::default(),
+        };
+        let c: JdbcSinkConfig = cfg.parse().unwrap();
+        let e = c.resolve(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("max_batch_size") && e.contains("at least batch_size (500)"),
+            "{e}"
+        );
+    }
+
     fn user_stats() -> Vec<TableColumn> {
         let col = |n: &str, udt: &str| TableColumn {
             name: n.into(),

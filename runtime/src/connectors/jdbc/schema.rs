@@ -1,7 +1,11 @@
 //! Connection settings and what the sink asks the database at open: the table's columns and
 //! primary key, or the parameter types of an explicit statement.
 
+use std::mem::ManuallyDrop;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -24,13 +28,54 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, String> {
 
 /// A pool that connects on demand, so that open succeeds only once a connection does (the
 /// caller retries), and replaces connections lost to a database restart.
-pub fn pool(opts: PgConnectOptions, size: u32, acquire_timeout: Duration) -> PgPool {
+pub async fn pool(opts: PgConnectOptions, size: u32, acquire_timeout: Duration) -> PgPool {
+    let peers: Arc<Vec<SocketAddr>> = Arc::new(
+        tokio::net::lookup_host((opts.get_host(), opts.get_port()))
+            .await
+            .map(|a| a.collect())
+            .unwrap_or_default(),
+    );
     PgPoolOptions::new()
         .max_connections(size)
         .min_connections(0)
         .acquire_timeout(acquire_timeout)
         .test_before_acquire(true)
+        .after_connect(move |_, _| {
+            let peers = peers.clone();
+            Box::pin(async move {
+                disable_nagle(&peers);
+                Ok(())
+            })
+        })
         .connect_lazy_with(opts)
+}
+
+/// Sets TCP_NODELAY on this process's sockets connected to `peers`.
+///
+/// sqlx 0.9.0 stopped setting it (transact-rs/sqlx#4335; fixed by #4336, not released yet), and
+/// exposes no socket. Without it every COPY stalls ~40 ms: the 5-byte CopyDone waits, by Nagle's
+/// algorithm, for the ACK of the data before it, which the server delays. Remove once sqlx sets
+/// it again.
+pub fn disable_nagle(peers: &[SocketAddr]) {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in fds.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: the stream only borrows the descriptor (ManuallyDrop never closes it); if it
+        // is not a socket, or was closed and reused meanwhile, getpeername fails or names
+        // another peer and nothing is changed.
+        let stream = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
+        if stream.peer_addr().is_ok_and(|p| peers.contains(&p)) {
+            let _ = stream.set_nodelay(true);
+        }
+    }
 }
 
 /// The table's schema and name as the server resolves them (search_path for an unqualified

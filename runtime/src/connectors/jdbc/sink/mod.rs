@@ -5,6 +5,7 @@
 mod pending;
 mod writer;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ use crate::api::{Batch, NodeConfig, NodeContext, Record, Sink};
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
 use crate::transforms::OnError;
-use pending::{writer_for, Pending};
+use pending::{should_write, writer_for, Pending};
 use writer::{Msg, Writer};
 
 /// Batches queued per writer besides the one it is writing (the backpressure).
@@ -31,6 +32,19 @@ struct Lane {
     tx: Option<mpsc::Sender<Msg>>,
     task: Option<JoinHandle<Result<()>>>,
     pending: Pending,
+    /// Batches handed to the writer and not yet committed.
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Lane {
+    fn should_write(&self, s: &SinkSettings) -> bool {
+        should_write(
+            self.pending.len(),
+            self.in_flight.load(Ordering::Acquire),
+            s.batch_size,
+            s.max_batch_size,
+        )
+    }
 }
 
 pub struct JdbcSink {
@@ -145,6 +159,7 @@ impl JdbcSink {
             return Ok(());
         }
         let rows = self.lanes[i].pending.take();
+        self.lanes[i].in_flight.fetch_add(1, Ordering::AcqRel);
         let sent = match &self.lanes[i].tx {
             Some(tx) => tx.send(Msg::Rows(rows)).await.is_ok(),
             None => false,
@@ -184,7 +199,7 @@ impl Sink for JdbcSink {
             .map_err(|e| Error::node(&self.node, e))?;
         let scrub = Scrubber::for_url(&url);
         let opts = schema::connect_options(&url).map_err(|e| Error::node(&self.node, e))?;
-        let pool = schema::pool(opts, s.pool_size, s.connect_timeout);
+        let pool = schema::pool(opts, s.pool_size, s.connect_timeout).await;
         let plan = Arc::new(self.load_plan(&pool, &scrub, &url).await?);
         let writers = match plan.statement {
             super::plan::Statement::Sql { .. } if plan.route.is_empty() => 1,
@@ -193,7 +208,9 @@ impl Sink for JdbcSink {
         let chunk = plan.rows_per_statement(s.batch_size);
         for _ in 0..writers {
             let (tx, rx) = mpsc::channel(QUEUE);
+            let in_flight = Arc::new(AtomicUsize::new(0));
             let w = Writer {
+                in_flight: in_flight.clone(),
                 pool: pool.clone(),
                 plan: plan.clone(),
                 copy: s.copy,
@@ -208,6 +225,7 @@ impl Sink for JdbcSink {
                 tx: Some(tx),
                 task: Some(tokio::spawn(w.run(rx))),
                 pending: Pending::new(plan.is_upsert()),
+                in_flight,
             });
         }
         tracing::info!(node = %self.node, url = %redact(&url), writers, "jdbc sink open");
@@ -230,7 +248,7 @@ impl Sink for JdbcSink {
             };
             let i = writer_for(&row, &plan.route, n);
             self.lanes[i].pending.push(row, &key);
-            if self.lanes[i].pending.len() >= self.settings.batch_size {
+            if self.lanes[i].should_write(&self.settings) {
                 self.send(i).await?;
             }
         }
@@ -264,10 +282,13 @@ impl Sink for JdbcSink {
     async fn on_tick(&mut self) -> Result<()> {
         let max_wait = self.settings.flush_interval;
         for i in 0..self.lanes.len() {
-            if self.lanes[i]
-                .pending
-                .waiting_since()
-                .is_some_and(|t| t.elapsed() >= max_wait)
+            let lane = &self.lanes[i];
+            // A full batch that waited for a busy writer goes as soon as the writer is free.
+            if lane.should_write(&self.settings)
+                || lane
+                    .pending
+                    .waiting_since()
+                    .is_some_and(|t| t.elapsed() >= max_wait)
             {
                 self.send(i).await?;
             }

@@ -64,6 +64,14 @@ impl Pending {
     }
 }
 
+/// Whether a lane's waiting rows go to its writer now. A write starts at `batch_size` rows when
+/// the writer is idle; while it is busy, rows keep merging (and deduplicating) into the next
+/// batch up to `max_batch`, so a slow database gets fewer, larger transactions instead of a
+/// queue of small ones (group commit).
+pub fn should_write(waiting: usize, in_flight: usize, batch_size: usize, max_batch: usize) -> bool {
+    waiting >= max_batch || (waiting >= batch_size && in_flight == 0)
+}
+
 /// The writer for a row: a stable hash of the routing values, so one key always goes through
 /// the same connection and its writes stay in order.
 pub fn writer_for(row: &Row, route: &[usize], writers: usize) -> usize {
@@ -97,6 +105,16 @@ mod tests {
         assert!(p.is_empty() && p.waiting_since().is_none());
         p.push(row("a", 7), &[0]);
         assert_eq!(p.take(), vec![row("a", 7)]);
+    }
+
+    #[test]
+    fn a_busy_writer_lets_the_next_batch_grow_up_to_the_maximum() {
+        assert!(!should_write(999, 0, 1000, 10_000));
+        assert!(should_write(1000, 0, 1000, 10_000));
+        assert!(!should_write(1000, 1, 1000, 10_000));
+        assert!(!should_write(9_999, 2, 1000, 10_000));
+        assert!(should_write(10_000, 2, 1000, 10_000));
+        assert!(should_write(1, 0, 1, 1));
     }
 
     #[test]

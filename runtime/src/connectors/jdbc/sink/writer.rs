@@ -3,6 +3,7 @@
 //! append, which is at-least-once); a data error re-runs the batch row by row to find the rows
 //! the database rejects and applies `on_error` to them alone.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
@@ -34,6 +35,8 @@ pub struct Writer {
     pub scrub: Scrubber,
     /// Multi-row statement for a full chunk, built once.
     pub full_chunk: (usize, Arc<str>),
+    /// Shared with the sink, which merges rows into the next batch while this is non-zero.
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 /// How a batch is attempted.
@@ -49,7 +52,10 @@ impl Writer {
     pub async fn run(self, mut rx: mpsc::Receiver<Msg>) -> Result<()> {
         while let Some(msg) = rx.recv().await {
             match msg {
-                Msg::Rows(rows) => self.write(&rows).await?,
+                Msg::Rows(rows) => {
+                    self.write(&rows).await?;
+                    self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
                 Msg::Flush(done) => {
                     let _ = done.send(());
                 }
