@@ -8,7 +8,8 @@
 //!      read_committed consumer (a record becomes visible when its checkpoint commits).
 //!
 //! `cargo bench -p weir-runtime --bench kafka`. Env: `KAFKA_BOOTSTRAP` (else
-//! e2e/services/kafka.sh starts a broker), `WEIR_BENCH_KAFKA_RECORDS` (default 300,000),
+//! e2e/services/kafka.sh starts a broker), `WEIR_BENCH_KAFKA_RECORDS` (default 1,000,000),
+//! `WEIR_BENCH_KAFKA_ROUNDS` (default 3),
 //! `WEIR_BENCH_KAFKA_LATENCY_SECS` (default 15).
 
 use std::process::{Child, Command, Stdio};
@@ -334,33 +335,53 @@ fn latency(dir: &std::path::Path, b: &str, rate: f64, secs: u64) -> (Vec<i64>, u
 }
 
 fn main() {
-    let n = env_num("WEIR_BENCH_KAFKA_RECORDS", 300_000);
+    let n = env_num("WEIR_BENCH_KAFKA_RECORDS", 1_000_000);
+    let rounds = env_num("WEIR_BENCH_KAFKA_ROUNDS", 3).max(1);
     let latency_secs = env_num("WEIR_BENCH_KAFKA_LATENCY_SECS", 15);
     let b = bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let input = unique("bench-in");
-    let (raw_out, weir_out) = (unique("bench-raw-out"), unique("bench-weir-out"));
-    for t in [&input, &raw_out, &weir_out] {
-        create_topic(&b, t);
-    }
+    create_topic(&b, &input);
     eprintln!("bench kafka: filling {input} with {n} records of {RECORD_SIZE} B");
     fill(&b, &input, n);
 
-    let raw = raw_loop(&b, &input, &raw_out, n);
-    let weir = weir_bounded(dir.path(), &b, &input, &weir_out, n);
-    let visible = committed_count(&b, &weir_out, n);
-    assert_eq!(visible, n, "weir's output is incomplete");
-
     println!(
-        "kafka → kafka, {n} records of {RECORD_SIZE} B JSON, {PARTITIONS} partitions, one worker"
+        "kafka → kafka, {n} records of {RECORD_SIZE} B JSON, {PARTITIONS} partitions, one worker, {rounds} rounds"
     );
+    // Rounds alternate raw and weir on the same input, so that the broker's JIT warm-up and
+    // the machine's noise fall on both alike; the ratio is of the totals.
+    let (mut raws, mut weirs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let (raw_out, weir_out) = (unique("bench-raw-out"), unique("bench-weir-out"));
+        create_topic(&b, &raw_out);
+        create_topic(&b, &weir_out);
+        let raw = raw_loop(&b, &input, &raw_out, n);
+        let weir = weir_bounded(dir.path(), &b, &input, &weir_out, n);
+        let visible = committed_count(&b, &weir_out, n);
+        assert_eq!(visible, n, "weir's output is incomplete");
+        println!(
+            "  round {round}: raw rdkafka loop (no transactions) {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s)",
+            raw.rate(), raw.per_cpu(), raw.seconds, raw.cpu
+        );
+        println!(
+            "  round {round}: weir exactly-once, 1 s checkpoints {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s, start-up included)",
+            weir.rate(), weir.per_cpu(), weir.seconds, weir.cpu
+        );
+        raws.push(raw);
+        weirs.push(weir);
+    }
+    let total = |ms: &[Measure]| Measure {
+        records: ms.iter().map(|m| m.records).sum(),
+        seconds: ms.iter().map(|m| m.seconds).sum(),
+        cpu: ms.iter().map(|m| m.cpu).sum(),
+    };
+    let (raw, weir) = (total(&raws), total(&weirs));
     println!(
-        "  raw rdkafka loop (no transactions): {:>9.0} records/s  {:>9.0} records/CPU-s  ({:.1} s, {:.1} CPU-s)",
-        raw.rate(), raw.per_cpu(), raw.seconds, raw.cpu
-    );
-    println!(
-        "  weir exactly-once, 1 s checkpoints: {:>9.0} records/s  {:>9.0} records/CPU-s  ({:.1} s, {:.1} CPU-s, start-up included)",
-        weir.rate(), weir.per_cpu(), weir.seconds, weir.cpu
+        "  all rounds: raw {:.0} records/s ({:.0}/CPU-s), weir {:.0} records/s ({:.0}/CPU-s)",
+        raw.rate(),
+        raw.per_cpu(),
+        weir.rate(),
+        weir.per_cpu()
     );
     println!(
         "  ratio weir/raw: throughput {:.0} %, per CPU-second {:.0} %  (target ≥ 70 %)",

@@ -137,6 +137,7 @@ impl SourceTask {
                 self.outputs.send(Message::Barrier(barrier)).await;
                 if barrier.last {
                     self.outputs.send(Message::End).await;
+                    self.await_last_completion(barrier.id).await?;
                     self.source.close().await?;
                     return Ok(true);
                 }
@@ -145,6 +146,28 @@ impl SourceTask {
             SourceCtl::Complete(id) => {
                 self.source.checkpoint_complete(id).await?;
                 Ok(false)
+            }
+        }
+    }
+
+    /// Waits until the last checkpoint completes (or the job ends without it), so that the
+    /// source hears of it: a Kafka source commits its final offsets to the group only then.
+    async fn await_last_completion(&mut self, last: u64) -> Result<()> {
+        loop {
+            tokio::select! {
+                // The coordinator sends the completion before it cancels the tasks.
+                biased;
+                ctl = self.control.recv() => match ctl {
+                    Some(SourceCtl::Complete(id)) => {
+                        self.source.checkpoint_complete(id).await?;
+                        if id >= last {
+                            return Ok(());
+                        }
+                    }
+                    Some(SourceCtl::Trigger(_)) => {}
+                    None => return Ok(()),
+                },
+                _ = self.cancel.cancelled() => return Ok(()),
             }
         }
     }

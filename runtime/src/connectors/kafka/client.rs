@@ -3,8 +3,31 @@
 
 use std::collections::BTreeMap;
 
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Deserializer};
+
+/// A consumer whose client events go to weir's log at their real weight.
+pub type KafkaConsumer = BaseConsumer<LogContext>;
+
+/// librdkafka reports the end of a partition, which a bounded read waits for, as a "global
+/// error"; rdkafka's default context would log it at ERROR once per partition.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogContext;
+
+impl ClientContext for LogContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) => tracing::debug!(%reason, "end of partition"),
+            // The client retries these itself (a broker down, a connection reset); a
+            // call that cannot succeed fails on its own.
+            e => tracing::warn!(error = %e, %reason, "Kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for LogContext {}
 
 /// An rdkafka client configuration from `bootstrap_servers` and pass-through `properties`.
 /// Properties win over the defaults set here; the caller's own required settings (for example

@@ -43,6 +43,20 @@ fn offsets_are_committed_after_checkpoints_and_a_new_job_resumes_from_them() {
 }
 
 #[test]
+fn a_bounded_job_commits_its_final_offsets_before_it_exits() {
+    let topic = unique("final-commit");
+    let group = unique("group");
+    create_topic(&topic, 3);
+    produce(&topic, ids(0..900, 3));
+    let dir = tempfile::tempdir().unwrap();
+    let src = format!("    topics: [{topic}]\n    group_id: {group}\n    stop_at: latest");
+    run_to_completion(&spec(dir.path(), "p.yaml", 2, &src), &[]);
+    assert_ids(&output(dir.path()), 0..900);
+    let ends: Vec<Option<i64>> = end_offsets(&topic, 3).into_iter().map(Some).collect();
+    assert_eq!(committed(&group, &topic, 3), ends);
+}
+
+#[test]
 fn timestamp_and_specific_starting_offsets() {
     let topic = unique("startat");
     create_topic(&topic, 1);

@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::super::client::KafkaConsumer;
 use super::config::{Reset, StartingOffsets, TopicSelection};
 use super::splits::split_id;
 
@@ -24,7 +25,7 @@ pub struct TopicInfo {
 /// Every topic of the cluster. Fails with a message naming `bootstrap_servers` when the brokers
 /// cannot be reached within `timeout`.
 pub fn topics(
-    c: &BaseConsumer,
+    c: &KafkaConsumer,
     bootstrap: &str,
     timeout: Duration,
 ) -> Result<Vec<TopicInfo>, String> {
@@ -127,7 +128,7 @@ fn offsets_in(list: &TopicPartitionList, parts: &[(String, i32)]) -> Result<Vec<
 }
 
 fn watermarks(
-    c: &BaseConsumer,
+    c: &KafkaConsumer,
     parts: &[(String, i32)],
     timeout: Duration,
 ) -> Result<Vec<(i64, i64)>, String> {
@@ -142,7 +143,7 @@ fn watermarks(
 
 /// The end offset (high watermark) of each partition now.
 pub fn end_offsets(
-    c: &BaseConsumer,
+    c: &KafkaConsumer,
     parts: &[(String, i32)],
     timeout: Duration,
 ) -> Result<Vec<i64>, String> {
@@ -154,7 +155,7 @@ pub fn end_offsets(
 
 /// The first offset each partition is read from under `how`.
 pub fn start_offsets(
-    c: &BaseConsumer,
+    c: &KafkaConsumer,
     parts: &[(String, i32)],
     how: &StartingOffsets,
     group: &str,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -22,10 +22,10 @@ use super::lookup;
 use super::splits::{owner_index, split_id, Position};
 use super::watermarks::PartitionWatermarks;
 use crate::api::{Batch, NodeContext, Record, Result, Source, SourcePoll, SplitId};
-use crate::connectors::kafka::client::client_config;
+use crate::connectors::kafka::client::{client_config, KafkaConsumer, LogContext};
 use crate::error::Error;
 
-type Queue = PartitionQueue<DefaultConsumerContext>;
+type Queue = PartitionQueue<LogContext>;
 
 struct Partition {
     id: SplitId,
@@ -61,7 +61,7 @@ pub struct KafkaSource {
     node: String,
     group: String,
     ctx: Option<NodeContext>,
-    consumer: Option<Arc<BaseConsumer>>,
+    consumer: Option<Arc<KafkaConsumer>>,
     parts: Vec<Partition>,
     cursor: usize,
     watermarks: Option<PartitionWatermarks>,
@@ -70,6 +70,8 @@ pub struct KafkaSource {
     /// Next offsets as of the last snapshot: committed to the group once that checkpoint is
     /// durable (barriers are one at a time, so a completion is always for the last snapshot).
     snapshot_offsets: Option<Vec<(String, i32, i64)>>,
+    /// The offsets last committed (asynchronously) to the group.
+    last_commit: Option<TopicPartitionList>,
     last_client_error: Option<String>,
 }
 
@@ -93,11 +95,12 @@ impl KafkaSource {
             discovery: None,
             dead_letters: None,
             snapshot_offsets: None,
+            last_commit: None,
             last_client_error: None,
         }
     }
 
-    fn consumer(&self) -> Result<&Arc<BaseConsumer>> {
+    fn consumer(&self) -> Result<&Arc<KafkaConsumer>> {
         self.consumer
             .as_ref()
             .ok_or_else(|| Error::node(&self.node, "the source is not open"))
@@ -106,7 +109,7 @@ impl KafkaSource {
     /// Runs blocking librdkafka look-ups off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&BaseConsumer) -> std::result::Result<T, String> + Send + 'static,
+        f: impl FnOnce(&KafkaConsumer) -> std::result::Result<T, String> + Send + 'static,
     ) -> Result<T> {
         let c = self.consumer()?.clone();
         tokio::task::spawn_blocking(move || f(&c))
@@ -115,7 +118,7 @@ impl KafkaSource {
             .map_err(|m| Error::node(&self.node, m))
     }
 
-    fn create_consumer(&self, ctx: &NodeContext) -> Result<BaseConsumer> {
+    fn create_consumer(&self, ctx: &NodeContext) -> Result<KafkaConsumer> {
         let c = &self.settings.config;
         let mut cc = client_config(&c.bootstrap_servers, &c.properties);
         cc.set("group.id", &self.group)
@@ -126,7 +129,7 @@ impl KafkaSource {
             // Only reached when a checkpointed offset was deleted by retention meanwhile.
             cc.set("auto.offset.reset", "earliest");
         }
-        cc.create()
+        cc.create_with_context(LogContext)
             .map_err(|e| Error::node(&ctx.node, format!("creating the Kafka consumer: {e}")))
     }
 
@@ -540,10 +543,20 @@ impl Source for KafkaSource {
         if let Err(e) = self.consumer()?.commit(&tpl, CommitMode::Async) {
             tracing::warn!(node = %self.node, checkpoint = id, group = %self.group, error = %e, "committing offsets failed");
         }
+        self.last_commit = Some(tpl);
         Ok(())
     }
 
     async fn close(&mut self) -> Result<()> {
+        // An async commit may still be in flight when the consumer is dropped: the last one is
+        // repeated synchronously, so a finished job's group shows where it ended.
+        if let (Some(tpl), Some(c)) = (self.last_commit.take(), self.consumer.clone()) {
+            let node = self.node.clone();
+            let r = tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync)).await;
+            if let Ok(Err(e)) = r {
+                tracing::warn!(node = %node, group = %self.group, error = %e, "committing the final offsets failed");
+            }
+        }
         self.parts.clear();
         if let Some(d) = &mut self.discovery {
             if let Some(t) = d.task.take() {
