@@ -5,11 +5,17 @@
 # Tools: `kafka.sh tool <main class> args...` runs a bundled tool, e.g.
 #   kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" --list
 # `kafka.sh classpath` prints the classpath (broker + tools jars).
+# Besides PLAINTEXT the broker listens on SASL_PLAINTEXT and SASL_SSL (PLAIN, SCRAM-SHA-256 and
+# SCRAM-SHA-512 for user $KAFKA_SASL_USERNAME / $KAFKA_SASL_PASSWORD; TLS with a test CA in
+# $KAFKA_CA_FILE), for the tests of secured connections.
 set -euo pipefail
 WS_NAME=kafka
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-WS_VARS=(KAFKA_BOOTSTRAP)
+WS_VARS=(KAFKA_BOOTSTRAP KAFKA_SASL_BOOTSTRAP KAFKA_SASL_SSL_BOOTSTRAP KAFKA_CA_FILE KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD)
+SASL_USER=weir
+SASL_PASSWORD=weir-secret
+KEYSTORE_PASSWORD=weir-test
 WS_TIMEOUT=120
 
 # 4.4.0's kafka-tools artifact is not on Maven Central; 4.3.1 is complete.
@@ -94,21 +100,57 @@ kjava() {
   java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$KHOME/log4j2.properties" -cp "$CP" "$@"
 }
 
+# A test CA and a broker certificate it signed for 127.0.0.1 (PKCS12 keystore for the broker,
+# PEM CA for clients).
+make_certs() {
+  local d=$WS_DIR/tls pw=$KEYSTORE_PASSWORD
+  rm -rf "$d" && mkdir -p "$d"
+  local kt=(keytool -storetype PKCS12 -storepass "$pw")
+  "${kt[@]}" -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 3650 -dname CN=weir-test-ca \
+    -ext bc:c -keystore "$d/ca.p12" -keypass "$pw"
+  "${kt[@]}" -exportcert -rfc -alias ca -keystore "$d/ca.p12" -file "$d/ca.pem"
+  "${kt[@]}" -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 -dname CN=localhost \
+    -keystore "$d/broker.p12" -keypass "$pw"
+  "${kt[@]}" -certreq -alias broker -keystore "$d/broker.p12" -file "$d/broker.csr"
+  "${kt[@]}" -gencert -alias ca -keystore "$d/ca.p12" -infile "$d/broker.csr" -outfile "$d/broker.crt" \
+    -rfc -validity 3650 -ext SAN=IP:127.0.0.1,DNS:localhost -ext EKU=serverAuth
+  "${kt[@]}" -importcert -noprompt -alias ca -file "$d/ca.pem" -keystore "$d/broker.p12"
+  "${kt[@]}" -importcert -noprompt -alias broker -file "$d/broker.crt" -keystore "$d/broker.p12"
+}
+
 svc_init() {
-  local port cport
+  local port cport sport tport
   port=$(ws_free_port)
   cport=$(ws_free_port)
   while [ "$cport" = "$port" ]; do cport=$(ws_free_port); done
+  sport=$(ws_free_port)
+  while [ "$sport" = "$port" ] || [ "$sport" = "$cport" ]; do sport=$(ws_free_port); done
+  tport=$(ws_free_port)
+  while [ "$tport" = "$port" ] || [ "$tport" = "$cport" ] || [ "$tport" = "$sport" ]; do tport=$(ws_free_port); done
   mkdir -p "$WS_DIR/data"
+  make_certs >>"$WS_LOG" 2>&1 || { tail -n 20 "$WS_LOG" >&2; ws_die "keytool failed making the test certificates"; }
+  local plain="org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER=\"$SASL_PASSWORD\";"
+  local scram="org.apache.kafka.common.security.scram.ScramLoginModule required;"
   cat >"$WS_DIR/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport,SASL_SSL://127.0.0.1:$tport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sport,SASL_SSL://127.0.0.1:$tport
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=$plain
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=$scram
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=$scram
+listener.name.sasl_ssl.plain.sasl.jaas.config=$plain
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=$scram
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=$scram
+ssl.keystore.location=$WS_DIR/tls/broker.p12
+ssl.keystore.type=PKCS12
+ssl.keystore.password=$KEYSTORE_PASSWORD
+ssl.key.password=$KEYSTORE_PASSWORD
 log.dirs=$WS_DIR/data
 num.partitions=1
 auto.create.topics.enable=false
@@ -124,9 +166,13 @@ num.io.threads=4
 num.recovery.threads.per.data.dir=1
 PROPS
   kjava kafka.tools.StorageTool format --standalone -t "$(random_cluster_id)" \
-    -c "$WS_DIR/server.properties" >>"$WS_LOG" 2>&1 \
+    -c "$WS_DIR/server.properties" \
+    --add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$SASL_PASSWORD]" \
+    --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$SASL_PASSWORD]" >>"$WS_LOG" 2>&1 \
     || { tail -n 20 "$WS_LOG" >&2; ws_die "kafka storage format failed"; }
-  ws_write_env "KAFKA_BOOTSTRAP=127.0.0.1:$port"
+  ws_write_env "KAFKA_BOOTSTRAP=127.0.0.1:$port" "KAFKA_SASL_BOOTSTRAP=127.0.0.1:$sport" \
+    "KAFKA_SASL_SSL_BOOTSTRAP=127.0.0.1:$tport" "KAFKA_CA_FILE=$WS_DIR/tls/ca.pem" \
+    "KAFKA_SASL_USERNAME=$SASL_USER" "KAFKA_SASL_PASSWORD=$SASL_PASSWORD"
 }
 
 svc_launch() {

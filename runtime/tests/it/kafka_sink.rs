@@ -9,3 +9,4 @@ mod kafka;
 mod crashes;
 mod errors;
 mod outage;
+mod secured;

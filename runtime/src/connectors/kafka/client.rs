@@ -2,7 +2,10 @@
 //! property, passed through as given (security, SASL, TLS, tuning).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, ClientContext};
@@ -28,6 +31,49 @@ impl ClientContext for LogContext {
 }
 
 impl ConsumerContext for LogContext {}
+
+/// [`LogContext`] that also keeps the client's last error, so that a call failing only with
+/// "broker transport failure" can say why (a refused login, a bad certificate).
+#[derive(Clone, Debug, Default)]
+pub struct RecordingContext {
+    last: Arc<Mutex<Option<String>>>,
+}
+
+impl RecordingContext {
+    pub fn last_error(&self) -> Option<String> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+impl RecordingContext {
+    fn record(&self, text: String) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(text);
+        }
+    }
+}
+
+impl ClientContext for RecordingContext {
+    // librdkafka reports a refused login or certificate as a log line at error level, often
+    // before any error event.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        DefaultClientContext.log(level, fac, message);
+        if matches!(
+            level,
+            RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error
+        ) {
+            self.record(message.to_string());
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        LogContext.error(error.clone(), reason);
+        self.record(format!("{error}: {reason}"));
+    }
+}
 
 /// An rdkafka client configuration from `bootstrap_servers` and pass-through `properties`.
 /// Properties win over the defaults set here; the caller's own required settings (for example

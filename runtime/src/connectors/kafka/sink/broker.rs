@@ -5,29 +5,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
 
+use super::super::client::RecordingContext;
 use super::timeout::BROKER_MAX_CONFIG;
 use crate::error::{Error, Result};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Cluster {
-    admin: Arc<AdminClient<DefaultClientContext>>,
+    admin: Arc<AdminClient<RecordingContext>>,
+    context: RecordingContext,
     node: String,
     bootstrap: String,
 }
 
 impl Cluster {
     pub fn connect(config: &ClientConfig, node: &str, bootstrap: &str) -> Result<Cluster> {
+        let context = RecordingContext::default();
         let admin = config
-            .create()
+            .create_with_context(context.clone())
             .map_err(|e| Error::node(node, format!("cannot create a Kafka admin client: {e}")))?;
         Ok(Cluster {
             admin: Arc::new(admin),
+            context,
             node: node.to_string(),
             bootstrap: bootstrap.to_string(),
         })
@@ -41,10 +44,15 @@ impl Cluster {
         .await
         .map_err(|e| Error::node(&self.node, e))?;
         r.map_err(|e| {
+            let why = self
+                .context
+                .last_error()
+                .map(|l| format!(" (last client error: {l})"))
+                .unwrap_or_default();
             Error::node(
                 &self.node,
                 format!(
-                    "cannot reach Kafka at {} within {}s: {e}",
+                    "cannot reach Kafka at {} within {}s: {e}{why}",
                     self.bootstrap,
                     TIMEOUT.as_secs()
                 ),

@@ -199,16 +199,10 @@ fn check_exactly_once(
     if prefix.is_empty() {
         return Err(cfg.error("transactional_id_prefix", "must not be empty"));
     }
-    // Recovery re-commits stored transactions with requests librdkafka does not expose, sent
-    // over a plain TCP connection (see protocol.rs); it cannot authenticate yet.
-    if let Some(p) = properties.get("security.protocol") {
-        if !p.eq_ignore_ascii_case("plaintext") {
-            return Err(cfg.error(
-                "properties.security.protocol",
-                format!("exactly-once supports only PLAINTEXT for now (its recovery client speaks the Kafka protocol directly and does not implement {p}); use at-least-once"),
-            ));
-        }
-    }
+    // Recovery re-commits stored transactions with its own client (protocol.rs), which must
+    // reach the brokers the way the producer does.
+    super::security::Security::from_properties(properties)
+        .map_err(|(name, why)| cfg.error(&format!("properties.{name}"), why))?;
     Ok(())
 }
 
@@ -300,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn exactly_once_needs_checkpoints_and_plaintext() {
+    fn exactly_once_needs_checkpoints_and_a_login_its_recovery_client_speaks() {
         let base = "bootstrap_servers: k\ntopic: a\ndelivery: exactly-once\n";
         let mut c = cfg(base);
         c.checkpoint.enabled = false;
@@ -309,10 +303,13 @@ mod tests {
             e.contains("sinks[0].delivery") && e.contains("checkpoint.enabled"),
             "{e}"
         );
-        assert!(err(&format!(
-            "{base}properties: {{security.protocol: SASL_SSL}}"
-        ))
-        .contains("PLAINTEXT"));
+        let e = err(&format!(
+            "{base}properties: {{security.protocol: SASL_SSL, sasl.mechanism: GSSAPI}}"
+        ));
+        assert!(
+            e.contains("sinks[0].properties.sasl.mechanism") && e.contains("GSSAPI"),
+            "{e}"
+        );
         assert!(err(&format!("{base}properties: {{transactional.id: x}}"))
             .contains("sinks[0].properties.transactional.id"));
         // at-least-once works over any protocol

@@ -25,6 +25,13 @@
 //! timeout cannot outlive a checkpoint or exceeds the broker's `transaction.max.timeout.ms`
 //! (`timeout.rs`). A job that stays down longer than the transaction timeout loses the
 //! transaction it had pre-committed (the broker aborts it); recovery reports that loudly.
+//!
+//! The recovery client logs in the way the producer does, from the same properties
+//! (`security.rs`): `security.protocol` PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL PLAIN,
+//! SCRAM-SHA-256 or SCRAM-SHA-512 (`scram.rs`); TLS with `ssl.ca.location`/`ssl.ca.pem` (else the
+//! system's CAs), PEM client certificates, `enable.ssl.certificate.verification` and
+//! `ssl.endpoint.identification.algorithm`. Other mechanisms (GSSAPI, OAUTHBEARER) and PKCS#12
+//! keystores are refused for exactly-once with an error naming the property.
 
 mod broker;
 mod config;
@@ -34,6 +41,8 @@ mod pool;
 mod producer;
 mod protocol;
 mod recovery;
+mod scram;
+mod security;
 mod timeout;
 mod transactional;
 

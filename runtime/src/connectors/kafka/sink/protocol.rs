@@ -1,5 +1,5 @@
 //! The few transaction-coordinator requests librdkafka does not expose, sent with the
-//! `kafka-protocol` crate over a plain TCP connection: FindCoordinator, DescribeTransactions
+//! `kafka-protocol` crate over TCP, TLS and SASL as the sink's properties say: FindCoordinator, DescribeTransactions
 //! (the producer id and epoch of an open transaction), EndTxn (re-commit a stored transaction
 //! after a crash) and InitProducerId (fence a transactional id and abort what it left open).
 //!
@@ -8,17 +8,33 @@
 //! what librdkafka's own transactions (v1) expect.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::describe_transactions_response::TransactionState;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, DescribeTransactionsRequest, EndTxnRequest, FindCoordinatorRequest,
-    InitProducerIdRequest, ProducerId, RequestHeader, ResponseHeader, TransactionalId,
+    InitProducerIdRequest, ProducerId, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest, TransactionalId,
 };
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::scram::{self, Scram};
+use super::security::{Mechanism, Sasl, Transport};
+
+/// A TLS failure: a certificate problem is for the user to fix, anything else may pass.
+fn tls_error(addr: &str, e: std::io::Error) -> ProtocolError {
+    let text = format!("TLS handshake with {addr}: {e}");
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) => {
+            ProtocolError::Auth(text)
+        }
+        _ => ProtocolError::Io(text),
+    }
+}
 
 /// A failure talking to the broker; the caller decides whether to retry.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +43,9 @@ pub enum ProtocolError {
     Io(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The broker refused our login (wrong credentials or mechanism): retrying will not help.
+    #[error("{0}")]
+    Auth(String),
 }
 
 type PResult<T> = std::result::Result<T, ProtocolError>;
@@ -35,9 +54,12 @@ fn io(context: &str, e: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::Io(format!("{context}: {e}"))
 }
 
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// One broker connection with its negotiated versions.
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     correlation: i32,
     versions: HashMap<i16, (i16, i16)>,
 }
@@ -45,12 +67,29 @@ struct Conn {
 const CLIENT_ID: &str = "weir-kafka-sink";
 
 impl Conn {
-    async fn connect(addr: &str, timeout: Duration) -> PResult<Conn> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    async fn connect(addr: &str, timeout: Duration, transport: &Transport) -> PResult<Conn> {
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| io(&format!("connecting to {addr}"), "timed out"))?
             .map_err(|e| io(&format!("connecting to {addr}"), e))?;
-        stream.set_nodelay(true).ok();
+        tcp.set_nodelay(true).ok();
+        let stream: Box<dyn Io> = match &transport.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+                        ProtocolError::Auth(format!("{addr}: not a TLS server name: {e}"))
+                    })?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone());
+                let s = tokio::time::timeout(timeout, tls.connect(name, tcp))
+                    .await
+                    .map_err(|_| io(&format!("TLS handshake with {addr}"), "timed out"))?
+                    .map_err(|e| tls_error(addr, e))?;
+                Box::new(s)
+            }
+        };
         let mut c = Conn {
             stream,
             correlation: 0,
@@ -68,7 +107,80 @@ impl Conn {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(sasl) = &transport.sasl {
+            c.authenticate(addr, sasl, timeout).await?;
+        }
         Ok(c)
+    }
+
+    /// SaslHandshake v1, then the mechanism's exchange in SaslAuthenticate requests.
+    async fn authenticate(&mut self, addr: &str, sasl: &Sasl, timeout: Duration) -> PResult<()> {
+        let mechanism = sasl.mechanism.name();
+        let v = self.version::<SaslHandshakeRequest>(1)?;
+        if v < 1 {
+            return Err(ProtocolError::Unsupported(format!(
+                "{addr}: the broker does not support SaslHandshake v1 (Kafka 1.0 or newer is needed)"
+            )));
+        }
+        let hs = self
+            .send(
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(mechanism)),
+                v,
+                timeout,
+            )
+            .await?;
+        if hs.error_code != 0 {
+            let offered: Vec<&str> = hs.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(ProtocolError::Auth(format!(
+                "{addr}: the broker does not accept SASL mechanism {mechanism} (it offers {offered:?})"
+            )));
+        }
+        match &sasl.mechanism {
+            Mechanism::Plain => {
+                let token = format!("\0{}\0{}", sasl.username, sasl.password);
+                self.sasl_step(addr, mechanism, token.into_bytes(), timeout)
+                    .await?;
+            }
+            Mechanism::Scram(hash) => {
+                let (mut s, first) =
+                    Scram::start(*hash, &sasl.username, &sasl.password, &scram::nonce());
+                let server_first = self.sasl_step(addr, mechanism, first, timeout).await?;
+                let fin = s
+                    .client_final(&server_first)
+                    .map_err(|e| ProtocolError::Auth(format!("{addr}: {e}")))?;
+                let server_final = self.sasl_step(addr, mechanism, fin, timeout).await?;
+                s.verify(&server_final)
+                    .map_err(|e| ProtocolError::Auth(format!("{addr}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sasl_step(
+        &mut self,
+        addr: &str,
+        mechanism: &str,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> PResult<Bytes> {
+        let v = self.version::<SaslAuthenticateRequest>(2)?;
+        let resp = self
+            .send(
+                &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes)),
+                v,
+                timeout,
+            )
+            .await?;
+        if resp.error_code != 0 {
+            return Err(ProtocolError::Auth(format!(
+                "{addr}: {mechanism} authentication failed: {}",
+                resp.error_message
+                    .as_ref()
+                    .map_or_else(|| codes::name(resp.error_code), |m| m.to_string())
+            )));
+        }
+        Ok(resp.auth_bytes)
     }
 
     /// The highest version both sides speak, at most `cap`.
@@ -164,6 +276,7 @@ impl From<&TransactionState> for Described {
 pub struct TxnClient {
     bootstrap: Vec<String>,
     timeout: Duration,
+    transport: Arc<Transport>,
     conns: HashMap<String, Conn>,
     coordinators: HashMap<String, String>,
 }
@@ -198,7 +311,7 @@ pub mod codes {
 }
 
 impl TxnClient {
-    pub fn new(bootstrap_servers: &str, timeout: Duration) -> TxnClient {
+    pub fn new(bootstrap_servers: &str, timeout: Duration, transport: Arc<Transport>) -> TxnClient {
         TxnClient {
             bootstrap: bootstrap_servers
                 .split(',')
@@ -206,14 +319,31 @@ impl TxnClient {
                 .filter(|s| !s.is_empty())
                 .collect(),
             timeout,
+            transport,
             conns: HashMap::new(),
             coordinators: HashMap::new(),
         }
     }
 
+    /// Connects (and logs in) to the first bootstrap server that answers. A refused login,
+    /// certificate or protocol fails; unreachable servers do not (the caller's own checks
+    /// report those, and recovery retries them).
+    pub async fn login(&mut self) -> std::result::Result<(), String> {
+        for b in self.bootstrap.clone() {
+            match self.conn(&b).await {
+                Ok(_) => return Ok(()),
+                Err(ProtocolError::Io(e)) => {
+                    tracing::debug!(server = %b, error = %e, "not reachable yet")
+                }
+                Err(ProtocolError::Auth(e) | ProtocolError::Unsupported(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     async fn conn(&mut self, addr: &str) -> PResult<&mut Conn> {
         if !self.conns.contains_key(addr) {
-            let c = Conn::connect(addr, self.timeout).await?;
+            let c = Conn::connect(addr, self.timeout, &self.transport).await?;
             self.conns.insert(addr.to_string(), c);
         }
         Ok(self.conns.get_mut(addr).expect("inserted above"))

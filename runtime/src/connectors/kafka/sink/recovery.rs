@@ -109,7 +109,9 @@ impl Backoff {
 
 fn protocol_error(node: &str, what: &str, e: ProtocolError) -> Result<String> {
     match e {
-        ProtocolError::Unsupported(m) => Err(Error::node(node, format!("{what}: {m}"))),
+        ProtocolError::Unsupported(m) | ProtocolError::Auth(m) => {
+            Err(Error::node(node, format!("{what}: {m}")))
+        }
         ProtocolError::Io(m) => Ok(m),
     }
 }

@@ -10,6 +10,7 @@
 //!   InitProducerId aborts whatever they left open. The order matters: initializing an id first
 //!   would abort the very transaction that has to be re-committed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,6 +24,7 @@ use super::pool::{transactional_id, Pool, Slot};
 use super::producer::{blocking, Producer};
 use super::protocol::{codes, Described, TxnClient};
 use super::recovery::{fence, recommit, KafkaCommittable, KafkaSinkState, Recommitted};
+use super::security::{Security, Transport};
 use super::timeout::{self, TRANSACTION_TIMEOUT_MS};
 use crate::api::{Barrier, Batch, NodeContext, TwoPhaseSink};
 use crate::error::{Error, Result};
@@ -123,9 +125,10 @@ impl TxnKafkaSink {
                     ))
                 }
                 Ok(d) => last = codes::name(d.error_code),
-                Err(super::protocol::ProtocolError::Unsupported(m)) => {
-                    return Err(Error::node(&node, m))
-                }
+                Err(
+                    super::protocol::ProtocolError::Unsupported(m)
+                    | super::protocol::ProtocolError::Auth(m),
+                ) => return Err(Error::node(&node, m)),
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(delay).await;
@@ -157,6 +160,18 @@ impl TwoPhaseSink for TxnKafkaSink {
             })
             .collect();
         let s = &self.settings;
+        let security = Security::from_properties(&s.properties)
+            .map_err(|(name, why)| Error::spec(format!("{}.properties.{name}", self.path), why))?;
+        let transport = Transport::new(&security).map_err(|e| Error::node(&self.node, e))?;
+        let mut client =
+            TxnClient::new(&s.bootstrap_servers, PROTOCOL_TIMEOUT, Arc::new(transport));
+        // Our own client logs in first: librdkafka reports a refused login or certificate only
+        // as "broker transport failure".
+        client
+            .login()
+            .await
+            .map_err(|e| Error::node(&self.node, e))?;
+        self.client = Some(client);
         let mut config = super::producer_config(s);
         let cluster = Cluster::connect(&config, &self.node, &s.bootstrap_servers)?;
         if let TopicSpec::Fixed(t) = &s.topic {
@@ -171,7 +186,6 @@ impl TwoPhaseSink for TxnKafkaSink {
             self.transaction_timeout.as_millis().to_string(),
         );
         self.op_timeout = ctx.checkpoint.timeout.as_std().max(Duration::from_secs(10));
-        self.client = Some(TxnClient::new(&s.bootstrap_servers, PROTOCOL_TIMEOUT));
         self.config = Some(config);
         self.ctx = Some(ctx.clone());
         tracing::debug!(node = %self.node, timeout_ms = self.transaction_timeout.as_millis() as u64, "transaction timeout");
