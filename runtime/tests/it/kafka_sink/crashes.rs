@@ -226,3 +226,55 @@ fn rescale_two_to_one_aborts_the_old_workers_open_transactions() {
     run_to_completion(&p1, &["--from-savepoint", &sp]);
     assert_topic_exactly_once(&bootstrap, &out, N);
 }
+
+/// Rescale up, then a crash before the new parallelism's first checkpoint: the restart from
+/// the old savepoint at the old parallelism finds no state naming workers 1 and 2, so it
+/// probes their ids (Flink's rule) and aborts what they left open; otherwise read_committed
+/// consumers would stall behind those transactions until the broker times them out.
+#[test]
+fn rescale_up_crash_then_restart_at_the_old_parallelism_aborts_the_new_workers_transactions() {
+    let bootstrap = bootstrap();
+    let out = unique("ks-out");
+    create_topic(&bootstrap, &out, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("ru");
+    let cp = "interval: 40s, timeout: 30s";
+    let sink = eo_sink(&bootstrap, &out);
+    let p1 = spec(dir.path(), &name, 1, cp, &datagen(N, 5_000), &sink);
+    let p3 = spec(dir.path(), &name, 3, cp, &datagen(N, 5_000), &sink);
+    let job = Running::start(&p1, &[]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let o = weir()
+        .args(["savepoint", "--admin", &job.admin])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
+    let sp = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    assert!(job.kill9(), "the job ended before it was killed");
+    // Three workers write into open transactions; none of their checkpoints completes.
+    let up = Running::start(&p3, &["--from-savepoint", &sp]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(up.kill9(), "the rescaled job ended before it was killed");
+    let all = read_ids(
+        &bootstrap,
+        &out,
+        Isolation::Uncommitted,
+        0,
+        Duration::from_secs(2),
+    );
+    let committed = read_ids(
+        &bootstrap,
+        &out,
+        Isolation::Committed,
+        0,
+        Duration::from_secs(2),
+    );
+    assert!(
+        all.len() > committed.len(),
+        "the rescaled run should have left records in open transactions ({} written, {} committed)",
+        all.len(),
+        committed.len()
+    );
+    run_to_completion(&p1, &["--from-savepoint", &sp]);
+    assert_topic_exactly_once(&bootstrap, &out, N);
+}

@@ -221,9 +221,81 @@ pub async fn fence(
     }
 }
 
+/// What a transactional id of a worker beyond the current parallelism holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Never used (or expired): no worker had it, so none above it either.
+    Unused,
+    /// Used, nothing open.
+    Idle,
+    /// An open transaction, which read_committed consumers wait behind: abort it.
+    Open,
+    /// The coordinator is busy; ask again.
+    Retry,
+}
+
+pub fn probe_verdict(d: &Described) -> std::result::Result<Probe, String> {
+    match d.error_code {
+        codes::NONE if d.state == "Ongoing" => Ok(Probe::Open),
+        codes::NONE => Ok(Probe::Idle),
+        codes::TRANSACTIONAL_ID_NOT_FOUND => Ok(Probe::Unused),
+        c if codes::retriable(c) => Ok(Probe::Retry),
+        c => Err(codes::name(c)),
+    }
+}
+
+/// Asks the coordinator what `transactional_id` holds (DescribeTransactions never creates it).
+pub async fn probe(
+    client: &mut TxnClient,
+    node: &str,
+    transactional_id: &str,
+    patience: Duration,
+) -> Result<Probe> {
+    let what = format!("probing {transactional_id}");
+    let mut backoff = Backoff::new(patience);
+    loop {
+        let why = match client.describe(transactional_id).await {
+            Ok(d) => match probe_verdict(&d) {
+                Ok(Probe::Retry) => codes::name(d.error_code),
+                Ok(p) => return Ok(p),
+                Err(code) => {
+                    return Err(Error::node(
+                        node,
+                        format!("{what}: DescribeTransactions answered {code}"),
+                    ))
+                }
+            },
+            Err(e) => protocol_error(node, &what, e)?,
+        };
+        backoff.wait(node, &what, &why).await?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_stop_at_an_unused_id_and_abort_only_open_transactions() {
+        let d = |code: i16, state: &str| Described {
+            error_code: code,
+            state: state.into(),
+            producer_id: 1,
+            producer_epoch: 0,
+        };
+        assert_eq!(probe_verdict(&d(0, "Ongoing")), Ok(Probe::Open));
+        assert_eq!(probe_verdict(&d(0, "CompleteCommit")), Ok(Probe::Idle));
+        assert_eq!(probe_verdict(&d(0, "Empty")), Ok(Probe::Idle));
+        assert_eq!(
+            probe_verdict(&d(codes::TRANSACTIONAL_ID_NOT_FOUND, "")),
+            Ok(Probe::Unused)
+        );
+        assert_eq!(
+            probe_verdict(&d(codes::COORDINATOR_LOAD_IN_PROGRESS, "")),
+            Ok(Probe::Retry)
+        );
+        assert!(probe_verdict(&d(53, "")).is_err());
+    }
 
     fn stored() -> KafkaCommittable {
         KafkaCommittable {

@@ -93,19 +93,20 @@ impl Security {
             .get("security.protocol")
             .map(|s| s.to_ascii_lowercase())
             .unwrap_or_else(|| "plaintext".into());
-        let (tls, sasl) =
-            match protocol.as_str() {
-                "plaintext" => (false, false),
-                "ssl" => (true, false),
-                "sasl_plaintext" => (false, true),
-                "sasl_ssl" => (true, true),
-                other => return Err((
+        let (tls, sasl) = match protocol.as_str() {
+            "plaintext" => (false, false),
+            "ssl" => (true, false),
+            "sasl_plaintext" => (false, true),
+            "sasl_ssl" => (true, true),
+            other => {
+                return Err((
                     "security.protocol".into(),
                     format!(
                         "unknown protocol {other:?} (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let tls = if tls { Some(Self::tls(p)?) } else { None };
         let sasl = if sasl { Some(Self::sasl(p)?) } else { None };
         Ok(Security { tls, sasl })

@@ -23,7 +23,9 @@ use super::encode::encode;
 use super::pool::{transactional_id, Pool, Slot};
 use super::producer::{blocking, Producer};
 use super::protocol::{codes, Described, TxnClient};
-use super::recovery::{fence, recommit, KafkaCommittable, KafkaSinkState, Recommitted};
+use super::recovery::{
+    fence, probe, recommit, KafkaCommittable, KafkaSinkState, Probe, Recommitted,
+};
 use super::security::{Security, Transport};
 use super::timeout::{self, TRANSACTION_TIMEOUT_MS};
 use crate::api::{Barrier, Batch, NodeContext, TwoPhaseSink};
@@ -32,6 +34,8 @@ use crate::error::{Error, Result};
 /// How long recovery keeps retrying a coordinator that is unreachable or loading.
 const RECOVERY_PATIENCE: Duration = Duration::from_secs(60);
 const PROTOCOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Producers per worker probed beyond the parallelism: pools hold at most 8 (`config::pool_size`).
+const MAX_PROBED_POOL: usize = 16;
 
 pub struct TxnKafkaSink {
     settings: Settings,
@@ -97,6 +101,44 @@ impl TxnKafkaSink {
         futures::future::try_join_all(inits).await?;
         self.producers = producers;
         self.pool = Pool::new(self.ids.len());
+        Ok(())
+    }
+
+    /// Workers at or above the current parallelism that a later run started, even one whose
+    /// checkpoints never completed (rescale up, crash, restart from the older savepoint), so
+    /// that no restored state names them. Their ids are probed upward from this worker's, a
+    /// stride of `parallelism` apart, until a worker's first id was never used (Flink's rule);
+    /// open transactions among them are aborted. Usually one DescribeTransactions.
+    async fn fence_beyond_parallelism(&mut self, fenced: &[String]) -> Result<()> {
+        let ctx = self
+            .ctx
+            .clone()
+            .ok_or_else(|| Error::node(&self.node, "used before open"))?;
+        let node = self.node.clone();
+        let prefix = self.settings.transactional_id_prefix.clone();
+        let timeout = self.transaction_timeout;
+        let mut worker = ctx.worker + ctx.parallelism;
+        while worker < ctx.max_parallelism.max(ctx.parallelism + 1) {
+            let mut used = false;
+            for index in 0..MAX_PROBED_POOL {
+                let id = transactional_id(&prefix, &ctx.job, &ctx.node, worker, index);
+                match probe(self.client()?, &node, &id, RECOVERY_PATIENCE).await? {
+                    Probe::Unused | Probe::Retry => break,
+                    Probe::Idle => used = true,
+                    Probe::Open => {
+                        used = true;
+                        if !fenced.contains(&id) {
+                            tracing::info!(node = %node, transactional_id = %id, "aborting a transaction left open by a worker beyond the current parallelism");
+                            fence(self.client()?, &node, &id, timeout, RECOVERY_PATIENCE).await?;
+                        }
+                    }
+                }
+            }
+            if !used {
+                break;
+            }
+            worker += ctx.parallelism;
+        }
         Ok(())
     }
 
@@ -229,6 +271,7 @@ impl TwoPhaseSink for TxnKafkaSink {
         for id in &others {
             fence(self.client()?, &node, id, timeout, RECOVERY_PATIENCE).await?;
         }
+        self.fence_beyond_parallelism(&others).await?;
         self.init_producers().await
     }
 
