@@ -3,7 +3,10 @@
 //! the same input records:
 //!   1. throughput: records/s and records per CPU-second of `weir run` (one worker, the real
 //!      binary, start-up and the final commit included) and of the raw loop (this process);
-//!   2. latency: weir running unbounded while records carrying their produce time arrive at
+//!   2. steady state: the rate between 10 % and 90 % of the records, past start-up and before
+//!      the final commit (weir unbounded, its sink's record count read from its metrics; the raw
+//!      loop's own count), the figure a long-running job sees;
+//!   3. latency: weir running unbounded while records carrying their produce time arrive at
 //!      50 % of the throughput measured in 1; p50/p99 from produce to visible for a
 //!      read_committed consumer (a record becomes visible when its checkpoint commits).
 //!
@@ -71,6 +74,18 @@ fn create_topic(b: &str, name: &str) {
     let t = NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1));
     for r in futures::executor::block_on(admin.create_topics([&t], &AdminOptions::new())).unwrap() {
         r.unwrap();
+    }
+}
+
+/// Deletes the bench's topics: a round writes a GiB per output topic.
+fn delete_topics(b: &str, names: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .create()
+        .unwrap();
+    let r = futures::executor::block_on(admin.delete_topics(names, &AdminOptions::new()));
+    if let Err(e) = r {
+        eprintln!("bench kafka: could not delete {names:?}: {e}");
     }
 }
 
@@ -165,13 +180,18 @@ impl Measure {
 
 /// Consume every input record and produce its key and value to `output`: the upper limit
 /// for any Kafka → Kafka job on this machine and broker.
-fn raw_loop(b: &str, input: &str, output: &str, n: u64) -> Measure {
+fn raw_loop(b: &str, input: &str, output: &str, n: u64) -> (Measure, Measure) {
     let cpu0 = cpu_seconds(libc::RUSAGE_SELF);
     let t0 = Instant::now();
     let c = consumer(b, input, "read_uncommitted");
     let p = producer(b);
     let mut seen = 0;
+    let (from, to) = window(n);
+    let mut marks = Vec::new();
     while seen < n {
+        if seen == from || seen == to {
+            marks.push((Instant::now(), cpu_seconds(libc::RUSAGE_SELF)));
+        }
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 send(
@@ -187,10 +207,94 @@ fn raw_loop(b: &str, input: &str, output: &str, n: u64) -> Measure {
         }
     }
     p.flush(Duration::from_secs(120)).unwrap();
-    Measure {
+    let whole = Measure {
         records: n,
         seconds: t0.elapsed().as_secs_f64(),
         cpu: cpu_seconds(libc::RUSAGE_SELF) - cpu0,
+    };
+    let steady = Measure {
+        records: to - from,
+        seconds: (marks[1].0 - marks[0].0).as_secs_f64(),
+        cpu: marks[1].1 - marks[0].1,
+    };
+    (whole, steady)
+}
+
+/// The steady-state window: from 10 % to 90 % of the records, past start-up and before the
+/// final flush and commit.
+fn window(n: u64) -> (u64, u64) {
+    (n / 10, n * 9 / 10)
+}
+
+/// CPU seconds a child process has used so far (utime + stime from /proc).
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / hz
+}
+
+/// Records the sink has handed to Kafka so far, from the worker's Prometheus endpoint.
+fn sink_records(admin: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let total: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("weir_node_records_in_total{") && l.contains("node=\"out\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    Some(total as u64)
+}
+
+/// weir running unbounded over the filled topic: its rate between 10 % and 90 % of `n`
+/// records handed to the producer, read from its metrics every 20 ms.
+fn weir_steady(dir: &std::path::Path, b: &str, input: &str, output: &str, n: u64) -> Measure {
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let spec = spec(dir, b, input, output, false);
+    let mut job = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "--quiet", "--admin-addr", &admin, &spec])
+        .env("WEIR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (from, to) = window(n);
+    let mut marks: Vec<(Instant, f64, u64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while marks.len() < 2 && Instant::now() < deadline {
+        if let Some(c) = sink_records(&admin) {
+            let goal = if marks.is_empty() { from } else { to };
+            if c >= goal {
+                marks.push((Instant::now(), process_cpu(job.id()), c));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: SIGTERM to our own child.
+    unsafe { libc::kill(job.id() as i32, libc::SIGTERM) };
+    let _ = job.wait();
+    assert_eq!(
+        marks.len(),
+        2,
+        "weir did not get through the window in time"
+    );
+    Measure {
+        records: marks[1].2 - marks[0].2,
+        seconds: (marks[1].0 - marks[0].0).as_secs_f64(),
+        cpu: marks[1].1 - marks[0].1,
     }
 }
 
@@ -320,6 +424,7 @@ fn latency(dir: &std::path::Path, b: &str, rate: f64, secs: u64) -> (Vec<i64>, u
     // SAFETY: SIGTERM to our own child: the job stops after its checkpoint in flight.
     unsafe { libc::kill(job.id() as i32, libc::SIGTERM) };
     let _ = job.wait();
+    delete_topics(b, &[&input, &output]);
     // Skip the first 2 s (connections, first checkpoints).
     let warm = (2.0 * rate) as u64;
     let mut lat: Vec<i64> = seen
@@ -351,14 +456,20 @@ fn main() {
     // Rounds alternate raw and weir on the same input, so that the broker's JIT warm-up and
     // the machine's noise fall on both alike; the ratio is of the totals.
     let (mut raws, mut weirs) = (Vec::new(), Vec::new());
+    let (mut raw_steady, mut weir_steadies) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         let (raw_out, weir_out) = (unique("bench-raw-out"), unique("bench-weir-out"));
         create_topic(&b, &raw_out);
         create_topic(&b, &weir_out);
-        let raw = raw_loop(&b, &input, &raw_out, n);
+        let (raw, steady) = raw_loop(&b, &input, &raw_out, n);
+        raw_steady.push(steady);
+        let steady_out = unique("bench-weir-steady-out");
+        create_topic(&b, &steady_out);
+        weir_steadies.push(weir_steady(dir.path(), &b, &input, &steady_out, n));
         let weir = weir_bounded(dir.path(), &b, &input, &weir_out, n);
         let visible = committed_count(&b, &weir_out, n);
         assert_eq!(visible, n, "weir's output is incomplete");
+        delete_topics(&b, &[&raw_out, &weir_out, &steady_out]);
         println!(
             "  round {round}: raw rdkafka loop (no transactions) {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s)",
             raw.rate(), raw.per_cpu(), raw.seconds, raw.cpu
@@ -366,6 +477,14 @@ fn main() {
         println!(
             "  round {round}: weir exactly-once, 1 s checkpoints {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s, start-up included)",
             weir.rate(), weir.per_cpu(), weir.seconds, weir.cpu
+        );
+        let (rs, ws) = (
+            &raw_steady[raw_steady.len() - 1],
+            &weir_steadies[weir_steadies.len() - 1],
+        );
+        println!(
+            "  round {round}: steady state (10 %–90 % of the records): raw {:>7.0} records/s ({:.0}/CPU-s), weir {:>7.0} records/s ({:.0}/CPU-s)",
+            rs.rate(), rs.per_cpu(), ws.rate(), ws.per_cpu()
         );
         raws.push(raw);
         weirs.push(weir);
@@ -384,11 +503,20 @@ fn main() {
         weir.per_cpu()
     );
     println!(
-        "  ratio weir/raw: throughput {:.0} %, per CPU-second {:.0} %  (target ≥ 70 %)",
+        "  ratio weir/raw, whole runs (weir's process start-up and final commit included): throughput {:.0} %, per CPU-second {:.0} %",
         100.0 * weir.rate() / raw.rate(),
         100.0 * weir.per_cpu() / raw.per_cpu()
     );
+    let (rs, ws) = (total(&raw_steady), total(&weir_steadies));
+    println!(
+        "  ratio weir/raw, steady state: throughput {:.0} % ({:.0} vs {:.0} records/s), per CPU-second {:.0} %  (target ≥ 70 %)",
+        100.0 * ws.rate() / rs.rate(),
+        ws.rate(),
+        rs.rate(),
+        100.0 * ws.per_cpu() / rs.per_cpu()
+    );
 
+    delete_topics(&b, &[&input]);
     let rate = weir.rate() / 2.0;
     let (lat, missing) = latency(dir.path(), &b, rate, latency_secs);
     println!(
