@@ -11,6 +11,11 @@
 //! `cargo bench -p weir-runtime --bench jdbc`. Env: `DATABASE_URL` (else e2e/services/postgres.sh
 //! starts one), `WEIR_BENCH_JDBC_ROWS` (default 2,000,000), `WEIR_BENCH_JDBC_KEYS` (10,000).
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{env_num, service_env};
+
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::time::Instant;
@@ -29,31 +34,6 @@ struct Row {
 }
 
 type State = BTreeMap<String, (i64, i64)>;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
-fn database_url() -> String {
-    if let Ok(u) = std::env::var("DATABASE_URL") {
-        return u;
-    }
-    let script = format!("{}/../e2e/services/postgres.sh", env!("CARGO_MANIFEST_DIR"));
-    let o = Command::new("bash")
-        .arg(&script)
-        .arg("up")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("DATABASE_URL="))
-        .expect("postgres.sh printed DATABASE_URL")
-        .to_string()
-}
 
 fn pipeline(n: u64, keys: u64, url: &str, state: &str, sink_extra: &str) -> String {
     format!(
@@ -261,7 +241,7 @@ fn main() {
     }
     let n = env_num("WEIR_BENCH_JDBC_ROWS", 2_000_000);
     let keys = env_num("WEIR_BENCH_JDBC_KEYS", 10_000);
-    let url = database_url();
+    let url = service_env("postgres", "DATABASE_URL");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let spec_default = pipeline(n, keys, &url, "STATE", "");
     let rows = rt.block_on(generate(&spec_default));

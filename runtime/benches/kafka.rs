@@ -15,6 +15,11 @@
 //! `WEIR_BENCH_KAFKA_ROUNDS` (default 3),
 //! `WEIR_BENCH_KAFKA_LATENCY_SECS` (default 15).
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{env_num, service_env};
+
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,31 +34,6 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 4;
 const RECORD_SIZE: usize = 1024;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
-fn bootstrap() -> String {
-    if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
-        return b;
-    }
-    let script = format!("{}/../e2e/services/kafka.sh", env!("CARGO_MANIFEST_DIR"));
-    let o = Command::new("bash")
-        .arg(&script)
-        .arg("up")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
-        .expect("kafka.sh printed KAFKA_BOOTSTRAP")
-        .to_string()
-}
 
 fn unique(prefix: &str) -> String {
     let t = std::time::SystemTime::now()
@@ -443,7 +423,7 @@ fn main() {
     let n = env_num("WEIR_BENCH_KAFKA_RECORDS", 1_000_000);
     let rounds = env_num("WEIR_BENCH_KAFKA_ROUNDS", 3).max(1);
     let latency_secs = env_num("WEIR_BENCH_KAFKA_LATENCY_SECS", 15);
-    let b = bootstrap();
+    let b = service_env("kafka", "KAFKA_BOOTSTRAP");
     let dir = tempfile::tempdir().unwrap();
     let input = unique("bench-in");
     create_topic(&b, &input);

@@ -5,6 +5,11 @@
 //! `cargo bench -p weir-runtime --bench kafka_source`. Env: `KAFKA_BOOTSTRAP` (else
 //! e2e/services/kafka.sh starts a broker), `WEIR_BENCH_KAFKA_SOURCE_RECORDS` (default 300,000).
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{env_num, service_env};
+
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -19,22 +24,6 @@ use weir_runtime::metrics::Metrics;
 use weir_runtime::registry::Registry;
 
 const PARTITIONS: i32 = 4;
-
-fn bootstrap() -> String {
-    if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
-        return b;
-    }
-    let script = format!("{}/../e2e/services/kafka.sh", env!("CARGO_MANIFEST_DIR"));
-    let o = std::process::Command::new("bash")
-        .args([&script, "up"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP=").map(str::to_string))
-        .expect("kafka.sh printed KAFKA_BOOTSTRAP")
-}
 
 fn config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -154,11 +143,8 @@ sinks:
 }
 
 fn main() {
-    let n: u64 = std::env::var("WEIR_BENCH_KAFKA_SOURCE_RECORDS")
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(300_000);
-    let bootstrap = bootstrap();
+    let n = env_num("WEIR_BENCH_KAFKA_SOURCE_RECORDS", 300_000);
+    let bootstrap = service_env("kafka", "KAFKA_BOOTSTRAP");
     let topic = format!(
         "bench-source-{}",
         std::time::SystemTime::now()

@@ -276,6 +276,13 @@ fn check_policies(lines: &[Value], n: i64, on_timeout: &str, on_error: &str) -> 
 // ---------------------------------------------------------------------------------------------
 // The binary: policies, order, retries.
 
+/// Runs `job` to its end in `dir`; it must succeed.
+fn run_to_end(dir: &Path, job: Job) {
+    let p = spec(dir, &job);
+    let o = run(&p, &[], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn ordered_lookup_applies_policies_retries_and_keeps_order() {
     let server = Server::start(Latency::Skewed);
@@ -285,17 +292,15 @@ fn ordered_lookup_applies_policies_retries_and_keeps_order() {
         &server,
         "    mode: ordered\n    capacity: 50\n    on_timeout: null\n    on_error: drop\n",
     );
-    let p = spec(
+    run_to_end(
         dir.path(),
-        &Job {
+        Job {
             parallelism: 1,
             count: n,
             rate: 5000,
             transform: t,
         },
     );
-    let o = run(&p, &[], &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let order = check_policies(&output_lines(dir.path()), n, "null", "drop");
     assert!(
         order.windows(2).all(|w| w[0] < w[1]),
@@ -329,17 +334,15 @@ fn unordered_lookup_reorders_and_applies_the_other_policies() {
         &server,
         "    mode: unordered\n    capacity: 50\n    on_timeout: drop\n    on_error: null\n",
     );
-    let p = spec(
+    run_to_end(
         dir.path(),
-        &Job {
+        Job {
             parallelism: 1,
             count: n,
             rate: 5000,
             transform: t,
         },
     );
-    let o = run(&p, &[], &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let order = check_policies(&output_lines(dir.path()), n, "drop", "null");
     let inversions = order.windows(2).filter(|w| w[0] > w[1]).count();
     assert!(

@@ -177,6 +177,40 @@ fn kafka_to_kafka_kill_at_random_moments() {
     kill_at_random_moments(Input::Kafka);
 }
 
+/// Takes a savepoint of the running job; returns its path.
+fn take_savepoint(job: &Running) -> String {
+    let o = weir()
+        .args(["savepoint", "--admin", &job.admin])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// The killed run must have left records in open transactions, or the test proves nothing.
+fn assert_open_transactions_left(bootstrap: &str, out: &str) {
+    let all = read_ids(
+        bootstrap,
+        out,
+        Isolation::Uncommitted,
+        0,
+        Duration::from_secs(2),
+    );
+    let committed = read_ids(
+        bootstrap,
+        out,
+        Isolation::Committed,
+        0,
+        Duration::from_secs(2),
+    );
+    assert!(
+        all.len() > committed.len(),
+        "the killed run should have left records in open transactions ({} written, {} committed)",
+        all.len(),
+        committed.len()
+    );
+}
+
 /// Two workers take a savepoint and are killed with transactions open under their ids; the
 /// job restarts from the savepoint on one worker, which must re-commit both workers'
 /// savepoint transactions (already committed: idempotent) and abort what worker 1 left open,
@@ -195,34 +229,10 @@ fn rescale_two_to_one_aborts_the_old_workers_open_transactions() {
     let p1 = spec(dir.path(), &name, 1, cp, &datagen(N, 5_000), &sink);
     let job = Running::start(&p2, &[]);
     std::thread::sleep(Duration::from_millis(1500));
-    let o = weir()
-        .args(["savepoint", "--admin", &job.admin])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
-    let sp = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let sp = take_savepoint(&job);
     std::thread::sleep(Duration::from_millis(800));
     assert!(job.kill9(), "the job ended before it was killed");
-    let all = read_ids(
-        &bootstrap,
-        &out,
-        Isolation::Uncommitted,
-        0,
-        Duration::from_secs(2),
-    );
-    let committed = read_ids(
-        &bootstrap,
-        &out,
-        Isolation::Committed,
-        0,
-        Duration::from_secs(2),
-    );
-    assert!(
-        all.len() > committed.len(),
-        "the killed run should have left records in open transactions ({} written, {} committed)",
-        all.len(),
-        committed.len()
-    );
+    assert_open_transactions_left(&bootstrap, &out);
     run_to_completion(&p1, &["--from-savepoint", &sp]);
     assert_topic_exactly_once(&bootstrap, &out, N);
 }
@@ -244,37 +254,13 @@ fn rescale_up_crash_then_restart_at_the_old_parallelism_aborts_the_new_workers_t
     let p3 = spec(dir.path(), &name, 3, cp, &datagen(N, 5_000), &sink);
     let job = Running::start(&p1, &[]);
     std::thread::sleep(Duration::from_millis(1000));
-    let o = weir()
-        .args(["savepoint", "--admin", &job.admin])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
-    let sp = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let sp = take_savepoint(&job);
     assert!(job.kill9(), "the job ended before it was killed");
     // Three workers write into open transactions; none of their checkpoints completes.
     let up = Running::start(&p3, &["--from-savepoint", &sp]);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(up.kill9(), "the rescaled job ended before it was killed");
-    let all = read_ids(
-        &bootstrap,
-        &out,
-        Isolation::Uncommitted,
-        0,
-        Duration::from_secs(2),
-    );
-    let committed = read_ids(
-        &bootstrap,
-        &out,
-        Isolation::Committed,
-        0,
-        Duration::from_secs(2),
-    );
-    assert!(
-        all.len() > committed.len(),
-        "the rescaled run should have left records in open transactions ({} written, {} committed)",
-        all.len(),
-        committed.len()
-    );
+    assert_open_transactions_left(&bootstrap, &out);
     run_to_completion(&p1, &["--from-savepoint", &sp]);
     assert_topic_exactly_once(&bootstrap, &out, N);
 }
