@@ -80,7 +80,7 @@ async fn generate(spec_text: &str) -> Vec<Row> {
         match src.poll().await.unwrap() {
             SourcePoll::Batch(b) => {
                 for r in b.records {
-                    let f = r.fields;
+                    let f = r.fields();
                     rows.push(Row {
                         user_id: f["user_id"].as_str().unwrap().to_string(),
                         event_count: f["event_count"].as_i64().unwrap(),

@@ -20,7 +20,7 @@
 //! impl Sink for Stdout {
 //!     async fn write(&mut self, batch: Batch) -> Result<()> {
 //!         for r in batch.records {
-//!             println!("{}{}", self.prefix, serde_json::Value::Object(r.fields));
+//!             println!("{}{}", self.prefix, serde_json::Value::Object(r.into_fields()));
 //!         }
 //!         Ok(())
 //!     }

@@ -93,13 +93,13 @@ impl RedisEventsConfig {
     /// The write for a record; the error names the missing or unusable field.
     pub fn write_for(&self, r: &Record) -> std::result::Result<Write, String> {
         let get = |f: &str| -> std::result::Result<String, String> {
-            let v = r.fields.get(f).ok_or_else(|| format!("no field {f:?}"))?;
+            let v = r.fields().get(f).ok_or_else(|| format!("no field {f:?}"))?;
             text(v).ok_or_else(|| format!("field {f:?} is {v}, expected a string or number"))
         };
         Ok(Write {
             key: format!("{}:{}", self.key_prefix, get(&self.user_field)?),
             field: get(&self.event_field)?,
-            json: serde_json::to_string(&r.fields).map_err(|e| e.to_string())?,
+            json: serde_json::to_string(r.fields()).map_err(|e| e.to_string())?,
         })
     }
 }

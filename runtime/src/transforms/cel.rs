@@ -1,6 +1,7 @@
 //! CEL expressions over records: every top-level field is a variable, and `record` is the whole
 //! record as a map (for fields whose names are not identifiers).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -48,16 +49,24 @@ impl Expr {
     /// Evaluates against a record; `root` holds the standard functions (built once per node).
     pub fn eval(&self, root: &Context<'_>, record: &Record) -> Result<Cel, String> {
         let mut ctx = root.new_inner_scope();
+        // A record still in its JSON text is scanned for a field or two rather than built,
+        // so a filter passes it on unbuilt; more fields are cheaper read from the built map.
+        let scan = self.vars.len() <= 2 && !self.uses_record;
         for v in &self.vars {
-            if let Some(value) = record.fields.get(v) {
-                ctx.add_variable_from_value(v.as_str(), to_cel(value));
+            let value = if scan {
+                record.get(v)
+            } else {
+                record.fields().get(v).map(Cow::Borrowed)
+            };
+            if let Some(value) = value {
+                ctx.add_variable_from_value(v.as_str(), to_cel(&value));
             } else {
                 return Err(format!("no field {v:?} in the record"));
             }
         }
         if self.uses_record {
             let m: HashMap<Key, Cel> = record
-                .fields
+                .fields()
                 .iter()
                 .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
                 .collect();
@@ -160,6 +169,22 @@ mod tests {
         assert_eq!(e.eval(&root, &r).unwrap(), Cel::Bool(true));
         let e = Expr::compile("record['odd key'] * 2").unwrap();
         assert_eq!(to_json(&e.eval(&root, &r).unwrap()).unwrap(), json!(4));
+    }
+
+    #[test]
+    fn a_json_record_read_by_one_or_two_fields_stays_unbuilt() {
+        let root = Context::default();
+        let text = br#"{"amount": 120, "name": "ann", "pad": "xxxx"}"#;
+        let json = crate::record::JsonObject::parse(bytes::Bytes::from_static(text)).unwrap();
+        let r = Record::from_json(json);
+        let e = Expr::compile("amount > 100 && name == 'ann'").unwrap();
+        assert_eq!(e.eval(&root, &r).unwrap(), Cel::Bool(true));
+        let e = Expr::compile("missing > 1").unwrap();
+        assert!(e
+            .eval(&root, &r)
+            .unwrap_err()
+            .contains("no field \"missing\""));
+        assert!(!r.is_built());
     }
 
     #[test]

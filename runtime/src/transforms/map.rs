@@ -48,7 +48,7 @@ impl MapTransform {
     fn apply(&self, r: &Record) -> std::result::Result<Record, String> {
         let mut fields = match self.mode {
             Mode::Extend => {
-                let mut f = r.fields.clone();
+                let mut f = r.fields().clone();
                 for d in &self.drop {
                     f.shift_remove(d);
                 }
@@ -63,10 +63,7 @@ impl MapTransform {
             let v = to_json(&v).map_err(|e| format!("field {name:?}: {e}"))?;
             fields.insert(name.clone(), v);
         }
-        Ok(Record {
-            fields,
-            event_time: r.event_time,
-        })
+        Ok(Record::new(fields).with_event_time(r.event_time))
     }
 }
 

@@ -458,7 +458,7 @@ mod driven {
         for b in out.batches {
             for r in b.records {
                 got.push(Out::Record {
-                    id: r.fields["id"].as_i64().unwrap(),
+                    id: r.fields()["id"].as_i64().unwrap(),
                     event_time: r.event_time.unwrap(),
                 });
             }
@@ -489,9 +489,9 @@ mod driven {
         let mut held = 0;
         for b in 0..30i64 {
             let records = (b * 20..b * 20 + 20)
-                .map(|id| Record {
-                    fields: json!({ "id": id }).as_object().unwrap().clone(),
-                    event_time: Some(id * 10),
+                .map(|id| {
+                    Record::new(json!({ "id": id }).as_object().unwrap().clone())
+                        .with_event_time(Some(id * 10))
                 })
                 .collect();
             let mut out = Output::default();

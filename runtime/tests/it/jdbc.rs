@@ -606,7 +606,7 @@ fn the_query_source_resumes_after_its_position() {
         loop {
             match s.poll().await.unwrap() {
                 SourcePoll::Batch(b) => {
-                    ids.extend(b.records.iter().map(|r| r.fields["id"].as_i64().unwrap()))
+                    ids.extend(b.records.iter().map(|r| r.fields()["id"].as_i64().unwrap()))
                 }
                 SourcePoll::Finished => break,
                 SourcePoll::Idle => {}

@@ -123,7 +123,7 @@ impl Source for DatagenSource {
         let mut records = Vec::with_capacity(n as usize);
         for j in split.done..split.done + n {
             let (fields, event_time) = self.gen.record(split.index + j * s);
-            records.push(Record { fields, event_time });
+            records.push(Record::new(fields).with_event_time(event_time));
         }
         split.done += n;
         self.emitted += n;

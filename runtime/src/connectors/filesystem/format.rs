@@ -36,8 +36,13 @@ impl Encoder {
         match self {
             Encoder::Json { out } => {
                 for r in records {
-                    serde_json::to_writer(&mut *out, &r.fields)
-                        .map_err(|e| Error::Other(format!("encoding a record as JSON: {e}")))?;
+                    match r.json() {
+                        // The text a record was decoded from is written as is unless it spans
+                        // lines (pretty-printed input), which would break the one-per-line file.
+                        Some(json) if !json.contains(&b'\n') => out.extend_from_slice(json),
+                        _ => serde_json::to_writer(&mut *out, r.fields())
+                            .map_err(|e| Error::Other(format!("encoding a record as JSON: {e}")))?,
+                    }
                     out.push(b'\n');
                 }
                 Ok(())
@@ -112,11 +117,11 @@ impl CsvEncoder {
 
     /// Why a record does not fit the columns: a field the columns do not have.
     fn misfit(&self, r: &Record) -> Option<String> {
-        if r.fields.keys().all(|k| self.columns.contains(k)) {
+        if r.fields().keys().all(|k| self.columns.contains(k)) {
             return None;
         }
         let extra: Vec<&str> = r
-            .fields
+            .fields()
             .keys()
             .filter(|k| !self.columns.contains(k))
             .map(String::as_str)
@@ -157,7 +162,7 @@ impl CsvEncoder {
                 continue;
             }
             for col in self.columns.iter() {
-                let cell = match r.fields.get(col) {
+                let cell = match r.fields().get(col) {
                     None | Some(Value::Null) => w.write_field([]),
                     Some(Value::String(s)) => w.write_field(s),
                     Some(Value::Bool(b)) => w.write_field(if *b { "true" } else { "false" }),
@@ -216,7 +221,7 @@ impl EncoderFactory {
                     .get_or_insert_with(|| {
                         first
                             .first()
-                            .map(|r| r.fields.keys().cloned().collect::<Vec<_>>())
+                            .map(|r| r.fields().keys().cloned().collect::<Vec<_>>())
                             .unwrap_or_default()
                             .into()
                     })
@@ -310,6 +315,31 @@ mod tests {
         assert_eq!(
             String::from_utf8(e.output().clone()).unwrap(),
             "{\"b\":1,\"a\":\"x\"}\n{\"n\":null}\n"
+        );
+    }
+
+    fn decoded(text: &str) -> Record {
+        let json = bytes::Bytes::copy_from_slice(text.as_bytes());
+        Record::from_json(crate::record::JsonObject::parse(json).unwrap())
+    }
+
+    #[test]
+    fn json_lines_reuse_a_records_text_unless_it_spans_lines_or_was_changed() {
+        let mut changed = decoded(r#"{"c": 3}"#);
+        changed.fields_mut().insert("d".into(), json!(4));
+        let mut e = factory(Format::Json, None, false).create(&[]).unwrap();
+        e.write(
+            &[
+                decoded(r#"{"a": 1.50, "b": "x"}"#),
+                decoded("{\n  \"p\": 1\n}"),
+                changed,
+            ],
+            &mut fail(),
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(e.output().clone()).unwrap(),
+            "{\"a\": 1.50, \"b\": \"x\"}\n{\"p\":1}\n{\"c\":3,\"d\":4}\n"
         );
     }
 

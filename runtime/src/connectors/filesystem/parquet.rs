@@ -84,7 +84,7 @@ impl ParquetLayout {
                 }
                 let values = first
                     .iter()
-                    .map(|r| Ok::<_, ArrowError>(Value::Object(r.fields.clone())));
+                    .map(|r| Ok::<_, ArrowError>(Value::Object(r.fields().clone())));
                 let inferred = infer_json_schema_from_iterator(values).map_err(|e| {
                     arrow_error("inferring the Parquet schema from the first records", e)
                 })?;
@@ -151,15 +151,15 @@ impl ParquetEncoder {
     }
 
     pub fn write(&mut self, records: &[Record], on_bad: OnBadRecord<'_>) -> Result<()> {
-        let rows: Vec<&Fields> = records.iter().map(|r| &r.fields).collect();
+        let rows: Vec<&Fields> = records.iter().map(|r| r.fields()).collect();
         let batch = match self.decode(&rows) {
             Ok(batch) => batch,
             Err(_) => {
                 // Rare path: find the records that do not fit, one by one, and decode the rest.
                 let mut good = Vec::with_capacity(rows.len());
                 for r in records {
-                    match self.decode(&[&r.fields]) {
-                        Ok(_) => good.push(&r.fields),
+                    match self.decode(&[r.fields()]) {
+                        Ok(_) => good.push(r.fields()),
                         Err(e) => on_bad(r, format!("does not fit the Parquet schema: {e}"))?,
                     }
                 }

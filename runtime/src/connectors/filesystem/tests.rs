@@ -454,10 +454,7 @@ async fn event_time_buckets_become_directories() {
     let config = json!({"path": dir.path(), "format": "json", "bucket": {"by": "event_time", "field": "ts"}});
     let mut s = started(config, 0).await;
     let records = vec![
-        Record {
-            event_time: Some(1_709_622_489_123),
-            ..rec(json!({"id": 0}))
-        },
+        rec(json!({"id": 0})).with_event_time(Some(1_709_622_489_123)),
         rec(json!({"id": 1, "ts": "2024-03-05T08:00:00Z"})),
         rec(json!({"id": 2})),
     ];

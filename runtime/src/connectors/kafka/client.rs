@@ -22,7 +22,11 @@ pub struct LogContext;
 impl ClientContext for LogContext {
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
-            KafkaError::PartitionEOF(_) => tracing::debug!(%reason, "end of partition"),
+            // Reported as a partition error or, from the fetcher, as a global one.
+            KafkaError::PartitionEOF(_)
+            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
+                tracing::debug!(%reason, "end of partition")
+            }
             // The client retries these itself (a broker down, a connection reset); a
             // call that cannot succeed fails on its own.
             e => tracing::warn!(error = %e, %reason, "Kafka client error"),

@@ -9,7 +9,7 @@ pub fn key_values(record: &Record, key: &[String]) -> Result<Vec<Value>, String>
     key.iter()
         .map(|f| {
             record
-                .fields
+                .fields()
                 .get(f)
                 .cloned()
                 .ok_or_else(|| format!("no field {f:?} (a field of the lookup `key`)"))
@@ -78,8 +78,9 @@ impl FieldMapping {
 
 /// The record with the enrichment's fields set (replacing fields of the same name).
 pub fn enrich(mut record: Record, enrichment: &Map<String, Value>) -> Record {
+    let fields = record.fields_mut();
     for (k, v) in enrichment {
-        record.fields.insert(k.clone(), v.clone());
+        fields.insert(k.clone(), v.clone());
     }
     record
 }
@@ -127,9 +128,9 @@ mod tests {
     fn enrichment_overwrites_and_appends_fields() {
         let rec = Record::new(json!({"id": 1, "name": "old"}).as_object().unwrap().clone());
         let out = enrich(rec, &mapping().extract(&json!({"name": "new"})));
-        assert_eq!(out.fields["id"], 1);
-        assert_eq!(out.fields["name"], "new");
-        assert_eq!(out.fields["tier"], Value::Null);
+        assert_eq!(out.fields()["id"], 1);
+        assert_eq!(out.fields()["name"], "new");
+        assert_eq!(out.fields()["tier"], Value::Null);
     }
 
     #[test]

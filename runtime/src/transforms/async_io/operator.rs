@@ -490,7 +490,7 @@ mod tests {
         out.batches
             .iter()
             .flat_map(|b| &b.records)
-            .map(|r| r.fields["name"].as_str().unwrap().to_string())
+            .map(|r| r.fields()["name"].as_str().unwrap().to_string())
             .collect()
     }
 

@@ -33,7 +33,7 @@ impl HeldRecord {
     pub fn new(seq: u64, record: &Record, split: Option<&str>, done: bool) -> Self {
         HeldRecord {
             seq,
-            fields: record.fields.clone(),
+            fields: record.fields().clone(),
             event_time: record.event_time,
             split: split.map(str::to_string),
             done,
@@ -41,10 +41,7 @@ impl HeldRecord {
     }
 
     pub fn record(&self) -> Record {
-        Record {
-            fields: self.fields.clone(),
-            event_time: self.event_time,
-        }
+        Record::new(self.fields.clone()).with_event_time(self.event_time)
     }
 }
 
@@ -87,10 +84,7 @@ mod tests {
     use crate::checkpoint::key_group_range;
 
     fn rec(id: i64) -> Record {
-        Record {
-            fields: json!({ "id": id }).as_object().unwrap().clone(),
-            event_time: Some(id * 10),
-        }
+        Record::new(json!({ "id": id }).as_object().unwrap().clone()).with_event_time(Some(id * 10))
     }
 
     #[test]

@@ -239,7 +239,7 @@ impl Sink for JdbcSink {
         let n = self.lanes.len();
         let key: Vec<usize> = plan.key().to_vec();
         for r in batch.records {
-            let row: Row = match plan.encode(&r.fields) {
+            let row: Row = match plan.encode(r.fields()) {
                 Ok(row) => row,
                 Err(why) => {
                     self.reject(&r, why)?;

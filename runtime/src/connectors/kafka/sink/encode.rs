@@ -1,5 +1,7 @@
 //! A record → a Kafka message: topic, key, JSON value and headers.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::config::{KeySpec, Settings, TopicSpec};
@@ -8,9 +10,10 @@ use crate::record::Record;
 /// One message ready to send.
 #[derive(Debug, PartialEq)]
 pub struct Message<'a> {
-    pub topic: &'a str,
+    pub topic: Cow<'a, str>,
     pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    /// The record's own JSON text when it still has it, else the fields serialized.
+    pub value: Cow<'a, [u8]>,
     pub headers: Vec<(&'a str, Vec<u8>)>,
     /// Kafka timestamp: the record's event time when it has one.
     pub timestamp: Option<i64>,
@@ -27,27 +30,30 @@ fn scalar_bytes(v: &Value) -> Vec<u8> {
 /// Why a record cannot be sent; the caller adds the node and the record.
 pub type EncodeError = String;
 
+/// Reads fields with [`Record::get`], so a record still in its JSON text is not built just to
+/// find its key, topic or headers.
 pub fn encode<'a>(settings: &'a Settings, record: &'a Record) -> Result<Message<'a>, EncodeError> {
-    let fields = &record.fields;
     let topic = match &settings.topic {
-        TopicSpec::Fixed(t) => t.as_str(),
-        TopicSpec::Field(f) => match fields.get(f) {
-            Some(Value::String(t)) if !t.is_empty() => t.as_str(),
-            Some(Value::String(_)) => return Err(format!("topic_field {f:?} is empty")),
-            None | Some(Value::Null) => return Err(format!("topic_field {f:?} is missing")),
+        TopicSpec::Fixed(t) => Cow::Borrowed(t.as_str()),
+        TopicSpec::Field(f) => match record.get(f) {
+            Some(Cow::Borrowed(Value::String(t))) if !t.is_empty() => Cow::Borrowed(t.as_str()),
+            Some(Cow::Owned(Value::String(t))) if !t.is_empty() => Cow::Owned(t),
+            Some(v) if v.is_string() => return Err(format!("topic_field {f:?} is empty")),
+            None => return Err(format!("topic_field {f:?} is missing")),
+            Some(v) if v.is_null() => return Err(format!("topic_field {f:?} is missing")),
             Some(other) => return Err(format!("topic_field {f:?} must be a string, got {other}")),
         },
     };
     let key = match &settings.key {
         KeySpec::None => None,
-        KeySpec::Field(f) => match fields.get(f) {
-            Some(v) if !v.is_null() => Some(scalar_bytes(v)),
+        KeySpec::Field(f) => match record.get(f) {
+            Some(v) if !v.is_null() => Some(scalar_bytes(&v)),
             _ => return Err(format!("key_field {f:?} is missing")),
         },
         KeySpec::Fields(fs) => {
             let mut parts = Vec::with_capacity(fs.len());
             for f in fs {
-                match fields.get(f) {
+                match record.get(f) {
                     Some(v) => parts.push(v),
                     None => return Err(format!("key field {f:?} is missing")),
                 }
@@ -56,24 +62,28 @@ pub fn encode<'a>(settings: &'a Settings, record: &'a Record) -> Result<Message<
         }
     };
     let value = match &settings.value_fields {
-        None => serde_json::to_vec(fields),
+        None => match record.json() {
+            Some(json) => Ok(Cow::Borrowed(&json[..])),
+            None => serde_json::to_vec(record.fields()).map(Cow::Owned),
+        },
         Some(names) => {
             let mut m = Map::new();
             for n in names {
-                if let Some(v) = fields.get(n) {
-                    m.insert(n.clone(), v.clone());
+                if let Some(v) = record.get(n) {
+                    m.insert(n.clone(), v.into_owned());
                 }
             }
-            serde_json::to_vec(&m)
+            serde_json::to_vec(&m).map(Cow::Owned)
         }
     }
     .map_err(|e| format!("cannot serialize the value: {e}"))?;
     let headers = settings
         .headers
         .iter()
-        .filter_map(|(name, field)| match fields.get(field) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some((name.as_str(), scalar_bytes(v))),
+        .filter_map(|(name, field)| match record.get(field) {
+            None => None,
+            Some(v) if v.is_null() => None,
+            Some(v) => Some((name.as_str(), scalar_bytes(&v))),
         })
         .collect();
     Ok(Message {
@@ -89,6 +99,7 @@ pub fn encode<'a>(settings: &'a Settings, record: &'a Record) -> Result<Message<
 mod tests {
     use super::*;
     use crate::connectors::kafka::sink::config::Delivery;
+    use crate::record::JsonObject;
     use serde_json::json;
 
     fn settings(topic: TopicSpec, key: KeySpec) -> Settings {
@@ -108,10 +119,7 @@ mod tests {
 
     fn rec(v: Value) -> Record {
         let Value::Object(fields) = v else { panic!() };
-        Record {
-            fields,
-            event_time: Some(7),
-        }
+        Record::new(fields).with_event_time(Some(7))
     }
 
     #[test]
@@ -130,6 +138,24 @@ mod tests {
     }
 
     #[test]
+    fn a_records_own_json_text_is_sent_until_its_fields_change() {
+        let s = settings(TopicSpec::Fixed("out".into()), KeySpec::Field("id".into()));
+        let text = r#"{ "id": 42, "amount": 1.50 }"#;
+        let json = JsonObject::parse(bytes::Bytes::from_static(text.as_bytes())).unwrap();
+        let mut r = Record::from_json(json);
+        let m = encode(&s, &r).unwrap();
+        assert!(matches!(m.value, Cow::Borrowed(_)), "no copy of the text");
+        assert_eq!(&m.value[..], text.as_bytes());
+        assert_eq!(m.key.as_deref(), Some(&b"42"[..]));
+        assert!(!r.is_built(), "the key was read from the text");
+        r.fields_mut().insert("id".into(), json!(43));
+        assert_eq!(
+            &encode(&s, &r).unwrap().value[..],
+            br#"{"id":43,"amount":1.5}"#
+        );
+    }
+
+    #[test]
     fn topic_from_field_composite_key_selected_value() {
         let mut s = settings(
             TopicSpec::Field("t".into()),
@@ -140,7 +166,7 @@ mod tests {
         let m = encode(&s, &r).unwrap();
         assert_eq!(m.topic, "events");
         assert_eq!(m.key.as_deref(), Some(&br#"["x",2]"#[..]));
-        assert_eq!(m.value, br#"{"a":"x"}"#.to_vec());
+        assert_eq!(&m.value[..], br#"{"a":"x"}"#);
         assert!(m.headers.is_empty(), "missing header fields are left out");
     }
 

@@ -71,7 +71,7 @@ impl Producer {
 
     /// Queues one message, waiting while librdkafka's queue is full (that is the backpressure).
     pub async fn send(&self, m: &Message<'_>) -> std::result::Result<(), KafkaError> {
-        let mut record: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(m.topic).payload(&m.value);
+        let mut record: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(&m.topic).payload(&m.value);
         if let Some(k) = &m.key {
             record = record.key(k);
         }

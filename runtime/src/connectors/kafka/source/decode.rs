@@ -2,10 +2,11 @@
 //! field names, the event time. Pure, so every malformed input is tested without a broker.
 
 use base64::Engine;
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::config::{EventTime, KafkaSourceConfig, KeyFormat, MetadataFields, ValueFormat};
-use crate::record::Record;
+use crate::record::{JsonObject, Record};
 use crate::transforms::watermark::parse_time;
 
 /// The parts of a message the decoder reads (borrowed from librdkafka's buffer).
@@ -50,10 +51,13 @@ impl Decoder {
 
     /// The record for `m`, or why it cannot be one (a poison message).
     pub fn decode(&self, m: &RawMessage<'_>) -> Result<Record, String> {
-        let mut fields = self.value(m.value)?;
+        let mut record = self.value(m.value)?;
         let md = &self.metadata;
+        // Metadata fields go into the record's fields (which then no longer match a JSON
+        // value's text); without them a JSON record stays unbuilt.
         if let Some(f) = &md.key {
-            fields.insert(f.clone(), self.key(m.key)?);
+            let key = self.key(m.key)?;
+            record.fields_mut().insert(f.clone(), key);
         }
         if let Some(f) = &md.headers {
             let mut h = Map::new();
@@ -64,19 +68,22 @@ impl Decoder {
                 };
                 h.insert(name.to_string(), v);
             }
-            fields.insert(f.clone(), Value::Object(h));
+            record.fields_mut().insert(f.clone(), Value::Object(h));
         }
         if let Some(f) = &md.topic {
-            fields.insert(f.clone(), Value::from(m.topic));
+            record.fields_mut().insert(f.clone(), Value::from(m.topic));
         }
         if let Some(f) = &md.partition {
-            fields.insert(f.clone(), Value::from(m.partition));
+            record
+                .fields_mut()
+                .insert(f.clone(), Value::from(m.partition));
         }
         if let Some(f) = &md.offset {
-            fields.insert(f.clone(), Value::from(m.offset));
+            record.fields_mut().insert(f.clone(), Value::from(m.offset));
         }
         if let Some(f) = &md.timestamp {
-            fields.insert(f.clone(), m.timestamp.map_or(Value::Null, Value::from));
+            let ts = m.timestamp.map_or(Value::Null, Value::from);
+            record.fields_mut().insert(f.clone(), ts);
         }
         let event_time = match &self.event_time {
             None => None,
@@ -85,32 +92,27 @@ impl Decoder {
                     .ok_or("the message has no Kafka timestamp (event_time: kafka_timestamp)")?,
             ),
             Some(EventTime::Field { field, format }) => {
-                let v = fields
+                let v = record
                     .get(field)
                     .ok_or_else(|| format!("no event-time field {field:?}"))?;
                 Some(
-                    parse_time(v, *format)
+                    parse_time(&v, *format)
                         .map_err(|e| format!("event-time field {field:?}: {e}"))?,
                 )
             }
         };
-        Ok(Record { fields, event_time })
+        Ok(record.with_event_time(event_time))
     }
 
-    fn value(&self, value: Option<&[u8]>) -> Result<Map<String, Value>, String> {
+    fn value(&self, value: Option<&[u8]>) -> Result<Record, String> {
         let mut fields = Map::new();
         match (self.format, value) {
             (ValueFormat::Json, None) => {
                 return Err("null value (a tombstone) where a JSON object was expected".into())
             }
-            (ValueFormat::Json, Some(b)) => match serde_json::from_slice::<Value>(b) {
-                Ok(Value::Object(m)) => return Ok(m),
-                Ok(other) => {
-                    let s: String = other.to_string().chars().take(80).collect();
-                    return Err(format!("expected a JSON object, got {s}"));
-                }
-                Err(e) => return Err(format!("invalid JSON: {e}")),
-            },
+            (ValueFormat::Json, Some(b)) => {
+                return JsonObject::parse(Bytes::copy_from_slice(b)).map(Record::from_json)
+            }
             (_, None) => {
                 fields.insert(self.value_field.clone(), Value::Null);
             }
@@ -121,7 +123,7 @@ impl Decoder {
                 fields.insert(self.value_field.clone(), b64(b));
             }
         }
-        Ok(fields)
+        Ok(Record::new(fields))
     }
 
     fn key(&self, key: Option<&[u8]>) -> Result<Value, String> {
@@ -170,11 +172,23 @@ mod tests {
         })));
         let r = d.decode(&msg(Some(br#"{"id": 7}"#))).unwrap();
         assert_eq!(
-            Value::Object(r.fields),
+            Value::Object(r.fields().clone()),
             json!({ "id": 7, "_k": "k1", "_h": { "trace": "abc", "empty": null }, "_t": "t",
                     "_p": 2, "_o": 41, "_ts": 1_700_000_000_000i64 })
         );
         assert_eq!(r.event_time, Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn a_json_value_keeps_its_text_unless_metadata_fields_are_added() {
+        let text = br#"{"id": 7, "x": 1.50}"#;
+        let plain = Decoder::new(&config(json!({})));
+        let r = plain.decode(&msg(Some(text))).unwrap();
+        assert_eq!(r.json().map(|b| &b[..]), Some(&text[..]));
+        let with_topic = Decoder::new(&config(json!({ "metadata": { "topic": "_t" } })));
+        let r = with_topic.decode(&msg(Some(text))).unwrap();
+        assert_eq!(r.json(), None, "the text lacks the added field");
+        assert_eq!(r.fields()["_t"], "t");
     }
 
     #[test]
@@ -183,17 +197,17 @@ mod tests {
             json!({ "format": "string", "value_field": "line" }),
         ));
         assert_eq!(
-            s.decode(&msg(Some(b"hello"))).unwrap().fields["line"],
+            s.decode(&msg(Some(b"hello"))).unwrap().fields()["line"],
             "hello"
         );
         assert!(s
             .decode(&msg(Some(b"\xff\xfe")))
             .unwrap_err()
             .contains("UTF-8"));
-        assert_eq!(s.decode(&msg(None)).unwrap().fields["line"], Value::Null);
+        assert_eq!(s.decode(&msg(None)).unwrap().fields()["line"], Value::Null);
         let b = Decoder::new(&config(json!({ "format": "bytes" })));
         assert_eq!(
-            b.decode(&msg(Some(b"\xff\x00"))).unwrap().fields["value"],
+            b.decode(&msg(Some(b"\xff\x00"))).unwrap().fields()["value"],
             "/wA="
         );
     }
