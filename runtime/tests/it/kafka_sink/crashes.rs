@@ -17,37 +17,69 @@ enum Input {
 
 struct Job {
     _dir: tempfile::TempDir,
+    /// The job the test kills: datagen at 10,000 records/s, or a Kafka source reading
+    /// unbounded while `feed` writes its input at that pace.
+    live: PathBuf,
+    /// The same job run to the end (for a Kafka source: to the offsets found at its start).
     spec: PathBuf,
     bootstrap: String,
+    input: Option<String>,
     out: String,
+}
+
+impl Job {
+    /// Starts writing the Kafka input (nothing to write for datagen).
+    fn feed(&self) -> Option<std::thread::JoinHandle<()>> {
+        let topic = self.input.as_ref()?;
+        Some(produce_json_slowly(
+            &self.bootstrap,
+            topic,
+            0..N,
+            100,
+            10_000,
+        ))
+    }
 }
 
 fn job(input: Input) -> Job {
     let bootstrap = bootstrap();
     let out = unique("ks-out");
     create_topic(&bootstrap, &out, 4);
-    let source = match input {
-        Input::Datagen => datagen(N, 10_000),
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("eo");
+    let sink = eo_sink(&bootstrap, &out);
+    let (live, spec, input) = match input {
+        Input::Datagen => {
+            let s = spec(
+                dir.path(),
+                &name,
+                2,
+                CHECKPOINTS,
+                &datagen(N, 10_000),
+                &sink,
+            );
+            (s.clone(), s, None)
+        }
         Input::Kafka => {
             let topic = unique("ks-in");
             create_topic(&bootstrap, &topic, 4);
-            produce_json(&bootstrap, &topic, N, 100);
-            kafka_source(&bootstrap, &topic)
+            let source = kafka_source(&bootstrap, &topic);
+            let bounded = spec(dir.path(), &name, 2, CHECKPOINTS, &source, &sink);
+            // The same job and state, reading on past the offsets found at start.
+            let text = std::fs::read_to_string(&bounded).unwrap();
+            let unbounded = text.replace("\n    stop_at: latest", "");
+            assert_ne!(text, unbounded);
+            let live = dir.path().join(format!("{name}-live.yaml"));
+            std::fs::write(&live, unbounded).unwrap();
+            (live, bounded, Some(topic))
         }
     };
-    let dir = tempfile::tempdir().unwrap();
-    let spec = spec(
-        dir.path(),
-        &unique("eo"),
-        2,
-        CHECKPOINTS,
-        &source,
-        &eo_sink(&bootstrap, &out),
-    );
     Job {
         _dir: dir,
+        live,
         spec,
         bootstrap,
+        input,
         out,
     }
 }
@@ -55,14 +87,29 @@ fn job(input: Input) -> Job {
 /// Crashes at `point`, restarts; returns the job and the restart's log.
 fn crash_then_finish(input: Input, point: &str, hit: u32) -> (Job, String) {
     let j = job(input);
+    let feed = j.feed();
     let fault = format!("{point}:{hit}");
-    let o = run(&j.spec, &[], &[("WEIR_FAULT", &fault)]);
+    let o = run(&j.live, &[], &[("WEIR_FAULT", &fault)]);
     assert!(
         was_killed(&o),
         "{fault} did not crash the job: {}\n{}",
         o.status,
         stderr(&o)
     );
+    let committed = read_ids(
+        &j.bootstrap,
+        &j.out,
+        Isolation::Committed,
+        0,
+        Duration::from_secs(2),
+    );
+    assert!(
+        (committed.len() as i64) < N,
+        "{fault} came after the input was all committed: the test would prove nothing"
+    );
+    if let Some(f) = feed {
+        f.join().unwrap();
+    }
     let o = run(
         &j.spec,
         &[],
@@ -141,13 +188,14 @@ fn kafka_to_kafka_kill_after_commit() {
 
 fn kill_at_random_moments(input: Input) {
     let j = job(input);
+    let feed = j.feed();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as u64;
     let mut kills = 0;
     for i in 0..4u64 {
-        let run = Running::start(&j.spec, &[]);
+        let run = Running::start(&j.live, &[]);
         let wait = 300
             + (seed
                 .wrapping_mul(6364136223846793005)
@@ -163,6 +211,9 @@ fn kill_at_random_moments(input: Input) {
         kills >= 2,
         "only {kills} of 4 runs were still going when killed"
     );
+    if let Some(f) = feed {
+        f.join().unwrap();
+    }
     run_to_completion(&j.spec, &[]);
     assert_topic_exactly_once(&j.bootstrap, &j.out, N);
 }

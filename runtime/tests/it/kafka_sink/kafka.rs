@@ -53,29 +53,44 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     }
 }
 
-/// `n` JSON records `{"id": i, "pad": "…"}` (about `size` bytes each), keyed by id.
-pub fn produce_json(bootstrap: &str, topic: &str, n: i64, size: usize) {
+/// Writes JSON records `{id, pad}` (about `size` bytes each, keyed by id) for the ids in
+/// `ids`, at about `per_sec` records a second, on a thread of its own: a job reading the topic
+/// unbounded is still busy when the test kills it, however fast it runs.
+pub fn produce_json_slowly(
+    bootstrap: &str,
+    topic: &str,
+    ids: std::ops::Range<i64>,
+    size: usize,
+    per_sec: i64,
+) -> std::thread::JoinHandle<()> {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .create()
         .unwrap();
-    let pad = "x".repeat(size.saturating_sub(30));
-    for i in 0..n {
-        let value = format!(r#"{{"id":{i},"pad":"{pad}"}}"#);
-        let key = i.to_string();
-        let mut rec = BaseRecord::to(topic).key(&key).payload(&value);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(5));
+    let topic = topic.to_string();
+    std::thread::spawn(move || {
+        let pad = "x".repeat(size.saturating_sub(30));
+        let chunk = (per_sec / 20).max(1);
+        for i in ids {
+            let value = format!(r#"{{"id":{i},"pad":"{pad}"}}"#);
+            let key = i.to_string();
+            let mut rec = BaseRecord::to(&topic).key(&key).payload(&value);
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        rec = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                 }
             }
+            if (i + 1) % chunk == 0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-    }
-    p.flush(Duration::from_secs(60)).unwrap();
+        p.flush(Duration::from_secs(60)).unwrap();
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
