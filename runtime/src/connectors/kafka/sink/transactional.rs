@@ -341,8 +341,11 @@ impl TwoPhaseSink for TxnKafkaSink {
         let Some((i, records)) = self.pool.prepare(barrier.id) else {
             return Ok((Vec::new(), state));
         };
+        let started = std::time::Instant::now();
         self.producers[i].flush(&self.node, self.op_timeout).await?;
+        let flushed = started.elapsed();
         let d = self.describe_open(i, barrier.id).await?;
+        tracing::debug!(node = %self.node, checkpoint = barrier.id, records, ?flushed, total = ?started.elapsed(), "pre-committed");
         let c = KafkaCommittable {
             transactional_id: self.ids[i].clone(),
             producer_id: d.producer_id,
@@ -367,7 +370,9 @@ impl TwoPhaseSink for TxnKafkaSink {
                         "commit of {} (checkpoint {})",
                         c.transactional_id, c.checkpoint
                     );
+                    let started = std::time::Instant::now();
                     blocking(&node, &what, move || p.commit_transaction(timeout)).await?;
+                    tracing::debug!(node = %node, checkpoint = c.checkpoint, took = ?started.elapsed(), "committed");
                     self.pool.committed(i, durable);
                 }
                 // A repeated commit call: this transaction was committed by the first one.
