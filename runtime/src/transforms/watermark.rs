@@ -119,9 +119,10 @@ impl Transform for Watermarks {
             }
             let t = match &self.config.field {
                 None => r.event_time.ok_or_else(|| "the record has no event time (set `field`)".to_string()),
-                Some(f) => match r.fields().get(f) {
+                // One field: read without building a record still in its JSON text.
+                Some(f) => match r.get(f) {
                     None => Err(format!("no field {f:?}")),
-                    Some(v) => parse_time(v, self.config.format),
+                    Some(v) => parse_time(&v, self.config.format),
                 },
             };
             match t {

@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
+use bytes::Bytes;
+use serde_json::Value;
 
 use super::config::{FileFormat, FileSourceConfig, OnError};
 use crate::api::{Batch, NodeContext, Record, Result, Source, SourcePoll, SplitId};
 use crate::error::{Context, Error};
+use crate::record::JsonObject;
 
 struct OpenFile {
     id: SplitId,
@@ -121,16 +123,12 @@ impl FileSource {
         }
     }
 
-    fn parse(&self, f: &OpenFile, line: &str) -> std::result::Result<Map<String, Value>, String> {
+    fn parse(&self, f: &OpenFile, line: &str) -> std::result::Result<Record, String> {
         match self.config.format {
-            FileFormat::Json => match serde_json::from_str::<Value>(line) {
-                Ok(Value::Object(m)) => Ok(m),
-                Ok(other) => Err(format!(
-                    "expected a JSON object, got {}",
-                    short(&other.to_string())
-                )),
-                Err(e) => Err(format!("invalid JSON: {e}")),
-            },
+            // Checked now, built when a transform or sink needs the fields.
+            FileFormat::Json => {
+                JsonObject::parse(Bytes::copy_from_slice(line.as_bytes())).map(Record::from_json)
+            }
             FileFormat::Csv => {
                 let values = self
                     .parse_csv_line(line)
@@ -142,18 +140,16 @@ impl FileSource {
                         values.len()
                     ));
                 }
-                Ok(f.headers
-                    .iter()
-                    .zip(values)
-                    .map(|(h, v)| (h.clone(), csv_value(&v, self.config.csv.infer_types)))
-                    .collect())
+                Ok(Record::new(
+                    f.headers
+                        .iter()
+                        .zip(values)
+                        .map(|(h, v)| (h.clone(), csv_value(&v, self.config.csv.infer_types)))
+                        .collect(),
+                ))
             }
         }
     }
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(120).collect()
 }
 
 #[async_trait]
@@ -258,7 +254,7 @@ impl FileSource {
                 continue;
             }
             match self.parse(f, text) {
-                Ok(fields) => records.push(Record::new(fields)),
+                Ok(record) => records.push(record),
                 Err(msg) => match self.config.on_error {
                     OnError::Fail => {
                         return Err(Error::Record {

@@ -135,7 +135,7 @@ fn record_time(source: &TimeSource, record: &Record, now_ms: i64) -> Result<i64,
                         .into(),
                 );
             };
-            match record.fields().get(name) {
+            match record.get(name).as_deref() {
                 None | Some(Value::Null) => {
                     Err(format!("record has no event time and no field {name:?}"))
                 }
@@ -168,7 +168,7 @@ pub fn bucket_for(spec: &BucketSpec, record: &Record, now_ms: i64) -> Result<Str
     let mut out = String::new();
     match spec {
         BucketSpec::None => {}
-        BucketSpec::Field(name) => field_bucket(record.fields().get(name), &mut out),
+        BucketSpec::Field(name) => field_bucket(record.get(name).as_deref(), &mut out),
         BucketSpec::Time(t) => t.format(record_time(&t.source, record, now_ms)?, &mut out)?,
     }
     Ok(out)
@@ -240,7 +240,7 @@ impl BucketAssigner {
             BucketSpec::None => Ok(""),
             BucketSpec::Field(name) => {
                 self.current.clear();
-                field_bucket(record.fields().get(name), &mut self.current);
+                field_bucket(record.get(name).as_deref(), &mut self.current);
                 Ok(&self.current)
             }
             BucketSpec::Time(t) => {
