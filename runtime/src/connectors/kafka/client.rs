@@ -12,7 +12,8 @@ use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Deserializer};
 
 /// A consumer whose client events go to weir's log at their real weight.
-pub type KafkaConsumer = BaseConsumer<LogContext>;
+/// The source's consumer; its context keeps the last client error for messages about failures.
+pub type KafkaConsumer = BaseConsumer<RecordingContext>;
 
 /// librdkafka reports the end of a partition, which a bounded read waits for, as a "global
 /// error"; rdkafka's default context would log it at ERROR once per partition.
@@ -56,6 +57,8 @@ impl RecordingContext {
         }
     }
 }
+
+impl ConsumerContext for RecordingContext {}
 
 impl ClientContext for RecordingContext {
     // librdkafka reports a refused login or certificate as a log line at error level, often

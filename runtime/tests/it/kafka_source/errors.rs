@@ -51,6 +51,38 @@ fn a_bad_bootstrap_times_out_with_a_message_naming_it() {
     );
 }
 
+/// librdkafka reports a refused login only as "broker transport failure"; the error must say
+/// what the broker said, and never show the password.
+#[test]
+fn a_wrong_password_fails_with_the_brokers_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: ks\ncheckpoint: {{ storage: {state} }}\nsources:\n  - name: src\n    type: kafka\n    bootstrap_servers: \"{b}\"\n    topics: [t]\n    request_timeout: 5s\n    properties:\n      security.protocol: SASL_PLAINTEXT\n      sasl.mechanism: SCRAM-SHA-256\n      sasl.username: {user}\n      sasl.password: not-the-password\nsinks:\n  - {{ name: out, type: blackhole }}\n",
+            state = dir.path().join("state").display(),
+            b = service_env("kafka", "KAFKA_SASL_BOOTSTRAP"),
+            user = service_env("kafka", "KAFKA_SASL_USERNAME"),
+        ),
+    );
+    let o = run(&p, &[], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let log = stderr(&o);
+    let error = log
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert!(
+        error.contains("bootstrap_servers") && error.to_lowercase().contains("authentication"),
+        "{error}"
+    );
+    assert!(
+        !log.contains("not-the-password"),
+        "the password leaked:\n{log}"
+    );
+}
+
 #[test]
 fn committed_offsets_with_reset_none_and_no_commit_fail() {
     let topic = unique("nocommit");

@@ -30,8 +30,17 @@ pub fn topics(
     timeout: Duration,
 ) -> Result<Vec<TopicInfo>, String> {
     let md = c.fetch_metadata(None, timeout).map_err(|e| {
+        // librdkafka says only "broker transport failure"; its last error says why (a refused
+        // login, an untrusted certificate), once the consumer's queue is served. Messages never
+        // come through that queue: every assigned partition has its own.
+        let _ = c.poll(Duration::from_millis(200));
+        let why = c
+            .context()
+            .last_error()
+            .map(|l| format!("; last client error: {l}"))
+            .unwrap_or_default();
         format!(
-            "could not read topic metadata from bootstrap_servers {bootstrap:?} within {}: {e} \
+            "could not read topic metadata from bootstrap_servers {bootstrap:?} within {}: {e}{why} \
              (is the address right and the broker reachable? security settings go in `properties`)",
             humantime::format_duration(timeout)
         )

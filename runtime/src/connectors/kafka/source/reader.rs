@@ -22,10 +22,10 @@ use super::lookup;
 use super::splits::{owner_index, split_id, Position};
 use super::watermarks::PartitionWatermarks;
 use crate::api::{Batch, NodeContext, Record, Result, Source, SourcePoll, SplitId};
-use crate::connectors::kafka::client::{client_config, KafkaConsumer, LogContext};
+use crate::connectors::kafka::client::{client_config, KafkaConsumer, RecordingContext};
 use crate::error::Error;
 
-type Queue = PartitionQueue<LogContext>;
+type Queue = PartitionQueue<RecordingContext>;
 
 struct Partition {
     id: SplitId,
@@ -129,7 +129,7 @@ impl KafkaSource {
             // Only reached when a checkpointed offset was deleted by retention meanwhile.
             cc.set("auto.offset.reset", "earliest");
         }
-        cc.create_with_context(LogContext)
+        cc.create_with_context(RecordingContext::default())
             .map_err(|e| Error::node(&ctx.node, format!("creating the Kafka consumer: {e}")))
     }
 
