@@ -32,6 +32,8 @@ impl JsonObject {
             .deserialize_any(TopObject { base: s })
             .and_then(|keys| de.end().map(|()| keys))
             .map_err(|e| {
+                // Only `TopObject` raises data errors (a top level that is not an object):
+                // `Check` and `KeyIs` accept every value serde_json hands them.
                 if e.is_data() {
                     let start: String = s.trim_start().chars().take(80).collect();
                     format!("expected a JSON object, got {start}")
