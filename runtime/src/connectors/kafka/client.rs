@@ -11,8 +11,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Deserializer};
 
-/// A consumer whose client events go to weir's log at their real weight.
-/// The source's consumer; its context keeps the last client error for messages about failures.
+/// The source's consumer: client events go to weir's log at their real weight, and the last
+/// client error is kept so that a failure can say why.
 pub type KafkaConsumer = BaseConsumer<RecordingContext>;
 
 /// librdkafka reports the end of a partition, which a bounded read waits for, as a "global
