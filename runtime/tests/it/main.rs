@@ -3,6 +3,7 @@
 mod async_io;
 mod exactly_once;
 mod harness;
+mod idle;
 mod jdbc;
 mod kafka_sink;
 mod kafka_source;
