@@ -85,7 +85,7 @@ pub struct ConnectorSpec {
     pub credentials: Vec<Credential>,
     /// Default settings of every node that uses this Connector (the node's own settings win).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    #[schemars(schema_with = "crate::schema::free_form_object")]
     pub properties: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub probe: ProbeSpec,
@@ -106,6 +106,20 @@ pub enum ConnectorType {
 }
 
 impl ConnectorType {
+    /// The pipeline node types that can use a Connector of this type (`connectorRef`).
+    pub fn node_types(self) -> &'static [&'static str] {
+        match self {
+            ConnectorType::Kafka => &["kafka"],
+            ConnectorType::Postgres | ConnectorType::Jdbc => &["jdbc"],
+            ConnectorType::Elasticsearch => &["elasticsearch"],
+            ConnectorType::Redis => &["redis"],
+            ConnectorType::S3 => &["filesystem"],
+            ConnectorType::Kinesis => &["kinesis"],
+            ConnectorType::Pubsub => &["pubsub"],
+            ConnectorType::Http => &["async_lookup"],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectorType::Kafka => "kafka",

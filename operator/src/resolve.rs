@@ -20,8 +20,27 @@ pub struct Resolved {
     pub env: Vec<EnvVar>,
     /// Connectors used, by name (for probing results such as the broker's transaction maximum).
     pub connectors: Vec<String>,
-    /// Secrets referenced, for the config hash.
-    pub secrets: Vec<SecretKeyRef>,
+    /// Secrets referenced (for the config hash, and to hold the deployment while one is
+    /// missing), with the Connector and setting each fills.
+    pub secrets: Vec<SecretUse>,
+}
+
+/// A Secret key a Connector's setting reads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretUse {
+    pub secret: SecretKeyRef,
+    pub connector: String,
+    pub setting: String,
+}
+
+/// Checks a resolved pipeline exactly as `weir validate` checks a file (the runtime's own
+/// registry: structure and every node's settings, no I/O), so the operator never deploys what
+/// the workers would refuse. Paths are relative to the pipeline (`sinks[0].table: …`).
+pub fn validate(pipeline: &PipelineSpec) -> Vec<SpecError> {
+    weir_runtime::registry::Registry::with_builtins()
+        .validate(pipeline)
+        .err()
+        .unwrap_or_default()
 }
 
 /// Resolves `spec.pipeline` against the Connectors of the namespace. Returns every problem.
@@ -64,12 +83,14 @@ pub fn resolve(
                 ));
                 continue;
             };
-            if connector.type_.as_str() != node.kind {
+            let accepted = connector.type_.node_types();
+            if !accepted.contains(&node.kind.as_str()) {
                 errors.push(SpecError::new(
                     format!("{path}.{CONNECTOR_REF}"),
                     format!(
-                        "Connector {name:?} is of type {}, the node of type {}",
+                        "Connector {name:?} is of type {}, which nodes of type {} use; this node is of type {}",
                         connector.type_.as_str(),
+                        accepted.join(", "),
                         node.kind
                     ),
                 ));
@@ -98,7 +119,11 @@ pub fn resolve(
                     Value::String(format!("${{env:{var}}}")),
                 );
                 env.insert(var.clone(), secret_env(&var, &secret));
-                secrets.push(secret);
+                secrets.push(SecretUse {
+                    secret,
+                    connector: name.to_string(),
+                    setting,
+                });
             }
             let inline = std::mem::take(&mut node.config);
             node.config = merge(base, inline);
@@ -123,6 +148,27 @@ pub fn resolve(
 
 /// The connector's endpoint as node settings (keys of the runtime connectors).
 fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
+    if c.type_ == ConnectorType::S3 {
+        // The filesystem node reads object_store's options.
+        let mut opts = Map::new();
+        if let Some(r) = &c.region {
+            opts.insert("aws_region".into(), r.clone().into());
+        }
+        if let Some(e) = &c.endpoint {
+            opts.insert("aws_endpoint".into(), e.clone().into());
+            if e.starts_with("http://") {
+                opts.insert("aws_allow_http".into(), "true".into());
+            }
+        }
+        if !opts.is_empty() {
+            let existing = take_map(out, "storage_options");
+            out.insert(
+                "storage_options".into(),
+                Value::Object(merge(opts, existing)),
+            );
+        }
+        return;
+    }
     let mut set = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
             out.insert(k.into(), Value::String(v.clone()));
@@ -148,15 +194,17 @@ fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
             }
         }
         if !props.is_empty() {
-            let existing = out
-                .remove("properties")
-                .and_then(|v| match v {
-                    Value::Object(m) => Some(m),
-                    _ => None,
-                })
-                .unwrap_or_default();
+            let existing = take_map(out, "properties");
             out.insert("properties".into(), Value::Object(merge(props, existing)));
         }
+    }
+}
+
+/// Removes the map setting `key` (empty when absent or not a map).
+fn take_map(out: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
+    match out.remove(key) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
     }
 }
 

@@ -143,10 +143,9 @@ fn examples_validate_against_the_generated_crds() {
         let job_name = job.metadata.name.clone().unwrap();
         let mut resolved = resolve::resolve(&job_name, &job.spec, &connectors)
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        resolved
-            .pipeline
-            .check_structure()
-            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        // Exactly what `weir validate` (and so the operator before deploying) checks.
+        let errors = resolve::validate(&resolved.pipeline);
+        assert!(errors.is_empty(), "{name}: {errors:#?}");
         let tunings = tuning::tune(&mut resolved.pipeline, &BTreeMap::new());
         assert!(
             tunings.iter().all(|t| !t.is_problem()),
@@ -176,7 +175,7 @@ fn examples_validate_against_the_generated_crds() {
             assert_eq!(resolved.env.len(), 1);
         }
     }
-    assert_eq!(jobs, 3);
+    assert_eq!(jobs, 4);
 }
 
 fn doc(docs: &[(String, Value)], file: &str, kind: &str) -> Value {
