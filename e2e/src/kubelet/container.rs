@@ -221,6 +221,10 @@ pub(crate) async fn run_container(ctx: Arc<PodCtx>, index: usize, mut stop: watc
         let started = Instant::now();
         ctx.update(|r| {
             let rec = &mut r.containers[index];
+            // As in a kubelet, the count goes up when the new container starts.
+            if starts > 1 {
+                rec.restart_count += 1;
+            }
             rec.state = State::Running { started_at };
             rec.ready = c.readiness_probe.is_none() && c.startup_probe.is_none();
             rec.started = c.startup_probe.is_none();
@@ -275,7 +279,6 @@ pub(crate) async fn run_container(ctx: Arc<PodCtx>, index: usize, mut stop: watc
         ctx.update(|r| {
             let rec = &mut r.containers[index];
             rec.last_terminated = Some(terminated);
-            rec.restart_count += 1;
             rec.ready = false;
             rec.started = false;
             rec.state = State::Waiting {
@@ -418,13 +421,15 @@ async fn run_probes(
         }));
     }
     drop(tx);
-    if let Some(Verdict::Failure) = rx.recv().await {
-        let _ = kill
-            .send(format!(
+    while let Some(verdict) = rx.recv().await {
+        if verdict == Verdict::Failure {
+            let why = format!(
                 "Container {} failed liveness probe, will be restarted",
                 c.name
-            ))
-            .await;
+            );
+            let _ = kill.send(why).await;
+            break;
+        }
     }
     // Keep readiness running until the container task aborts this one.
     for t in tasks {

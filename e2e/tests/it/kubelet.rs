@@ -309,13 +309,23 @@ async fn crashing_containers_restart_with_backoff_per_policy_and_report_exit_cod
     env.finish().await;
 }
 
+/// A process's state letter (None: gone; "Z": killed, waiting for init to reap it) and its
+/// command line (to tell a reused pid apart).
+fn process_state(pid: i32) -> (Option<String>, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    let state =
+        stat.and_then(|s| Some(s.rsplit(')').next()?.split_whitespace().next()?.to_string()));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    (state, String::from_utf8_lossy(&cmdline).replace('\0', " "))
+}
+
 #[tokio::test]
 async fn deletion_sends_sigterm_to_the_process_group_and_kills_after_the_grace_period() {
     let env = TestEnv::start("delete", KubeletOptions::default()).await;
     let graceful =
-        r#"trap 'echo got TERM; exit 0' TERM; echo "PID=$$"; while true; do sleep 0.1; done"#;
+        r#"trap 'echo got TERM; exit 0' TERM; echo "PID=$$$$"; while true; do sleep 0.1; done"#;
     let stubborn =
-        r#"trap 'echo ignoring TERM' TERM; echo "PID=$$"; while true; do sleep 0.1; done"#;
+        r#"trap 'echo ignoring TERM' TERM; echo "PID=$$$$"; while true; do sleep 0.1; done"#;
     for (name, script) in [("graceful", graceful), ("stubborn", stubborn)] {
         let _: Pod = env
             .create(json!({"metadata": {"name": name}, "spec": {"terminationGracePeriodSeconds": 4, "containers": [{
@@ -357,9 +367,10 @@ async fn deletion_sends_sigterm_to_the_process_group_and_kills_after_the_grace_p
         "SIGKILL after the 4 s grace: {s:?}"
     );
     for pid in [p1, p2] {
+        let (state, cmdline) = process_state(pid);
         assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "process {pid} still alive"
+            matches!(state.as_deref(), None | Some("Z" | "X")) || !cmdline.contains("TERM"),
+            "process {pid} still alive: state {state:?}, {cmdline}"
         );
     }
     env.finish().await;
