@@ -195,7 +195,6 @@ impl PodRecord {
                 "podIPs": self.pod_ip.as_ref().map(|ip| json!([{"ip": ip}])).unwrap_or(Value::Null),
                 "startTime": time(&self.start_time),
                 "containerStatuses": statuses,
-                "qosClass": "BestEffort",
                 "reason": reason,
                 "message": message,
             }

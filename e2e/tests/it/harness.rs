@@ -152,7 +152,8 @@ impl TestEnv {
             .arg(repo_root().join("Dockerfile"))
             .arg("--state-dir")
             .arg(&state_dir)
-            .env("RUST_LOG", "info,kube=warn,weir_e2e=debug")
+            // Probe failures are logged at debug: WEIR_E2E_KUBELET_LOG=debug shows them.
+            .env("RUST_LOG", std::env::var("WEIR_E2E_KUBELET_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         if let Some(bin) = &opts.bin_dir {

@@ -51,21 +51,13 @@ async fn helm_installs_the_operator_chart_and_the_operator_runs_with_its_service
     )
     .await;
     let helm = tool("helm");
-    // The chart's metrics address is 0.0.0.0:<port>; here every pod shares the host network, so
-    // the operator binds its own pod IP instead (a later env entry of the same name wins).
-    let env_json = r#"[{"name":"E2E_POD_IP","valueFrom":{"fieldRef":{"fieldPath":"status.podIP"}}},{"name":"METRICS_ADDR","value":"$(E2E_POD_IP):8080"}]"#;
     let out = Command::new(&helm)
         .arg("install")
         .arg("weir-operator")
         .arg(repo_root().join("charts/weir-operator"))
         .args(["--namespace", &env.ns, "--kubeconfig"])
         .arg(kubeconfig())
-        .args([
-            "--set",
-            &format!("watchNamespaces={{{}}}", env.ns),
-            "--set-json",
-            &format!("env={env_json}"),
-        ])
+        .args(["--set", &format!("watchNamespaces={{{}}}", env.ns)])
         .args(["--wait", "--timeout", "120s"])
         .output()
         .unwrap();
