@@ -153,7 +153,10 @@ impl TestEnv {
             .arg("--state-dir")
             .arg(&state_dir)
             // Probe failures are logged at debug: WEIR_E2E_KUBELET_LOG=debug shows them.
-            .env("RUST_LOG", std::env::var("WEIR_E2E_KUBELET_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("WEIR_E2E_KUBELET_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         if let Some(bin) = &opts.bin_dir {

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-/// The directory holding the `weir-operator` binary of this build (target/<profile>), built
-/// first when missing; `WEIR_BIN_DIR` overrides it.
+/// The directory holding the `weir-operator` binary: `WEIR_BIN_DIR`, else this build's own
+/// target/<profile> (where `cargo test --workspace` builds it, for the operator's own tests).
 fn operator_bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("WEIR_BIN_DIR") {
         return PathBuf::from(dir);
@@ -22,18 +22,10 @@ fn operator_bin_dir() -> PathBuf {
         .and_then(|d| d.parent())
         .expect("test binary under target/<profile>/deps")
         .to_path_buf();
-    if !dir.join("weir-operator").exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "weir-operator", "--bin", "weir-operator"])
-            .current_dir(repo_root())
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build -p weir-operator failed");
-    }
     assert!(
         dir.join("weir-operator").exists(),
-        "no weir-operator in {}",
+        "no weir-operator in {}: run `cargo build -p weir-operator` first (cargo test --workspace \
+         builds it) or set WEIR_BIN_DIR",
         dir.display()
     );
     dir
