@@ -285,6 +285,14 @@ impl TestEnv {
             .delete(&self.ns, &DeleteParams::background())
             .await;
         let pods = self.pods();
+        if !matches!(self.kubelet.try_wait(), Ok(None)) {
+            // No kubelet to stop them: force-delete (grace 0), as one would for a lost node.
+            let force = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            };
+            let _ = pods.delete_collection(&force, &Default::default()).await;
+        }
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
             match pods.list(&Default::default()).await {
@@ -294,6 +302,12 @@ impl TestEnv {
         }
         self.stop_kubelet();
         let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+
+    /// `kill -9` of the kubelet (no chance to clean up).
+    pub fn kill_kubelet(&mut self) {
+        let _ = self.kubelet.kill();
+        let _ = self.kubelet.wait();
     }
 
     fn stop_kubelet(&mut self) {

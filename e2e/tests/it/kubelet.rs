@@ -473,3 +473,51 @@ async fn a_projected_service_account_token_calls_the_api_with_that_accounts_righ
     assert!(log.contains(&format!("WHO: {who}")), "{log}");
     env.finish().await;
 }
+
+#[tokio::test]
+async fn a_killed_kubelet_leaves_no_container_process_behind() {
+    let mut env = TestEnv::start("orphans", KubeletOptions::default()).await;
+    // A shell with a background child: both must die with the kubelet (`$$$$` and `$$!` are
+    // `$$` and `$!` after Kubernetes' expansion).
+    let script = r#"sleep 1000 & echo "CHILD=$$!"; echo "PID=$$$$"; trap 'echo TERM' TERM; wait"#;
+    let _: Pod = env
+        .create(
+            json!({"metadata": {"name": "parent"}, "spec": {"containers": [{
+            "name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}),
+        )
+        .await;
+    env.wait_pod("parent", "Running", T, |p| phase(p) == "Running")
+        .await;
+    let log = crate::harness::wait_for(&env, "pids logged", T, || {
+        let log = env.log("parent", "main");
+        async move { log.contains("PID=").then_some(log) }
+    })
+    .await;
+    let pid = |key: &str| -> i32 {
+        log.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {log}"))
+    };
+    let (shell, child) = (pid("PID="), pid("CHILD="));
+    let alive = |pid: i32, marker: &str| {
+        let (state, cmdline) = process_state(pid);
+        !matches!(state.as_deref(), None | Some("Z" | "X")) && cmdline.contains(marker)
+    };
+    assert!(
+        alive(shell, "TERM") && alive(child, "sleep 1000"),
+        "both run before the kill"
+    );
+    env.kill_kubelet();
+    crate::harness::wait_for(
+        &env,
+        "container processes gone",
+        Duration::from_secs(10),
+        || {
+            let gone = !alive(shell, "TERM") && !alive(child, "sleep 1000");
+            async move { gone.then_some(()) }
+        },
+    )
+    .await;
+    env.finish().await;
+}
