@@ -277,6 +277,19 @@ entrypoint echo "hi there"
     }
 
     #[test]
+    fn the_projects_dockerfile_gives_both_images_their_entrypoints() {
+        let d = Dockerfile::parse(include_str!("../../../Dockerfile")).unwrap();
+        let op = d.image("ghcr.io/weir/weir-operator:0.1.0").unwrap();
+        assert_eq!(
+            (op.entrypoint.clone(), op.cmd.clone()),
+            (s(&["weir-operator"]), s(&["run"]))
+        );
+        assert_eq!(op.user.as_deref(), Some("10001:10001"), "non-root, numeric");
+        let weir = d.image("ghcr.io/weir/weir:0.1.0").unwrap();
+        assert_eq!(weir.entrypoint, s(&["weir"]));
+    }
+
+    #[test]
     fn unknown_images_are_named_with_the_known_stages() {
         let d = Dockerfile::parse(DOCKERFILE).unwrap();
         assert_eq!(
