@@ -76,6 +76,7 @@ exec python3 -m http.server --bind "$POD_IP" 8080 --directory /etc/e2e/config
                     ],
                     "ports": [{"name": "http", "containerPort": 8080}],
                     "readinessProbe": {"httpGet": {"path": "/greeting", "port": "http"}, "periodSeconds": 1},
+                    "livenessProbe": {"tcpSocket": {"port": 8080}, "initialDelaySeconds": 1, "periodSeconds": 1, "failureThreshold": 2},
                     "volumeMounts": [
                         {"name": "config", "mountPath": "/etc/e2e/config", "readOnly": true},
                         {"name": "secret", "mountPath": "/etc/e2e/secret"},
@@ -148,6 +149,27 @@ exec python3 -m http.server --bind "$POD_IP" 8080 --directory /etc/e2e/config
         },
     )
     .await;
+    // The tcpSocket liveness probe on the pod IP kept passing: not restarted within 4 s of the
+    // start (a failing one restarts it after 1 s delay + 2 failures 1 s apart).
+    let started = container_status(&pod, "main")
+        .unwrap()
+        .state
+        .clone()
+        .unwrap()
+        .running
+        .unwrap();
+    let since = chrono::Utc::now().timestamp() - started.started_at.unwrap().0.as_second();
+    tokio::time::sleep(Duration::from_secs(
+        4u64.saturating_sub(since.max(0) as u64),
+    ))
+    .await;
+    let pod = env.pods().get("web").await.unwrap();
+    assert_eq!(
+        container_status(&pod, "main").unwrap().restart_count,
+        0,
+        "{}",
+        env.diagnostics()
+    );
     env.finish().await;
 }
 
