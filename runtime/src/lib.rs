@@ -15,9 +15,11 @@ pub mod env_expand;
 pub mod error;
 pub mod fault;
 pub mod metrics;
+pub mod on_error;
 pub mod ordered;
 pub mod record;
 pub mod registry;
+pub mod retry;
 pub mod storage;
 pub mod transforms;
 
