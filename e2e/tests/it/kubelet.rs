@@ -234,6 +234,35 @@ touch /work/ready; sleep 3; rm /work/ready; sleep 3; touch /work/restarted /work
     env.finish().await;
 }
 
+#[tokio::test]
+async fn a_startup_probe_holds_readiness_until_it_passes() {
+    let env = TestEnv::start("startup", KubeletOptions::default()).await;
+    // No readiness probe: without the startup probe the pod would be Ready at once.
+    let script = "sleep 2; echo creating; touch /work/started; exec sleep 3600";
+    let _: Pod = env
+        .create(json!({
+            "metadata": {"name": "slow"},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{
+                    "name": "main", "image": "busybox", "command": ["sh", "-c", script],
+                    "startupProbe": {"exec": {"command": ["test", "-f", "/work/started"]}, "periodSeconds": 1, "failureThreshold": 20},
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}]
+                }],
+                "volumes": [{"name": "work", "emptyDir": {}}]
+            }
+        }))
+        .await;
+    let pod = env.wait_pod("slow", "Ready", T, is_ready).await;
+    assert!(
+        env.log("slow", "main").contains("creating"),
+        "Ready before the startup probe passed"
+    );
+    let status = container_status(&pod, "main").unwrap();
+    assert_eq!((status.started, status.restart_count), (Some(true), 0));
+    env.finish().await;
+}
+
 /// The start times of a container from its log headers.
 fn start_times(log: &str) -> Vec<chrono::DateTime<chrono::FixedOffset>> {
     log.lines()
