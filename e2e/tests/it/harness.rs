@@ -292,6 +292,9 @@ impl TestEnv {
                 ..Default::default()
             };
             let _ = pods.delete_collection(&force, &Default::default()).await;
+            // …and remove its Node, as its SIGTERM path would have.
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+            let _ = nodes.delete(&self.node, &DeleteParams::default()).await;
         }
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
