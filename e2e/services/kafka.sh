@@ -7,14 +7,18 @@
 # `kafka.sh classpath` prints the classpath (broker + tools jars).
 # Besides PLAINTEXT the broker listens on SASL_PLAINTEXT and SASL_SSL (PLAIN, SCRAM-SHA-256 and
 # SCRAM-SHA-512 for user $KAFKA_SASL_USERNAME / $KAFKA_SASL_PASSWORD; TLS with a test CA in
-# $KAFKA_CA_FILE), for the tests of secured connections.
+# $KAFKA_CA_FILE), for the tests of secured connections; PLAIN also knows Azure Event Hubs' user
+# $ConnectionString with password $KAFKA_EVENTHUBS_CONNECTION_STRING (the eventhubs profile).
 set -euo pipefail
 WS_NAME=kafka
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-WS_VARS=(KAFKA_BOOTSTRAP KAFKA_SASL_BOOTSTRAP KAFKA_SASL_SSL_BOOTSTRAP KAFKA_CA_FILE KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD)
+WS_VARS=(KAFKA_BOOTSTRAP KAFKA_SASL_BOOTSTRAP KAFKA_SASL_SSL_BOOTSTRAP KAFKA_CA_FILE KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD KAFKA_EVENTHUBS_CONNECTION_STRING)
 SASL_USER=weir
 SASL_PASSWORD=weir-secret
+# Azure Event Hubs' login, for the eventhubs profile's tests: PLAIN with the literal user
+# $ConnectionString and a connection string as password.
+EVENTHUBS_CONNECTION_STRING='Endpoint=sb://weir-test.servicebus.windows.net/;SharedAccessKeyName=weir;SharedAccessKey=weir-eventhubs-key'
 KEYSTORE_PASSWORD=weir-test
 WS_TIMEOUT=120
 
@@ -129,7 +133,7 @@ svc_init() {
   while [ "$tport" = "$port" ] || [ "$tport" = "$cport" ] || [ "$tport" = "$sport" ]; do tport=$(ws_free_port); done
   mkdir -p "$WS_DIR/data"
   make_certs >>"$WS_LOG" 2>&1 || { tail -n 20 "$WS_LOG" >&2; ws_die "keytool failed making the test certificates"; }
-  local plain="org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER=\"$SASL_PASSWORD\";"
+  local plain="org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER=\"$SASL_PASSWORD\" user_\$ConnectionString=\"$EVENTHUBS_CONNECTION_STRING\";"
   local scram="org.apache.kafka.common.security.scram.ScramLoginModule required;"
   cat >"$WS_DIR/server.properties" <<PROPS
 process.roles=broker,controller
@@ -172,7 +176,8 @@ PROPS
     || { tail -n 20 "$WS_LOG" >&2; ws_die "kafka storage format failed"; }
   ws_write_env "KAFKA_BOOTSTRAP=127.0.0.1:$port" "KAFKA_SASL_BOOTSTRAP=127.0.0.1:$sport" \
     "KAFKA_SASL_SSL_BOOTSTRAP=127.0.0.1:$tport" "KAFKA_CA_FILE=$WS_DIR/tls/ca.pem" \
-    "KAFKA_SASL_USERNAME=$SASL_USER" "KAFKA_SASL_PASSWORD=$SASL_PASSWORD"
+    "KAFKA_SASL_USERNAME=$SASL_USER" "KAFKA_SASL_PASSWORD=$SASL_PASSWORD" \
+    "KAFKA_EVENTHUBS_CONNECTION_STRING=$EVENTHUBS_CONNECTION_STRING"
 }
 
 svc_launch() {

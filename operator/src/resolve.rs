@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 use serde_json::{Map, Value};
-use weir_crds::connector::{ConnectorSpec, ConnectorType, SecretKeyRef};
+use weir_crds::connector::{ConnectorSpec, ConnectorType, EventHubsEndpoint, SecretKeyRef};
 use weir_crds::pipeline::Role;
 use weir_crds::{PipelineSpec, SpecError, StreamJobSpec};
 
@@ -64,12 +64,13 @@ pub fn resolve(
                 ));
                 continue;
             };
-            if connector.type_.as_str() != node.kind {
+            if connector.type_.node_type() != node.kind {
                 errors.push(SpecError::new(
                     format!("{path}.{CONNECTOR_REF}"),
                     format!(
-                        "Connector {name:?} is of type {}, the node of type {}",
+                        "Connector {name:?} is of type {}, for nodes of type {}, the node is of type {}",
                         connector.type_.as_str(),
+                        connector.type_.node_type(),
                         node.kind
                     ),
                 ));
@@ -77,6 +78,9 @@ pub fn resolve(
             }
             let mut base = connector.properties.clone();
             apply_endpoint(connector, &mut base);
+            if let Some(e) = &connector.eventhubs {
+                apply_hub(e, role, &node.config, &mut base);
+            }
             let mut refs = Vec::new();
             if let Some(sasl) = connector.kafka.as_ref().and_then(|k| k.sasl.as_ref()) {
                 if let Some(r) = &sasl.username.secret_key_ref {
@@ -85,6 +89,12 @@ pub fn resolve(
                 refs.push((
                     "properties.sasl.password".to_string(),
                     sasl.password.secret_key_ref.clone(),
+                ));
+            }
+            if let Some(e) = &connector.eventhubs {
+                refs.push((
+                    "eventhubs.connection_string".to_string(),
+                    e.connection_string.secret_key_ref.clone(),
                 ));
             }
             for c in &connector.credentials {
@@ -132,6 +142,15 @@ fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
     set("region", &c.region);
     set("endpoint", &c.endpoint);
     set("project", &c.project);
+    if let (ConnectorType::Eventhubs, Some(e)) = (c.type_, &c.eventhubs) {
+        // The runtime's eventhubs profile does the rest (weir_runtime::connectors::kafka::eventhubs).
+        let mut block = Map::new();
+        block.insert("namespace".into(), e.namespace.clone().into());
+        if e.transactions {
+            block.insert("transactions".into(), true.into());
+        }
+        out.insert("eventhubs".into(), Value::Object(block));
+    }
     if let (ConnectorType::Kafka, Some(k)) = (c.type_, &c.kafka) {
         out.insert(
             "bootstrap_servers".into(),
@@ -157,6 +176,26 @@ fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
                 .unwrap_or_default();
             out.insert("properties".into(), Value::Object(merge(props, existing)));
         }
+    }
+}
+
+/// The hub as the node's topic, unless the node names its own.
+fn apply_hub(
+    e: &EventHubsEndpoint,
+    role: Role,
+    node: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+) {
+    let Some(hub) = &e.hub else { return };
+    let own = |keys: &[&str]| keys.iter().any(|k| node.contains_key(*k));
+    match role {
+        Role::Source if !own(&["topics", "topic_pattern"]) => {
+            out.insert("topics".into(), Value::Array(vec![hub.clone().into()]));
+        }
+        Role::Sink if !own(&["topic", "topic_field"]) => {
+            out.insert("topic".into(), hub.clone().into());
+        }
+        _ => {}
     }
 }
 

@@ -389,6 +389,16 @@ impl Source for PubsubSource {
     }
 
     async fn close(&mut self) -> Result<()> {
+        let m = &self.metrics;
+        tracing::info!(
+            node = %self.node,
+            acked = m.acked.get(),
+            redelivered = m.redelivered.get(),
+            deduplicated = m.deduplicated.get(),
+            lease_extended = m.lease_extended.get(),
+            ack_failures = m.ack_failures.get(),
+            "pubsub source closing"
+        );
         // Messages whose checkpoint never completed go back now (a dropped handler nacks).
         drop(self.ledger.take_pending());
         self.buffered.clear();
