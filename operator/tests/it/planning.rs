@@ -152,8 +152,10 @@ fn an_eventhubs_connector_fills_kafka_nodes_with_the_profile() {
         probes::target(&connectors["eh"]),
         probes::Probe::Tcp(vec!["my-ns.servicebus.windows.net:9093".into()])
     );
-    let bad =
-        job_spec(json!({"sources": [{"name": "in", "type": "pubsub", "connectorRef": "eh"}]}));
+    let bad = job_spec(json!({
+        "sources": [{"name": "in", "type": "pubsub", "connectorRef": "eh"}],
+        "sinks": []
+    }));
     let e = resolve::resolve("job", &bad, &connectors).unwrap_err()[0].to_string();
     assert!(
         e.contains("is of type eventhubs, for nodes of type kafka"),
