@@ -58,14 +58,22 @@ use crate::units::Duration;
     {
         "rule": "self.type != 'pubsub' || has(self.project)",
         "message": "spec.project is required for type pubsub"
+    },
+    {
+        "rule": "(self.type == 'eventhubs') == has(self.eventhubs)",
+        "message": "spec.eventhubs is required for type eventhubs and only allowed there"
     }
 ]))]
 pub struct ConnectorSpec {
     #[serde(rename = "type")]
     pub type_: ConnectorType,
-    /// Kafka endpoint (also Azure Event Hubs, Redpanda, MSK).
+    /// Kafka endpoint (also Redpanda, MSK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaEndpoint>,
+    /// Azure Event Hubs (type eventhubs), used by `kafka` sources and sinks: the runtime's
+    /// eventhubs profile sets the login and settings Event Hubs needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eventhubs: Option<EventHubsEndpoint>,
     /// URL of the server: `postgres://host:5432/db`, `http://es:9200`, `redis://host:6379`, …
     /// Never put a password in it: use `credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +111,7 @@ pub enum ConnectorType {
     Kinesis,
     Pubsub,
     Http,
+    Eventhubs,
 }
 
 impl ConnectorType {
@@ -117,6 +126,7 @@ impl ConnectorType {
             ConnectorType::Kinesis => &["kinesis"],
             ConnectorType::Pubsub => &["pubsub"],
             ConnectorType::Http => &["async_lookup"],
+            ConnectorType::Eventhubs => &["kafka"],
         }
     }
 
@@ -131,8 +141,28 @@ impl ConnectorType {
             ConnectorType::Kinesis => "kinesis",
             ConnectorType::Pubsub => "pubsub",
             ConnectorType::Http => "http",
+            ConnectorType::Eventhubs => "eventhubs",
         }
     }
+}
+
+/// An Event Hubs namespace, reached through its Kafka endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventHubsEndpoint {
+    /// The namespace name (`mynamespace` → mynamespace.servicebus.windows.net:9093) or its
+    /// host name.
+    #[schemars(length(min = 1))]
+    pub namespace: String,
+    /// The event hub (a Kafka topic): the default `topics` of sources and `topic` of sinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    /// The namespace's or the hub's connection string.
+    pub connection_string: SecretSource,
+    /// Premium or Dedicated namespace with Kafka transactions: sinks may use exactly-once
+    /// (transactions of at most 15 minutes).
+    #[serde(default)]
+    pub transactions: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -82,9 +82,14 @@ fn connector_crd_keeps_properties_and_has_rules() {
     );
     assert_eq!(
         spec["properties"]["type"]["enum"].as_array().unwrap().len(),
-        9
+        10
     );
-    assert!(spec["x-kubernetes-validations"].as_array().unwrap().len() >= 4);
+    assert!(spec["x-kubernetes-validations"].as_array().unwrap().len() >= 5);
+    let eh = &spec["properties"]["eventhubs"];
+    assert_eq!(
+        eh["required"],
+        serde_json::json!(["connectionString", "namespace"])
+    );
 }
 
 /// Every schema node of `v` that keeps unknown fields but also declares `additionalProperties`

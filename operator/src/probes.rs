@@ -93,6 +93,19 @@ pub fn target(spec: &ConnectorSpec) -> Probe {
             None => Probe::None("cloud endpoint; not probed".into()),
         },
         ConnectorType::Pubsub => Probe::None("Pub/Sub is not probed".into()),
+        ConnectorType::Eventhubs => Probe::Tcp(
+            spec.eventhubs
+                .iter()
+                .map(|e| {
+                    let ns = e.namespace.trim();
+                    if ns.contains('.') {
+                        format!("{ns}:9093")
+                    } else {
+                        format!("{ns}.servicebus.windows.net:9093")
+                    }
+                })
+                .collect(),
+        ),
     }
 }
 

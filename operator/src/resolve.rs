@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 use serde_json::{Map, Value};
-use weir_crds::connector::{ConnectorSpec, ConnectorType, SecretKeyRef};
+use weir_crds::connector::{ConnectorSpec, ConnectorType, EventHubsEndpoint, SecretKeyRef};
 use weir_crds::pipeline::Role;
 use weir_crds::{PipelineSpec, SpecError, StreamJobSpec};
 
@@ -98,6 +98,9 @@ pub fn resolve(
             }
             let mut base = connector.properties.clone();
             apply_endpoint(connector, &mut base);
+            if let Some(e) = &connector.eventhubs {
+                apply_hub(e, role, &node.config, &mut base);
+            }
             let mut refs = Vec::new();
             if let Some(sasl) = connector.kafka.as_ref().and_then(|k| k.sasl.as_ref()) {
                 if let Some(r) = &sasl.username.secret_key_ref {
@@ -106,6 +109,12 @@ pub fn resolve(
                 refs.push((
                     "properties.sasl.password".to_string(),
                     sasl.password.secret_key_ref.clone(),
+                ));
+            }
+            if let Some(e) = &connector.eventhubs {
+                refs.push((
+                    "eventhubs.connection_string".to_string(),
+                    e.connection_string.secret_key_ref.clone(),
                 ));
             }
             for c in &connector.credentials {
@@ -178,6 +187,15 @@ fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
     set("region", &c.region);
     set("endpoint", &c.endpoint);
     set("project", &c.project);
+    if let (ConnectorType::Eventhubs, Some(e)) = (c.type_, &c.eventhubs) {
+        // The runtime's eventhubs profile does the rest (weir_runtime::connectors::kafka::eventhubs).
+        let mut block = Map::new();
+        block.insert("namespace".into(), e.namespace.clone().into());
+        if e.transactions {
+            block.insert("transactions".into(), true.into());
+        }
+        out.insert("eventhubs".into(), Value::Object(block));
+    }
     if let (ConnectorType::Kafka, Some(k)) = (c.type_, &c.kafka) {
         out.insert(
             "bootstrap_servers".into(),
@@ -205,6 +223,26 @@ fn take_map(out: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
     match out.remove(key) {
         Some(Value::Object(m)) => m,
         _ => Map::new(),
+    }
+}
+
+/// The hub as the node's topic, unless the node names its own.
+fn apply_hub(
+    e: &EventHubsEndpoint,
+    role: Role,
+    node: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+) {
+    let Some(hub) = &e.hub else { return };
+    let own = |keys: &[&str]| keys.iter().any(|k| node.contains_key(*k));
+    match role {
+        Role::Source if !own(&["topics", "topic_pattern"]) => {
+            out.insert("topics".into(), Value::Array(vec![hub.clone().into()]));
+        }
+        Role::Sink if !own(&["topic", "topic_field"]) => {
+            out.insert("topic".into(), hub.clone().into());
+        }
+        _ => {}
     }
 }
 

@@ -15,6 +15,9 @@ pub const POINTS: &[&str] = &[
     "after_manifest",
     "after_commit",
     "mid_write",
+    // A source acknowledged its input after a completed checkpoint (Pub/Sub): the
+    // acknowledgements may not have left the process.
+    "after_source_ack",
 ];
 
 struct Plan {

@@ -38,6 +38,12 @@ pub async fn reconcile(c: Arc<Connector>, ctx: Arc<Context>) -> Result<Requeue> 
         .iter()
         .map(|c| (c.setting.clone(), c.secret_key_ref.clone()))
         .collect();
+    if let Some(e) = &spec.eventhubs {
+        refs.push((
+            "eventhubs.connectionString".into(),
+            e.connection_string.secret_key_ref.clone(),
+        ));
+    }
     if let Some(s) = spec.kafka.as_ref().and_then(|k| k.sasl.as_ref()) {
         refs.push(("sasl.password".into(), s.password.secret_key_ref.clone()));
         if let Some(u) = &s.username.secret_key_ref {

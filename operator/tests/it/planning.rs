@@ -122,6 +122,50 @@ fn connector_settings_merge_under_the_node_and_secrets_become_env() {
     );
 }
 
+/// An `eventhubs` Connector fills `kafka` nodes with the runtime's eventhubs profile: the
+/// namespace, the connection string as an env reference, and the hub as the default topic.
+#[test]
+fn an_eventhubs_connector_fills_kafka_nodes_with_the_profile() {
+    let spec = job_spec(json!({
+        "sources": [{"name": "in", "type": "kafka", "connectorRef": "eh"}],
+        "sinks": [{"name": "out", "type": "kafka", "connectorRef": "eh", "topic": "other"}]
+    }));
+    let connectors = BTreeMap::from([(
+        "eh".to_string(),
+        connector(json!({
+            "type": "eventhubs",
+            "eventhubs": {"namespace": "my-ns", "hub": "orders", "transactions": true,
+                          "connectionString": {"secretKeyRef": {"name": "eh", "key": "cs"}}}
+        })),
+    )]);
+    let r = resolve::resolve("job", &spec, &connectors).unwrap();
+    let src = &r.pipeline.sources[0].config;
+    assert_eq!(src["topics"], json!(["orders"]));
+    assert_eq!(
+        src["eventhubs"],
+        json!({"namespace": "my-ns", "transactions": true,
+               "connection_string": "${env:WEIR_CONN_EH_EVENTHUBS_CONNECTION_STRING}"})
+    );
+    assert_eq!(
+        r.pipeline.sinks[0].config["topic"], "other",
+        "the node's own topic wins"
+    );
+    assert_eq!(r.env[0].name, "WEIR_CONN_EH_EVENTHUBS_CONNECTION_STRING");
+    assert_eq!(
+        probes::target(&connectors["eh"]),
+        probes::Probe::Tcp(vec!["my-ns.servicebus.windows.net:9093".into()])
+    );
+    let bad = job_spec(json!({
+        "sources": [{"name": "in", "type": "pubsub", "connectorRef": "eh"}],
+        "sinks": []
+    }));
+    let e = resolve::resolve("job", &bad, &connectors).unwrap_err()[0].to_string();
+    assert!(
+        e.contains("is of type eventhubs, for nodes of type kafka"),
+        "{e}"
+    );
+}
+
 fn kafka_pipeline(props: serde_json::Value, mode: &str) -> PipelineSpec {
     serde_json::from_value(json!({
         "name": "p",

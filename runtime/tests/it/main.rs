@@ -7,6 +7,7 @@ mod idle;
 mod jdbc;
 mod kafka_sink;
 mod kafka_source;
+mod pubsub;
 mod s3;
 mod savepoints;
 mod spec_errors;

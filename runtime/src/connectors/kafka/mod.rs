@@ -1,6 +1,7 @@
 //! Apache Kafka source and sink (exactly-once through transactions), on rdkafka.
 
 pub mod client;
+pub mod eventhubs;
 pub mod sink;
 pub mod source;
 
