@@ -190,7 +190,13 @@ async fn a_missing_secret_holds_the_job_back_and_is_named() {
         .unwrap()
         .is_none());
     op.apply(&secret("testing"));
-    op.wait_ready("c", 2 * MINUTE).await;
+    // Deployed once the Secret exists (100 records: it may already have finished).
+    op.wait_job("c", "deployed after the Secret appeared", 2 * MINUTE, |j| {
+        let s = j.status.as_ref();
+        s.is_some_and(|s| s.deployed.is_some())
+            && condition(j, "Degraded").is_some_and(|c| c.status == "False")
+    })
+    .await;
     op.finish().await;
 }
 
