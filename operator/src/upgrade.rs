@@ -97,6 +97,8 @@ pub struct Observed {
     pub deletion_started: Option<DateTime<Utc>>,
     /// The newest complete checkpoint (named when a promised savepoint cannot be taken).
     pub last_checkpoint: Option<CheckpointRef>,
+    /// The deployed StatefulSet no longer exists.
+    pub workload_missing: bool,
     pub now: DateTime<Utc>,
 }
 
@@ -190,6 +192,19 @@ pub fn decide(desired: &Desired, observed: &Observed) -> Action {
                     .unwrap_or(Restore::LastState),
                 reason: "resuming".into(),
             },
+        };
+    }
+    if observed.workload_missing {
+        // Someone deleted the StatefulSet: put it back rather than report a job that does not
+        // run. Its workers' checkpoints are all the state there is.
+        return match desired.state {
+            DesiredState::Running => Deploy {
+                restore: Restore::LastState,
+                reason: "its StatefulSet was deleted; recreated, each worker resumes from its \
+                         newest checkpoint"
+                    .into(),
+            },
+            DesiredState::Suspended => Suspend { resume_from: None },
         };
     }
     if desired.state == DesiredState::Suspended {

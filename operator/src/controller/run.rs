@@ -111,6 +111,25 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     Ok(())
 }
 
+/// The retry delay of a controller's watches. kube's default (0.8 s doubling to 30 s, reset only
+/// after 120 s without errors) is one delay shared by all the watches of a controller: after an
+/// API server restart each of the seven watches answers 410 Gone once, each answer doubled the
+/// shared delay, and new StreamJobs went unseen for minutes (e2e `operator::restart`). A short
+/// constant delay brings every watch back within seconds and still paces a server that stays
+/// away (seven watches: about two requests a second).
+struct WatchRetry;
+
+impl Iterator for WatchRetry {
+    type Item = std::time::Duration;
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(std::time::Duration::from_millis(500))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchRetry {
+    fn reset(&mut self) {}
+}
+
 fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -161,6 +180,7 @@ async fn run_namespace(client: Client, ns: Option<String>, ctx: Arc<stream_job::
                 .map(|j| ObjectRef::from_obj(&*j))
                 .collect::<Vec<_>>()
         })
+        .trigger_backoff(WatchRetry)
         .shutdown_on_signal()
         .run(stream_job::reconcile, stream_job::error_policy, ctx.clone())
         .for_each(|r| async move {
@@ -169,6 +189,7 @@ async fn run_namespace(client: Client, ns: Option<String>, ctx: Arc<stream_job::
             }
         });
     let connectors = Controller::new(api::<Connector>(&client, &ns), wc)
+        .trigger_backoff(WatchRetry)
         .shutdown_on_signal()
         .run(connector::reconcile, connector::error_policy, ctx)
         .for_each(|r| async move {

@@ -138,6 +138,8 @@ pub struct Observation {
     pub starting: bool,
     /// The savepoint in progress, polled: the outcome and the workers' complete parts.
     pub poll: Option<(SavepointOutcome, BTreeMap<String, String>)>,
+    /// The job's StatefulSet does not exist (deleted by hand or by a cleanup script).
+    pub workload_missing: bool,
 }
 
 async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<Observation> {
@@ -153,6 +155,11 @@ async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<O
         .await
         .kube_ctx(|| format!("listing the pods of StreamJob {ns}/{name}"))?;
     let pods = pods::by_worker(&pods.items, &name, resources::HASH_ANNOTATION);
+    let workload_missing = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+        .get_metadata_opt(&name)
+        .await
+        .kube_ctx(|| format!("reading StatefulSet {ns}/{name}"))?
+        .is_none();
     let running = status
         .deployed
         .as_ref()
@@ -195,6 +202,7 @@ async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<O
         last_checkpoint,
         starting,
         poll,
+        workload_missing,
     })
 }
 
@@ -316,6 +324,7 @@ pub fn decide(job: &StreamJob, seen: &Observation, deleting: bool, now: DateTime
             .last_checkpoint
             .clone()
             .or(status.last_checkpoint.clone()),
+        workload_missing: seen.workload_missing,
         now,
     };
     let action = upgrade::decide(&desired, &observed);

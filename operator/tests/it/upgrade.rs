@@ -119,6 +119,7 @@ fn observed(job: JobState, op: Option<Operation>, poll: Poll) -> Observed {
         pending_upgrade: None,
         deletion_started: Some(now()),
         last_checkpoint: None,
+        workload_missing: false,
         now: now(),
     }
 }
@@ -572,4 +573,37 @@ fn a_promised_delete_savepoint_is_never_skipped_silently() {
         panic!("must release")
     };
     assert!(!warning);
+}
+
+/// A StatefulSet deleted from under a running job is recreated from the workers' checkpoints
+/// (whatever the job state the silent workers give); under a suspended job nothing is started.
+#[test]
+fn a_deleted_statefulset_is_put_back() {
+    for job in JobState::ALL {
+        let mut d = desired(UpgradeMode::Savepoint, OnFailure::Abort, 2);
+        d.hash = "old".into();
+        let mut o = observed(job, None, Poll::Pending);
+        o.deletion_started = None;
+        o.workload_missing = true;
+        match decide(&d, &o) {
+            Action::Deploy {
+                restore: Restore::LastState,
+                ..
+            } => {}
+            a => panic!("job {job:?}: {a:?}"),
+        }
+        d.state = DesiredState::Suspended;
+        assert_eq!(
+            decide(&d, &o),
+            Action::Suspend { resume_from: None },
+            "job {job:?}"
+        );
+        // Present: nothing to do for an unchanged running spec.
+        d.state = DesiredState::Running;
+        o.workload_missing = false;
+        assert!(
+            !matches!(decide(&d, &o), Action::Deploy { .. }),
+            "job {job:?}"
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod connectors;
 mod faults;
 mod lifecycle;
 mod rbac;
+mod restart;
 mod validation;
 
 use std::collections::BTreeMap;
