@@ -95,7 +95,7 @@ impl Drop for ControlPlane {
     }
 }
 
-struct Operator(Child, PathBuf);
+struct Operator(Child);
 
 impl Drop for Operator {
     fn drop(&mut self) {
@@ -177,7 +177,6 @@ async fn after_the_api_server_restarts_the_watches_recover() {
             .stderr(std::fs::File::create(cp.run.join("operator.stderr")).unwrap())
             .spawn()
             .unwrap(),
-        log.clone(),
     );
     let sts: Api<StatefulSet> = Api::namespaced(cp.client().await, NS);
     cp.kubectl(&["apply", "-f", "-"], Some(&job("before", 1)));
