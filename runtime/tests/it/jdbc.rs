@@ -109,9 +109,7 @@ sinks:
     table: {table}
     columns: {{ user_id: uid, event_count: seq, last_seen: ts }}
     batch_size: 300
-    max_retries: 20
-    retry_backoff: 50ms
-    max_backoff: 1s
+    retry: {{ backoff: 50ms, max_backoff: 1s, max_attempts: 21 }}
 {sink_extra}"#,
             state = dir.join("state").display(),
         ),
@@ -487,7 +485,7 @@ fn a_missing_table_or_column_fails_at_start_with_a_clear_error() {
             &format!(
                 "name: jdbc-pw\ncheckpoint: {{ storage: {} }}\n\
                  sources: [{{name: g, type: datagen, count: 10, fields: {{seq: {{kind: sequence}}}}}}]\n\
-                 sinks: [{{name: db, type: jdbc, url: 'postgres://bob:hunter2@127.0.0.1:1/x', table: t, max_retries: 1, retry_backoff: 10ms}}]\n",
+                 sinks: [{{name: db, type: jdbc, url: 'postgres://bob:hunter2@127.0.0.1:1/x', table: t, retry: {{max_attempts: 2, backoff: 10ms}}}}]\n",
                 dir.path().join("state").display()
             ),
         ),
@@ -578,12 +576,11 @@ fn the_query_source_resumes_after_its_position() {
         spec: weir_crds::NodeSpec {
             name: "src".into(),
             kind: "jdbc".into(),
-            input: None,
-            inputs: None,
             config: serde_json::json!({"url": url, "query": format!("SELECT id FROM {table} ORDER BY id"), "fetch_size": 300})
                 .as_object()
                 .cloned()
                 .unwrap(),
+            ..Default::default()
         },
         parallelism: 2,
         checkpoint: Default::default(),
