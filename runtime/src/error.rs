@@ -33,8 +33,28 @@ pub enum Error {
     /// Any other failure of a named node.
     #[error("{node}: {message}")]
     Node { node: String, message: String },
+    /// A failure a restart cannot repair (a missing table or topic, a refused password or
+    /// certificate): the job fails at once, whatever its restart strategy.
+    #[error("{node}: {message}")]
+    Fatal { node: String, message: String },
+    /// A worker's restart strategy gave up; `causes` are its failures, newest first.
+    #[error("{}", format_exhausted(*.worker, .why, .causes))]
+    RestartsExhausted {
+        worker: u32,
+        why: String,
+        causes: Vec<String>,
+    },
     #[error("{0}")]
     Other(String),
+}
+
+fn format_exhausted(worker: u32, why: &str, causes: &[String]) -> String {
+    let mut text = format!("worker {worker} failed and is not restarted again: {why}");
+    for (i, cause) in causes.iter().enumerate() {
+        let label = if i == 0 { "caused by" } else { "after" };
+        text.push_str(&format!("\n  {label}: {cause}"));
+    }
+    text
 }
 
 fn format_spec_errors(errors: &[weir_crds::SpecError]) -> String {
@@ -52,6 +72,26 @@ impl Error {
             message: message.to_string(),
         }
     }
+    pub fn fatal(node: impl Into<String>, message: impl fmt::Display) -> Self {
+        Error::Fatal {
+            node: node.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Whether restarting the worker from its last checkpoint may get past this failure. Not
+    /// for a bad spec, a bad record (the replay meets the same record) or a [`Error::Fatal`]
+    /// failure; everything else (connections, timeouts, storage) is worth a restart.
+    pub fn restartable(&self) -> bool {
+        !matches!(
+            self,
+            Error::Spec(_)
+                | Error::Record { .. }
+                | Error::Fatal { .. }
+                | Error::RestartsExhausted { .. }
+        )
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
