@@ -7,12 +7,14 @@
 #        kube.sh bin NAME   print the path of a built binary (kube-apiserver, etcd, …)
 #   stop/start keep etcd's data, the certificates and the ports.
 # Printed env: KUBECONFIG (admin, system:masters), KUBE_API_URL, KUBE_CA_FILE,
-#              KUBE_SA_ISSUER (service-account token issuer).
+#              KUBE_SA_ISSUER (service-account token issuer), KUBE_AUDIT_LOG (JSON lines: every
+#              request made with a ServiceAccount's token, at Metadata level: who did which verb
+#              on which resource, so tests can prove an RBAC role holds no rule nobody uses).
 set -euo pipefail
 WS_NAME=kube
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-WS_VARS=(KUBECONFIG KUBE_API_URL KUBE_CA_FILE KUBE_SA_ISSUER)
+WS_VARS=(KUBECONFIG KUBE_API_URL KUBE_CA_FILE KUBE_SA_ISSUER KUBE_AUDIT_LOG)
 WS_TIMEOUT=120
 
 KUBE_VERSION=${KUBE_VERSION:-v1.34.4}
@@ -230,8 +232,21 @@ ETCD_PEER_PORT=$etcd_peer
 KCM_PORT=$kcm
 PORTS
   mkdir -p "$WS_DIR/etcd"
+  # ServiceAccounts' requests only (not the controllers', which run as their own ServiceAccounts
+  # in kube-system): the tests read what an operator's token was used for.
+  cat >"$WS_DIR/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+POLICY
   ws_write_env "KUBECONFIG=$ADMIN_KUBECONFIG" "KUBE_API_URL=$KUBE_API_URL" \
-    "KUBE_CA_FILE=$PKI/ca.crt" "KUBE_SA_ISSUER=$SA_ISSUER"
+    "KUBE_CA_FILE=$PKI/ca.crt" "KUBE_SA_ISSUER=$SA_ISSUER" "KUBE_AUDIT_LOG=$WS_DIR/audit.log"
 }
 
 # One supervisor process (the pid lib.sh tracks) runs the three servers in its process group
@@ -261,6 +276,8 @@ pids+=(\$!)
   --service-account-signing-key-file "$PKI/sa.key" --api-audiences $SA_ISSUER \\
   --service-cluster-ip-range $SERVICE_CIDR --authorization-mode Node,RBAC \\
   --endpoint-reconciler-type none --allow-privileged=true --profiling=false \\
+  --audit-policy-file "$d/audit-policy.yaml" --audit-log-path "$d/audit.log" \\
+  --audit-log-format json --audit-log-mode blocking \\
   >>"$d/apiserver.log" 2>&1 &
 pids+=(\$!)
 # The controller-manager starts once the API server is ready: before that its user's RBAC

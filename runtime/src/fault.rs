@@ -2,7 +2,10 @@
 //! - `after_precommit:3`: the process kills itself with SIGKILL the third time it reaches the
 //!   crash point `after_precommit` (what a crash between two 2PC steps has to look like);
 //! - `fail:checkpoint_write:2-3`: the 2nd and 3rd checkpoint writes fail (a storage outage);
-//! - `stall:pre_commit:3:4s`: the 3rd pre-commit takes 4 s longer (a hanging sink).
+//! - `stall:pre_commit:3:4s`: the 3rd pre-commit takes 4 s longer (a hanging sink);
+//!
+//! and from `WEIR_STALL=<name>`: a task reaching stall point `name` waits forever (used by the
+//! operator tests, e.g. `savepoint_precommit`).
 //!
 //! Unset, a point costs one relaxed atomic load. (The `fail` crate offers panics and pauses but
 //! not a self-SIGKILL.)
@@ -128,8 +131,17 @@ pub fn fails(name: &str) -> bool {
     }
 }
 
-/// Waits when this hit of `name` is to stall (`stall:name:hit:pause`).
+/// Marks a stall point. With `WEIR_STALL=<name>` set, a task reaching it waits forever (a sink
+/// whose pre-commit hangs, say), while the rest of the process, the admin API included, goes on.
+/// With `WEIR_FAULT=stall:<name>:<hit>:<pause>`, that hit waits `pause`. Unset, it returns at
+/// once.
 pub async fn stall(name: &str) {
+    static STALL: OnceLock<Option<String>> = OnceLock::new();
+    let target = STALL.get_or_init(|| std::env::var("WEIR_STALL").ok());
+    if target.as_deref() == Some(name) {
+        eprintln!("weir: fault injection: stalling at {name}");
+        std::future::pending::<()>().await;
+    }
     if let Some((Action::Stall { hit: target, pause }, n)) = hit(name, "stall") {
         if n == target {
             eprintln!(

@@ -4,3 +4,4 @@
 mod harness;
 mod helm;
 mod kubelet;
+mod operator;

@@ -161,7 +161,7 @@ fn an_eventhubs_connector_fills_kafka_nodes_with_the_profile() {
     }));
     let e = resolve::resolve("job", &bad, &connectors).unwrap_err()[0].to_string();
     assert!(
-        e.contains("is of type eventhubs, for nodes of type kafka"),
+        e.contains("is of type eventhubs, which nodes of type kafka use"),
         "{e}"
     );
 }
@@ -520,10 +520,25 @@ fn lease_decisions() {
 
 #[test]
 fn probe_targets_and_validation() {
-    let k = connector(json!({"type": "kafka", "kafka": {"bootstrapServers": "a:9092, b:9093"}}));
+    let k = connector(json!({"type": "kafka",
+        "kafka": {"bootstrapServers": "a:9092,b:9093", "securityProtocol": "SASL_SSL",
+                  "sasl": {"mechanism": "PLAIN", "username": {"value": "$ConnectionString"},
+                           "password": {"secretKeyRef": {"name": "s", "key": "k"}}}},
+        "properties": {"properties": {"ssl.ca.location": "/etc/ca.pem", "fetch.min.bytes": 1}}}));
+    // The brokers themselves are asked (their transaction maximum), with the Connector's
+    // security settings; the password joins from its Secret when the probe runs.
     assert_eq!(
         probes::target(&k),
-        probes::Probe::Tcp(vec!["a:9092".into(), "b:9093".into()])
+        probes::Probe::Kafka {
+            bootstrap: "a:9092,b:9093".into(),
+            properties: BTreeMap::from([
+                ("fetch.min.bytes".to_string(), "1".to_string()),
+                ("sasl.mechanism".into(), "PLAIN".into()),
+                ("sasl.username".into(), "$ConnectionString".into()),
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("ssl.ca.location".into(), "/etc/ca.pem".into()),
+            ]),
+        }
     );
     let pg = connector(json!({"type": "postgres", "url": "postgres://u:secret@h/db"}));
     assert!(probes::validate(&pg)[0].contains("contains a password"));
@@ -545,9 +560,10 @@ async fn probes_reach_real_servers_on_loopback() {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
+    let no_secrets = BTreeMap::new();
     let ok = probes::run(
         &probes::Probe::Tcp(vec![addr.clone()]),
-        None,
+        &no_secrets,
         Duration::from_secs(2),
     )
     .await;
@@ -556,11 +572,11 @@ async fn probes_reach_real_servers_on_loopback() {
         &probes::Probe::Http {
             url: format!("http://{addr}/"),
         },
-        None,
+        &no_secrets,
         Duration::from_secs(2),
     )
     .await;
-    assert!(http.unwrap().contains("200"));
+    assert!(http.unwrap().message.contains("200"));
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -568,7 +584,7 @@ async fn probes_reach_real_servers_on_loopback() {
         .to_string();
     let err = probes::run(
         &probes::Probe::Tcp(vec![closed]),
-        None,
+        &no_secrets,
         Duration::from_secs(2),
     )
     .await;

@@ -405,6 +405,9 @@ impl SinkTask {
                     GateEvent::Barrier(b) => {
                         fault::point("before_precommit");
                         fault::stall("pre_commit").await;
+                        if b.savepoint {
+                            fault::stall("savepoint_precommit").await;
+                        }
                         let (committables, state) = self.sink.pre_commit(b).await?;
                         fault::point("after_precommit");
                         let _ = self.events.send(Event::SinkAck {
