@@ -186,7 +186,7 @@ impl Coordinator {
         let limit = self.machine.config().checkpoint.timeout.as_std();
         let write = async {
             if fault::fails("checkpoint_write") {
-                return Err(Error::Checkpoint(
+                return Err(Error::Other(
                     "injected storage failure (WEIR_FAULT fail:checkpoint_write)".into(),
                 ));
             }
