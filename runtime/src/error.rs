@@ -80,16 +80,31 @@ impl Error {
     }
 
     /// Whether restarting the worker from its last checkpoint may get past this failure. Not
-    /// for a bad spec, a bad record (the replay meets the same record) or a [`Error::Fatal`]
-    /// failure; everything else (connections, timeouts, storage) is worth a restart.
+    /// for a bad spec, a bad record (the replay meets the same record), a [`Error::Fatal`]
+    /// failure, a local path that is not a directory or not writable, or storage that refuses
+    /// the credentials; everything else (connections, timeouts, storage outages) is worth a
+    /// restart.
     pub fn restartable(&self) -> bool {
-        !matches!(
-            self,
+        use std::io::ErrorKind;
+        match self {
             Error::Spec(_)
-                | Error::Record { .. }
-                | Error::Fatal { .. }
-                | Error::RestartsExhausted { .. }
-        )
+            | Error::Record { .. }
+            | Error::Fatal { .. }
+            | Error::RestartsExhausted { .. } => false,
+            Error::Io { source, .. } => !matches!(
+                source.kind(),
+                ErrorKind::NotADirectory
+                    | ErrorKind::IsADirectory
+                    | ErrorKind::PermissionDenied
+                    | ErrorKind::ReadOnlyFilesystem
+            ),
+            Error::Store { source, .. } => !matches!(
+                source,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            ),
+            _ => true,
+        }
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
@@ -120,5 +135,28 @@ impl<T> Context<T> for std::result::Result<T, std::io::Error> {
 impl<T> Context<T> for std::result::Result<T, object_store::Error> {
     fn ctx<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
         self.map_err(|e| Error::store(context(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_are_for_failures_a_restart_can_get_past() {
+        let io = |kind: std::io::ErrorKind| Error::io("creating /out", std::io::Error::from(kind));
+        assert!(io(std::io::ErrorKind::ConnectionRefused).restartable());
+        assert!(io(std::io::ErrorKind::TimedOut).restartable());
+        assert!(!io(std::io::ErrorKind::NotADirectory).restartable());
+        assert!(!io(std::io::ErrorKind::PermissionDenied).restartable());
+        assert!(Error::node("s", "connection reset").restartable());
+        assert!(Error::Checkpoint("checkpoint 3 timed out".into()).restartable());
+        assert!(!Error::fatal("s", "relation \"events\" does not exist").restartable());
+        assert!(!Error::Record {
+            node: "m".into(),
+            record: "1".into(),
+            message: "bad".into()
+        }
+        .restartable());
     }
 }

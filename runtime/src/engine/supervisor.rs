@@ -2,8 +2,9 @@
 //! complete checkpoint (sinks recover its committables, sources seek to its positions). When an
 //! attempt fails, the restart strategy (`restart.rs`) decides whether and when the next one
 //! starts; meanwhile the status shows the failure and the backoff, and savepoint requests are
-//! refused. Workers are restarted independently: they share nothing, and each one's checkpoints
-//! are consistent on their own.
+//! refused. A worker that has not completed a checkpoint in this process is not restarted: it
+//! failed while starting, and a restart would only repeat that. Workers are restarted
+//! independently: they share nothing, and each one's checkpoints are consistent on their own.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -155,12 +156,23 @@ impl Supervisor {
             let cause = error.to_string();
             causes.insert(0, cause.clone());
             causes.truncate(WorkerStatus::FAILURES_KEPT);
-            let decision = if error.restartable() {
-                restarts.on_failure(Instant::now(), fastrand::f64())
-            } else {
+            // A worker that never completed a checkpoint in this process failed while starting
+            // (settings, credentials, a system that stayed unreachable through the
+            // connector's own retries): restarting it would repeat the same start, burning
+            // attempts and hiding the error, so it fails at once, like before restarts existed.
+            let started = status.lock().map_or(true, |s| s.checkpoints_completed > 0);
+            let decision = if !error.restartable() {
                 Decision::GiveUp {
                     why: "a restart cannot repair this failure".into(),
                 }
+            } else if !started {
+                Decision::GiveUp {
+                    why: "it failed before completing its first checkpoint; restarts are for \
+                          failures of a running job"
+                        .into(),
+                }
+            } else {
+                restarts.on_failure(Instant::now(), fastrand::f64())
             };
             let (delay, attempt) = match decision {
                 Decision::Restart { delay, attempt } => (delay, attempt),
@@ -170,7 +182,7 @@ impl Supervisor {
                         s.state = WorkerState::Failed;
                         s.last_error = Some(error.to_string());
                     }
-                    if !error.restartable() {
+                    if !error.restartable() || !started {
                         return Err(error);
                     }
                     return Err(Error::RestartsExhausted {

@@ -116,18 +116,24 @@ impl JdbcSink {
             .await;
             let e = match r {
                 Ok(Ok(plan)) => return Ok(plan),
-                Ok(Err(e)) => return Err(Error::node(&self.node, e)),
+                // The table does not fit the settings: a restart meets the same table.
+                Ok(Err(e)) => return Err(Error::fatal(&self.node, e)),
                 Err(e) => e,
             };
-            let wait = match classify(&e) {
+            let failure = classify(&e);
+            let wait = match failure {
                 Failure::Transient => delays.next(),
                 Failure::Data | Failure::Fatal => None,
             };
             let Some(wait) = wait else {
-                return Err(Error::node(
-                    &self.node,
-                    format!("{}: {}", redact(url), scrub.scrub(&e.to_string())),
-                ));
+                let message = format!("{}: {}", redact(url), scrub.scrub(&e.to_string()));
+                // A missing table, a refused login or permission: no restart can repair it,
+                // so the job fails at once instead of burning its restart attempts. A database
+                // that stayed unreachable through the retries is worth a restart.
+                return Err(match failure {
+                    Failure::Transient => Error::node(&self.node, message),
+                    Failure::Data | Failure::Fatal => Error::fatal(&self.node, message),
+                });
             };
             tracing::warn!(node = %self.node, url = %redact(url), attempt = delays.retries(), error = %scrub.scrub(&e.to_string()),
                 "cannot reach the database yet, retrying");
