@@ -2,6 +2,7 @@
 //! sits in a StreamJob or in a file for `weir run`) and, with the `kube` feature, the Kubernetes
 //! custom resources `StreamJob` and `Connector` (group `weir.dev`, version `v1alpha1`).
 
+pub mod failure;
 pub mod pipeline;
 pub mod units;
 
@@ -18,6 +19,7 @@ pub mod status;
 #[cfg(feature = "kube")]
 pub mod stream_job;
 
+pub use failure::{CircuitBreakerSpec, DeadLetterSpec, Restart, RestartSpec, RestartStrategy};
 pub use pipeline::{CheckpointMode, CheckpointSpec, NodeSpec, PipelineSpec, SpecError};
 pub use units::{ByteSize, Duration};
 

@@ -9,6 +9,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::failure::{CircuitBreakerSpec, DeadLetterSpec, Restart, RestartSpec};
 use crate::units::Duration;
 
 /// Default number of key groups: the unit in which keyed state is redistributed on rescale.
@@ -29,6 +30,10 @@ pub struct PipelineSpec {
     pub max_parallelism: u32,
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
+    /// What a failed worker does: restart in place from its latest complete checkpoint. Default:
+    /// `exponential-delay` (Flink ≥ 1.19's values) with checkpointing on, `none` without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartSpec>,
     pub sources: Vec<NodeSpec>,
     #[serde(default)]
     pub transforms: Vec<NodeSpec>,
@@ -88,7 +93,7 @@ impl Default for CheckpointSpec {
 }
 
 /// One source, transform or sink: a name, a type, its inputs, and the connector's own settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeSpec {
     pub name: String,
     #[serde(rename = "type")]
@@ -99,6 +104,18 @@ pub struct NodeSpec {
     /// Upstream nodes by name. Default: the previous transform, or every source for the first one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Vec<String>>,
+    /// Sinks only. `false`: a failure of this sink does not fail the job; its circuit breaker
+    /// opens and its records go to `dead_letter` until it works again. Default `true`: the sink
+    /// back-pressures, then fails the worker into its restart strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<bool>,
+    /// Sinks with `critical: false`: when the breaker opens and closes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
+    /// Sinks with `critical: false` (required there): the sink that takes the records this one
+    /// could not, with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterSpec>,
     /// The connector's or transform's own settings.
     #[serde(flatten)]
     #[schemars(skip)]
@@ -166,6 +183,15 @@ impl PipelineSpec {
         })
     }
 
+    /// The restart strategy with its defaults (none when checkpointing is off and none is given).
+    pub fn restart(&self) -> Restart {
+        match &self.restart {
+            Some(r) => r.resolve(),
+            None if self.checkpoint.enabled => Restart::DEFAULT,
+            None => Restart::None,
+        }
+    }
+
     pub fn nodes(&self) -> impl Iterator<Item = (Role, usize, &NodeSpec)> {
         let s = self
             .sources
@@ -228,6 +254,9 @@ impl PipelineSpec {
         if cp.storage.trim().is_empty() {
             errors.push(SpecError::new("checkpoint.storage", "must not be empty"));
         }
+        if let Some(r) = &self.restart {
+            errors.extend(r.check("restart"));
+        }
         if self.sources.is_empty() {
             errors.push(SpecError::new("sources", "at least one source is needed"));
         }
@@ -261,6 +290,7 @@ impl PipelineSpec {
                     "give either input or inputs, not both",
                 ));
             }
+            errors.extend(check_failure_settings(role, &path, node));
         }
 
         let mut inputs: HashMap<String, Vec<String>> = HashMap::new();
@@ -316,6 +346,57 @@ impl PipelineSpec {
             Err(errors)
         }
     }
+}
+
+/// `critical`, `circuit_breaker` and `dead_letter`: sinks only, and the last two only with
+/// `critical: false`, which needs a dead-letter target.
+fn check_failure_settings(role: Role, path: &str, node: &NodeSpec) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    if role != Role::Sink {
+        for (field, given) in [
+            ("critical", node.critical.is_some()),
+            ("circuit_breaker", node.circuit_breaker.is_some()),
+            ("dead_letter", node.dead_letter.is_some()),
+        ] {
+            if given {
+                errors.push(SpecError::new(
+                    format!("{path}.{field}"),
+                    "only sinks have it",
+                ));
+            }
+        }
+        return errors;
+    }
+    if node.critical == Some(false) {
+        match &node.dead_letter {
+            None => errors.push(SpecError::new(
+                format!("{path}.dead_letter"),
+                "a sink with critical: false needs a dead-letter target for the records it cannot \
+                 take (e.g. {type: filesystem, path: ./dead-letters, format: json})",
+            )),
+            Some(d) if d.kind.trim().is_empty() => errors.push(SpecError::new(
+                format!("{path}.dead_letter.type"),
+                "must not be empty",
+            )),
+            Some(_) => {}
+        }
+        if let Some(b) = &node.circuit_breaker {
+            errors.extend(b.check(&format!("{path}.circuit_breaker")));
+        }
+    } else {
+        for (field, given) in [
+            ("circuit_breaker", node.circuit_breaker.is_some()),
+            ("dead_letter", node.dead_letter.is_some()),
+        ] {
+            if given {
+                errors.push(SpecError::new(
+                    format!("{path}.{field}"),
+                    "only for a sink with critical: false (a critical sink fails the job instead)",
+                ));
+            }
+        }
+    }
+    errors
 }
 
 /// Depth-first search for a cycle in the input relation; returns the node names on it.
@@ -448,5 +529,144 @@ sinks: [{ name: s, type: blackhole }]
         .unwrap();
         let errs = spec.check_structure().unwrap_err();
         assert!(errs[0].message.contains("cycle through"), "{:?}", errs);
+    }
+
+    fn restart_of(yaml: &str) -> Result<Restart, String> {
+        let text = format!("name: r\n{yaml}\nsources: [{{ name: a, type: datagen }}]\nsinks: [{{ name: s, type: blackhole }}]\n");
+        let spec = PipelineSpec::from_yaml(&text).map_err(|e| e.to_string())?;
+        match spec.check_structure() {
+            Ok(_) => Ok(spec.restart()),
+            Err(errs) => Err(errs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")),
+        }
+    }
+
+    #[test]
+    fn restart_defaults_to_flinks_exponential_delay_unless_checkpoints_are_off() {
+        assert_eq!(restart_of("").unwrap(), Restart::DEFAULT);
+        assert_eq!(
+            restart_of("checkpoint: { enabled: false }").unwrap(),
+            Restart::None
+        );
+        let Restart::ExponentialDelay {
+            backoff,
+            max_backoff,
+            multiplier,
+            jitter,
+            reset_after,
+            attempts,
+        } = restart_of("restart: { max_backoff: 10s }").unwrap()
+        else {
+            panic!("not exponential-delay")
+        };
+        assert_eq!(backoff, std::time::Duration::from_secs(1));
+        assert_eq!(max_backoff, std::time::Duration::from_secs(10));
+        assert_eq!((multiplier, jitter, attempts), (1.5, 0.1, None));
+        assert_eq!(reset_after, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            restart_of("restart: { strategy: fixed-delay, attempts: 3, delay: 10s }").unwrap(),
+            Restart::FixedDelay {
+                attempts: 3,
+                delay: std::time::Duration::from_secs(10)
+            }
+        );
+        assert_eq!(
+            restart_of("restart: { strategy: failure-rate }").unwrap(),
+            Restart::FailureRate {
+                max_failures: 1,
+                interval: std::time::Duration::from_secs(60),
+                delay: std::time::Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            restart_of("restart: { strategy: none }").unwrap(),
+            Restart::None
+        );
+    }
+
+    #[test]
+    fn restart_settings_of_another_strategy_or_out_of_range_are_named() {
+        for (yaml, needle) in [
+            (
+                "restart: { strategy: none, delay: 1s }",
+                "restart.delay: only for strategy fixed-delay or failure-rate, not none",
+            ),
+            (
+                "restart: { strategy: fixed-delay, backoff: 1s }",
+                "restart.backoff: only for strategy exponential-delay",
+            ),
+            (
+                "restart: { multiplier: 0.5 }",
+                "restart.multiplier: must be a number ≥ 1",
+            ),
+            (
+                "restart: { jitter: 1.5 }",
+                "restart.jitter: must be between 0 and 1",
+            ),
+            (
+                "restart: { backoff: 2m }",
+                "restart.max_backoff: 1m is shorter than backoff 2m",
+            ),
+            (
+                "restart: { strategy: failure-rate, max_failures: 0 }",
+                "restart.max_failures: must be at least 1",
+            ),
+            (
+                "restart: { strategy: sometimes }",
+                "restart.strategy: unknown variant",
+            ),
+            ("restart: { attempt: 3 }", "unknown field `attempt`"),
+        ] {
+            let e = restart_of(yaml).unwrap_err();
+            assert!(e.contains(needle), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn non_critical_sinks_need_a_dead_letter_target_and_only_sinks_have_one() {
+        let check = |nodes: &str| {
+            let spec = PipelineSpec::from_yaml(&format!("name: n\n{nodes}")).unwrap();
+            spec.check_structure()
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let ok = check(
+            "sources: [{ name: a, type: datagen }]\n\
+             sinks: [{ name: s, type: jdbc, table: t, critical: false, \
+                       circuit_breaker: { failures: 3, open_for: 5s }, \
+                       dead_letter: { type: filesystem, path: /tmp/dl, format: json } }]\n",
+        );
+        assert_eq!(ok, "");
+        let spec = PipelineSpec::from_yaml(
+            "name: n\nsources: [{ name: a, type: datagen }]\n\
+             sinks: [{ name: s, type: jdbc, table: t, critical: false, dead_letter: { type: filesystem, path: /tmp/dl } }]\n",
+        )
+        .unwrap();
+        let s = &spec.sinks[0];
+        assert_eq!(s.config.get("table"), Some(&serde_json::json!("t")));
+        assert!(!s.config.contains_key("critical") && !s.config.contains_key("dead_letter"));
+        assert_eq!(s.dead_letter.as_ref().unwrap().config["path"], "/tmp/dl");
+        let e = check(
+            "sources: [{ name: a, type: datagen, critical: false }]\n\
+             sinks: [{ name: s, type: blackhole, critical: false }, \
+                     { name: t, type: blackhole, dead_letter: { type: blackhole } }, \
+                     { name: u, type: blackhole, critical: false, dead_letter: { type: blackhole }, \
+                       circuit_breaker: { error_rate: 0 } }]\n",
+        );
+        for needle in [
+            "sources[0].critical: only sinks have it",
+            "sinks[0].dead_letter: a sink with critical: false needs a dead-letter target",
+            "sinks[1].dead_letter: only for a sink with critical: false",
+            "sinks[2].circuit_breaker.error_rate: must be above 0",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
     }
 }

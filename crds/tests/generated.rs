@@ -70,6 +70,16 @@ fn stream_job_crd_has_names_subresources_and_columns() {
     let node = &pipeline["properties"]["sinks"]["items"];
     assert_eq!(node["x-kubernetes-preserve-unknown-fields"], true);
     assert_eq!(node["properties"]["connectorRef"]["type"], "string");
+    // A dead-letter target is a sink's settings: the server must keep them.
+    let dead_letter = &node["properties"]["dead_letter"];
+    assert_eq!(
+        dead_letter["x-kubernetes-preserve-unknown-fields"], true,
+        "{dead_letter}"
+    );
+    assert_eq!(
+        pipeline["properties"]["restart"]["properties"]["strategy"]["enum"],
+        serde_json::json!(["exponential-delay", "fixed-delay", "failure-rate", "none"])
+    );
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub struct JobStatus {
     pub parallelism: u32,
     /// The least advanced state over this process's workers.
     pub state: WorkerState,
+    /// In-process restarts over this process's workers (each worker's are in `workers`, with
+    /// their causes and the backoff being waited out).
+    pub restarts: u32,
     pub workers: Vec<WorkerStatus>,
 }
 
@@ -31,11 +34,14 @@ pub struct SavepointRequest {
     pub id: Option<String>,
 }
 
-/// The aggregate state shown for a set of workers: failure wins, then the earliest phase.
+/// The aggregate state shown for a set of workers: failure wins, then a restart, then the
+/// earliest phase.
 pub fn aggregate(workers: &[WorkerStatus]) -> WorkerState {
     use WorkerState::*;
     let states: Vec<WorkerState> = workers.iter().map(|w| w.state).collect();
-    for s in [Failed, Starting, Running, Finishing, Stopped, Finished] {
+    for s in [
+        Failed, Restarting, Starting, Running, Finishing, Stopped, Finished,
+    ] {
         if states.contains(&s) {
             return s;
         }
@@ -49,6 +55,7 @@ async fn status(State(c): State<JobControl>) -> Json<JobStatus> {
         job: c.job.clone(),
         parallelism: c.parallelism,
         state: aggregate(&workers),
+        restarts: workers.iter().map(|w| w.restarts).sum(),
         workers,
     })
 }

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod builtins;
 pub mod checkpoint;
 pub mod cli;
 pub mod connectors;

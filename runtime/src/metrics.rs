@@ -20,6 +20,14 @@ pub struct Metrics {
     pub checkpoint_last_completed: GaugeVec,
     pub watermark: IntGaugeVec,
     pub watermark_lag: GaugeVec,
+    /// In-process restarts of a worker.
+    pub worker_restarts: IntCounterVec,
+    /// The backoff a worker is waiting out before its restart (0 while it runs).
+    pub worker_restart_backoff: GaugeVec,
+    /// A non-critical sink's circuit breaker: 0 closed, 1 half-open, 2 open.
+    pub sink_circuit_state: IntGaugeVec,
+    pub sink_circuit_transitions: IntCounterVec,
+    pub sink_dead_lettered: IntCounterVec,
 }
 
 /// Counters of one node on one worker; cheap to clone.
@@ -108,7 +116,47 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(watermark_lag.clone()))
             .expect("metric registered once");
+        let worker_restart_backoff = GaugeVec::new(
+            Opts::new(
+                "weir_worker_restart_backoff_seconds",
+                "The backoff a failed worker waits out before it restarts (0 while it runs).",
+            ),
+            worker,
+        )
+        .expect("static metric definition");
+        r.register(Box::new(worker_restart_backoff.clone()))
+            .expect("metric registered once");
+        let sink_circuit_state = IntGaugeVec::new(
+            Opts::new(
+                "weir_sink_circuit_state",
+                "Circuit breaker of a critical: false sink: 0 closed, 1 half-open, 2 open.",
+            ),
+            node,
+        )
+        .expect("static metric definition");
+        r.register(Box::new(sink_circuit_state.clone()))
+            .expect("metric registered once");
         Metrics {
+            worker_restarts: counter(
+                &r,
+                "weir_worker_restarts_total",
+                "In-process restarts of a worker from its latest complete checkpoint.",
+                worker,
+            ),
+            worker_restart_backoff,
+            sink_circuit_state,
+            sink_circuit_transitions: counter(
+                &r,
+                "weir_sink_circuit_transitions_total",
+                "Circuit breaker transitions of a critical: false sink, by the state entered.",
+                &["job", "worker", "node", "state"],
+            ),
+            sink_dead_lettered: counter(
+                &r,
+                "weir_sink_dead_letter_records_total",
+                "Records a critical: false sink sent to its dead-letter sink.",
+                node,
+            ),
             records_in: counter(
                 &r,
                 "weir_node_records_in_total",

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer};
 
 /// `on_error` of a node. Nodes without a dead-letter target use `OnError` (= `OnError<NoDeadLetter>`),
 /// which refuses `dead_letter` with a clear error.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError<D = NoDeadLetter> {
     /// Fail the job with an error naming the node, the record and the reason.

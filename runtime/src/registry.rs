@@ -1,11 +1,12 @@
-//! Connectors and transforms by type name. Built-ins are registered by [`Registry::with_builtins`];
-//! users add their own with [`Registry::source`], [`Registry::transform`] and [`Registry::sink`].
+//! Connectors and transforms by type name. Built-ins are registered by [`Registry::with_builtins`]
+//! (`builtins.rs`); users add their own with [`Registry::source`], [`Registry::transform`] and
+//! [`Registry::sink`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use weir_crds::pipeline::{Role, Topology};
-use weir_crds::{PipelineSpec, SpecError};
+use weir_crds::{NodeSpec, PipelineSpec, SpecError};
 
 use crate::api::{AsyncTransform, NodeConfig, SinkBox, Source, SyncTransform, Transform};
 use crate::error::{Error, Result};
@@ -25,14 +26,6 @@ pub struct Registry {
 impl Registry {
     pub fn empty() -> Self {
         Self::default()
-    }
-
-    /// Every connector and transform compiled into this build.
-    pub fn with_builtins() -> Self {
-        let mut r = Self::empty();
-        crate::connectors::register(&mut r);
-        crate::transforms::register(&mut r);
-        r
     }
 
     pub fn source(
@@ -128,7 +121,7 @@ impl Registry {
             let built = match role {
                 Role::Source => self.build_source(&cfg).map(|_| ()),
                 Role::Transform => self.build_transform(&cfg).map(|_| ()),
-                Role::Sink => self.build_sink(&cfg).map(|_| ()),
+                Role::Sink => self.check_sink(spec, i, &cfg),
             };
             if let Err(e) = built {
                 errors.extend(spec_errors(e, &cfg.path));
@@ -139,6 +132,53 @@ impl Registry {
             _ => Err(errors),
         }
     }
+}
+
+impl Registry {
+    /// A sink's settings, and for a `critical: false` sink that it can be one (no transactions)
+    /// and its dead-letter target's settings.
+    fn check_sink(&self, spec: &PipelineSpec, i: usize, cfg: &NodeConfig) -> Result<()> {
+        let sink = self.build_sink(cfg)?;
+        if cfg.spec.critical == Some(false) && sink.transactional() {
+            return Err(cfg.error(
+                "critical",
+                format!(
+                    "a {} sink commits through checkpoints (exactly-once) and cannot be \
+                     non-critical: its records cannot be diverted after they were pre-committed",
+                    cfg.spec.kind
+                ),
+            ));
+        }
+        match dead_letter_config(spec, i) {
+            // An empty type is reported by check_structure.
+            Some(dl) if !dl.spec.kind.is_empty() => self
+                .build_sink(&dl)
+                .map(|_| ())
+                .map_err(|e| Error::Spec(spec_errors(e, &dl.path))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The dead-letter sink of sink `i`, when it is `critical: false`: named `<sink>-dead-letter`,
+/// its errors under `sinks[i].dead_letter`.
+pub fn dead_letter_config(spec: &PipelineSpec, i: usize) -> Option<NodeConfig> {
+    let node = &spec.sinks[i];
+    if node.critical != Some(false) {
+        return None;
+    }
+    let dl = node.dead_letter.as_ref()?;
+    Some(NodeConfig {
+        path: format!("sinks[{i}].dead_letter"),
+        spec: NodeSpec {
+            name: format!("{}-dead-letter", node.name),
+            kind: dl.kind.clone(),
+            config: dl.config.clone(),
+            ..NodeSpec::default()
+        },
+        parallelism: spec.parallelism,
+        checkpoint: spec.checkpoint.clone(),
+    })
 }
 
 fn role_word(role: Role) -> &'static str {

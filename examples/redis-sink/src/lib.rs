@@ -17,6 +17,7 @@
 //!     ttl_seconds: 86400
 //!     batch_size: 500           # records per pipeline between checkpoints
 //!     flush_interval_ms: 200
+//!     retry: { backoff: 100ms, max_attempts: 4 }   # weir's RetryPolicy, for failed pipelines
 //! ```
 
 use std::collections::BTreeSet;
@@ -31,6 +32,7 @@ use weir_runtime::api::{
     Batch, Error, NodeConfig, NodeContext, Record, Result, Sink, SinkBox, Value,
 };
 use weir_runtime::registry::Registry;
+use weir_runtime::retry::RetryPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +52,10 @@ pub struct RedisEventsConfig {
     pub batch_size: usize,
     #[serde(default = "default_flush_ms")]
     pub flush_interval_ms: u64,
+    /// How a pipeline that failed on the connection is sent again (every command in it is
+    /// idempotent): weir's one retry policy. Past it the job fails into its restart strategy.
+    #[serde(default = "default_retry")]
+    pub retry: RetryPolicy,
 }
 
 fn default_prefix() -> String {
@@ -69,6 +75,14 @@ fn default_batch() -> usize {
 }
 fn default_flush_ms() -> u64 {
     200
+}
+fn default_retry() -> RetryPolicy {
+    RetryPolicy {
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
+        max_attempts: Some(4),
+        ..RetryPolicy::default()
+    }
 }
 
 /// One buffered write.
@@ -102,6 +116,11 @@ impl RedisEventsConfig {
             json: serde_json::to_string(r.fields()).map_err(|e| e.to_string())?,
         })
     }
+}
+
+/// Whether a failed pipeline may succeed when sent again: the connection, not the commands.
+pub fn transient(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
 /// The pipeline for a set of writes: every HSET, then one EXPIRE per distinct key.
@@ -223,19 +242,20 @@ impl RedisEvents {
             .ok_or_else(|| Error::node(&self.node, "write before open"))?;
         let p = pipeline(&self.buffer, self.config.ttl_seconds);
         let started = Instant::now();
-        // ConnectionManager reconnects; a pipeline that fails is retried a few times since
-        // every command in it is idempotent.
-        let mut attempt = 0;
+        // ConnectionManager reconnects; a pipeline that fails on the connection is sent again,
+        // since every command in it is idempotent.
+        let mut delays = self.config.retry.backoff();
         loop {
-            match p.query_async::<()>(conn).await {
+            let e = match p.query_async::<()>(conn).await {
                 Ok(()) => break,
-                Err(e) if attempt < 3 && (e.is_io_error() || e.is_connection_dropped()) => {
-                    tracing::warn!(node = %self.node, attempt, error = %e, "pipeline failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(Error::node(&self.node, format!("redis pipeline: {e}"))),
-            }
+                Err(e) => e,
+            };
+            let wait = if transient(&e) { delays.next() } else { None };
+            let Some(wait) = wait else {
+                return Err(Error::node(&self.node, format!("redis pipeline: {e}")));
+            };
+            tracing::warn!(node = %self.node, attempt = delays.retries(), error = %e, "pipeline failed, retrying");
+            tokio::time::sleep(wait).await;
         }
         let keys: BTreeSet<&str> = self.buffer.iter().map(|w| w.key.as_str()).collect();
         let bytes: usize = self.buffer.iter().map(|w| w.json.len()).sum();

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::JobControl;
+use crate::engine::status::BreakerState;
+use crate::engine::{JobControl, WorkerStatus};
 
 /// Sum of a per-node counter family over the given nodes (every worker).
 fn sum_counter(control: &JobControl, family: &str, nodes: &[String]) -> u64 {
@@ -34,6 +35,8 @@ pub struct Totals {
     pub written: u64,
     pub checkpoints: u64,
     pub last_checkpoint: Option<u64>,
+    /// In-process restarts over every worker.
+    pub restarts: u32,
 }
 
 pub fn totals(control: &JobControl) -> Totals {
@@ -46,7 +49,36 @@ pub fn totals(control: &JobControl) -> Totals {
             .iter()
             .filter_map(|w| w.last_checkpoint.as_ref().map(|c| c.id))
             .max(),
+        restarts: workers.iter().map(|w| w.restarts).sum(),
     }
+}
+
+/// What is wrong right now, for the progress line: workers waiting to restart (with the cause
+/// and the backoff) and open circuit breakers.
+pub fn troubles(workers: &[WorkerStatus]) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in workers {
+        if let Some(r) = &w.restart {
+            let cause = w.failures.last().map(|f| f.cause.as_str()).unwrap_or("?");
+            out.push(format!(
+                "worker {} restarting in {:.1}s (attempt {}): {cause}",
+                w.worker,
+                r.delay_ms as f64 / 1000.0,
+                r.attempt
+            ));
+        }
+        for (sink, b) in &w.breakers {
+            if b.state != BreakerState::Closed {
+                out.push(format!(
+                    "worker {} sink {sink}: circuit {}, {} records dead-lettered",
+                    w.worker,
+                    b.state.name().replace('_', "-"),
+                    b.dead_lettered
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Prints a progress line every second until the task is dropped.
@@ -64,8 +96,16 @@ pub async fn report(control: JobControl, started: Instant) {
             .last_checkpoint
             .map(|c| format!("checkpoint {c}"))
             .unwrap_or_else(|| "no checkpoint yet".into());
+        let restarts = match t.restarts {
+            0 => String::new(),
+            n => format!(", {n} restart(s)"),
+        };
+        let mut troubles = troubles(&control.snapshot()).join("; ");
+        if !troubles.is_empty() {
+            troubles.insert_str(0, "; ");
+        }
         eprintln!(
-            "[{:>6.1}s] {} records read ({:.0}/s), {} written, {cp}",
+            "[{:>6.1}s] {} records read ({:.0}/s), {} written, {cp}{restarts}{troubles}",
             started.elapsed().as_secs_f64(),
             t.read,
             rate,

@@ -138,18 +138,20 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
         Err(_) => "failed",
     };
     eprintln!(
-        "weir: job {} {outcome} after {secs:.1}s: {} records read, {} written, {} checkpoints (last {}), peak RSS {} MiB",
+        "weir: job {} {outcome} after {secs:.1}s: {} records read, {} written, {} checkpoints (last {}), {} restarts, peak RSS {} MiB",
         control.job,
         t.read,
         t.written,
         t.checkpoints,
         t.last_checkpoint.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
+        t.restarts,
         rss / (1024 * 1024)
     );
     if let Some(path) = &args.summary_json {
         let summary = serde_json::json!({
             "job": control.job, "outcome": outcome, "seconds": secs, "records_read": t.read,
-            "records_written": t.written, "checkpoints": t.checkpoints, "peak_rss_bytes": rss,
+            "records_written": t.written, "checkpoints": t.checkpoints, "restarts": t.restarts,
+            "peak_rss_bytes": rss,
         });
         if let Err(e) = std::fs::write(path, summary.to_string()) {
             eprintln!("error: writing {path}: {e}");

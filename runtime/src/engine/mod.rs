@@ -1,26 +1,28 @@
 //! Runs a job: restores state, starts the workers this process owns, serves savepoint and stop
 //! requests, and reports how the job ended.
 
+pub mod breaker;
 pub mod coordinator;
 pub mod gate;
 pub mod nodes;
-pub mod sink_adapter;
+pub mod noncritical;
+pub mod restart;
 pub mod status;
+pub mod supervisor;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc::Sender, oneshot};
+use tokio::sync::{mpsc, mpsc::Sender, oneshot};
 use tokio::task::JoinHandle;
 use weir_crds::PipelineSpec;
 
 pub use coordinator::{WorkerCommand, WorkerOutcome};
 pub use status::{WorkerState, WorkerStatus};
+use supervisor::{StartFrom, Supervisor};
 
-use crate::checkpoint::{
-    self, CheckpointStore, Restore, SavepointRef, SinkCheckpoint, WorkerCheckpoint,
-};
+use crate::checkpoint::{self, CheckpointStore, SavepointRef};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -105,27 +107,44 @@ pub async fn start(
         }
     }
 
-    let mut handles = Vec::new();
+    let from = StartFrom {
+        savepoint: match (&opts.from_savepoint, savepoint_parts) {
+            (Some(path), Some(parts)) => Some(Arc::new((path.clone(), parts))),
+            _ => None,
+        },
+        fresh: opts.start_fresh.clone(),
+    };
+    // Every worker's starting point first, so that a bad one fails the start cleanly.
+    let mut firsts = Vec::new();
     for &w in &opts.workers {
-        let (restore, origin) = restore_for(
-            &spec,
-            &store,
-            w,
-            opts.from_savepoint.as_deref(),
-            savepoint_parts.as_deref(),
-            opts.start_fresh.as_deref(),
-        )
-        .await?;
-        handles.push(worker::spawn(worker::WorkerSetup {
-            spec: &spec,
-            topology: &topology,
-            registry,
+        firsts.push(supervisor::restore_point(&spec, &store, w, &from).await?);
+    }
+    let spec = Arc::new(spec);
+    let topology = Arc::new(topology);
+    let mut commands = Vec::new();
+    let mut statuses = Vec::new();
+    let mut joins = Vec::new();
+    for (&w, first) in opts.workers.iter().zip(firsts) {
+        let (tx, rx) = mpsc::channel(16);
+        let status = Arc::new(Mutex::new(WorkerStatus {
+            worker: w,
+            ..Default::default()
+        }));
+        let supervisor = Supervisor {
+            spec: spec.clone(),
+            topology: topology.clone(),
+            registry: registry.clone(),
             store: store.clone(),
             metrics: opts.metrics.clone(),
             worker: w,
-            restore,
-            origin,
-        })?);
+            from: from.clone(),
+            status: status.clone(),
+            commands: rx,
+            first,
+        };
+        commands.push(tx);
+        statuses.push(status);
+        joins.push(tokio::spawn(supervisor.run()));
     }
     let control = JobControl {
         job: spec.name.clone(),
@@ -133,144 +152,13 @@ pub async fn start(
         workers: opts.workers.clone(),
         sources: spec.sources.iter().map(|n| n.name.clone()).collect(),
         sinks: spec.sinks.iter().map(|n| n.name.clone()).collect(),
-        commands: handles.iter().map(|h| h.commands.clone()).collect(),
-        status: handles.iter().map(|h| h.status.clone()).collect(),
+        commands,
+        status: statuses,
         store,
         savepoints: Arc::default(),
         metrics: opts.metrics,
     };
-    Ok(RunningJob {
-        control,
-        joins: handles.into_iter().map(|h| h.join).collect(),
-    })
-}
-
-/// What worker `w` starts from: its own newest checkpoint, or its share of a savepoint. Starting
-/// from a savepoint writes that share as the worker's first checkpoint, so a crash before the
-/// next checkpoint restarts from the savepoint again rather than from an older run.
-async fn restore_for(
-    spec: &PipelineSpec,
-    store: &CheckpointStore,
-    w: u32,
-    savepoint: Option<&str>,
-    parts: Option<&[WorkerCheckpoint]>,
-    fresh: Option<&str>,
-) -> Result<(Restore, Option<String>)> {
-    let latest = store.latest(w).await?;
-    if let Some(l) = &latest {
-        if l.parallelism != spec.parallelism && savepoint.is_none() && fresh.is_none() {
-            return Err(Error::Checkpoint(format!(
-                "the latest checkpoint of worker {w} (id {}) was taken at parallelism {}, but the spec asks for {}: \
-                 rescale through a savepoint (`weir savepoint --stop`, then `weir run --from-savepoint PATH`)",
-                l.id, l.parallelism, spec.parallelism
-            )));
-        }
-    }
-    match (savepoint, parts) {
-        (Some(path), Some(parts)) => {
-            if let Some(l) = latest
-                .as_ref()
-                .filter(|l| l.origin.as_deref() == Some(path))
-            {
-                tracing::info!(
-                    worker = w,
-                    checkpoint = l.id,
-                    "resuming from the newest checkpoint of the run started from {path}"
-                );
-                let r = checkpoint::assign(
-                    std::slice::from_ref(l),
-                    w,
-                    spec.parallelism,
-                    spec.max_parallelism,
-                );
-                return Ok((r, l.origin.clone()));
-            }
-            let r = checkpoint::assign(parts, w, spec.parallelism, spec.max_parallelism);
-            let r = write_root(spec, store, w, r, path).await?;
-            tracing::info!(worker = w, "starting from savepoint {path}");
-            Ok((r, Some(path.to_string())))
-        }
-        _ => match latest {
-            // A stateless start: source and operator state are dropped, but the sinks still get
-            // the newest checkpoint's committables and states, so durable data is committed and
-            // leftover transactions are aborted rather than lost or left hanging.
-            Some(l) if fresh.is_some_and(|t| l.origin.as_deref() != Some(t)) => {
-                let token = fresh.unwrap_or_default();
-                let mut r = checkpoint::assign(
-                    std::slice::from_ref(&l),
-                    w,
-                    spec.parallelism,
-                    spec.max_parallelism,
-                );
-                r.sources.clear();
-                r.operators.clear();
-                let r = write_root(spec, store, w, r, token).await?;
-                tracing::info!(worker = w, "starting without state ({token})");
-                Ok((r, Some(token.to_string())))
-            }
-            Some(l) => {
-                tracing::info!(worker = w, checkpoint = l.id, "resuming from checkpoint");
-                let r = checkpoint::assign(
-                    std::slice::from_ref(&l),
-                    w,
-                    spec.parallelism,
-                    spec.max_parallelism,
-                );
-                Ok((r, l.origin.clone()))
-            }
-            None => {
-                let newest = store.checkpoint_ids(w).await?.last().copied().unwrap_or(0);
-                Ok((
-                    Restore {
-                        checkpoint_id: newest,
-                        ..Default::default()
-                    },
-                    fresh.map(str::to_string),
-                ))
-            }
-        },
-    }
-}
-
-/// Writes `r` as worker `w`'s newest checkpoint, marked with `origin`, so that a crash before
-/// the next checkpoint restarts from the same starting point instead of an older run.
-async fn write_root(
-    spec: &PipelineSpec,
-    store: &CheckpointStore,
-    w: u32,
-    mut r: Restore,
-    origin: &str,
-) -> Result<Restore> {
-    let newest = store.checkpoint_ids(w).await?.last().copied().unwrap_or(0);
-    r.checkpoint_id = r.checkpoint_id.max(newest) + 1;
-    let root = WorkerCheckpoint {
-        version: checkpoint::model::FORMAT_VERSION,
-        job: spec.name.clone(),
-        id: r.checkpoint_id,
-        worker: w,
-        parallelism: spec.parallelism,
-        max_parallelism: spec.max_parallelism,
-        savepoint: false,
-        timestamp_ms: chrono::Utc::now().timestamp_millis(),
-        origin: Some(origin.to_string()),
-        sources: r.sources.clone(),
-        operators: r.operators.clone(),
-        sinks: r
-            .sinks
-            .iter()
-            .map(|(k, (states, committables))| {
-                (
-                    k.clone(),
-                    SinkCheckpoint {
-                        states: states.clone(),
-                        committables: committables.clone(),
-                    },
-                )
-            })
-            .collect(),
-    };
-    store.write(&root, None).await?;
-    Ok(r)
+    Ok(RunningJob { control, joins })
 }
 
 impl JobControl {

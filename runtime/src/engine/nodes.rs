@@ -10,13 +10,23 @@ use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::gate::{GateEvent, InputGate};
-use super::sink_adapter::DynSink;
-use crate::api::{AsyncTransform, NodeContext, Output, Source, SourcePoll};
+use crate::api::{AsyncTransform, DynSink, NodeContext, Output, Source, SourcePoll};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::record::{Barrier, Batch, Message};
+use crate::retry::RetryPolicy;
 
 const TICK: Duration = Duration::from_millis(100);
+
+/// How a failed commit is retried before the worker fails (and its restart recovers it).
+const COMMIT_RETRY: RetryPolicy = RetryPolicy {
+    backoff: Duration::from_millis(100),
+    max_backoff: Duration::from_secs(5),
+    multiplier: 2.0,
+    jitter: 0.2,
+    max_attempts: Some(6),
+    max_elapsed: None,
+};
 
 /// What nodes tell their worker's checkpoint coordinator.
 #[derive(Debug)]
@@ -345,20 +355,18 @@ impl SinkTask {
 
     async fn commit(&mut self, checkpoint: u64, committables: Vec<Value>) -> Result<()> {
         // A commit that fails is retried: the checkpoint is already durable, so giving up here
-        // would only defer the commit to recovery.
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0;
+        // only defers the commit to recovery (after a restart).
+        let mut delays = COMMIT_RETRY.backoff();
         loop {
-            match self.sink.commit(committables.clone()).await {
+            let e = match self.sink.commit(committables.clone()).await {
                 Ok(()) => break,
-                Err(e) if attempt < 5 => {
-                    tracing::warn!(node = %self.ctx.node, checkpoint, attempt, error = %e, "commit failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
+                Err(e) => e,
+            };
+            let Some(wait) = delays.next() else {
+                return Err(e);
+            };
+            tracing::warn!(node = %self.ctx.node, checkpoint, attempt = delays.retries(), error = %e, "commit failed, retrying");
+            tokio::time::sleep(wait).await;
         }
         fault::point("after_commit");
         let _ = self.events.send(Event::Committed {
@@ -396,6 +404,7 @@ impl SinkTask {
                     GateEvent::Watermark(_) => {}
                     GateEvent::Barrier(b) => {
                         fault::point("before_precommit");
+                        fault::stall("pre_commit").await;
                         if b.savepoint {
                             fault::stall("savepoint_precommit").await;
                         }

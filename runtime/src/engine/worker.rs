@@ -1,8 +1,9 @@
-//! Builds one worker: an instance of every node, the channels between them, and its coordinator.
+//! One attempt of a worker: an instance of every node, the channels between them, and the
+//! checkpoint coordinator that runs until the attempt ends. A restart is a new attempt.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{self, Receiver, Sender};
 use tokio::task::JoinHandle;
@@ -10,26 +11,25 @@ use tokio_util::sync::CancellationToken;
 use weir_crds::pipeline::{Role, Topology};
 use weir_crds::PipelineSpec;
 
+use super::coordinator::machine::{Config, Machine};
 use super::coordinator::{Coordinator, WorkerCommand, WorkerOutcome};
 use super::nodes::{Outputs, SinkTask, SourceTask, TransformTask};
+use super::noncritical::{self, NonCriticalSink};
 use super::status::WorkerStatus;
-use crate::api::NodeContext;
+use crate::api::{DynSink, NodeContext};
 use crate::checkpoint::{CheckpointStore, Restore};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::record::Message;
-use crate::registry::{node_config, Registry};
+use crate::registry::{dead_letter_config, node_config, Registry};
 
 /// Batches in flight between two nodes; a full channel is backpressure.
 const CHANNEL_CAPACITY: usize = 16;
 
-pub struct WorkerHandle {
-    pub join: JoinHandle<Result<WorkerOutcome>>,
-    pub commands: Sender<WorkerCommand>,
-    pub status: Arc<Mutex<WorkerStatus>>,
-}
+/// How long the tasks of an ended attempt get to abort or close before they are cancelled.
+const TASK_GRACE: Duration = Duration::from_secs(10);
 
-pub struct WorkerSetup<'a> {
+pub struct Attempt<'a> {
     pub spec: &'a PipelineSpec,
     pub topology: &'a Topology,
     pub registry: &'a Registry,
@@ -38,10 +38,13 @@ pub struct WorkerSetup<'a> {
     pub worker: u32,
     pub restore: Restore,
     pub origin: Option<String>,
+    pub status: Arc<Mutex<WorkerStatus>>,
+    pub commands: Receiver<WorkerCommand>,
 }
 
-pub fn spawn(setup: WorkerSetup<'_>) -> Result<WorkerHandle> {
-    let WorkerSetup {
+/// Runs one attempt to its end; returns how it ended and the command channel it borrowed.
+pub async fn run(a: Attempt<'_>) -> (Result<WorkerOutcome>, Receiver<WorkerCommand>) {
+    let Attempt {
         spec,
         topology,
         registry,
@@ -50,9 +53,9 @@ pub fn spawn(setup: WorkerSetup<'_>) -> Result<WorkerHandle> {
         worker,
         mut restore,
         origin,
-    } = setup;
-    let cancel = CancellationToken::new();
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
+        status,
+        commands,
+    } = a;
     let ctx = |name: &str| NodeContext {
         job: spec.name.clone(),
         node: name.to_string(),
@@ -62,12 +65,17 @@ pub fn spawn(setup: WorkerSetup<'_>) -> Result<WorkerHandle> {
         checkpoint: spec.checkpoint.clone(),
         metrics: metrics.node(&spec.name, worker, name),
     };
+    let nodes = match build(spec, registry, &status, &metrics, worker, &ctx) {
+        Ok(n) => n,
+        Err(e) => return (Err(e), commands),
+    };
 
+    let cancel = CancellationToken::new();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
     // One channel per edge, in the order each node lists its inputs.
     let mut outputs: HashMap<String, Vec<Sender<Message>>> = HashMap::new();
     let mut inputs: HashMap<String, Vec<Receiver<Message>>> = HashMap::new();
-    for (role, _, node) in spec.nodes().filter(|(r, _, _)| *r != Role::Source) {
-        let _ = role;
+    for (_, _, node) in spec.nodes().filter(|(r, _, _)| *r != Role::Source) {
         for upstream in &topology.inputs[&node.name] {
             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
             outputs.entry(upstream.clone()).or_default().push(tx);
@@ -75,34 +83,11 @@ pub fn spawn(setup: WorkerSetup<'_>) -> Result<WorkerHandle> {
         }
     }
 
-    // Build every instance before spawning anything, so a bad node fails the start cleanly.
-    let mut sources = Vec::new();
-    for (i, node) in spec.sources.iter().enumerate() {
-        sources.push((
-            node.name.clone(),
-            registry.build_source(&node_config(spec, Role::Source, i))?,
-        ));
-    }
-    let mut transforms = Vec::new();
-    for (i, node) in spec.transforms.iter().enumerate() {
-        transforms.push((
-            node.name.clone(),
-            registry.build_transform(&node_config(spec, Role::Transform, i))?,
-        ));
-    }
-    let mut sinks = Vec::new();
-    for (i, node) in spec.sinks.iter().enumerate() {
-        sinks.push((
-            node.name.clone(),
-            registry.build_sink(&node_config(spec, Role::Sink, i))?,
-        ));
-    }
-
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let mut source_ctl = Vec::new();
-    for (name, source) in sources {
+    for (name, source) in nodes.sources {
         let (tx, rx) = mpsc::channel(8);
-        source_ctl.push((name.clone(), tx));
+        source_ctl.push(tx);
         let task = SourceTask {
             ctx: ctx(&name),
             source,
@@ -115,7 +100,7 @@ pub fn spawn(setup: WorkerSetup<'_>) -> Result<WorkerHandle> {
         tasks.push(tokio::spawn(task.run()));
     }
     let mut transform_names = Vec::new();
-    for (name, transform) in transforms {
+    for (name, transform) in nodes.transforms {
         transform_names.push(name.clone());
         let task = TransformTask {
             ctx: ctx(&name),
@@ -128,13 +113,13 @@ pub fn spawn(setup: WorkerSetup<'_>) -> Result<WorkerHandle> {
         };
         tasks.push(tokio::spawn(task.run()));
     }
-    let mut sink_ctl = Vec::new();
-    for (name, sink) in sinks {
+    let mut sink_ctl = HashMap::new();
+    for (name, sink) in nodes.sinks {
         let (tx, rx) = mpsc::channel(64);
-        sink_ctl.push((name.clone(), tx));
+        sink_ctl.insert(name.clone(), tx);
         let task = SinkTask {
             ctx: ctx(&name),
-            sink: sink.0,
+            sink,
             restored: restore.sinks.remove(&name).unwrap_or_default(),
             inputs: inputs.remove(&name).unwrap_or_default(),
             control: rx,
@@ -145,42 +130,94 @@ pub fn spawn(setup: WorkerSetup<'_>) -> Result<WorkerHandle> {
     }
     drop(events_tx);
 
-    let status = Arc::new(Mutex::new(WorkerStatus {
-        worker,
-        restored_from: (restore.checkpoint_id > 0).then_some(restore.checkpoint_id),
-        ..Default::default()
-    }));
-    let (cmd_tx, cmd_rx) = mpsc::channel(16);
-    let coordinator = Coordinator {
+    if let Ok(mut s) = status.lock() {
+        s.restored_from = (restore.checkpoint_id > 0).then_some(restore.checkpoint_id);
+    }
+    let config = Config {
         job: spec.name.clone(),
         worker,
         parallelism: spec.parallelism,
         max_parallelism: spec.max_parallelism,
-        spec: spec.checkpoint.clone(),
+        origin,
+        checkpoint: spec.checkpoint.clone(),
+        sources: spec.sources.iter().map(|n| n.name.clone()).collect(),
+        transforms: transform_names,
+        sinks: spec.sinks.iter().map(|n| n.name.clone()).collect(),
+    };
+    let coordinator = Coordinator {
+        machine: Machine::new(config, restore.checkpoint_id + 1, Instant::now()),
         store,
         events: events_rx,
-        commands: cmd_rx,
+        commands,
         sources: source_ctl,
-        transforms: transform_names,
         sinks: sink_ctl,
-        status: status.clone(),
+        status,
         metrics,
         cancel: cancel.clone(),
-        next_id: restore.checkpoint_id + 1,
-        origin,
     };
-    let join = tokio::spawn(async move {
-        let outcome = coordinator.run().await;
-        cancel.cancel();
-        // Let sinks abort or close before the worker reports; a task stuck in I/O is left behind.
-        for t in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
-        outcome
-    });
-    Ok(WorkerHandle {
-        join,
-        commands: cmd_tx,
-        status,
-    })
+    let (outcome, commands) = coordinator.run().await;
+    cancel.cancel();
+    // Let sinks abort or close; a task still stuck in I/O after the grace period is cancelled,
+    // so that it cannot act next to the next attempt's instances.
+    let deadline = tokio::time::Instant::now() + TASK_GRACE;
+    for t in &mut tasks {
+        let _ = tokio::time::timeout_at(deadline, t).await;
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    (outcome, commands)
+}
+
+/// Every node of the attempt, built before anything runs so that a bad node fails cleanly.
+struct Nodes {
+    sources: Vec<(String, Box<dyn crate::api::Source>)>,
+    transforms: Vec<(String, Box<dyn crate::api::AsyncTransform>)>,
+    sinks: Vec<(String, Box<dyn DynSink>)>,
+}
+
+fn build(
+    spec: &PipelineSpec,
+    registry: &Registry,
+    status: &Arc<Mutex<WorkerStatus>>,
+    metrics: &Metrics,
+    worker: u32,
+    ctx: &dyn Fn(&str) -> NodeContext,
+) -> Result<Nodes> {
+    let mut nodes = Nodes {
+        sources: Vec::new(),
+        transforms: Vec::new(),
+        sinks: Vec::new(),
+    };
+    for (i, node) in spec.sources.iter().enumerate() {
+        let source = registry.build_source(&node_config(spec, Role::Source, i))?;
+        nodes.sources.push((node.name.clone(), source));
+    }
+    for (i, node) in spec.transforms.iter().enumerate() {
+        let transform = registry.build_transform(&node_config(spec, Role::Transform, i))?;
+        nodes.transforms.push((node.name.clone(), transform));
+    }
+    for (i, node) in spec.sinks.iter().enumerate() {
+        let cfg = node_config(spec, Role::Sink, i);
+        let sink = registry.build_sink(&cfg)?.0;
+        let sink: Box<dyn DynSink> = match dead_letter_config(spec, i) {
+            Some(dl) => {
+                let dead_letter = registry.build_sink(&dl)?.0;
+                Box::new(NonCriticalSink::new(noncritical::Parts {
+                    registry: registry.clone(),
+                    dead_letter_ctx: ctx(&dl.spec.name),
+                    cfg,
+                    sink,
+                    dead_letter,
+                    status: status.clone(),
+                    metrics: metrics.clone(),
+                    job: spec.name.clone(),
+                    worker,
+                }))
+            }
+            None => sink,
+        };
+        nodes.sinks.push((node.name.clone(), sink));
+    }
+    Ok(nodes)
 }

@@ -4,10 +4,10 @@ use cel_interpreter::{Context, Value as Cel};
 use serde::Deserialize;
 
 use super::cel::Expr;
-use super::OnError;
 use crate::api::{Batch, NodeContext, Output, Result, Transform};
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
+use crate::on_error::OnError;
 use crate::registry::Registry;
 
 #[derive(Deserialize)]
@@ -53,7 +53,7 @@ impl Transform for Filter {
             };
             self.metrics.record_errors.inc();
             match self.on_error {
-                OnError::Fail => {
+                OnError::Fail | OnError::DeadLetter(_) => {
                     failure = Some(Error::Record {
                         node: self.node.clone(),
                         record: r.describe(),

@@ -5,10 +5,10 @@ use cel_interpreter::Context;
 use serde::Deserialize;
 
 use super::cel::{to_json, Expr};
-use super::OnError;
 use crate::api::{Batch, NodeContext, Output, Result, Transform};
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
+use crate::on_error::OnError;
 use crate::ordered::OrderedMap;
 use crate::record::Record;
 use crate::registry::Registry;
@@ -86,7 +86,7 @@ impl Transform for MapTransform {
                 Err(why) => {
                     self.metrics.record_errors.inc();
                     match self.on_error {
-                        OnError::Fail => {
+                        OnError::Fail | OnError::DeadLetter(_) => {
                             return Err(Error::Record {
                                 node: self.node.clone(),
                                 record: r.describe(),

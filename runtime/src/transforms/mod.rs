@@ -6,20 +6,7 @@ mod filter;
 mod map;
 pub mod watermark;
 
-use serde::Deserialize;
-
 use crate::registry::Registry;
-
-/// What to do with a record an expression cannot evaluate.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OnError {
-    /// Fail the job with an error naming the node, the record and the reason.
-    #[default]
-    Fail,
-    /// Drop the record, count it in `weir_node_record_errors_total` and log it.
-    Skip,
-}
 
 pub fn register(r: &mut Registry) {
     async_io::register(r);

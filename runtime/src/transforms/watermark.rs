@@ -8,10 +8,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use weir_crds::Duration;
 
-use super::OnError;
 use crate::api::{Batch, NodeContext, Output, Result, Transform};
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
+use crate::on_error::OnError;
 use crate::registry::Registry;
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default, Debug)]
@@ -134,7 +134,7 @@ impl Transform for Watermarks {
                 Err(why) => {
                     self.metrics.record_errors.inc();
                     match self.config.on_error {
-                        OnError::Fail => {
+                        OnError::Fail | OnError::DeadLetter(_) => {
                             failure = Some(Error::Record { node: self.node.clone(), record: r.describe(), message: why })
                         }
                         OnError::Skip => tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}"),

@@ -218,7 +218,7 @@ fn http_transform(server: &Server, extra: &str) -> String {
     client: {{ type: http, url: "{url}/user/{{id}}" }}
     fields: {{ name: name, tier: plan.tier }}
     timeout: 400ms
-    retries: {{ max: 1, backoff: 5ms, max_backoff: 20ms }}
+    retry: {{ max_attempts: 2, backoff: 5ms, max_backoff: 20ms }}
 {extra}"#,
         url = server.url
     )

@@ -23,7 +23,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn exec(url: &str, sql: &str) {
+pub(super) fn exec(url: &str, sql: &str) {
     block_on(async {
         let mut c = PgConnection::connect(url).await.unwrap();
         sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
@@ -109,9 +109,7 @@ sinks:
     table: {table}
     columns: {{ user_id: uid, event_count: seq, last_seen: ts }}
     batch_size: 300
-    max_retries: 20
-    retry_backoff: 50ms
-    max_backoff: 1s
+    retry: {{ backoff: 50ms, max_backoff: 1s, max_attempts: 21 }}
 {sink_extra}"#,
             state = dir.join("state").display(),
         ),
@@ -205,13 +203,13 @@ fn upsert_survives_kills_at_random_moments() {
 
 /// A Postgres of this test's own (a restart would disturb other tests sharing the default one),
 /// stopped and deleted on drop.
-struct PrivatePostgres {
+pub(super) struct PrivatePostgres {
     run_dir: PathBuf,
-    url: String,
+    pub(super) url: String,
 }
 
 impl PrivatePostgres {
-    fn script(&self, cmd: &str) -> std::process::Output {
+    pub(super) fn script(&self, cmd: &str) -> std::process::Output {
         let script = format!("{}/../e2e/services/postgres.sh", env!("CARGO_MANIFEST_DIR"));
         Command::new("bash")
             .arg(&script)
@@ -222,9 +220,9 @@ impl PrivatePostgres {
             .unwrap()
     }
 
-    fn up() -> PrivatePostgres {
-        let run_dir =
-            std::env::temp_dir().join(format!("weir-jdbc-restart-{}", std::process::id()));
+    /// `name` keeps the servers of concurrent tests apart.
+    pub(super) fn up(name: &str) -> PrivatePostgres {
+        let run_dir = std::env::temp_dir().join(format!("weir-jdbc-{name}-{}", std::process::id()));
         let mut p = PrivatePostgres {
             run_dir,
             url: String::new(),
@@ -254,7 +252,7 @@ impl Drop for PrivatePostgres {
 #[test]
 fn upsert_rides_out_a_database_restart() {
     const N: i64 = 60_000;
-    let db = PrivatePostgres::up();
+    let db = PrivatePostgres::up("restart");
     let table = "user_stats";
     create_user_stats(&db.url, table);
     let dir = tempfile::tempdir().unwrap();
@@ -349,7 +347,7 @@ fn create_checked(url: &str, table: &str) {
     );
 }
 
-fn ids(url: &str, table: &str) -> Vec<i64> {
+pub(super) fn ids(url: &str, table: &str) -> Vec<i64> {
     block_on(async {
         let mut c = PgConnection::connect(url).await.unwrap();
         sqlx::query_scalar(AssertSqlSafe(format!("SELECT id FROM {table} ORDER BY id")))
@@ -487,7 +485,7 @@ fn a_missing_table_or_column_fails_at_start_with_a_clear_error() {
             &format!(
                 "name: jdbc-pw\ncheckpoint: {{ storage: {} }}\n\
                  sources: [{{name: g, type: datagen, count: 10, fields: {{seq: {{kind: sequence}}}}}}]\n\
-                 sinks: [{{name: db, type: jdbc, url: 'postgres://bob:hunter2@127.0.0.1:1/x', table: t, max_retries: 1, retry_backoff: 10ms}}]\n",
+                 sinks: [{{name: db, type: jdbc, url: 'postgres://bob:hunter2@127.0.0.1:1/x', table: t, retry: {{max_attempts: 2, backoff: 10ms}}}}]\n",
                 dir.path().join("state").display()
             ),
         ),
@@ -578,12 +576,11 @@ fn the_query_source_resumes_after_its_position() {
         spec: weir_crds::NodeSpec {
             name: "src".into(),
             kind: "jdbc".into(),
-            input: None,
-            inputs: None,
             config: serde_json::json!({"url": url, "query": format!("SELECT id FROM {table} ORDER BY id"), "fetch_size": 300})
                 .as_object()
                 .cloned()
                 .unwrap(),
+            ..Default::default()
         },
         parallelism: 2,
         checkpoint: Default::default(),

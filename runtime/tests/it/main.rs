@@ -2,6 +2,7 @@
 
 mod async_io;
 mod exactly_once;
+mod failures;
 mod harness;
 mod idle;
 mod jdbc;

@@ -1,20 +1,12 @@
 use serde::Deserialize;
 
+use crate::on_error::OnError;
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FileFormat {
     Json,
     Csv,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OnError {
-    /// Stop the job with an error naming the file and line.
-    #[default]
-    Fail,
-    /// Count the record in `weir_node_record_errors_total` and go on.
-    Skip,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +53,8 @@ pub struct FileSourceConfig {
     pub suffix: Option<String>,
     #[serde(default)]
     pub csv: CsvOptions,
+    /// A line that does not parse: `fail` (naming the file and line) or `skip` (counted in
+    /// `weir_node_record_errors_total`).
     #[serde(default)]
     pub on_error: OnError,
     #[serde(default = "batch")]

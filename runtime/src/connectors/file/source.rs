@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::config::{FileFormat, FileSourceConfig, OnError};
+use super::config::{FileFormat, FileSourceConfig};
 use crate::api::{Batch, NodeContext, Record, Result, Source, SourcePoll, SplitId};
 use crate::error::{Context, Error};
+use crate::on_error::OnError;
 use crate::record::JsonObject;
 
 struct OpenFile {
@@ -256,7 +257,7 @@ impl FileSource {
             match self.parse(f, text) {
                 Ok(record) => records.push(record),
                 Err(msg) => match self.config.on_error {
-                    OnError::Fail => {
+                    OnError::Fail | OnError::DeadLetter(_) => {
                         return Err(Error::Record {
                             node: self.node.clone(),
                             record: format!("{}:{}", f.path.display(), f.line),

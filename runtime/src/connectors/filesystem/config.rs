@@ -10,6 +10,7 @@ use super::bucket::{BucketSpec, TimeZone};
 use super::rolling::RollingPolicy;
 use crate::api::NodeConfig;
 use crate::error::Result;
+use crate::on_error::OnError;
 use crate::storage::Location;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,16 +196,6 @@ pub enum BucketBy {
     EventTime,
     ProcessingTime,
     Field,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnError {
-    /// Fail the job with an error naming the record.
-    #[default]
-    Fail,
-    /// Count the record in `weir_node_record_errors_total` and drop it.
-    Skip,
 }
 
 pub const DEFAULT_PATTERN: &str = "year=%Y/month=%m/day=%d/hour=%H";

@@ -11,7 +11,7 @@ use object_store::path::Path as ObjectPath;
 use prometheus::IntCounter;
 
 use super::bucket::BucketAssigner;
-use super::config::{FileSinkConfig, OnError, Settings, Target};
+use super::config::{FileSinkConfig, Settings, Target};
 use super::format::{Encoder, EncoderFactory};
 use super::local::{self, LocalFile, Published};
 use super::names::PartName;
@@ -21,6 +21,7 @@ use super::state::{FileCommittable, FileSinkState, InProgressPart};
 use crate::api::{Barrier, Batch, NodeConfig, NodeContext, Record, TwoPhaseSink};
 use crate::error::{Context, Error, Result};
 use crate::metrics::NodeMetrics;
+use crate::on_error::OnError;
 
 /// Local parts are written to disk in pieces of this size: one system call per 256 KiB.
 const LOCAL_WRITE_SIZE: usize = 256 * 1024;
@@ -127,7 +128,7 @@ fn bad_record(
 ) -> Result<()> {
     errors.inc();
     match policy {
-        OnError::Fail => Err(Error::Record {
+        OnError::Fail | OnError::DeadLetter(_) => Err(Error::Record {
             node: node.to_string(),
             record: record.describe(),
             message,

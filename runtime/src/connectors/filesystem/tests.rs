@@ -22,9 +22,8 @@ pub(super) fn node_config(config: Value) -> NodeConfig {
         spec: NodeSpec {
             name: "out".into(),
             kind: "filesystem".into(),
-            input: None,
-            inputs: None,
             config: config.as_object().cloned().expect("an object"),
+            ..Default::default()
         },
         parallelism: 1,
         checkpoint: Default::default(),

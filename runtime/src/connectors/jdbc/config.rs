@@ -6,8 +6,9 @@ use weir_crds::Duration;
 
 use crate::api::NodeConfig;
 use crate::error::Result;
+use crate::on_error::OnError;
 use crate::ordered::OrderedMap;
-use crate::transforms::OnError;
+use crate::retry::RetryPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,14 +70,12 @@ pub struct JdbcSinkConfig {
     /// Longest time a row waits in memory before it is written.
     #[serde(default = "default_flush_interval")]
     pub flush_interval: Duration,
-    /// Retries of a batch after a connection or transient error, before the job fails.
-    #[serde(default = "default_max_retries")]
-    pub max_retries: u32,
-    /// First retry delay; doubles per retry (with jitter) up to `max_backoff`.
-    #[serde(default = "default_backoff")]
-    pub retry_backoff: Duration,
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff: Duration,
+    /// How a batch is retried after a connection or transient error (classified in
+    /// `retry.rs`) before the job fails: weir's one retry policy (`backoff`, `max_backoff`,
+    /// `multiplier`, `jitter`, `max_attempts`, `max_elapsed`). Default: 100ms doubling up to
+    /// 10s, jitter 0.5, 11 attempts.
+    #[serde(default = "default_retry")]
+    pub retry: RetryPolicy,
     /// Connections, and so writers running side by side (each owns a hash range of keys, so
     /// per-key order is kept).
     #[serde(default = "default_pool_size")]
@@ -97,14 +96,15 @@ fn default_batch_size() -> usize {
 fn default_flush_interval() -> Duration {
     Duration::from_millis(200)
 }
-fn default_max_retries() -> u32 {
-    10
-}
-fn default_backoff() -> Duration {
-    Duration::from_millis(100)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(10)
+fn default_retry() -> RetryPolicy {
+    RetryPolicy {
+        backoff: std::time::Duration::from_millis(100),
+        max_backoff: std::time::Duration::from_secs(10),
+        multiplier: 2.0,
+        jitter: 0.5,
+        max_attempts: Some(11),
+        max_elapsed: None,
+    }
 }
 fn default_pool_size() -> u32 {
     2
@@ -134,12 +134,10 @@ pub struct JdbcSourceConfig {
     /// Rows per fetch (and per batch).
     #[serde(default = "default_fetch_size")]
     pub fetch_size: usize,
-    #[serde(default = "default_max_retries")]
-    pub max_retries: u32,
-    #[serde(default = "default_backoff")]
-    pub retry_backoff: Duration,
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff: Duration,
+    /// How a failed read is retried (reconnecting and skipping the rows already emitted); the
+    /// sink's settings and defaults.
+    #[serde(default = "default_retry")]
+    pub retry: RetryPolicy,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
 }
@@ -377,13 +375,6 @@ pub struct SinkSettings {
     pub on_error: OnError,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub max_retries: u32,
-    pub base: std::time::Duration,
-    pub max: std::time::Duration,
-}
-
 impl JdbcSinkConfig {
     pub fn resolve(self, cfg: &NodeConfig) -> Result<SinkSettings> {
         let url = UrlSource::from_config(
@@ -476,11 +467,7 @@ impl JdbcSinkConfig {
             batch_size: self.batch_size,
             max_batch_size,
             flush_interval: self.flush_interval.as_std(),
-            retry: RetryPolicy {
-                max_retries: self.max_retries,
-                base: self.retry_backoff.as_std(),
-                max: self.max_backoff.as_std().max(self.retry_backoff.as_std()),
-            },
+            retry: self.retry,
             pool_size: self.pool_size,
             copy: self.copy,
             connect_timeout: self.connect_timeout.as_std(),
@@ -518,11 +505,7 @@ impl JdbcSourceConfig {
             url,
             query,
             fetch_size: self.fetch_size,
-            retry: RetryPolicy {
-                max_retries: self.max_retries,
-                base: self.retry_backoff.as_std(),
-                max: self.max_backoff.as_std().max(self.retry_backoff.as_std()),
-            },
+            retry: self.retry,
             connect_timeout: self.connect_timeout.as_std(),
         })
     }

@@ -12,7 +12,7 @@
 //!     batch_size: 1000          # waiting rows (after dedup by key) that start a write
 //!     max_batch_size: 10000     # most rows per transaction; rows arriving during a write join it
 //!     flush_interval: 200ms     # longest a row waits in memory
-//!     max_retries: 10           # per batch, exponential backoff with jitter
+//!     retry: { backoff: 100ms, max_backoff: 10s, max_attempts: 11 }   # per batch (weir's RetryPolicy)
 //!     pool_size: 2              # connections = writers; a key always uses the same one
 //!     on_error: fail            # or skip: count in weir_node_record_errors_total and log
 //! sources:

@@ -390,9 +390,8 @@ mod tests {
             spec: NodeSpec {
                 name: "db".into(),
                 kind: "jdbc".into(),
-                input: None,
-                inputs: None,
                 config: config.as_object().cloned().unwrap(),
+                ..Default::default()
             },
             parallelism: 1,
             checkpoint: Default::default(),
@@ -410,12 +409,11 @@ mod tests {
             spec: NodeSpec {
                 name: "db".into(),
                 kind: "jdbc".into(),
-                input: None,
-                inputs: None,
                 config: json!({"url": "postgres://h/db", "table": "t", "batch_size": 500, "max_batch_size": 10})
                     .as_object()
                     .cloned()
                     .unwrap(),
+                ..Default::default()
             },
             parallelism: 1,
             checkpoint: Default::default(),

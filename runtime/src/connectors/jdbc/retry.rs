@@ -1,9 +1,5 @@
-//! Which database errors are worth a retry, which are about the data, and how long to wait.
-
-use std::hash::{BuildHasher, Hasher};
-use std::time::Duration;
-
-use super::config::RetryPolicy;
+//! Which database errors are worth a retry and which are about the data. How long to wait and
+//! how often is the node's `retry` setting (`crate::retry::RetryPolicy`, the one policy).
 
 /// What a failed statement means for the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,28 +39,6 @@ pub fn classify(e: &sqlx::Error) -> Failure {
     }
 }
 
-/// Delay before retry number `attempt` (0-based): `base · 2^attempt`, capped at `max`, with
-/// "equal jitter" (a random point in the upper half) so that writers that failed together do
-/// not retry together. `unit` is a random number in [0, 1).
-pub fn backoff(p: &RetryPolicy, attempt: u32, unit: f64) -> Duration {
-    let exp = p
-        .base
-        .saturating_mul(2u32.saturating_pow(attempt.min(20)))
-        .min(p.max);
-    exp / 2 + exp.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
-}
-
-/// A random number in [0, 1) from the standard library's per-process random hash keys.
-pub fn jitter() -> f64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::UNIX_EPOCH
-            .elapsed()
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,21 +58,5 @@ mod tests {
             Failure::Transient
         );
         assert_eq!(classify(&sqlx::Error::RowNotFound), Failure::Fatal);
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let p = RetryPolicy {
-            max_retries: 5,
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        assert_eq!(backoff(&p, 0, 0.0), Duration::from_millis(50));
-        assert!(backoff(&p, 0, 0.999) < Duration::from_millis(100));
-        assert_eq!(backoff(&p, 2, 0.0), Duration::from_millis(200));
-        assert_eq!(backoff(&p, 10, 0.0), Duration::from_millis(500));
-        assert!(backoff(&p, 60, 1.0) <= Duration::from_secs(1));
-        let j = jitter();
-        assert!((0.0..1.0).contains(&j));
     }
 }

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Row, TypeInfo, ValueRef};
 
 use super::config::{redact, Scrubber, SourceSettings};
-use super::retry::{backoff, classify, jitter, Failure};
+use super::retry::{classify, Failure};
 use super::schema;
 use super::types::decode;
 use crate::api::{Batch, NodeConfig, NodeContext, Record, Result, Source, SourcePoll, SplitId};
@@ -163,19 +163,17 @@ impl Source for JdbcSource {
         if !self.owned || self.done {
             return Ok(SourcePoll::Finished);
         }
-        let mut attempt = 0;
+        let mut delays = self.settings.retry.backoff();
         let rows = loop {
             match self.fetch().await {
                 Ok(rows) => break rows,
-                Err(e)
-                    if classify(&e) == Failure::Transient
-                        && attempt < self.settings.retry.max_retries =>
-                {
+                Err(e) if classify(&e) == Failure::Transient => {
+                    let Some(wait) = delays.next() else {
+                        return Err(self.error(&e));
+                    };
                     // The cursor went with the connection: declare it again and skip ahead.
                     self.conn = None;
-                    let wait = backoff(&self.settings.retry, attempt, jitter());
-                    attempt += 1;
-                    tracing::warn!(node = %self.node, attempt, error = %self.scrub.scrub(&e.to_string()),
+                    tracing::warn!(node = %self.node, attempt = delays.retries(), error = %self.scrub.scrub(&e.to_string()),
                         "read failed, reconnecting");
                     tokio::time::sleep(wait).await;
                 }

@@ -10,6 +10,7 @@ use super::template::Template;
 use crate::api::NodeConfig;
 use crate::error::Result;
 use crate::ordered::OrderedMap;
+use crate::retry::RetryPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,8 +28,11 @@ pub struct AsyncLookupConfig {
     /// Records in the operator at once (in flight, or finished and waiting to be emitted in order).
     #[serde(default = "default_capacity")]
     pub capacity: usize,
-    #[serde(default)]
-    pub retries: RetryConfig,
+    /// How a lookup that timed out or failed transiently (connection errors, HTTP 5xx/429) is
+    /// tried again: weir's one retry policy. Default: no retry (`max_attempts: 1`); with
+    /// retries, 100ms doubling up to 5s, jitter 0.5.
+    #[serde(default = "default_retry")]
+    pub retry: RetryPolicy,
     #[serde(default)]
     pub on_timeout: Policy,
     #[serde(default)]
@@ -96,33 +100,14 @@ impl<'de> Deserialize<'de> for Policy {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Attempts after the first; timeouts, connection errors and 5xx/429 answers are retried.
-    #[serde(default)]
-    pub max: u32,
-    /// Delay before the first retry; doubles each time, up to `max_backoff`, with jitter.
-    #[serde(default = "default_backoff")]
-    pub backoff: Duration,
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff: Duration,
-}
-
-fn default_backoff() -> Duration {
-    Duration::from_millis(100)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(5)
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            max: 0,
-            backoff: default_backoff(),
-            max_backoff: default_max_backoff(),
-        }
+fn default_retry() -> RetryPolicy {
+    RetryPolicy {
+        backoff: std::time::Duration::from_millis(100),
+        max_backoff: std::time::Duration::from_secs(5),
+        multiplier: 2.0,
+        jitter: 0.5,
+        max_attempts: Some(1),
+        max_elapsed: None,
     }
 }
 
@@ -254,7 +239,7 @@ pub struct Settings {
     pub mapping: FieldMapping,
     pub timeout: std::time::Duration,
     pub capacity: usize,
-    pub retries: RetryConfig,
+    pub retry: RetryPolicy,
     pub on_timeout: Policy,
     pub on_error: Policy,
     pub cache: Option<CacheConfig>,
@@ -366,7 +351,7 @@ impl Settings {
             mapping,
             timeout: c.timeout.as_std(),
             capacity: c.capacity,
-            retries: c.retries,
+            retry: c.retry,
             on_timeout: c.on_timeout,
             on_error: c.on_error,
             cache: c.cache,

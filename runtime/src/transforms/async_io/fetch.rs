@@ -6,9 +6,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::clients::LookupClient;
-use super::config::{Policy, RetryConfig};
+use super::config::Policy;
 use super::mapping::FieldMapping;
 use super::metrics::LookupMetrics;
+use crate::retry::RetryPolicy;
 
 /// How a lookup ended, after retries.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,59 +61,36 @@ pub fn resolve(
     }
 }
 
-/// Delay before retry `attempt` (0 = the first retry): `backoff × 2^attempt`, capped, then
-/// scaled into [½, 1] by `jitter` ∈ [0, 1) so that retries of one burst spread out.
-pub fn backoff_delay(retries: &RetryConfig, attempt: u32, jitter: f64) -> Duration {
-    let base = retries.backoff.as_std();
-    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX));
-    let capped = exp.min(retries.max_backoff.as_std());
-    capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-}
-
-/// A cheap, well-spread number in [0, 1) from a seed (no need for a random generator crate).
-fn jitter(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// Runs the attempts. Runs in its own task, so its timeouts hold even while the operator is
 /// blocked sending downstream.
 pub async fn fetch(
     client: &dyn LookupClient,
     key: &[Value],
     timeout: Duration,
-    retries: &RetryConfig,
-    seed: u64,
+    retry: &RetryPolicy,
     metrics: &LookupMetrics,
 ) -> Outcome {
-    let mut attempt = 0u32;
+    let mut delays = retry.backoff();
+    let mut attempts = 0u32;
     loop {
+        attempts += 1;
         let (retryable, outcome) = match tokio::time::timeout(timeout, client.lookup(key)).await {
             Ok(Ok(Some(v))) => return Outcome::Found(v),
             Ok(Ok(None)) => return Outcome::NotFound,
             Ok(Err(e)) => (
                 e.retryable,
                 Outcome::Failed {
-                    attempts: attempt + 1,
+                    attempts,
                     message: e.message,
                 },
             ),
-            Err(_) => (
-                true,
-                Outcome::TimedOut {
-                    attempts: attempt + 1,
-                },
-            ),
+            Err(_) => (true, Outcome::TimedOut { attempts }),
         };
-        if !retryable || attempt >= retries.max {
+        let Some(delay) = delays.next().filter(|_| retryable) else {
             return outcome;
-        }
+        };
         metrics.retries.inc();
-        let delay = backoff_delay(retries, attempt, jitter(seed ^ u64::from(attempt)));
         tokio::time::sleep(delay).await;
-        attempt += 1;
     }
 }
 
@@ -121,7 +99,6 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use serde_json::json;
-    use weir_crds::Duration as D;
 
     use super::super::clients::LookupError;
     use super::super::mapping::ResponsePath;
@@ -168,26 +145,6 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let r = RetryConfig {
-            max: 10,
-            backoff: D::from_millis(100),
-            max_backoff: D::from_millis(1000),
-        };
-        let ms = |a, j| backoff_delay(&r, a, j).as_millis();
-        assert_eq!(ms(0, 1.0), 100);
-        assert_eq!(ms(1, 1.0), 200);
-        assert_eq!(ms(3, 1.0), 800);
-        assert_eq!(ms(4, 1.0), 1000);
-        assert_eq!(ms(40, 1.0), 1000);
-        assert_eq!(ms(1, 0.0), 100);
-        for s in 0..100 {
-            let j = jitter(s);
-            assert!((0.0..1.0).contains(&j));
-        }
-    }
-
     /// Fails `failures` times, then answers.
     struct Flaky {
         calls: AtomicU32,
@@ -222,11 +179,12 @@ mod tests {
         }
     }
 
-    fn retries(max: u32) -> RetryConfig {
-        RetryConfig {
-            max,
-            backoff: D::from_millis(1),
-            max_backoff: D::from_millis(2),
+    fn retries(max: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: Some(max + 1),
+            backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            ..RetryPolicy::default()
         }
     }
 
@@ -234,7 +192,7 @@ mod tests {
     async fn retries_until_an_answer_and_counts_them() {
         let m = LookupMetrics::detached();
         let c = flaky(2, true, false);
-        let o = fetch(&c, &[], Duration::from_secs(1), &retries(3), 1, &m).await;
+        let o = fetch(&c, &[], Duration::from_secs(1), &retries(3), &m).await;
         assert_eq!(o, Outcome::Found(json!({"name": "ok"})));
         assert_eq!(c.calls.load(Ordering::SeqCst), 3);
         assert_eq!(m.retries.get(), 2);
@@ -244,10 +202,10 @@ mod tests {
     async fn gives_up_after_max_retries_and_never_retries_permanent_errors() {
         let m = LookupMetrics::detached();
         let c = flaky(10, true, false);
-        let o = fetch(&c, &[], Duration::from_secs(1), &retries(2), 1, &m).await;
+        let o = fetch(&c, &[], Duration::from_secs(1), &retries(2), &m).await;
         assert!(matches!(o, Outcome::Failed { attempts: 3, .. }), "{o:?}");
         let c = flaky(10, false, false);
-        let o = fetch(&c, &[], Duration::from_secs(1), &retries(5), 1, &m).await;
+        let o = fetch(&c, &[], Duration::from_secs(1), &retries(5), &m).await;
         assert!(matches!(o, Outcome::Failed { attempts: 1, .. }), "{o:?}");
     }
 
@@ -255,10 +213,10 @@ mod tests {
     async fn each_attempt_has_its_own_timeout() {
         let m = LookupMetrics::detached();
         let c = flaky(1, true, true);
-        let o = fetch(&c, &[], Duration::from_millis(50), &retries(1), 1, &m).await;
+        let o = fetch(&c, &[], Duration::from_millis(50), &retries(1), &m).await;
         assert_eq!(o, Outcome::Found(json!({"name": "ok"})));
         let c = flaky(5, true, true);
-        let o = fetch(&c, &[], Duration::from_millis(50), &retries(1), 1, &m).await;
+        let o = fetch(&c, &[], Duration::from_millis(50), &retries(1), &m).await;
         assert_eq!(o, Outcome::TimedOut { attempts: 2 });
     }
 }

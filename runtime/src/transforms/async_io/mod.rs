@@ -13,7 +13,7 @@
 //!     fields: { user_name: name, tier: plan.tier }   # output field ← response path
 //!     timeout: 1s                # per attempt
 //!     capacity: 100              # records held at once (backpressure beyond it)
-//!     retries: { max: 2, backoff: 50ms, max_backoff: 1s }
+//!     retry: { max_attempts: 3, backoff: 50ms, max_backoff: 1s }   # weir's RetryPolicy
 //!     on_timeout: null           # null (emit with null fields) | drop | fail (default)
 //!     on_error: drop
 //!     cache: { max_entries: 10000, ttl: 60s }

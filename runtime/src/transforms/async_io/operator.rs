@@ -166,8 +166,7 @@ impl AsyncLookup {
                 client.as_ref(),
                 &key,
                 settings.timeout,
-                &settings.retries,
-                seq,
+                &settings.retry,
                 &metrics,
             )
             .await;

@@ -16,12 +16,12 @@ use tokio::task::JoinHandle;
 
 use super::config::{redact, Mode, Scrubber, SinkSettings};
 use super::plan::{Plan, Row};
-use super::retry::{backoff, classify, jitter, Failure};
+use super::retry::{classify, Failure};
 use super::schema;
 use crate::api::{Batch, NodeConfig, NodeContext, Record, Sink};
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
-use crate::transforms::OnError;
+use crate::on_error::OnError;
 use pending::{should_write, writer_for, Pending};
 use writer::{Msg, Writer};
 
@@ -77,7 +77,7 @@ impl JdbcSink {
     /// reachable yet.
     async fn load_plan(&self, pool: &PgPool, scrub: &Scrubber, url: &str) -> Result<Plan> {
         let s = &self.settings;
-        let mut attempt = 0;
+        let mut delays = s.retry.backoff();
         loop {
             let r: sqlx::Result<std::result::Result<Plan, String>> = async {
                 let mut conn = pool.acquire().await?;
@@ -114,23 +114,30 @@ impl JdbcSink {
                 }
             }
             .await;
-            match r {
+            let e = match r {
                 Ok(Ok(plan)) => return Ok(plan),
-                Ok(Err(e)) => return Err(Error::node(&self.node, e)),
-                Err(e) if classify(&e) == Failure::Transient && attempt < s.retry.max_retries => {
-                    let wait = backoff(&s.retry, attempt, jitter());
-                    attempt += 1;
-                    tracing::warn!(node = %self.node, url = %redact(url), attempt, error = %scrub.scrub(&e.to_string()),
-                        "cannot reach the database yet, retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => {
-                    return Err(Error::node(
-                        &self.node,
-                        format!("{}: {}", redact(url), scrub.scrub(&e.to_string())),
-                    ))
-                }
-            }
+                // The table does not fit the settings: a restart meets the same table.
+                Ok(Err(e)) => return Err(Error::fatal(&self.node, e)),
+                Err(e) => e,
+            };
+            let failure = classify(&e);
+            let wait = match failure {
+                Failure::Transient => delays.next(),
+                Failure::Data | Failure::Fatal => None,
+            };
+            let Some(wait) = wait else {
+                let message = format!("{}: {}", redact(url), scrub.scrub(&e.to_string()));
+                // A missing table, a refused login or permission: no restart can repair it,
+                // so the job fails at once instead of burning its restart attempts. A database
+                // that stayed unreachable through the retries is worth a restart.
+                return Err(match failure {
+                    Failure::Transient => Error::node(&self.node, message),
+                    Failure::Data | Failure::Fatal => Error::fatal(&self.node, message),
+                });
+            };
+            tracing::warn!(node = %self.node, url = %redact(url), attempt = delays.retries(), error = %scrub.scrub(&e.to_string()),
+                "cannot reach the database yet, retrying");
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -174,7 +181,7 @@ impl JdbcSink {
     fn reject(&self, r: &Record, why: String) -> Result<()> {
         self.metrics.record_errors.inc();
         match self.settings.on_error {
-            OnError::Fail => Err(Error::Record {
+            OnError::Fail | OnError::DeadLetter(_) => Err(Error::Record {
                 node: self.node.clone(),
                 record: r.describe(),
                 message: why,

@@ -11,12 +11,13 @@ use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{AssertSqlSafe, Postgres};
 use tokio::sync::{mpsc, oneshot};
 
-use super::super::config::{Mode, RetryPolicy, Scrubber};
+use super::super::config::{Mode, Scrubber};
 use super::super::plan::{Plan, Row, Statement};
-use super::super::retry::{backoff, classify, jitter, Failure};
+use super::super::retry::{classify, Failure};
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
-use crate::transforms::OnError;
+use crate::on_error::OnError;
+use crate::retry::RetryPolicy;
 
 pub enum Msg {
     Rows(Vec<Row>),
@@ -77,7 +78,7 @@ impl Writer {
             return Ok(());
         }
         let mut path = Path::Batch;
-        let mut attempt = 0;
+        let mut delays = self.retry.backoff();
         loop {
             let result = match self.pool.acquire().await {
                 Ok(mut conn) => {
@@ -110,19 +111,19 @@ impl Writer {
                             "batch rejected, writing it row by row to isolate the bad rows");
                         path = Path::RowByRow;
                     }
-                    Failure::Transient if attempt < self.retry.max_retries => {
-                        let wait = backoff(&self.retry, attempt, jitter());
-                        attempt += 1;
-                        tracing::warn!(node = %self.node, attempt, max = self.retry.max_retries, wait_ms = wait.as_millis() as u64,
-                            error = %self.scrub.scrub(&e.to_string()), "write failed, retrying");
-                        tokio::time::sleep(wait).await;
-                    }
-                    Failure::Transient => {
-                        return Err(self.db_error(
-                            &format!("write failed after {} retries", self.retry.max_retries),
-                            &e,
-                        ))
-                    }
+                    Failure::Transient => match delays.next() {
+                        Some(wait) => {
+                            tracing::warn!(node = %self.node, attempt = delays.retries(), wait_ms = wait.as_millis() as u64,
+                                error = %self.scrub.scrub(&e.to_string()), "write failed, retrying");
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => {
+                            return Err(self.db_error(
+                                &format!("write failed after {} retries", delays.retries()),
+                                &e,
+                            ))
+                        }
+                    },
                     Failure::Data | Failure::Fatal => return Err(self.db_error("write failed", &e)),
                 },
             }
@@ -135,7 +136,7 @@ impl Writer {
             self.metrics.record_errors.inc();
             let record = self.plan.describe(&rows[i]);
             match self.on_error {
-                OnError::Fail => {
+                OnError::Fail | OnError::DeadLetter(_) => {
                     return Err(Error::Record {
                         node: self.node.clone(),
                         record,

@@ -14,6 +14,7 @@ use crate::api::NodeConfig;
 use crate::connectors::kafka::client::deserialize_properties;
 use crate::connectors::kafka::eventhubs::{self, EventHubsConfig};
 use crate::error::Result;
+use crate::on_error::OnError;
 use crate::transforms::watermark::{parse_time, TimeFormat};
 
 /// Settings of a `kafka` source.
@@ -102,7 +103,7 @@ pub struct KafkaSourceConfig {
     #[serde(default)]
     pub watermark: Option<WatermarkSettings>,
     #[serde(default)]
-    pub on_error: OnError,
+    pub on_error: OnError<DeadLetter>,
     /// Most records returned by one poll.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -234,21 +235,10 @@ pub struct WatermarkSettings {
     pub idle_timeout: Option<Duration>,
 }
 
-/// What to do with a message that cannot be decoded (or has no usable event time).
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum OnError {
-    /// Fail the job with an error naming topic, partition and offset.
-    #[default]
-    Fail,
-    /// Drop it and count it in `weir_node_record_errors_total`.
-    Skip,
-    /// Write the raw message to another topic with `weir.error.*` headers, and count it.
-    DeadLetter(DeadLetter),
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+/// Where `on_error: {dead_letter: …}` writes a message that cannot be decoded (or has no usable
+/// event time): the raw message to another topic with `weir.error.*` headers, counted.
 pub struct DeadLetter {
     pub topic: String,
     /// Extra librdkafka producer properties (on top of the source's `properties`).
@@ -499,9 +489,8 @@ mod tests {
             spec: NodeSpec {
                 name: "k".into(),
                 kind: "kafka".into(),
-                input: None,
-                inputs: None,
                 config: config.as_object().unwrap().clone(),
+                ..Default::default()
             },
             parallelism: 1,
             checkpoint: CheckpointSpec::default(),

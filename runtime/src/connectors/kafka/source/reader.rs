@@ -15,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use super::config::{OnError, Settings};
+use super::config::Settings;
 use super::dead_letter::DeadLetterQueue;
 use super::decode::{Decoder, RawMessage};
 use super::lookup;
@@ -24,6 +24,7 @@ use super::watermarks::PartitionWatermarks;
 use crate::api::{Batch, NodeContext, Record, Result, Source, SourcePoll, SplitId};
 use crate::connectors::kafka::client::{client_config, KafkaConsumer, RecordingContext};
 use crate::error::Error;
+use crate::on_error::OnError;
 
 type Queue = PartitionQueue<RecordingContext>;
 

@@ -1,0 +1,69 @@
+//! What a node is told about itself: its settings ([`NodeConfig`], at build time, also for
+//! `weir validate`) and its place in the running job ([`NodeContext`]).
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use weir_crds::{CheckpointSpec, NodeSpec};
+
+use crate::error::{Error, Result};
+use crate::metrics::NodeMetrics;
+
+/// A node's settings as given in the spec, with the path used in error messages.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// `sources[0]`, `transforms[2]`, `sinks[1]`.
+    pub path: String,
+    pub spec: NodeSpec,
+    pub parallelism: u32,
+    pub checkpoint: CheckpointSpec,
+}
+
+impl NodeConfig {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Deserializes the node's own settings; an error names the field, e.g.
+    /// `sinks[0].rolling.max_part_size: expected a size like 256MiB`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
+        let value = Value::Object(self.spec.config.clone());
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let inner = e.path().to_string();
+            let path = if inner == "." {
+                self.path.clone()
+            } else {
+                format!("{}.{inner}", self.path)
+            };
+            Error::spec(path, e.into_inner().to_string())
+        })
+    }
+
+    /// An error about one field of this node.
+    pub fn error(&self, field: &str, message: impl Into<String>) -> Error {
+        let path = if field.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}.{field}", self.path)
+        };
+        Error::spec(path, message)
+    }
+}
+
+/// What a running node knows about its place in the job.
+#[derive(Clone, Debug)]
+pub struct NodeContext {
+    pub job: String,
+    pub node: String,
+    pub worker: u32,
+    pub parallelism: u32,
+    pub max_parallelism: u32,
+    pub checkpoint: CheckpointSpec,
+    pub metrics: NodeMetrics,
+}
+
+impl NodeContext {
+    /// Whether this worker owns the split at `index` of a source's stable split order.
+    pub fn owns_index(&self, index: usize) -> bool {
+        index % self.parallelism as usize == self.worker as usize
+    }
+}
