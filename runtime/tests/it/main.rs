@@ -6,6 +6,7 @@ mod harness;
 mod jdbc;
 mod kafka_sink;
 mod kafka_source;
+mod kinesis;
 mod s3;
 mod savepoints;
 mod spec_errors;

@@ -1,0 +1,98 @@
+//! `reader: efo` (SubscribeToShard) through a proxy that cuts every subscription after a while
+//! or stalls it: the reader subscribes again from the last record it passed on (a stalled one
+//! once the watchdog gives up on it), across a split, through a kill -9, and nothing is lost or
+//! read twice.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::super::harness::*;
+use super::proxy::Proxy;
+use super::server::*;
+
+const N: i64 = 3_000;
+const KEYS: i64 = 20;
+
+fn source(stream: &str) -> String {
+    format!(
+        "    streams: [{stream}]
+    reader: efo
+    efo: {{ consumer_name: {consumer}, idle_timeout: 3s, error_backoff: 200ms }}",
+        consumer = unique("c")
+    )
+}
+
+/// The value of a counter summed over its series in a Prometheus text page.
+fn metric_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn metrics(job: &Running) -> String {
+    let o = std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "5", &format!("{}/metrics", job.admin)])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn cut_subscriptions_are_renewed_and_lose_nothing() {
+    let proxy = Proxy::start(&endpoint());
+    proxy
+        .faults
+        .cut_subscriptions_after_ms
+        .store(1_500, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = unique("efo-cut");
+    create_stream(&stream, 2);
+    let writer = write_slowly(&stream, 0..N, KEYS, 600, vec![(N / 2, 4)]);
+    let job = spec(dir.path(), "job.yaml", 1, &proxy.url, &source(&stream));
+    // First run: renewals show in the metrics, then a kill -9.
+    let running = Running::start(&job, &[]);
+    let mut renewed = 0.0;
+    for _ in 0..100 {
+        renewed = metric_sum(
+            &metrics(&running),
+            "weir_kinesis_shard_resubscriptions_total",
+        );
+        if renewed > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(renewed > 0.0, "no subscription was renewed");
+    assert!(running.kill9(), "the job ended by itself");
+    writer.join().unwrap();
+    run_until_all(&job, &[], dir.path(), N, 120);
+    assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
+    assert_per_key_order(&output(&dir.path().join("out")));
+    assert!(proxy.faults.cut.load(Ordering::SeqCst) >= 2);
+}
+
+#[test]
+fn the_watchdog_replaces_a_stalled_subscription() {
+    let proxy = Proxy::start(&endpoint());
+    proxy
+        .faults
+        .cut_subscriptions_after_ms
+        .store(1_000, Ordering::SeqCst);
+    proxy
+        .faults
+        .stall_instead_of_cut
+        .store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = unique("efo-stall");
+    create_stream(&stream, 1);
+    let writer = write_slowly(&stream, 0..N, KEYS, 1_000, Vec::new());
+    let job = spec(dir.path(), "job.yaml", 1, &proxy.url, &source(&stream));
+    writer.join().unwrap();
+    run_until_all(&job, &[], dir.path(), N, 120);
+    assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
+    assert!(
+        proxy.faults.cut.load(Ordering::SeqCst) >= 1,
+        "no subscription was stalled"
+    );
+}
