@@ -1,7 +1,8 @@
 //! `reader: efo` (SubscribeToShard) through a proxy that cuts every subscription after a while
 //! or stalls it: the reader subscribes again from the last record it passed on (a stalled one
 //! once the watchdog gives up on it), across a split, through a kill -9, and nothing is lost or
-//! read twice.
+//! read twice. (kinesis-mock sends its first event a second after subscribing, then one a
+//! second, so a subscription here carries about two events before the proxy breaks it.)
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -44,7 +45,7 @@ fn cut_subscriptions_are_renewed_and_lose_nothing() {
     proxy
         .faults
         .cut_subscriptions_after_ms
-        .store(1_500, Ordering::SeqCst);
+        .store(2_500, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let stream = unique("efo-cut");
     create_stream(&stream, 2);
@@ -78,7 +79,7 @@ fn the_watchdog_replaces_a_stalled_subscription() {
     proxy
         .faults
         .cut_subscriptions_after_ms
-        .store(1_000, Ordering::SeqCst);
+        .store(2_500, Ordering::SeqCst);
     proxy
         .faults
         .stall_instead_of_cut
@@ -86,10 +87,11 @@ fn the_watchdog_replaces_a_stalled_subscription() {
     let dir = tempfile::tempdir().unwrap();
     let stream = unique("efo-stall");
     create_stream(&stream, 1);
-    let writer = write_slowly(&stream, 0..N, KEYS, 1_000, Vec::new());
     let job = spec(dir.path(), "job.yaml", 1, &proxy.url, &source(&stream));
-    writer.join().unwrap();
+    // Written while the job runs, so records keep arriving after the first subscription stalls.
+    let writer = write_slowly(&stream, 0..N, KEYS, 500, Vec::new());
     run_until_all(&job, &[], dir.path(), N, 120);
+    writer.join().unwrap();
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
     assert!(
         proxy.faults.cut.load(Ordering::SeqCst) >= 1,

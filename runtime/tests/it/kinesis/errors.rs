@@ -20,36 +20,19 @@ fn bad_settings_are_reported_with_their_paths() {
         dir.path(),
         r#"name: bad
 sources:
-  - name: src
-    type: kinesis
-    streams: [ok, "not a stream"]
-    starting_position: earliest
-    reader: efo
-    efo: { consumer_name: "with space" }
-  - name: src2
-    type: kinesis
-    streams: [a]
-    polling: { max_records: 20000 }
-    on_expired_position: maybe
+  - { name: s0, type: kinesis, streams: [a], starting_position: earliest }
+  - { name: s1, type: kinesis, streams: [a], polling: { max_records: 20000 } }
+  - { name: s2, type: kinesis, streams: [a], on_expired_position: maybe }
 sinks:
-  - name: out
-    type: kinesis
-    inputs: [src, src2]
-    stream: out
-    ordering: per_key
-  - name: fh
-    type: firehose
-    inputs: [src]
-    delivery_stream: d
-    batch: { max_records: 1000 }
-    credentials: { access_key_id: AKIA }
+  - { name: out, type: kinesis, inputs: [s0, s1, s2], stream: out, ordering: per_key }
+  - { name: fh, type: firehose, inputs: [s0], delivery_stream: d, batch: { max_records: 1000 } }
 "#,
     );
     assert_eq!(code, 2, "{out}");
     for needle in [
         "sources[0].starting_position:",
         "sources[1].polling.max_records:",
-        "sources[1].on_expired_position:",
+        "sources[2].on_expired_position:",
         "sinks[0].ordering: per_key needs partition_key_field",
         "sinks[1].batch.max_records:",
     ] {

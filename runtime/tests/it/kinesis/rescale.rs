@@ -8,11 +8,19 @@ use std::time::Duration;
 use super::super::harness::*;
 use super::server::*;
 
-const N: i64 = 8_000;
+const N: i64 = 6_000;
 
-fn run_then_stop_with_savepoint(spec: &Path, args: &[&str]) -> String {
+/// Runs `spec` until more than `beyond` ids are visible, then stops it with a savepoint.
+fn run_then_stop_with_savepoint(spec: &Path, args: &[&str], out: &Path, beyond: usize) -> String {
     let job = Running::start(spec, args);
-    std::thread::sleep(Duration::from_millis(1_500));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count_json_field(out, "id").len() <= beyond {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress beyond {beyond} ids"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let o = weir()
         .args(["savepoint", "--stop", "--admin", &job.admin])
         .output()
@@ -37,15 +45,16 @@ fn rescale_two_to_three_to_one_through_savepoints() {
     let p2 = spec(dir.path(), "p2.yaml", 2, &endpoint(), &src);
     let p3 = spec(dir.path(), "p3.yaml", 3, &endpoint(), &src);
     let p1 = spec(dir.path(), "p1.yaml", 1, &endpoint(), &src);
-    let writer = write_slowly(&stream, 0..N, 50, 2_000, Vec::new());
-    let sp2 = run_then_stop_with_savepoint(&p2, &[]);
-    let first = count_json_field(&dir.path().join("out"), "id").len() as i64;
+    let writer = write_slowly(&stream, 0..N, 50, 1_000, Vec::new());
+    let out = dir.path().join("out");
+    let sp2 = run_then_stop_with_savepoint(&p2, &[], &out, 0);
+    let first = count_json_field(&out, "id").len() as i64;
     assert!(
         first > 0 && first < N,
         "the first run stopped part way ({first})"
     );
-    let sp3 = run_then_stop_with_savepoint(&p3, &["--from-savepoint", &sp2]);
-    let second = count_json_field(&dir.path().join("out"), "id").len() as i64;
+    let sp3 = run_then_stop_with_savepoint(&p3, &["--from-savepoint", &sp2], &out, first as usize);
+    let second = count_json_field(&out, "id").len() as i64;
     assert!(
         second > first,
         "three workers made progress ({first} → {second})"

@@ -299,6 +299,8 @@ fn firehose_into_s3(s3: &str, bucket: &str, delivery: &str) {
         .role_arn("arn:aws:iam::123456789012:role/firehose")
         .bucket_arn(format!("arn:aws:s3:::{bucket}"))
         .prefix("in/")
+        // moto leaves it out of DescribeDeliveryStream otherwise, which the SDK refuses.
+        .compression_format(aws_sdk_firehose::types::CompressionFormat::Uncompressed)
         .build()
         .unwrap();
     rt().block_on(

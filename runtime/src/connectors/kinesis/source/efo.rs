@@ -3,7 +3,12 @@
 //! five minutes) or fails, then a new subscription from the last record sent. A watchdog
 //! replaces a subscription that stays silent for `efo.idle_timeout`; after an error the next
 //! subscription waits at least `efo.error_backoff` (Kinesis refuses one within 5 s).
+//!
+//! A shard's end is the event that carries its children. Where none comes (kinesis-mock never
+//! sends one), a closed shard whose subscription has caught up is probed with one GetRecords at
+//! the reader's position: no next iterator means the end, with the children GetRecords names.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -166,6 +171,7 @@ async fn read(
     let mut pacer = Pacer::new(shared.settings.config.retry);
     let mut position = start;
     let mut first = true;
+    let mut last_probe: Option<Instant> = None;
     loop {
         let Some(start_at) = starting_position(&position) else {
             return send_end(target, Vec::new(), tx).await;
@@ -244,6 +250,16 @@ async fn read(
             if !kids.is_empty() || event.continuation_sequence_number.is_empty() {
                 break Ended::ShardEnd(children(kids));
             }
+            let caught_up = event.records.is_empty() && event.millis_behind_latest == 0;
+            if caught_up
+                && target.closed.load(Ordering::Relaxed)
+                && last_probe.is_none_or(|t| t.elapsed() >= PROBE_INTERVAL)
+            {
+                last_probe = Some(Instant::now());
+                if let Some(kids) = probe_end(shared, target, &position, &mut pacer, tx).await? {
+                    break Ended::ShardEnd(kids);
+                }
+            }
         };
         match ended {
             Ended::ShardEnd(kids) => return send_end(target, kids, tx).await,
@@ -260,6 +276,42 @@ async fn read(
                 }
                 tokio::time::sleep(efo.error_backoff).await;
             }
+        }
+    }
+}
+
+/// How often a closed, caught-up shard is probed for its end.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether the shard has ended at `position`: one GetRecords there answers no next iterator.
+/// Records it returns are left to the subscription (nothing is passed on from here).
+async fn probe_end(
+    shared: &Shared,
+    target: &Target,
+    position: &Position,
+    pacer: &mut Pacer,
+    tx: &Sender<ReaderEvent>,
+) -> Result<Option<Vec<super::shards::ShardInfo>>> {
+    let mut at = position.clone();
+    let Some(iterator) = super::polling::shard_iterator(shared, target, &mut at, pacer, tx).await?
+    else {
+        return Ok(Some(Vec::new()));
+    };
+    match shared
+        .client
+        .get_records()
+        .shard_iterator(iterator)
+        .limit(1)
+        .send()
+        .await
+    {
+        Ok(out) if out.records.is_empty() && out.next_shard_iterator.is_none() => {
+            Ok(Some(children(out.child_shards.as_deref().unwrap_or(&[]))))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => {
+            tracing::debug!(shard = %target.split, error = %describe(&e), "probing for the shard's end failed");
+            Ok(None)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! throttling and errors. A reader sends a shard's records in order and its end last, so the
 //! source sees every record of a parent before it starts a child.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use aws_sdk_kinesis::types::{ChildShard, Record as KinesisRecord};
@@ -62,6 +63,8 @@ pub struct Target {
     pub metrics: ShardMetrics,
     /// The EFO consumer, with `reader: efo`.
     pub consumer_arn: Option<String>,
+    /// Set by the source once a listing shows the shard closed (no record will be added).
+    pub closed: Arc<AtomicBool>,
 }
 
 impl Target {

@@ -4,6 +4,7 @@
 //! shard starts when; readers only read.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,8 @@ struct Shard {
     status: Status,
     metrics: ShardMetrics,
     reader: Option<JoinHandle<()>>,
+    /// Shared with the reader: the listing shows the shard closed.
+    closed: Arc<AtomicBool>,
 }
 
 type Listing = std::result::Result<Vec<Vec<ShardInfo>>, String>;
@@ -189,6 +192,10 @@ impl KinesisSource {
             return;
         }
         let metrics = ShardMetrics::new(self.ctx(), &split_text);
+        let closed = self.streams[stream]
+            .graph
+            .get(&id)
+            .is_some_and(|s| s.closed);
         let shard = Shard {
             stream,
             id,
@@ -196,6 +203,7 @@ impl KinesisSource {
             status: Status::Waiting,
             metrics,
             reader: None,
+            closed: Arc::new(AtomicBool::new(closed)),
         };
         self.shards.insert(split_text.clone(), shard);
         match status {
@@ -223,6 +231,7 @@ impl KinesisSource {
             split: shard.split.clone(),
             metrics: shard.metrics.clone(),
             consumer_arn: run.consumer_arn.clone(),
+            closed: shard.closed.clone(),
         };
         shard.status = Status::Reading(position.clone());
         shard.reader = Some(match efo {
@@ -403,6 +412,11 @@ impl KinesisSource {
                 .filter(|s| self.owns(&name, s))
                 .map(|s| (s.id.clone(), run.graph.listed_parents(s).next().is_some()))
                 .collect();
+            for shard in self.shards.values().filter(|s| s.stream == i) {
+                if run.graph.get(&shard.id).is_some_and(|s| s.closed) {
+                    shard.closed.store(true, Ordering::Relaxed);
+                }
+            }
             for (id, has_parents) in new {
                 tracing::info!(node = %self.node, stream = %name, shard = %id, "discovered a shard");
                 let status = if has_parents {
