@@ -82,7 +82,7 @@ fn connector_crd_keeps_properties_and_has_rules() {
     );
     assert_eq!(
         spec["properties"]["type"]["enum"].as_array().unwrap().len(),
-        9
+        10
     );
     assert!(spec["x-kubernetes-validations"].as_array().unwrap().len() >= 4);
 }

@@ -175,8 +175,21 @@ fn examples_validate_against_the_generated_crds() {
             );
             assert_eq!(resolved.env.len(), 1);
         }
+        if job_name == "orders-archive" {
+            let (src, sink) = (
+                &resolved.pipeline.sources[0].config,
+                &resolved.pipeline.sinks[0].config,
+            );
+            assert_eq!(src["region"], "eu-west-1");
+            assert_eq!(
+                src["credentials"]["access_key_id"],
+                "${env:WEIR_CONN_KINESIS_ORDERS_CREDENTIALS_ACCESS_KEY_ID}"
+            );
+            assert_eq!(sink["delivery_stream"], "orders-to-s3");
+            assert_eq!(resolved.env.len(), 4);
+        }
     }
-    assert_eq!(jobs, 3);
+    assert_eq!(jobs, 4);
 }
 
 fn doc(docs: &[(String, Value)], file: &str, kind: &str) -> Value {
@@ -259,6 +272,16 @@ fn broken_variants_are_rejected_by_their_rule() {
                 d
             },
             "a SASL security protocol needs kafka.sasl",
+        ),
+        (
+            "firehose connector without region",
+            {
+                let mut d = doc(&docs, "kinesis-to-firehose", "Connector");
+                d["spec"]["type"] = json!("firehose");
+                d["spec"].as_object_mut().unwrap().remove("region");
+                d
+            },
+            "spec.region is required for types kinesis and firehose",
         ),
         (
             "unknown upgrade mode",

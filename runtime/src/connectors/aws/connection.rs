@@ -47,9 +47,11 @@ pub struct AwsConnection {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl AwsConnection {
-    /// Checks the settings without I/O; errors name the field of `cfg`.
+    /// Checks the settings without I/O; errors name the field of `cfg`. A value that is an
+    /// `${env:…}` reference is only known at `weir run` and is taken as it is.
     pub fn check(&self, cfg: &NodeConfig) -> Result<()> {
-        if let Some(r) = &self.region {
+        let known = |v: &&String| !v.contains("${env:");
+        if let Some(r) = self.region.as_ref().filter(known) {
             let ok = !r.is_empty()
                 && r.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
@@ -60,7 +62,7 @@ impl AwsConnection {
                 ));
             }
         }
-        if let Some(e) = &self.endpoint_url {
+        if let Some(e) = self.endpoint_url.as_ref().filter(known) {
             match url::Url::parse(e) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                 _ => {
@@ -103,7 +105,7 @@ impl AwsConnection {
             ));
         }
         if let Some(arn) = &c.role_arn {
-            if !arn.starts_with("arn:") || !arn.contains(":role/") {
+            if known(&arn) && (!arn.starts_with("arn:") || !arn.contains(":role/")) {
                 return Err(cfg.error(
                     "credentials.role_arn",
                     format!("{arn:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
@@ -216,6 +218,13 @@ mod tests {
         };
         c.check(&cfg()).unwrap();
         AwsConnection::default().check(&cfg()).unwrap();
+        AwsConnection {
+            region: Some("${env:AWS_REGION}".into()),
+            endpoint_url: Some("${env:KINESIS_ENDPOINT}".into()),
+            ..Default::default()
+        }
+        .check(&cfg())
+        .unwrap();
     }
 
     #[test]

@@ -106,3 +106,12 @@ sinks:
     assert!(e.contains(&format!("stream \"{missing}\"")), "{e}");
     assert!(e.contains("ResourceNotFoundException"), "{e}");
 }
+
+#[test]
+fn the_examples_validate() {
+    for f in ["kinesis-to-files.yaml", "orders-to-kinesis.yaml"] {
+        let path = format!("{}/../examples/{f}", env!("CARGO_MANIFEST_DIR"));
+        let o = weir().arg("validate").arg(&path).output().unwrap();
+        assert!(o.status.success(), "{f}: {}", stderr(&o));
+    }
+}

@@ -19,7 +19,7 @@ pub struct RawRecord<'a> {
     pub partition_key: &'a str,
     /// ApproximateArrivalTimestamp, ms since the epoch.
     pub arrival_ms: Option<i64>,
-    pub data: &'a [u8],
+    pub data: Bytes,
 }
 
 #[derive(Debug, Clone)]
@@ -43,11 +43,9 @@ impl Decoder {
     /// The record for `r`, or why it cannot be one.
     pub fn decode(&self, r: &RawRecord<'_>) -> Result<Record, String> {
         let mut record = match self.format {
-            ValueFormat::Json => {
-                Record::from_json(JsonObject::parse(Bytes::copy_from_slice(r.data))?)
-            }
+            ValueFormat::Json => Record::from_json(JsonObject::parse(r.data.clone())?),
             ValueFormat::String => {
-                let text = std::str::from_utf8(r.data)
+                let text = std::str::from_utf8(&r.data)
                     .map_err(|e| format!("the data is not valid UTF-8: {e}"))?;
                 let mut m = Map::new();
                 m.insert(self.value_field.clone(), Value::from(text));
@@ -57,7 +55,7 @@ impl Decoder {
                 let mut m = Map::new();
                 m.insert(
                     self.value_field.clone(),
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(r.data)),
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(&r.data)),
                 );
                 Record::new(m)
             }
@@ -117,14 +115,14 @@ mod tests {
         }
     }
 
-    fn raw(data: &[u8]) -> RawRecord<'_> {
+    fn raw(data: &'static [u8]) -> RawRecord<'static> {
         RawRecord {
             stream: "orders",
             shard: "shardId-000000000001",
             sequence_number: "4968",
             partition_key: "k1",
             arrival_ms: Some(1_700_000_000_123),
-            data,
+            data: Bytes::from_static(data),
         }
     }
 

@@ -230,8 +230,9 @@ async fn read(
             };
             pacer.reset();
             target.metrics.behind.set(event.millis_behind_latest);
+            let caught_up = event.records.is_empty() && event.millis_behind_latest == 0;
             if !event.records.is_empty() {
-                let (records, last) = decode(shared, target, &event.records)?;
+                let (records, last) = decode(shared, target, event.records)?;
                 let last = last.expect("not empty");
                 position = Position::After(last.clone());
                 let sent = tx
@@ -250,7 +251,6 @@ async fn read(
             if !kids.is_empty() || event.continuation_sequence_number.is_empty() {
                 break Ended::ShardEnd(children(kids));
             }
-            let caught_up = event.records.is_empty() && event.millis_behind_latest == 0;
             if caught_up
                 && target.closed.load(Ordering::Relaxed)
                 && last_probe.is_none_or(|t| t.elapsed() >= PROBE_INTERVAL)

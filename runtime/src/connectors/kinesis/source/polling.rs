@@ -78,7 +78,7 @@ async fn read(
         }
         let empty = out.records.is_empty();
         if !empty {
-            let (records, last) = decode(shared, target, &out.records)?;
+            let (records, last) = decode(shared, target, out.records)?;
             let last = last.expect("not empty");
             position = Position::After(last.clone());
             let sent = tx

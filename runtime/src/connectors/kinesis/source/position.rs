@@ -21,6 +21,20 @@ pub enum Position {
     Finished,
 }
 
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::TrimHorizon => f.write_str("the trim horizon"),
+            Position::AtTimestamp(t) => match chrono::DateTime::from_timestamp_millis(*t) {
+                Some(at) => write!(f, "the time {}", at.to_rfc3339()),
+                None => write!(f, "the time {t} ms"),
+            },
+            Position::After(seq) => write!(f, "after sequence number {seq}"),
+            Position::Finished => f.write_str("its end"),
+        }
+    }
+}
+
 impl Position {
     pub fn to_value(&self) -> Value {
         match self {
@@ -103,6 +117,14 @@ mod tests {
         assert!(Position::from_value(&json!({"after": "12x"})).is_err());
         assert!(Position::from_value(&json!({"offset": 3})).is_err());
         assert!(Position::from_value(&json!(3)).is_err());
+        assert_eq!(
+            Position::After("7".into()).to_string(),
+            "after sequence number 7"
+        );
+        assert_eq!(
+            Position::AtTimestamp(0).to_string(),
+            "the time 1970-01-01T00:00:00+00:00"
+        );
     }
 
     #[test]

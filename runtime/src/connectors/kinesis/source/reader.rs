@@ -96,9 +96,11 @@ pub fn children(list: &[ChildShard]) -> Vec<ShardInfo> {
 pub fn decode(
     shared: &Shared,
     target: &Target,
-    fetched: &[KinesisRecord],
+    fetched: Vec<KinesisRecord>,
 ) -> Result<(Vec<Record>, Option<String>), Error> {
-    let mut out = Vec::with_capacity(fetched.len());
+    let count = fetched.len();
+    let mut out = Vec::with_capacity(count);
+    let mut last = None;
     for r in fetched {
         let raw = RawRecord {
             stream: &target.stream.name,
@@ -108,7 +110,8 @@ pub fn decode(
             arrival_ms: r
                 .approximate_arrival_timestamp
                 .and_then(|t| t.to_millis().ok()),
-            data: r.data.as_ref(),
+            // The SDK's buffer becomes the record's: no copy.
+            data: bytes::Bytes::from(r.data.into_inner()),
         };
         match shared.decoder.decode(&raw) {
             Ok(rec) => out.push(rec),
@@ -134,9 +137,10 @@ pub fn decode(
                 }
             }
         }
+        last = Some(r.sequence_number);
     }
-    target.metrics.records.inc_by(fetched.len() as u64);
-    Ok((out, fetched.last().map(|r| r.sequence_number.clone())))
+    target.metrics.records.inc_by(count as u64);
+    Ok((out, last))
 }
 
 /// What an expired position looks like.
@@ -183,7 +187,7 @@ pub async fn expired(
 ) -> Result<Position, Error> {
     let policy = shared.settings.config.on_expired_position;
     let what = match kind {
-        Expired::Sequence => format!("position {position:?} no longer exists"),
+        Expired::Sequence => format!("the position ({position}) no longer exists"),
         Expired::Shard => "the shard no longer exists".to_string(),
     };
     target.metrics.expired.inc();
@@ -204,7 +208,7 @@ pub async fn expired(
     };
     tracing::warn!(
         node = %shared.node, shard = %target.split, policy = ?policy,
-        "{what} ({detail}); going on from {next:?}"
+        "{what} ({detail}); going on from {next}"
     );
     let _ = tx
         .send(ReaderEvent::Repositioned {

@@ -14,12 +14,12 @@ use serde_json::Value;
 use tokio::sync::mpsc::{self, Receiver, Sender};
 use tokio::task::JoinHandle;
 
-use super::config::{Settings, StartingPosition, StreamSettings};
+use super::config::{ExpiredPolicy, Registration, Settings, StartingPosition, StreamSettings};
 use super::decode::Decoder;
 use super::metrics::ShardMetrics;
 use super::peers::Peers;
 use super::position::{parse_key, split_id, stream_marker, Position, StateKey};
-use super::reader::{after_expiry, ReaderEvent, Shared, Target};
+use super::reader::{ReaderEvent, Shared, Target};
 use super::shards::{droppable, owner, plan, ready, FirstStart, ShardGraph, ShardInfo, Status};
 use super::{efo, listing, polling};
 use crate::api::{Batch, NodeContext, Result, Source, SourcePoll, SplitId};
@@ -161,11 +161,11 @@ impl KinesisSource {
             }
             // (After a savepoint every worker sees every shard's position: the first to open
             // reports it.)
-            if after_expiry(self.settings.config.on_expired_position, 0).is_none() {
+            if self.settings.config.on_expired_position == ExpiredPolicy::Fail {
                 return Err(Error::node(
                     &self.node,
                     format!(
-                        "{} shard {shard}: the checkpoint has position {pos:?} but the shard no \
+                        "{} shard {shard}: the checkpoint has a position ({pos}) but the shard no \
                          longer exists; on_expired_position is fail: set it to trim_horizon or \
                          latest to go on without it",
                         s.stream
@@ -640,7 +640,7 @@ impl Source for KinesisSource {
             .settings
             .efo
             .as_ref()
-            .is_some_and(|e| e.registration == super::config::Registration::Job);
+            .is_some_and(|e| e.registration == Registration::Job);
         // One worker deregisters; the others' calls would only find it gone.
         if job_registered && self.ctx.as_ref().is_some_and(|c| c.worker == 0) {
             if let Some(client) = &self.client {
