@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::config::Settings;
 use crate::api::NodeContext;
-use crate::connectors::aws::errors::{classify, describe, Failure};
+use crate::connectors::aws::errors::{classify, code, describe, Failure};
 use crate::connectors::aws::put::encode::payload;
 use crate::connectors::aws::put::{Entry, Outcome, PutService, RequestError};
 use crate::error::{Error, Result};
@@ -55,7 +55,7 @@ impl PutService for FirehoseService {
         let s = &self.settings;
         let sdk = s.connection.sdk_config(s.request_timeout).await;
         let client = Client::new(&sdk);
-        (|| async {
+        let described = (|| async {
             client
                 .describe_delivery_stream()
                 .delivery_stream_name(&s.delivery_stream)
@@ -64,18 +64,26 @@ impl PutService for FirehoseService {
         })
         .retry(s.put.retry)
         .when(|e| classify(e).retryable())
-        .await
-        .map_err(|e| {
-            Error::node(
-                &ctx.node,
-                format!(
-                    "{} ({}): {}",
-                    self.target(),
-                    s.connection.describe(&sdk),
-                    describe(&e)
-                ),
-            )
-        })?;
+        .await;
+        match described {
+            Ok(_) => {}
+            // A writer's role may lack DescribeDeliveryStream; PutRecordBatch will tell.
+            Err(e) if code(&e) == Some("AccessDeniedException") => tracing::warn!(
+                node = %ctx.node, delivery_stream = %s.delivery_stream,
+                "cannot check that the delivery stream exists: {}", describe(&e)
+            ),
+            Err(e) => {
+                return Err(Error::node(
+                    &ctx.node,
+                    format!(
+                        "{} ({}): {}",
+                        self.target(),
+                        s.connection.describe(&sdk),
+                        describe(&e)
+                    ),
+                ))
+            }
+        }
         self.client = Some(client);
         Ok(())
     }

@@ -105,6 +105,35 @@ sinks:
     let e = stderr(&o);
     assert!(e.contains(&format!("stream \"{missing}\"")), "{e}");
     assert!(e.contains("ResourceNotFoundException"), "{e}");
+
+    let s3 = service_env("moto", "S3_ENDPOINT");
+    let firehose = write(
+        dir.path(),
+        "firehose.yaml",
+        &format!(
+            r#"name: missing-firehose
+checkpoint: {{ storage: {state} }}
+sources:
+  - {{ name: gen, type: datagen, count: 10, fields: {{ id: {{ kind: sequence }} }} }}
+sinks:
+  - name: archive
+    type: firehose
+    delivery_stream: {missing}
+    region: us-east-1
+    endpoint_url: {s3}
+    credentials: {{ access_key_id: testing, secret_access_key: testing }}
+"#,
+            state = dir.path().join("state3").display(),
+        ),
+    );
+    let o = run(&firehose, &[], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("archive: delivery stream \"{missing}\"")),
+        "{e}"
+    );
+    assert!(e.contains("ResourceNotFoundException"), "{e}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use backon::Retryable;
 
 use super::config::{EntrySpec, Settings};
 use crate::api::NodeContext;
-use crate::connectors::aws::errors::{classify, describe};
+use crate::connectors::aws::errors::{classify, code, describe};
 use crate::connectors::aws::put::encode::{field_text, payload};
 use crate::connectors::aws::put::{Entry, Outcome, PutService, RequestError};
 use crate::error::{Error, Result};
@@ -75,12 +75,19 @@ impl PutService for KinesisService {
             };
             call.send().await
         };
-        describe_call
+        let described = describe_call
             .retry(s.put.retry)
             .when(|e| classify(e).retryable())
-            .await
-            .map_err(|e| {
-                Error::node(
+            .await;
+        match described {
+            Ok(_) => {}
+            // A writer's role may lack DescribeStreamSummary; PutRecords will tell.
+            Err(e) if code(&e) == Some("AccessDeniedException") => tracing::warn!(
+                node = %ctx.node, stream = %s.stream.name,
+                "cannot check that the stream exists: {}", describe(&e)
+            ),
+            Err(e) => {
+                return Err(Error::node(
                     &ctx.node,
                     format!(
                         "{} ({}): {}",
@@ -88,8 +95,9 @@ impl PutService for KinesisService {
                         s.connection.describe(&sdk),
                         describe(&e)
                     ),
-                )
-            })?;
+                ))
+            }
+        }
         self.client = Some(client);
         Ok(())
     }
