@@ -1,6 +1,7 @@
 //! Connector validation (pure) and reachability probes (I/O):
-//! - Kafka: a TCP connection to a bootstrap server (reachability only; no Kafka protocol, so the
-//!   brokers' `transaction.max.timeout.ms` comes from the Connector's `kafka.transactionMaxTimeout`);
+//! - Kafka: the runtime's own Kafka client connects (with the Connector's security settings and
+//!   Secrets) and reads the brokers' `transaction.max.timeout.ms` with DescribeConfigs, which
+//!   the transaction-timeout tuning of exactly-once sinks checks against;
 //! - Postgres/JDBC: connect and `SELECT 1` (tokio-postgres, without TLS);
 //! - HTTP/Elasticsearch: `GET` the URL over plain HTTP (any answer below 500 counts as reachable);
 //!   an `https://` URL is checked by TCP connection only (the operator carries no TLS stack here);
@@ -8,15 +9,26 @@
 //! - S3/Kinesis/Firehose with an `endpoint`: a TCP connection to it; cloud endpoints and
 //!   Pub/Sub are not probed (reported as such).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weir_crds::connector::{ConnectorSpec, ConnectorType};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
+    /// A Kafka cluster: metadata, then the brokers' transaction maximum. `properties` are the
+    /// librdkafka settings besides credentials (added from the Secrets when run).
+    Kafka {
+        bootstrap: String,
+        properties: BTreeMap<String, String>,
+    },
     Tcp(Vec<String>),
-    Postgres { url: String },
-    Http { url: String },
+    Postgres {
+        url: String,
+    },
+    Http {
+        url: String,
+    },
     None(String),
 }
 
@@ -68,18 +80,37 @@ fn url_host_port(url: &str, default_port: u16) -> Option<String> {
 pub fn target(spec: &ConnectorSpec) -> Probe {
     let url = spec.url.clone().unwrap_or_default();
     match spec.type_ {
-        ConnectorType::Kafka => Probe::Tcp(
-            spec.kafka
-                .as_ref()
-                .map(|k| {
-                    k.bootstrap_servers
-                        .split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
+        ConnectorType::Kafka => {
+            let k = spec.kafka.as_ref();
+            let mut properties: BTreeMap<String, String> = spec
+                .properties
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| match v {
+                            serde_json::Value::String(s) => Some((k.clone(), s.clone())),
+                            serde_json::Value::Number(n) => Some((k.clone(), n.to_string())),
+                            serde_json::Value::Bool(b) => Some((k.clone(), b.to_string())),
+                            _ => None,
+                        })
                         .collect()
                 })
-                .unwrap_or_default(),
-        ),
+                .unwrap_or_default();
+            if let Some(p) = k.and_then(|k| k.security_protocol) {
+                properties.insert("security.protocol".into(), p.as_str().into());
+            }
+            if let Some(s) = k.and_then(|k| k.sasl.as_ref()) {
+                properties.insert("sasl.mechanism".into(), s.mechanism.as_str().into());
+                if let Some(u) = &s.username.value {
+                    properties.insert("sasl.username".into(), u.clone());
+                }
+            }
+            Probe::Kafka {
+                bootstrap: k.map(|k| k.bootstrap_servers.clone()).unwrap_or_default(),
+                properties,
+            }
+        }
         ConnectorType::Postgres | ConnectorType::Jdbc => Probe::Postgres { url },
         ConnectorType::Http | ConnectorType::Elasticsearch if url.starts_with("http://") => {
             Probe::Http { url }
@@ -95,22 +126,88 @@ pub fn target(spec: &ConnectorSpec) -> Probe {
             }
         }
         ConnectorType::Pubsub => Probe::None("Pub/Sub is not probed".into()),
+        ConnectorType::Eventhubs => Probe::Tcp(
+            spec.eventhubs
+                .iter()
+                .map(|e| {
+                    let ns = e.namespace.trim();
+                    if ns.contains('.') {
+                        format!("{ns}:9093")
+                    } else {
+                        format!("{ns}.servicebus.windows.net:9093")
+                    }
+                })
+                .collect(),
+        ),
     }
 }
 
-/// Runs a probe; `Ok` carries a short description, `Err` the reason it failed.
+/// What a successful probe learned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Probed {
+    /// A short description for the Ready condition.
+    pub message: String,
+    /// A Kafka cluster's `transaction.max.timeout.ms`, when it could be read.
+    pub transaction_max_timeout_ms: Option<u64>,
+}
+
+impl From<String> for Probed {
+    fn from(message: String) -> Self {
+        Probed {
+            message,
+            transaction_max_timeout_ms: None,
+        }
+    }
+}
+
+/// Runs a probe with the Connector's secret values by setting (`password`, `sasl.password`, …);
+/// `Err` is the reason it failed.
 pub async fn run(
     probe: &Probe,
-    password: Option<&str>,
+    secrets: &BTreeMap<String, String>,
     timeout: Duration,
-) -> Result<String, String> {
-    match probe {
+) -> Result<Probed, String> {
+    let password = secrets.get("password").map(String::as_str);
+    let outcome = match probe {
+        Probe::Kafka {
+            bootstrap,
+            properties,
+        } => {
+            let mut props = properties.clone();
+            for key in ["sasl.username", "sasl.password"] {
+                if let Some(v) = secrets.get(key) {
+                    props.insert(key.into(), v.clone());
+                }
+            }
+            let asked = weir_runtime::connectors::kafka::transaction_max_timeout(bootstrap, &props);
+            return match tokio::time::timeout(timeout, asked).await {
+                Err(_) => Err(format!(
+                    "Kafka at {bootstrap} did not answer within {}",
+                    humantime::format_duration(timeout)
+                )),
+                Ok(Err(e)) => Err(e.to_string()),
+                Ok(Ok(max)) => {
+                    let ms = max.map(|d| d.as_millis() as u64);
+                    Ok(Probed {
+                        message: match ms {
+                            Some(ms) => format!(
+                                "Kafka at {bootstrap} answered; transaction.max.timeout.ms is {ms}"
+                            ),
+                            None => format!(
+                                "Kafka at {bootstrap} answered; its transaction.max.timeout.ms could not be read (DescribeConfigs refused)"
+                            ),
+                        },
+                        transaction_max_timeout_ms: ms,
+                    })
+                }
+            };
+        }
         Probe::None(why) => Ok(why.clone()),
         Probe::Tcp(addrs) => {
             let mut last = "no address to probe".to_string();
             for a in addrs {
                 match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(a)).await {
-                    Ok(Ok(_)) => return Ok(format!("TCP connection to {a} succeeded")),
+                    Ok(Ok(_)) => return Ok(format!("TCP connection to {a} succeeded").into()),
                     Ok(Err(e)) => last = format!("TCP connection to {a} failed: {e}"),
                     Err(_) => last = format!("TCP connection to {a} timed out"),
                 }
@@ -154,5 +251,6 @@ pub async fn run(
                 .await
                 .map_err(|_| "SELECT 1 timed out".to_string())?
         }
-    }
+    };
+    outcome.map(Probed::from)
 }

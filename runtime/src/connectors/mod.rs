@@ -15,6 +15,8 @@ pub mod jdbc;
 pub mod kafka;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
+#[cfg(feature = "pubsub")]
+pub mod pubsub;
 
 use crate::registry::Registry;
 
@@ -32,4 +34,6 @@ pub fn register(r: &mut Registry) {
     kinesis::register(r);
     #[cfg(feature = "firehose")]
     firehose::register(r);
+    #[cfg(feature = "pubsub")]
+    pubsub::register(r);
 }

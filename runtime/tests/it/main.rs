@@ -3,10 +3,12 @@
 mod async_io;
 mod exactly_once;
 mod harness;
+mod idle;
 mod jdbc;
 mod kafka_sink;
 mod kafka_source;
 mod kinesis;
+mod pubsub;
 mod s3;
 mod savepoints;
 mod spec_errors;
