@@ -3,7 +3,7 @@
 //! servers never do: throttling, partial failures, broken EFO subscriptions. Exactly-once into
 //! files through kill -9 while the stream is split and merged, per-key order across parent and
 //! child shards, EFO, rescaling through savepoints, starting positions, expired positions, the
-//! sinks' retries, dead letters and ordering, and misconfigurations.
+//! sinks' retries, dead letters and ordering, throttled reads, and misconfigurations.
 #![cfg(all(feature = "kinesis", feature = "firehose"))]
 
 mod proxy;
@@ -15,3 +15,4 @@ mod exactly_once;
 mod positions;
 mod rescale;
 mod sinks;
+mod throttling;
