@@ -414,12 +414,17 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    /// `refuse(data, attempt)`: the error code to fail an entry with, if any.
+    type Refuse = Arc<dyn Fn(&str, u32) -> Option<&'static str> + Send + Sync>;
+    /// Each request's entries as (data, attempt).
+    type Requests = Arc<Mutex<Vec<Vec<(String, u32)>>>>;
+
     /// A service that refuses entries by a script: `refuse(data, attempt)` gives the code to
     /// fail with. It records every request it was sent.
     #[derive(Clone)]
     struct Scripted {
-        refuse: Arc<dyn Fn(&str, u32) -> Option<&'static str> + Send + Sync>,
-        requests: Arc<Mutex<Vec<Vec<(String, u32)>>>>,
+        refuse: Refuse,
+        requests: Requests,
         accepted: Arc<Mutex<Vec<String>>>,
     }
 
