@@ -180,17 +180,40 @@ async fn read(
             target.metrics.resubscriptions.inc();
         }
         first = false;
-        let subscribed = shared
-            .client
-            .subscribe_to_shard()
-            .consumer_arn(&consumer_arn)
-            .shard_id(&target.shard)
-            .starting_position(start_at)
-            .send()
-            .await;
+        // The watchdog also bounds the call itself: a subscription whose answer never comes is
+        // as stalled as one whose events stop.
+        let subscribed = tokio::time::timeout(
+            efo.idle_timeout,
+            shared
+                .client
+                .subscribe_to_shard()
+                .consumer_arn(&consumer_arn)
+                .shard_id(&target.shard)
+                .starting_position(start_at)
+                .send(),
+        )
+        .await;
         let mut sub = match subscribed {
-            Ok(s) => s,
-            Err(e) => {
+            Ok(Ok(s)) => s,
+            Err(_) => {
+                tracing::warn!(
+                    shard = %target.split,
+                    "SubscribeToShard got no answer in {}; subscribing again in {}",
+                    humantime::format_duration(efo.idle_timeout),
+                    humantime::format_duration(efo.error_backoff)
+                );
+                if pacer.failed().await.is_err() {
+                    return Err(fatal(
+                        shared,
+                        target,
+                        pacer.retries(),
+                        "SubscribeToShard never answered",
+                    ));
+                }
+                tokio::time::sleep(efo.error_backoff).await;
+                continue;
+            }
+            Ok(Err(e)) => {
                 if let Some(kind) = expired_kind(code(&e), message(&e).unwrap_or_default()) {
                     position = expired(shared, target, kind, &position, &describe(&e), tx).await?;
                     continue;
