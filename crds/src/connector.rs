@@ -52,8 +52,8 @@ use crate::units::Duration;
         "message": "spec.url is required for this connector type"
     },
     {
-        "rule": "self.type != 'kinesis' || has(self.region)",
-        "message": "spec.region is required for type kinesis"
+        "rule": "!(self.type in ['kinesis', 'firehose']) || has(self.region)",
+        "message": "spec.region is required for types kinesis and firehose"
     },
     {
         "rule": "self.type != 'pubsub' || has(self.project)",
@@ -78,10 +78,11 @@ pub struct ConnectorSpec {
     /// Never put a password in it: use `credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Cloud region (kinesis, s3).
+    /// Cloud region (kinesis, firehose, s3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// Endpoint override (s3, kinesis; e.g. MinIO or LocalStack).
+    /// Endpoint override (s3, kinesis, firehose; e.g. MinIO or LocalStack). Kinesis and
+    /// Firehose nodes receive it as `endpoint_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Google Cloud project (pubsub).
@@ -109,6 +110,7 @@ pub enum ConnectorType {
     Redis,
     S3,
     Kinesis,
+    Firehose,
     Pubsub,
     Http,
     Eventhubs,
@@ -124,6 +126,7 @@ impl ConnectorType {
             ConnectorType::Redis => &["redis"],
             ConnectorType::S3 => &["filesystem"],
             ConnectorType::Kinesis => &["kinesis"],
+            ConnectorType::Firehose => &["firehose"],
             ConnectorType::Pubsub => &["pubsub"],
             ConnectorType::Http => &["async_lookup"],
             ConnectorType::Eventhubs => &["kafka"],
@@ -139,6 +142,7 @@ impl ConnectorType {
             ConnectorType::Redis => "redis",
             ConnectorType::S3 => "s3",
             ConnectorType::Kinesis => "kinesis",
+            ConnectorType::Firehose => "firehose",
             ConnectorType::Pubsub => "pubsub",
             ConnectorType::Http => "http",
             ConnectorType::Eventhubs => "eventhubs",

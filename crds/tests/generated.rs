@@ -92,7 +92,7 @@ fn connector_crd_keeps_properties_and_has_rules() {
     );
     assert_eq!(
         spec["properties"]["type"]["enum"].as_array().unwrap().len(),
-        10
+        11
     );
     assert!(spec["x-kubernetes-validations"].as_array().unwrap().len() >= 5);
     let eh = &spec["properties"]["eventhubs"];

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# moto server (AWS mock: S3, Kinesis, Firehose, ...) on a free 127.0.0.1 port.
+# moto server (AWS mock: S3, Firehose, ...) on a free 127.0.0.1 port. Kinesis Data Streams come
+# from kinesis.sh (moto's is wrong after a split and has no SubscribeToShard).
 # usage: moto.sh up|down|env|status|start|stop|restart
 set -euo pipefail
 WS_NAME=moto
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-WS_VARS=(S3_ENDPOINT KINESIS_ENDPOINT FIREHOSE_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION)
+WS_VARS=(S3_ENDPOINT FIREHOSE_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION)
 WS_TIMEOUT=60
 
 MOTO_VERSION=${MOTO_VERSION:-5.2.5}
@@ -27,7 +28,7 @@ svc_init() {
   local port url
   port=$(ws_free_port)
   url=http://127.0.0.1:$port
-  ws_write_env "S3_ENDPOINT=$url" "KINESIS_ENDPOINT=$url" "FIREHOSE_ENDPOINT=$url" \
+  ws_write_env "S3_ENDPOINT=$url" "FIREHOSE_ENDPOINT=$url" \
     AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 }
 

@@ -6,8 +6,8 @@
 //! - HTTP/Elasticsearch: `GET` the URL over plain HTTP (any answer below 500 counts as reachable);
 //!   an `https://` URL is checked by TCP connection only (the operator carries no TLS stack here);
 //! - Redis: a TCP connection;
-//! - S3/Kinesis with an `endpoint`: a TCP connection to it; cloud endpoints and Pub/Sub are not
-//!   probed (reported as such).
+//! - S3/Kinesis/Firehose with an `endpoint`: a TCP connection to it; cloud endpoints and
+//!   Pub/Sub are not probed (reported as such).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -119,10 +119,12 @@ pub fn target(spec: &ConnectorSpec) -> Probe {
             Probe::Tcp(url_host_port(&url, 443).into_iter().collect())
         }
         ConnectorType::Redis => Probe::Tcp(url_host_port(&url, 6379).into_iter().collect()),
-        ConnectorType::S3 | ConnectorType::Kinesis => match &spec.endpoint {
-            Some(e) => Probe::Tcp(url_host_port(e, 443).into_iter().collect()),
-            None => Probe::None("cloud endpoint; not probed".into()),
-        },
+        ConnectorType::S3 | ConnectorType::Kinesis | ConnectorType::Firehose => {
+            match &spec.endpoint {
+                Some(e) => Probe::Tcp(url_host_port(e, 443).into_iter().collect()),
+                None => Probe::None("cloud endpoint; not probed".into()),
+            }
+        }
         ConnectorType::Pubsub => Probe::None("Pub/Sub is not probed".into()),
         ConnectorType::Eventhubs => Probe::Tcp(
             spec.eventhubs

@@ -185,7 +185,11 @@ fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
     };
     set("url", &c.url);
     set("region", &c.region);
-    set("endpoint", &c.endpoint);
+    // The AWS connectors take the SDK's name for it.
+    match c.type_ {
+        ConnectorType::Kinesis | ConnectorType::Firehose => set("endpoint_url", &c.endpoint),
+        _ => set("endpoint", &c.endpoint),
+    }
     set("project", &c.project);
     if let (ConnectorType::Eventhubs, Some(e)) = (c.type_, &c.eventhubs) {
         // The runtime's eventhubs profile does the rest (weir_runtime::connectors::kafka::eventhubs).

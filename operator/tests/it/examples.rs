@@ -175,6 +175,19 @@ fn examples_validate_against_the_generated_crds() {
             );
             assert_eq!(resolved.env.len(), 1);
         }
+        if job_name == "orders-archive" {
+            let (src, sink) = (
+                &resolved.pipeline.sources[0].config,
+                &resolved.pipeline.sinks[0].config,
+            );
+            assert_eq!(src["region"], "eu-west-1");
+            assert_eq!(
+                src["credentials"]["access_key_id"],
+                "${env:WEIR_CONN_KINESIS_ORDERS_CREDENTIALS_ACCESS_KEY_ID}"
+            );
+            assert_eq!(sink["delivery_stream"], "orders-to-s3");
+            assert_eq!(resolved.env.len(), 4);
+        }
     }
     // At least the examples of the Connector types present when this was written.
     assert!(jobs >= 5, "{jobs} StreamJob examples");

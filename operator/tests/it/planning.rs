@@ -549,6 +549,36 @@ fn probe_targets_and_validation() {
     );
     let bad = connector(json!({"type": "kafka", "kafka": {"bootstrapServers": "nohost"}}));
     assert!(probes::validate(&bad)[0].contains("is not host:port"));
+    let fh = connector(
+        json!({"type": "firehose", "region": "eu-west-1", "endpoint": "http://moto:5000"}),
+    );
+    assert_eq!(
+        probes::target(&fh),
+        probes::Probe::Tcp(vec!["moto:5000".into()])
+    );
+}
+
+#[test]
+fn aws_connectors_hand_their_endpoint_over_as_endpoint_url() {
+    let spec = job_spec(json!({
+        "sources": [{"name": "in", "type": "kinesis", "connectorRef": "k", "streams": ["s"]}],
+        "sinks": [{"name": "out", "type": "firehose", "connectorRef": "f", "delivery_stream": "d"}]
+    }));
+    let mut connectors = BTreeMap::new();
+    for (name, kind) in [("k", "kinesis"), ("f", "firehose")] {
+        connectors.insert(
+            name.to_string(),
+            connector(
+                json!({"type": kind, "region": "eu-west-1", "endpoint": "http://local:4566"}),
+            ),
+        );
+    }
+    let r = resolve::resolve("job", &spec, &connectors).unwrap();
+    for node in [&r.pipeline.sources[0], &r.pipeline.sinks[0]] {
+        assert_eq!(node.config["endpoint_url"], "http://local:4566");
+        assert_eq!(node.config["region"], "eu-west-1");
+        assert!(!node.config.contains_key("endpoint"));
+    }
 }
 
 #[tokio::test]

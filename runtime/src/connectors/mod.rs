@@ -1,14 +1,20 @@
 //! Built-in connectors, one folder each (config, source/sink and tests side by side).
 
+#[cfg(any(feature = "kinesis", feature = "firehose"))]
+pub mod aws;
 pub mod blackhole;
 pub mod datagen;
 pub mod file;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
+#[cfg(feature = "firehose")]
+pub mod firehose;
 #[cfg(feature = "jdbc")]
 pub mod jdbc;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kinesis")]
+pub mod kinesis;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
 
@@ -24,6 +30,10 @@ pub fn register(r: &mut Registry) {
     jdbc::register(r);
     #[cfg(feature = "kafka")]
     kafka::register(r);
+    #[cfg(feature = "kinesis")]
+    kinesis::register(r);
+    #[cfg(feature = "firehose")]
+    firehose::register(r);
     #[cfg(feature = "pubsub")]
     pubsub::register(r);
 }

@@ -4,6 +4,7 @@ pub mod async_io;
 pub mod cel;
 mod filter;
 mod map;
+pub mod split_watermarks;
 pub mod watermark;
 
 use crate::registry::Registry;

@@ -8,6 +8,7 @@ mod idle;
 mod jdbc;
 mod kafka_sink;
 mod kafka_source;
+mod kinesis;
 mod pubsub;
 mod s3;
 mod savepoints;

@@ -10,7 +10,6 @@ mod decode;
 mod lookup;
 mod reader;
 mod splits;
-mod watermarks;
 
 pub use config::KafkaSourceConfig;
 pub use reader::KafkaSource;

@@ -20,11 +20,11 @@ use super::dead_letter::DeadLetterQueue;
 use super::decode::{Decoder, RawMessage};
 use super::lookup;
 use super::splits::{owner_index, split_id, Position};
-use super::watermarks::PartitionWatermarks;
 use crate::api::{Batch, NodeContext, Record, Result, Source, SourcePoll, SplitId};
 use crate::connectors::kafka::client::{client_config, KafkaConsumer, RecordingContext};
 use crate::error::Error;
 use crate::on_error::OnError;
+use crate::transforms::split_watermarks::SplitWatermarks;
 
 type Queue = PartitionQueue<RecordingContext>;
 
@@ -65,7 +65,7 @@ pub struct KafkaSource {
     consumer: Option<Arc<KafkaConsumer>>,
     parts: Vec<Partition>,
     cursor: usize,
-    watermarks: Option<PartitionWatermarks>,
+    watermarks: Option<SplitWatermarks>,
     discovery: Option<Discovery>,
     dead_letters: Option<DeadLetterQueue>,
     /// Next offsets as of the last snapshot: committed to the group once that checkpoint is
@@ -395,7 +395,7 @@ impl Source for KafkaSource {
             .or_else(|| c.properties.get("group.id").cloned())
             .unwrap_or_else(|| format!("weir-{}-{}", ctx.job, ctx.node));
         if let Some(w) = &c.watermark {
-            self.watermarks = Some(PartitionWatermarks::new(
+            self.watermarks = Some(SplitWatermarks::new(
                 w.max_out_of_orderness.as_millis() as i64,
                 w.idle_timeout.map(|d| d.as_millis() as i64),
             ));

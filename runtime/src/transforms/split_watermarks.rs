@@ -1,21 +1,22 @@
-//! Per-partition watermarks: bounded out-of-orderness per partition, the source's watermark the
-//! minimum over partitions that are not idle (the rule of the `watermark` transform, applied at
-//! the source where partitions are still apart).
+//! Per-split watermarks at a source (Kafka partitions, Kinesis shards): bounded out-of-orderness
+//! per split, the source's watermark the minimum over splits that are not idle (the rule of the
+//! `watermark` transform, applied at the source where splits are still apart). A split that
+//! ended (a Kinesis shard after resharding) is removed, so it never holds the watermark back.
 
 use std::collections::HashMap;
 
-use crate::transforms::watermark::{combined, SplitClock};
+use super::watermark::{combined, SplitClock};
 
-pub struct PartitionWatermarks {
+pub struct SplitWatermarks {
     bound_ms: i64,
     idle_ms: Option<i64>,
     clocks: HashMap<String, SplitClock>,
     current: Option<i64>,
 }
 
-impl PartitionWatermarks {
+impl SplitWatermarks {
     pub fn new(bound_ms: i64, idle_ms: Option<i64>) -> Self {
-        PartitionWatermarks {
+        SplitWatermarks {
             bound_ms,
             idle_ms,
             clocks: HashMap::new(),
@@ -23,9 +24,9 @@ impl PartitionWatermarks {
         }
     }
 
-    /// A newly assigned partition holds the watermark back until it delivers a record or, with
-    /// an idle timeout, until that long has passed without one (so an empty partition does not
-    /// stall the job, yet a slow one is not overtaken before it had a chance).
+    /// A newly assigned split holds the watermark back until it delivers a record or, with an
+    /// idle timeout, until that long has passed without one (so an empty split does not stall
+    /// the job, yet a slow one is not overtaken before it had a chance).
     pub fn assigned(&mut self, split: &str, now_ms: i64) {
         self.clocks.entry(split.to_string()).or_insert(SplitClock {
             max_event: i64::MIN,
@@ -42,7 +43,12 @@ impl PartitionWatermarks {
         c.last_seen_ms = now_ms;
     }
 
-    /// The watermark now; never goes back. `None` until every active partition has a record.
+    /// A split that has ended: it no longer counts.
+    pub fn remove(&mut self, split: &str) {
+        self.clocks.remove(split);
+    }
+
+    /// The watermark now; never goes back. `None` until every active split has a record.
     pub fn current(&mut self, now_ms: i64) -> Option<i64> {
         let w =
             combined(&self.clocks, self.bound_ms, self.idle_ms, now_ms).filter(|w| *w != i64::MIN);
@@ -59,7 +65,7 @@ mod tests {
 
     #[test]
     fn the_slowest_active_partition_sets_it() {
-        let mut w = PartitionWatermarks::new(1000, None);
+        let mut w = SplitWatermarks::new(1000, None);
         w.assigned("t/0", 0);
         w.assigned("t/1", 0);
         w.observe("t/0", 10_000, 10);
@@ -72,7 +78,7 @@ mod tests {
 
     #[test]
     fn an_idle_partition_stops_holding_it_back() {
-        let mut w = PartitionWatermarks::new(0, Some(500));
+        let mut w = SplitWatermarks::new(0, Some(500));
         w.assigned("t/0", 0);
         w.assigned("t/1", 0);
         w.observe("t/0", 10_000, 300);
@@ -84,8 +90,20 @@ mod tests {
     }
 
     #[test]
+    fn an_ended_split_no_longer_holds_it_back() {
+        let mut w = SplitWatermarks::new(0, None);
+        w.assigned("s/parent", 0);
+        w.assigned("s/child", 0);
+        w.observe("s/parent", 1_000, 1);
+        w.observe("s/child", 9_000, 2);
+        assert_eq!(w.current(3), Some(999));
+        w.remove("s/parent");
+        assert_eq!(w.current(4), Some(8_999));
+    }
+
+    #[test]
     fn without_idle_timeout_an_empty_partition_holds_it_forever() {
-        let mut w = PartitionWatermarks::new(0, None);
+        let mut w = SplitWatermarks::new(0, None);
         w.assigned("t/0", 0);
         w.assigned("t/1", 0);
         w.observe("t/0", 10_000, 1);

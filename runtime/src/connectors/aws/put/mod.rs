@@ -1,0 +1,54 @@
+//! The batching sink the Kinesis and Firehose sinks both are. A service ([`PutService`]) says
+//! how a record becomes an entry and how one request is sent; [`PutSink`] does the rest:
+//! batches within the limits ([`batch`]), requests in flight up to an AIMD limit ([`aimd`]),
+//! only the entries the service refused retried, by their error code, with the `retry` policy's
+//! jittered backoff, and `on_error` for records that can never go (too large, or still refused
+//! when the retries run out): fail naming the record, skip, or a dead-letter file. A flush (at
+//! every checkpoint barrier) returns only once every entry is acknowledged or dead-lettered:
+//! at-least-once.
+
+pub mod aimd;
+pub mod batch;
+pub mod config;
+pub mod dead_letter;
+pub mod encode;
+mod metrics;
+mod sink;
+
+use async_trait::async_trait;
+
+pub use batch::{Entry, Limits};
+pub use config::{BatchConfig, Ordering, PutSettings};
+pub use sink::PutSink;
+
+use super::errors::Failure;
+use crate::api::NodeContext;
+use crate::error::Result;
+use crate::record::Record;
+
+/// What the service said about one entry of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed { code: String, message: String },
+}
+
+/// A request that failed as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    pub failure: Failure,
+    pub message: String,
+}
+
+/// One AWS put API (Kinesis PutRecords, Firehose PutRecordBatch).
+#[async_trait]
+pub trait PutService: Clone + Send + Sync + 'static {
+    /// Connects and checks that the target exists (the factory does no I/O).
+    async fn open(&mut self, ctx: &NodeContext) -> Result<()>;
+    /// The entry for a record, or why there is none (the record then follows `on_error`).
+    fn encode(&self, record: &Record) -> std::result::Result<Entry, String>;
+    /// Sends one request; on success, the outcome of each entry in order.
+    async fn put(&self, entries: &[Entry]) -> std::result::Result<Vec<Outcome>, RequestError>;
+    /// The target in messages: `stream "orders"`.
+    fn target(&self) -> String;
+}

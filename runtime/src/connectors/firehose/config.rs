@@ -1,0 +1,229 @@
+//! Settings of a `firehose` sink, resolved without I/O (the factory also runs for `weir validate`).
+
+use serde::Deserialize;
+use weir_crds::Duration;
+
+use crate::api::NodeConfig;
+use crate::connectors::aws::connection::{AwsConnection, AwsCredentials};
+use crate::connectors::aws::put::config::{self as put, BatchConfig, Ordering, PutSettings};
+use crate::connectors::aws::put::dead_letter::DeadLetterPath;
+use crate::connectors::aws::put::Limits;
+use crate::error::Result;
+use crate::on_error::OnError;
+use crate::retry::RetryPolicy;
+
+/// Settings of a `firehose` sink: records to an Amazon Data Firehose delivery stream with
+/// PutRecordBatch, at-least-once (every record acknowledged before a checkpoint completes).
+///
+/// ```yaml
+/// sinks:
+///   - name: archive
+///     type: firehose
+///     delivery_stream: orders-to-s3    # name or ARN
+///     region: eu-west-1
+///     record_delimiter: "\n"           # so the objects Firehose writes are JSON lines
+///     batch: { max_records: 500, max_bytes: 4MiB, linger: 100ms }
+///     max_concurrency: 8
+///     on_error: fail                   # | skip | {dead_letter: {path: s3://bucket/dlq/}}
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirehoseSinkConfig {
+    /// The delivery stream, by name or ARN.
+    pub delivery_stream: String,
+    pub region: Option<String>,
+    /// A local server or VPC endpoint, e.g. `http://127.0.0.1:5000`.
+    pub endpoint_url: Option<String>,
+    #[serde(default)]
+    pub credentials: AwsCredentials,
+    /// The field whose value is the record's data; default: the whole record as JSON.
+    pub value_field: Option<String>,
+    /// Appended to every record (Firehose concatenates records as they are); `""` for none.
+    #[serde(default = "default_delimiter")]
+    pub record_delimiter: String,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    /// Retries of refused entries and failed requests. Default: backoff 100ms, max_backoff
+    /// 10s, 20 attempts.
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub on_error: OnError<DeadLetterPath>,
+    /// Limit of one request.
+    #[serde(default = "default_timeout")]
+    pub request_timeout: Duration,
+}
+
+fn default_delimiter() -> String {
+    "\n".into()
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// PutRecordBatch: 500 records and 4 MiB per request, 1000 KiB per record.
+pub const LIMITS: Limits = Limits {
+    max_records: 500,
+    max_request_bytes: 4 * 1024 * 1024,
+    max_record_bytes: 1000 * 1024,
+};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The delivery stream's name (the API takes names only).
+    pub delivery_stream: String,
+    pub connection: AwsConnection,
+    pub value_field: Option<String>,
+    pub record_delimiter: Vec<u8>,
+    pub put: PutSettings,
+    pub request_timeout: std::time::Duration,
+}
+
+/// `orders` or `arn:aws:firehose:REGION:ACCOUNT:deliverystream/orders` → name and ARN region.
+pub fn parse_delivery_stream(text: &str) -> std::result::Result<(String, Option<String>), String> {
+    let valid = |n: &str| {
+        (1..=64).contains(&n.len())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
+    if let Some(rest) = text.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let name = parts
+            .get(4)
+            .and_then(|r| r.strip_prefix("deliverystream/"))
+            .filter(|n| parts[1] == "firehose" && !parts[2].is_empty() && valid(n))
+            .ok_or_else(|| {
+                format!(
+                    "{text:?} is not a Firehose ARN (arn:aws:firehose:REGION:ACCOUNT:deliverystream/NAME)"
+                )
+            })?;
+        return Ok((name.to_string(), Some(parts[2].to_string())));
+    }
+    if !valid(text) {
+        return Err(format!(
+            "{text:?} is not a delivery stream name (1 to 64 of a-z, A-Z, 0-9, _ . -) or ARN"
+        ));
+    }
+    Ok((text.to_string(), None))
+}
+
+pub fn resolve(cfg: &NodeConfig) -> Result<Settings> {
+    let c: FirehoseSinkConfig = cfg.parse()?;
+    let (name, arn_region) = parse_delivery_stream(c.delivery_stream.trim())
+        .map_err(|e| cfg.error("delivery_stream", e))?;
+    let region = match (c.region, arn_region) {
+        (Some(r), Some(a)) if r != a => {
+            return Err(cfg.error(
+                "region",
+                format!("the delivery stream's ARN names region {a}, the node's region is {r}"),
+            ))
+        }
+        (r, a) => r.or(a),
+    };
+    let connection = AwsConnection {
+        region,
+        endpoint_url: c.endpoint_url,
+        credentials: c.credentials,
+    };
+    connection.check(cfg)?;
+    if c.value_field.as_deref().is_some_and(str::is_empty) {
+        return Err(cfg.error("value_field", "must not be empty"));
+    }
+    if c.request_timeout.as_millis() == 0 {
+        return Err(cfg.error("request_timeout", "must be more than 0s"));
+    }
+    let put = put::resolve(
+        cfg,
+        LIMITS,
+        &c.batch,
+        c.max_concurrency,
+        c.retry,
+        c.on_error,
+        Ordering::None,
+    )?;
+    Ok(Settings {
+        delivery_stream: name,
+        connection,
+        value_field: c.value_field,
+        record_delimiter: c.record_delimiter.into_bytes(),
+        put,
+        request_timeout: c.request_timeout.as_std(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use weir_crds::{CheckpointSpec, NodeSpec};
+
+    fn node(v: Value) -> NodeConfig {
+        NodeConfig {
+            path: "sinks[1]".into(),
+            spec: NodeSpec {
+                name: "archive".into(),
+                kind: "firehose".into(),
+                input: None,
+                inputs: None,
+                config: v.as_object().unwrap().clone(),
+            },
+            parallelism: 1,
+            checkpoint: CheckpointSpec::default(),
+        }
+    }
+
+    #[test]
+    fn names_arns_and_defaults() {
+        let s = resolve(&node(json!({"delivery_stream": "d1"}))).unwrap();
+        assert_eq!(s.delivery_stream, "d1");
+        assert_eq!(s.record_delimiter, b"\n");
+        assert_eq!(s.put.limits, LIMITS);
+        let a = resolve(&node(json!({
+            "delivery_stream": "arn:aws:firehose:eu-west-1:123456789012:deliverystream/d1",
+            "record_delimiter": ""
+        })))
+        .unwrap();
+        assert_eq!(a.delivery_stream, "d1");
+        assert_eq!(a.connection.region.as_deref(), Some("eu-west-1"));
+        assert!(a.record_delimiter.is_empty());
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        for (v, needle) in [
+            (
+                json!({"delivery_stream": "a/b"}),
+                "sinks[1].delivery_stream:",
+            ),
+            (
+                json!({"delivery_stream": "arn:aws:kinesis:eu-west-1:1:stream/x"}),
+                "sinks[1].delivery_stream:",
+            ),
+            (
+                json!({"delivery_stream": "arn:aws:firehose:eu-west-1:1:deliverystream/x", "region": "us-east-1"}),
+                "sinks[1].region:",
+            ),
+            (
+                json!({"delivery_stream": "d", "batch": {"max_bytes": "5MiB"}}),
+                "sinks[1].batch.max_bytes:",
+            ),
+            (
+                json!({"delivery_stream": "d", "ordering": "per_key"}),
+                "unknown field `ordering`",
+            ),
+            (
+                json!({"delivery_stream": "d", "value_field": ""}),
+                "sinks[1].value_field:",
+            ),
+        ] {
+            let e = resolve(&node(v.clone())).unwrap_err().to_string();
+            assert!(e.contains(needle), "{v}: {e}");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! `firehose` sink: records to an Amazon Data Firehose delivery stream with PutRecordBatch,
+//! through the shared AWS put sink (batches within 500 records / 4 MiB, only refused entries
+//! retried, AIMD concurrency, at-least-once). Settings: [`config::FirehoseSinkConfig`].
+
+pub mod config;
+pub mod service;
+
+use crate::api::SinkBox;
+use crate::connectors::aws::put::PutSink;
+use crate::registry::Registry;
+
+pub use service::FirehoseService;
+
+/// The `firehose` sink.
+pub type FirehoseSink = PutSink<FirehoseService>;
+
+pub fn register(r: &mut Registry) {
+    r.sink("firehose", |cfg| {
+        let settings = config::resolve(cfg)?;
+        let put = settings.put.clone();
+        Ok(SinkBox::plain(FirehoseSink::new(
+            FirehoseService::new(settings),
+            put,
+        )))
+    });
+}

@@ -1,0 +1,151 @@
+//! PutRecordBatch: records → entries (data plus the delimiter), one request per batch, and
+//! each entry's result.
+
+use async_trait::async_trait;
+use aws_sdk_firehose::primitives::Blob;
+use aws_sdk_firehose::types::Record as FirehoseRecord;
+use aws_sdk_firehose::Client;
+use backon::Retryable;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::config::Settings;
+use crate::api::NodeContext;
+use crate::connectors::aws::errors::{classify, code, describe, Failure};
+use crate::connectors::aws::put::encode::payload;
+use crate::connectors::aws::put::{Entry, Outcome, PutService, RequestError};
+use crate::error::{Error, Result};
+use crate::record::Record;
+
+#[derive(Clone)]
+pub struct FirehoseService {
+    settings: std::sync::Arc<Settings>,
+    client: Option<Client>,
+}
+
+impl FirehoseService {
+    pub fn new(settings: Settings) -> Self {
+        FirehoseService {
+            settings: std::sync::Arc::new(settings),
+            client: None,
+        }
+    }
+}
+
+/// The entry of a record: its data and the delimiter. Pure.
+pub fn entry(
+    value_field: Option<&str>,
+    delimiter: &[u8],
+    record: &Record,
+) -> std::result::Result<Entry, String> {
+    let data = payload(record, value_field)?;
+    let data = if delimiter.is_empty() {
+        data
+    } else {
+        let mut b = BytesMut::with_capacity(data.len() + delimiter.len());
+        b.put_slice(&data);
+        b.put_slice(delimiter);
+        Bytes::from(b)
+    };
+    Ok(Entry::new(data, None, None))
+}
+
+#[async_trait]
+impl PutService for FirehoseService {
+    async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
+        let s = &self.settings;
+        let sdk = s.connection.sdk_config(s.request_timeout).await;
+        let client = Client::new(&sdk);
+        let described = (|| async {
+            client
+                .describe_delivery_stream()
+                .delivery_stream_name(&s.delivery_stream)
+                .send()
+                .await
+        })
+        .retry(s.put.retry)
+        .when(|e| classify(e).retryable())
+        .await;
+        match described {
+            Ok(_) => {}
+            // A writer's role may lack DescribeDeliveryStream; PutRecordBatch will tell.
+            Err(e) if code(&e) == Some("AccessDeniedException") => tracing::warn!(
+                node = %ctx.node, delivery_stream = %s.delivery_stream,
+                "cannot check that the delivery stream exists: {}", describe(&e)
+            ),
+            Err(e) => {
+                return Err(Error::node(
+                    &ctx.node,
+                    format!(
+                        "{} ({}): {}",
+                        self.target(),
+                        s.connection.describe(&sdk),
+                        describe(&e)
+                    ),
+                ))
+            }
+        }
+        self.client = Some(client);
+        Ok(())
+    }
+
+    fn encode(&self, record: &Record) -> std::result::Result<Entry, String> {
+        let s = &self.settings;
+        entry(s.value_field.as_deref(), &s.record_delimiter, record)
+    }
+
+    async fn put(&self, entries: &[Entry]) -> std::result::Result<Vec<Outcome>, RequestError> {
+        let client = self.client.as_ref().expect("opened before writing");
+        let mut records = Vec::with_capacity(entries.len());
+        for e in entries {
+            records.push(
+                FirehoseRecord::builder()
+                    .data(Blob::new(e.data.to_vec()))
+                    .build()
+                    .map_err(|err| RequestError {
+                        failure: Failure::Fatal,
+                        message: err.to_string(),
+                    })?,
+            );
+        }
+        match client
+            .put_record_batch()
+            .delivery_stream_name(&self.settings.delivery_stream)
+            .set_records(Some(records))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .request_responses
+                .into_iter()
+                .map(|r| match r.error_code {
+                    None => Outcome::Ok,
+                    Some(code) => Outcome::Failed {
+                        code,
+                        message: r.error_message.unwrap_or_default(),
+                    },
+                })
+                .collect()),
+            Err(e) => Err(RequestError {
+                failure: classify(&e),
+                message: describe(&e),
+            }),
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("delivery stream {:?}", self.settings.delivery_stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delimiter_ends_every_record() {
+        let r = Record::new(serde_json::json!({"id": 1}).as_object().unwrap().clone());
+        assert_eq!(entry(None, b"\n", &r).unwrap().data, "{\"id\":1}\n");
+        assert_eq!(entry(None, b"", &r).unwrap().data, "{\"id\":1}");
+        assert!(entry(Some("x"), b"\n", &r).is_err());
+    }
+}

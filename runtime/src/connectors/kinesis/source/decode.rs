@@ -1,0 +1,203 @@
+//! Turns one Kinesis record into a weir record: the data by format, metadata under the
+//! configured field names, the event time. Pure, so every malformed input is tested without a
+//! server.
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::config::{EventTime, KinesisSourceConfig, MetadataFields, ValueFormat};
+use crate::record::{JsonObject, Record};
+use crate::transforms::watermark::parse_time;
+
+/// The parts of a Kinesis record the decoder reads.
+#[derive(Debug, Clone, Default)]
+pub struct RawRecord<'a> {
+    pub stream: &'a str,
+    pub shard: &'a str,
+    pub sequence_number: &'a str,
+    pub partition_key: &'a str,
+    /// ApproximateArrivalTimestamp, ms since the epoch.
+    pub arrival_ms: Option<i64>,
+    pub data: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    format: ValueFormat,
+    value_field: String,
+    metadata: MetadataFields,
+    event_time: Option<EventTime>,
+}
+
+impl Decoder {
+    pub fn new(c: &KinesisSourceConfig) -> Self {
+        Decoder {
+            format: c.format,
+            value_field: c.value_field.clone(),
+            metadata: c.metadata.clone(),
+            event_time: c.event_time.clone(),
+        }
+    }
+
+    /// The record for `r`, or why it cannot be one.
+    pub fn decode(&self, r: &RawRecord<'_>) -> Result<Record, String> {
+        let mut record = match self.format {
+            ValueFormat::Json => Record::from_json(JsonObject::parse(r.data.clone())?),
+            ValueFormat::String => {
+                let text = std::str::from_utf8(&r.data)
+                    .map_err(|e| format!("the data is not valid UTF-8: {e}"))?;
+                let mut m = Map::new();
+                m.insert(self.value_field.clone(), Value::from(text));
+                Record::new(m)
+            }
+            ValueFormat::Bytes => {
+                let mut m = Map::new();
+                m.insert(
+                    self.value_field.clone(),
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(&r.data)),
+                );
+                Record::new(m)
+            }
+        };
+        // Metadata go into the record's fields (so a JSON record is built); without them a JSON
+        // record stays in its text.
+        let md = &self.metadata;
+        let mut put = |field: &Option<String>, v: Value| {
+            if let Some(f) = field {
+                record.fields_mut().insert(f.clone(), v);
+            }
+        };
+        put(&md.partition_key, Value::from(r.partition_key));
+        put(&md.sequence_number, Value::from(r.sequence_number));
+        put(&md.shard_id, Value::from(r.shard));
+        put(&md.stream, Value::from(r.stream));
+        put(
+            &md.arrival_timestamp,
+            r.arrival_ms.map_or(Value::Null, Value::from),
+        );
+        let event_time = match &self.event_time {
+            None => None,
+            Some(EventTime::ArrivalTimestamp) => Some(
+                r.arrival_ms
+                    .ok_or("the record has no ApproximateArrivalTimestamp")?,
+            ),
+            Some(EventTime::Field { field, format }) => {
+                let v = record
+                    .get(field)
+                    .ok_or_else(|| format!("no event-time field {field:?}"))?;
+                Some(
+                    parse_time(&v, *format)
+                        .map_err(|e| format!("event-time field {field:?}: {e}"))?,
+                )
+            }
+        };
+        Ok(record.with_event_time(event_time))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transforms::watermark::TimeFormat;
+    use serde_json::json;
+
+    fn decoder(
+        format: ValueFormat,
+        metadata: MetadataFields,
+        event_time: Option<EventTime>,
+    ) -> Decoder {
+        Decoder {
+            format,
+            value_field: "value".into(),
+            metadata,
+            event_time,
+        }
+    }
+
+    fn raw(data: &'static [u8]) -> RawRecord<'static> {
+        RawRecord {
+            stream: "orders",
+            shard: "shardId-000000000001",
+            sequence_number: "4968",
+            partition_key: "k1",
+            arrival_ms: Some(1_700_000_000_123),
+            data: Bytes::from_static(data),
+        }
+    }
+
+    #[test]
+    fn json_records_keep_their_text_until_metadata_is_added() {
+        let d = decoder(ValueFormat::Json, MetadataFields::default(), None);
+        let r = d.decode(&raw(b"{\"id\": 7}")).unwrap();
+        assert_eq!(r.json().map(|b| &b[..]), Some(&b"{\"id\": 7}"[..]));
+        let md = MetadataFields {
+            partition_key: Some("_k".into()),
+            sequence_number: Some("_seq".into()),
+            shard_id: Some("_shard".into()),
+            stream: Some("_stream".into()),
+            arrival_timestamp: Some("_at".into()),
+        };
+        let r = decoder(ValueFormat::Json, md, None)
+            .decode(&raw(b"{\"id\": 7}"))
+            .unwrap();
+        assert_eq!(
+            serde_json::Value::Object(r.fields().clone()),
+            json!({"id": 7, "_k": "k1", "_seq": "4968", "_shard": "shardId-000000000001",
+                   "_stream": "orders", "_at": 1_700_000_000_123i64})
+        );
+    }
+
+    #[test]
+    fn string_and_bytes_formats_fill_the_value_field() {
+        let s = decoder(ValueFormat::String, MetadataFields::default(), None)
+            .decode(&raw(b"hello"))
+            .unwrap();
+        assert_eq!(s.fields()["value"], "hello");
+        let b = decoder(ValueFormat::Bytes, MetadataFields::default(), None)
+            .decode(&raw(&[0xff, 0]))
+            .unwrap();
+        assert_eq!(b.fields()["value"], "/wA=");
+        assert!(
+            decoder(ValueFormat::String, MetadataFields::default(), None)
+                .decode(&raw(&[0xff]))
+                .unwrap_err()
+                .contains("UTF-8")
+        );
+    }
+
+    #[test]
+    fn event_time_from_arrival_or_a_field() {
+        let a = decoder(
+            ValueFormat::Json,
+            MetadataFields::default(),
+            Some(EventTime::ArrivalTimestamp),
+        )
+        .decode(&raw(b"{}"))
+        .unwrap();
+        assert_eq!(a.event_time, Some(1_700_000_000_123));
+        let f = decoder(
+            ValueFormat::Json,
+            MetadataFields::default(),
+            Some(EventTime::Field {
+                field: "ts".into(),
+                format: TimeFormat::Millis,
+            }),
+        );
+        assert_eq!(
+            f.decode(&raw(b"{\"ts\": 42}")).unwrap().event_time,
+            Some(42)
+        );
+        assert!(f
+            .decode(&raw(b"{}"))
+            .unwrap_err()
+            .contains("no event-time field"));
+    }
+
+    #[test]
+    fn malformed_data_says_why() {
+        let d = decoder(ValueFormat::Json, MetadataFields::default(), None);
+        assert!(d.decode(&raw(b"not json")).is_err());
+        assert!(d.decode(&raw(b"[1,2]")).is_err());
+    }
+}

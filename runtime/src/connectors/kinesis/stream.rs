@@ -1,0 +1,104 @@
+//! A stream named by name or ARN, as the `kinesis` source and sink take it.
+
+use std::fmt;
+
+/// A Kinesis stream: its name (split ids and messages use it) and, when given as an ARN, the
+/// ARN (calls then name the stream by ARN, as cross-account access requires).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamRef {
+    pub name: String,
+    pub arn: Option<String>,
+    /// The region an ARN names.
+    pub region: Option<String>,
+}
+
+impl fmt::Display for StreamRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stream {:?}", self.name)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+impl StreamRef {
+    /// Parses `orders` or `arn:aws:kinesis:us-east-1:123456789012:stream/orders`.
+    pub fn parse(text: &str) -> Result<StreamRef, String> {
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix("arn:") {
+            // partition:service:region:account:stream/name
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            let ok = parts.len() == 5 && parts[1] == "kinesis" && !parts[2].is_empty();
+            let name = parts
+                .get(4)
+                .and_then(|r| r.strip_prefix("stream/"))
+                .filter(|n| ok && valid_name(n))
+                .ok_or_else(|| {
+                    format!(
+                        "{text:?} is not a Kinesis stream ARN \
+                         (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
+                    )
+                })?;
+            return Ok(StreamRef {
+                name: name.to_string(),
+                arn: Some(text.to_string()),
+                region: Some(parts[2].to_string()),
+            });
+        }
+        if !valid_name(text) {
+            return Err(format!(
+                "{text:?} is not a stream name (1 to 128 of a-z, A-Z, 0-9, _ . -) or ARN"
+            ));
+        }
+        Ok(StreamRef {
+            name: text.to_string(),
+            arn: None,
+            region: None,
+        })
+    }
+
+    /// The region to use: the setting, or the ARN's; an error when the two disagree.
+    pub fn region<'a>(&'a self, setting: Option<&'a str>) -> Result<Option<&'a str>, String> {
+        match (setting, self.region.as_deref()) {
+            (Some(s), Some(a)) if s != a => Err(format!(
+                "the ARN of {self} names region {a}, the node's region is {s}"
+            )),
+            (Some(s), _) => Ok(Some(s)),
+            (None, a) => Ok(a),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_arns() {
+        let s = StreamRef::parse("orders.v2-x_y").unwrap();
+        assert_eq!((s.name.as_str(), s.arn.is_none()), ("orders.v2-x_y", true));
+        let a = StreamRef::parse("arn:aws:kinesis:eu-west-1:123456789012:stream/orders").unwrap();
+        assert_eq!(a.name, "orders");
+        assert_eq!(a.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(a.region(None).unwrap(), Some("eu-west-1"));
+        assert!(a
+            .region(Some("us-east-1"))
+            .unwrap_err()
+            .contains("eu-west-1"));
+        for bad in [
+            "",
+            "with space",
+            "a/b",
+            "arn:aws:sqs:eu-west-1:1:stream/x",
+            "arn:aws:kinesis:eu-west-1:1:table/x",
+            "arn:aws:kinesis::1:stream/x",
+        ] {
+            assert!(StreamRef::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(StreamRef::parse(&"x".repeat(129)).is_err());
+    }
+}
