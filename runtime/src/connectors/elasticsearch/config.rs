@@ -479,9 +479,7 @@ impl ElasticsearchSinkConfig {
                     return Err(cfg.error("auth.bearer", "must not be empty"))
                 }
                 (None, None, Some(t)) => Auth::Bearer(t),
-                _ => {
-                    return Err(cfg.error("auth", "give exactly one of basic, api_key, bearer"))
-                }
+                _ => return Err(cfg.error("auth", "give exactly one of basic, api_key, bearer")),
             },
         };
 
@@ -622,17 +620,38 @@ mod tests {
     #[test]
     fn bad_settings_name_the_field() {
         for (yaml, needle) in [
-            ("index: e\naction: upsert", "sinks[0].action: unknown variant `upsert`"),
-            ("index: e\naction: update", "sinks[0].id_field: required with action: update"),
-            ("index: e\naction: delete", "sinks[0].id_field: required with action: delete"),
-            ("index: e\ndata_stream: {}", "sinks[0].data_stream.timestamp_field: required"),
+            (
+                "index: e\naction: upsert",
+                "sinks[0].action: unknown variant `upsert`",
+            ),
+            (
+                "index: e\naction: update",
+                "sinks[0].id_field: required with action: update",
+            ),
+            (
+                "index: e\naction: delete",
+                "sinks[0].id_field: required with action: delete",
+            ),
+            (
+                "index: e\ndata_stream: {}",
+                "sinks[0].data_stream.timestamp_field: required",
+            ),
             (
                 "index: e\ndata_stream: {event_time: true}\naction: index",
                 "sinks[0].action: data streams only accept create",
             ),
-            ("index: E", "sinks[0].index: \"E\": index names must be lowercase"),
-            ("index: e\nversion_type: external", "sinks[0].version_type: needs version_field"),
-            ("index: e\nversion_field: v", "sinks[0].version_field: needs id_field"),
+            (
+                "index: E",
+                "sinks[0].index: \"E\": index names must be lowercase",
+            ),
+            (
+                "index: e\nversion_type: external",
+                "sinks[0].version_type: needs version_field",
+            ),
+            (
+                "index: e\nversion_field: v",
+                "sinks[0].version_field: needs id_field",
+            ),
             (
                 "index: e\nid_field: id\nversion_field: v\naction: update",
                 "sinks[0].version_field: external versions work with action index or delete",
@@ -640,20 +659,32 @@ mod tests {
             ("index: e\nmax_actions: 0", "sinks[0].max_actions"),
             ("index: e\nmax_in_flight: 0", "sinks[0].max_in_flight"),
             ("index: e\nmax_bytes: lots", "sinks[0].max_bytes"),
-            ("index: e\nretry: {multiplier: 0.5}", "sinks[0].retry: multiplier"),
+            (
+                "index: e\nretry: {multiplier: 0.5}",
+                "sinks[0].retry: multiplier",
+            ),
             ("index: e\nauth: {}", "sinks[0].auth: give exactly one"),
             (
                 "index: e\nauth: {basic: {username: u, password: p}, bearer: t}",
                 "sinks[0].auth: give exactly one",
             ),
             ("index: e\ntls: {ca_pem: nonsense}", "sinks[0].tls"),
-            ("index: e\ntls: {insecure_skip_verify: true}", "sinks[0].tls: the node URLs are http://"),
-            ("index: e\non_error: {dead_letter: {}}", "sinks[0].on_error.dead_letter: give exactly one"),
+            (
+                "index: e\ntls: {insecure_skip_verify: true}",
+                "sinks[0].tls: the node URLs are http://",
+            ),
+            (
+                "index: e\non_error: {dead_letter: {}}",
+                "sinks[0].on_error.dead_letter: give exactly one",
+            ),
             (
                 "index: e\non_error: {dead_letter: {index: e}}",
                 "sinks[0].on_error.dead_letter.index: must differ",
             ),
-            ("index: e\nid_field: []", "sinks[0].id_field: must name at least one field"),
+            (
+                "index: e\nid_field: []",
+                "sinks[0].id_field: must name at least one field",
+            ),
             ("index: e\ncolour: red", "unknown field `colour`"),
         ] {
             let e = error(&format!("url: http://es:9200\n{yaml}"));

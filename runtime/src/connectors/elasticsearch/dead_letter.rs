@@ -78,9 +78,13 @@ impl DeadLetterWriter {
                 pending: BulkBuffer::default(),
             },
             DeadLetter::Path(dir) => {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .ctx(|| format!("{}: creating dead-letter directory {}", ctx.node, dir.display()))?;
+                tokio::fs::create_dir_all(dir).await.ctx(|| {
+                    format!(
+                        "{}: creating dead-letter directory {}",
+                        ctx.node,
+                        dir.display()
+                    )
+                })?;
                 let path = dir.join(format!("{}-{}-{}.jsonl", ctx.job, ctx.node, ctx.worker));
                 let file = tokio::fs::OpenOptions::new()
                     .create(true)
@@ -223,7 +227,10 @@ mod tests {
         assert_eq!(r.target(), "index \"events\", id \"7\"");
         let e = r.entry(&ctx(), Action::Index, "2024-01-01T00:00:00Z");
         assert_eq!(e["document"], r#"{"id":7,"n":"x"}"#);
-        assert_eq!(e["reason"], "mapper_parsing_exception: failed to parse field [n]");
+        assert_eq!(
+            e["reason"],
+            "mapper_parsing_exception: failed to parse field [n]"
+        );
         assert_eq!(e["status"], 400);
         assert_eq!(e["worker"], 1);
     }

@@ -17,9 +17,14 @@ enum Part {
     /// A field's value as text.
     Field(String),
     /// A field holding a timestamp (epoch milliseconds or RFC 3339), formatted with `strftime`.
-    FieldTime { field: String, strftime: String },
+    FieldTime {
+        field: String,
+        strftime: String,
+    },
     /// The record's event time, formatted.
-    EventTime { strftime: String },
+    EventTime {
+        strftime: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,7 +270,10 @@ mod tests {
         let r = rec(json!({}), Some(1_709_683_199_999));
         assert_eq!(t.render(&r).unwrap(), "events-2024.03.05");
         let t = IndexTemplate::parse("{tenant}-logs-{ts|yyyy-MM}").unwrap();
-        let r = rec(json!({"tenant": "acme", "ts": "2024-01-31T10:00:00+02:00"}), None);
+        let r = rec(
+            json!({"tenant": "acme", "ts": "2024-01-31T10:00:00+02:00"}),
+            None,
+        );
         assert_eq!(t.render(&r).unwrap(), "acme-logs-2024-01");
         let r = rec(json!({"tenant": 7, "ts": 0}), None);
         assert_eq!(t.render(&r).unwrap(), "7-logs-1970-01");
@@ -280,9 +288,7 @@ mod tests {
             .render(&rec(json!({"tenant": "Acme"}), Some(0)))
             .unwrap_err();
         assert!(e.contains("must be lowercase"), "{e}");
-        let e = t
-            .render(&rec(json!({"tenant": "a"}), None))
-            .unwrap_err();
+        let e = t.render(&rec(json!({"tenant": "a"}), None)).unwrap_err();
         assert!(e.contains("event time"), "{e}");
         let t = IndexTemplate::parse("x-{ts|yyyy}").unwrap();
         let e = t.render(&rec(json!({"ts": "soon"}), None)).unwrap_err();

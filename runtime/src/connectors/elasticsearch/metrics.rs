@@ -6,8 +6,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
 use crate::api::NodeContext;
@@ -72,7 +71,9 @@ fn families() -> &'static Families {
             duration: histogram(
                 "weir_elasticsearch_bulk_request_duration_seconds",
                 "Time of one _bulk request (one attempt).",
-                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+                vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ],
             ),
             size: histogram(
                 "weir_elasticsearch_bulk_request_bytes",
@@ -130,7 +131,8 @@ impl SinkMetrics {
         }
     }
 
-    /// Registered nowhere, for tests and tools.
+    /// Registered nowhere, for tests.
+    #[cfg(test)]
     pub fn detached() -> Self {
         let c = || IntCounter::new("detached", "detached").expect("static metric name");
         let h = || {

@@ -195,9 +195,9 @@ impl ElasticsearchRequestBuilder {
         }
         if let Some(f) = &s.routing_field {
             let routing = match record.get(f).as_deref() {
-                Some(v) => scalar_text(v)
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| format!("routing field {f:?} must be a non-empty string or number, got {v}"))?,
+                Some(v) => scalar_text(v).filter(|t| !t.is_empty()).ok_or_else(|| {
+                    format!("routing field {f:?} must be a non-empty string or number, got {v}")
+                })?,
                 None => return Err(format!("routing field {f:?} is missing")),
             };
             out.extend_from_slice(b",\"routing\":");
@@ -216,7 +216,9 @@ impl ElasticsearchRequestBuilder {
             .ok_or_else(|| {
                 format!("version field {f:?} must be a non-negative integer, got {v}")
             })?;
-            out.extend_from_slice(format!(",\"version\":{version},\"version_type\":\"{}\"", t.as_str()).as_bytes());
+            out.extend_from_slice(
+                format!(",\"version\":{version},\"version_type\":\"{}\"", t.as_str()).as_bytes(),
+            );
         }
         if s.action == Action::Update {
             out.extend_from_slice(
@@ -249,13 +251,19 @@ impl ElasticsearchRequestBuilder {
             Some(TimestampSource::Field(f)) if f == "@timestamp" => {
                 match record.get(f).as_deref() {
                     None | Some(Value::Null) => {
-                        return Err("data stream documents need @timestamp, and the record has none".into())
+                        return Err(
+                            "data stream documents need @timestamp, and the record has none".into(),
+                        )
                     }
                     Some(_) => None,
                 }
             }
             Some(TimestampSource::Field(f)) => match record.get(f) {
-                None => return Err(format!("timestamp field {f:?} is missing (data streams need @timestamp)")),
+                None => {
+                    return Err(format!(
+                        "timestamp field {f:?} is missing (data streams need @timestamp)"
+                    ))
+                }
                 Some(v) if timestamp(&v).is_none() => {
                     return Err(format!(
                         "timestamp field {f:?} is not a timestamp (epoch ms or RFC 3339): {v}"
@@ -365,7 +373,8 @@ mod tests {
         );
         let b = builder("index: e\nid_field: id\naction: delete");
         let mut buf = BulkBuffer::default();
-        b.append(&rec(json!({"id": "k"})), Some("k"), &mut buf).unwrap();
+        b.append(&rec(json!({"id": "k"})), Some("k"), &mut buf)
+            .unwrap();
         assert_eq!(buf.body, b"{\"delete\":{\"_index\":\"e\",\"_id\":\"k\"}}\n");
         assert_eq!(buf.spans[0].source, buf.spans[0].end, "no source line");
     }
@@ -401,7 +410,9 @@ mod tests {
             lines(&b, &r).unwrap(),
             "{\"create\":{\"_index\":\"logs-app\"}}\n{\"@timestamp\":\"1970-01-01T00:00:01.000Z\"}\n"
         );
-        assert!(lines(&b, &rec(json!({}))).unwrap_err().contains("no event time"));
+        assert!(lines(&b, &rec(json!({})))
+            .unwrap_err()
+            .contains("no event time"));
         let b = builder("index: logs-app\ndata_stream: {timestamp_field: \"@timestamp\"}");
         assert!(lines(&b, &rec(json!({"m": 1})))
             .unwrap_err()
@@ -412,12 +423,19 @@ mod tests {
     fn bad_records_leave_the_buffer_untouched() {
         let b = builder("index: e-{t}\nid_field: id\nversion_field: v");
         let mut buf = BulkBuffer::default();
-        b.append(&rec(json!({"id": 1, "t": "a", "v": 1})), Some("1"), &mut buf)
-            .unwrap();
+        b.append(
+            &rec(json!({"id": 1, "t": "a", "v": 1})),
+            Some("1"),
+            &mut buf,
+        )
+        .unwrap();
         let before = buf.body.clone();
         for (r, needle) in [
             (json!({"t": "a", "v": 1}), "id field \"id\" is missing"),
-            (json!({"id": {"x": 1}, "t": "a", "v": 1}), "must be a string or number"),
+            (
+                json!({"id": {"x": 1}, "t": "a", "v": 1}),
+                "must be a string or number",
+            ),
             (json!({"id": 2, "v": 1}), "index field \"t\" is missing"),
             (json!({"id": 2, "t": "a", "v": -1}), "non-negative integer"),
             (json!({"id": 2, "t": "a"}), "version field \"v\" is missing"),
@@ -444,7 +462,8 @@ mod tests {
         let mut buf = BulkBuffer::default();
         for i in 0..4 {
             let id = i.to_string();
-            b.append(&rec(json!({"id": i})), Some(&id), &mut buf).unwrap();
+            b.append(&rec(json!({"id": i})), Some(&id), &mut buf)
+                .unwrap();
         }
         let (body, spans) = buf.take();
         assert!(buf.is_empty() && buf.since.is_none());

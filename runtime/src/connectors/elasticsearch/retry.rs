@@ -212,7 +212,9 @@ pub fn classify_item(action: Action, versioned: bool, item: &ItemResult) -> Item
     let kind = item.error.as_ref().map(|e| e.kind.as_str());
     match item.status {
         200..=299 => return ItemOutcome::Done,
-        404 if action == Action::Delete && kind.is_none_or(|k| k != "index_not_found_exception") => {
+        404 if action == Action::Delete
+            && kind.is_none_or(|k| k != "index_not_found_exception") =>
+        {
             return ItemOutcome::Done
         }
         409 if action == Action::Create || versioned => return ItemOutcome::Done,
@@ -261,12 +263,21 @@ mod tests {
         assert_eq!(classify_status(200, b""), Whole::Items);
         assert_eq!(classify_status(429, b""), Whole::Retry(Cause::Overload));
         assert_eq!(classify_status(503, b""), Whole::Retry(Cause::Server));
-        assert_eq!(classify_status(502, b"bad gateway"), Whole::Retry(Cause::Server));
+        assert_eq!(
+            classify_status(502, b"bad gateway"),
+            Whole::Retry(Cause::Server)
+        );
         let Whole::Fatal(m) = classify_status(401, br#"{"error":{"type":"security_exception","reason":"missing authentication credentials"},"status":401}"#) else {
             panic!()
         };
-        assert!(m.contains("check auth") && m.contains("security_exception: missing authentication credentials"), "{m}");
-        let Whole::Fatal(m) = classify_status(413, b"") else { panic!() };
+        assert!(
+            m.contains("check auth")
+                && m.contains("security_exception: missing authentication credentials"),
+            "{m}"
+        );
+        let Whole::Fatal(m) = classify_status(413, b"") else {
+            panic!()
+        };
         assert!(m.contains("max_bytes"), "{m}");
         assert!(matches!(classify_status(400, b"x"), Whole::Fatal(_)));
     }
@@ -277,31 +288,113 @@ mod tests {
         use ItemOutcome::*;
         let cases = [
             (Index, false, item(201, None), Done),
-            (Create, false, item(409, Some("version_conflict_engine_exception")), Done),
-            (Index, true, item(409, Some("version_conflict_engine_exception")), Done),
-            (Index, false, item(409, Some("version_conflict_engine_exception")), Reject),
-            (Update, false, item(409, Some("version_conflict_engine_exception")), Retry(Cause::Server)),
+            (
+                Create,
+                false,
+                item(409, Some("version_conflict_engine_exception")),
+                Done,
+            ),
+            (
+                Index,
+                true,
+                item(409, Some("version_conflict_engine_exception")),
+                Done,
+            ),
+            (
+                Index,
+                false,
+                item(409, Some("version_conflict_engine_exception")),
+                Reject,
+            ),
+            (
+                Update,
+                false,
+                item(409, Some("version_conflict_engine_exception")),
+                Retry(Cause::Server),
+            ),
             (Delete, false, item(404, None), Done),
-            (Delete, false, item(404, Some("index_not_found_exception")), Reject),
-            (Index, false, item(404, Some("index_not_found_exception")), Reject),
-            (Index, false, item(429, Some("es_rejected_execution_exception")), Retry(Cause::Overload)),
-            (Index, false, item(500, Some("circuit_breaking_exception")), Retry(Cause::Overload)),
-            (Index, false, item(503, Some("unavailable_shards_exception")), Retry(Cause::Server)),
-            (Index, false, item(500, Some("whatever")), Retry(Cause::Server)),
-            (Index, false, item(400, Some("mapper_parsing_exception")), Reject),
-            (Index, false, item(400, Some("document_parsing_exception")), Reject),
-            (Index, false, item(400, Some("strict_dynamic_mapping_exception")), Reject),
-            (Index, false, item(403, Some("cluster_block_exception")), Fatal),
-            (Index, false, item(429, Some("cluster_block_exception")), Retry(Cause::Overload)),
+            (
+                Delete,
+                false,
+                item(404, Some("index_not_found_exception")),
+                Reject,
+            ),
+            (
+                Index,
+                false,
+                item(404, Some("index_not_found_exception")),
+                Reject,
+            ),
+            (
+                Index,
+                false,
+                item(429, Some("es_rejected_execution_exception")),
+                Retry(Cause::Overload),
+            ),
+            (
+                Index,
+                false,
+                item(500, Some("circuit_breaking_exception")),
+                Retry(Cause::Overload),
+            ),
+            (
+                Index,
+                false,
+                item(503, Some("unavailable_shards_exception")),
+                Retry(Cause::Server),
+            ),
+            (
+                Index,
+                false,
+                item(500, Some("whatever")),
+                Retry(Cause::Server),
+            ),
+            (
+                Index,
+                false,
+                item(400, Some("mapper_parsing_exception")),
+                Reject,
+            ),
+            (
+                Index,
+                false,
+                item(400, Some("document_parsing_exception")),
+                Reject,
+            ),
+            (
+                Index,
+                false,
+                item(400, Some("strict_dynamic_mapping_exception")),
+                Reject,
+            ),
+            (
+                Index,
+                false,
+                item(403, Some("cluster_block_exception")),
+                Fatal,
+            ),
+            (
+                Index,
+                false,
+                item(429, Some("cluster_block_exception")),
+                Retry(Cause::Overload),
+            ),
         ];
         for (action, versioned, it, want) in cases {
-            assert_eq!(classify_item(action, versioned, &it), want, "{action:?} {it:?}");
+            assert_eq!(
+                classify_item(action, versioned, &it),
+                want,
+                "{action:?} {it:?}"
+            );
         }
     }
 
     #[test]
     fn answers_are_read_item_by_item_only_when_something_failed() {
-        assert_eq!(parse_items(br#"{"errors":false,"items":[{"index":{"status":201}}]}"#, 1), Ok(None));
+        assert_eq!(
+            parse_items(br#"{"errors":false,"items":[{"index":{"status":201}}]}"#, 1),
+            Ok(None)
+        );
         let body = br#"{"errors":true,"items":[{"index":{"status":201}},{"create":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [n]","caused_by":{"type":"illegal_argument_exception","reason":"For input string: \"x\""}}}}]}"#;
         let items = parse_items(body, 2).unwrap().unwrap();
         assert_eq!(items[0], item(201, None));
@@ -309,7 +402,9 @@ mod tests {
             items[1].error.as_ref().unwrap().describe(),
             "mapper_parsing_exception: failed to parse field [n] (caused by illegal_argument_exception: For input string: \"x\")"
         );
-        assert!(parse_items(body, 3).unwrap_err().contains("2 items for 3 actions"));
+        assert!(parse_items(body, 3)
+            .unwrap_err()
+            .contains("2 items for 3 actions"));
         assert!(parse_items(b"<html>", 1).unwrap_err().contains("<html>"));
     }
 }

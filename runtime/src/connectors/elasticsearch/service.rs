@@ -91,8 +91,7 @@ impl ElasticsearchService {
             .tcp_nodelay(true);
         let pem = match (&s.tls.ca_file, &s.tls.ca_pem) {
             (Some(path), _) => Some(
-                std::fs::read(path)
-                    .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?,
+                std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?,
             ),
             (None, Some(text)) => Some(text.as_bytes().to_vec()),
             (None, None) => None,
@@ -143,7 +142,9 @@ impl ElasticsearchService {
                     h.set_sensitive(true);
                     h
                 })
-                .map_err(|_| "auth: the credentials contain characters a header cannot carry".to_string())
+                .map_err(|_| {
+                    "auth: the credentials contain characters a header cannot carry".to_string()
+                })
         })
         .transpose()?;
         Ok(ElasticsearchService {
@@ -335,8 +336,8 @@ async fn execute_inner(shared: &Shared, req: BulkRequest) -> Result<BulkReport> 
                     last_error = format!("HTTP {}: {}", a.status, error_summary(&a.body));
                 }
                 Whole::Items => {
-                    let items = parse_items(&a.body, spans.len())
-                        .map_err(|e| Error::node(node, e))?;
+                    let items =
+                        parse_items(&a.body, spans.len()).map_err(|e| Error::node(node, e))?;
                     let Some(items) = items else {
                         report.acked += spans.len();
                         m.acked.inc_by(spans.len() as u64);
@@ -414,8 +415,11 @@ async fn execute_inner(shared: &Shared, req: BulkRequest) -> Result<BulkReport> 
             ));
         };
         if retry.len() == spans.len() {
-            tracing::warn!(node = %node, attempt = attempts, actions = retry.len(), wait_ms = delay.as_millis() as u64,
-                error = %last_error, "bulk request failed, retrying");
+            // Attempts 1, 2, 4, 8, …: an outage is visible without a line per retry.
+            if attempts.is_power_of_two() {
+                tracing::warn!(node = %node, attempt = attempts, actions = retry.len(), wait_ms = delay.as_millis() as u64,
+                    error = %last_error, "bulk request failed, retrying");
+            }
         } else {
             tracing::debug!(node = %node, attempt = attempts, retried = retry.len(), of = spans.len(), wait_ms = delay.as_millis() as u64,
                 error = %last_error, "bulk items failed, retrying them");
@@ -502,6 +506,208 @@ mod tests {
         assert_eq!(pick_host(0, later, &[Some(later), None]), 0);
         // All out: the one back first.
         assert_eq!(pick_host(0, now, &[Some(later), Some(sooner)]), 1);
+    }
+
+    use std::collections::VecDeque;
+
+    use crate::api::NodeConfig;
+
+    fn settings(yaml: &str) -> Settings {
+        let config: serde_json::Map<String, serde_json::Value> =
+            serde_norway::from_str(yaml).unwrap();
+        Settings::from_config(&NodeConfig {
+            path: "sinks[0]".into(),
+            spec: weir_crds::NodeSpec {
+                name: "es".into(),
+                kind: "elasticsearch".into(),
+                input: None,
+                inputs: None,
+                config,
+            },
+            parallelism: 1,
+            checkpoint: Default::default(),
+        })
+        .unwrap()
+    }
+
+    /// A `_bulk` endpoint that answers from a script and keeps the bodies it got.
+    #[derive(Default)]
+    struct Script {
+        answers: Mutex<VecDeque<(u16, String)>>,
+        bodies: Mutex<Vec<String>>,
+    }
+
+    async fn serve(answers: &[(u16, &str)]) -> (String, Arc<Script>) {
+        let script = Arc::new(Script {
+            answers: Mutex::new(answers.iter().map(|(s, b)| (*s, b.to_string())).collect()),
+            ..Default::default()
+        });
+        let app =
+            axum::Router::new()
+                .route(
+                    "/_bulk",
+                    axum::routing::post(
+                        |axum::extract::State(s): axum::extract::State<Arc<Script>>,
+                         body: String| async move {
+                            s.bodies.lock().unwrap().push(body);
+                            let (status, text) = s
+                                .answers
+                                .lock()
+                                .unwrap()
+                                .pop_front()
+                                .expect("a scripted answer");
+                            (axum::http::StatusCode::from_u16(status).unwrap(), text)
+                        },
+                    ),
+                )
+                .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), script)
+    }
+
+    fn shared(url: &str, extra: &str) -> Shared {
+        let s = settings(&format!(
+            "url: {url}\nindex: e\nid_field: id\nretry: {{backoff: 1ms, max_backoff: 2ms, max_attempts: 3}}\n{extra}"
+        ));
+        Shared {
+            service: ElasticsearchService::new(&s).unwrap(),
+            limiter: Mutex::new(Aimd::new(s.max_in_flight)),
+            retry: s.retry,
+            metrics: SinkMetrics::detached(),
+            node: "es".into(),
+        }
+    }
+
+    fn three_docs() -> BulkRequest {
+        let mut body = Vec::new();
+        let mut spans = Vec::new();
+        for i in 0..3 {
+            let start = body.len();
+            body.extend_from_slice(
+                format!("{{\"index\":{{\"_index\":\"e\",\"_id\":\"{i}\"}}}}\n").as_bytes(),
+            );
+            let source = body.len();
+            body.extend_from_slice(format!("{{\"id\":{i}}}\n").as_bytes());
+            spans.push(Span {
+                start,
+                source,
+                end: body.len(),
+            });
+        }
+        BulkRequest {
+            body: Bytes::from(body),
+            spans,
+            action: Action::Index,
+            versioned: false,
+        }
+    }
+
+    const MIXED: &str = r#"{"errors":true,"items":[{"index":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}},{"index":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [id]"}}},{"index":{"status":201}}]}"#;
+
+    #[tokio::test]
+    async fn only_the_retryable_items_are_sent_again_and_poison_is_reported() {
+        let (url, script) = serve(&[
+            (200, MIXED),
+            (
+                200,
+                r#"{"errors":false,"items":[{"index":{"status":201}}]}"#,
+            ),
+        ])
+        .await;
+        let sh = shared(&url, "");
+        let report = execute(&sh, three_docs()).await.unwrap();
+        assert_eq!(report.acked, 2);
+        assert_eq!(report.rejected.len(), 1);
+        let r = &report.rejected[0];
+        assert_eq!(
+            (r.index.as_deref(), r.id.as_deref(), r.status),
+            (Some("e"), Some("1"), 400)
+        );
+        assert_eq!(&r.document[..], b"{\"id\":1}");
+        assert!(
+            r.reason.contains("mapper_parsing_exception"),
+            "{}",
+            r.reason
+        );
+        let bodies = script.bodies.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(
+            bodies[1],
+            "{\"index\":{\"_index\":\"e\",\"_id\":\"0\"}}\n{\"id\":0}\n"
+        );
+        assert_eq!(sh.limit(), 2, "the 429 halved the limit of 4");
+    }
+
+    #[tokio::test]
+    async fn whole_request_failures_retry_the_whole_request_within_the_policy() {
+        let ok = r#"{"errors":false,"items":[{"index":{"status":201}},{"index":{"status":201}},{"index":{"status":201}}]}"#;
+        let (url, script) = serve(&[(503, "busy"), (429, ""), (200, ok)]).await;
+        let report = execute(&shared(&url, ""), three_docs()).await.unwrap();
+        assert_eq!(report.acked, 3);
+        let bodies = script.bodies.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 3);
+        assert!(bodies.iter().all(|b| *b == bodies[0]));
+
+        let (url, _) = serve(&[(429, ""), (429, ""), (429, "")]).await;
+        let e = execute(&shared(&url, ""), three_docs())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("3 of the actions still failing after 3 attempts") && e.contains("HTTP 429"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_no_retry_can_fix_fail_at_once() {
+        let (url, script) = serve(&[(
+            401,
+            r#"{"error":{"type":"security_exception","reason":"bad password"}}"#,
+        )])
+        .await;
+        let e = execute(&shared(&url, ""), three_docs())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("check auth") && e.contains("bad password"),
+            "{e}"
+        );
+        assert_eq!(script.bodies.lock().unwrap().len(), 1);
+        let blocked = r#"{"errors":true,"items":[{"index":{"status":201}},{"index":{"status":403,"error":{"type":"cluster_block_exception","reason":"index [e] blocked by: [FORBIDDEN/8/index write (api)]"}}},{"index":{"status":201}}]}"#;
+        let (url, _) = serve(&[(200, blocked)]).await;
+        let e = execute(&shared(&url, "on_error: skip"), three_docs())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("document \"1\" in index \"e\": HTTP 403")
+                && e.contains("whatever on_error says"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_node_is_retried_then_reported_by_name() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = execute(
+            &shared(&format!("http://127.0.0.1:{port}"), ""),
+            three_docs(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!("127.0.0.1:{port}")) && e.contains("after 3 attempts"),
+            "{e}"
+        );
     }
 
     #[test]

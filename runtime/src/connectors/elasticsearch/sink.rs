@@ -17,7 +17,9 @@ use super::config::Settings;
 use super::dead_letter::{DeadLetterWriter, Rejection};
 use super::metrics::SinkMetrics;
 use super::request_builder::{BulkBuffer, ElasticsearchRequestBuilder};
-use super::service::{check_server, execute, BulkReport, BulkRequest, ElasticsearchService, Shared};
+use super::service::{
+    check_server, execute, BulkReport, BulkRequest, ElasticsearchService, Shared,
+};
 use crate::api::{Batch, NodeConfig, NodeContext, Record, Sink};
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
@@ -130,8 +132,8 @@ impl ElasticsearchSink {
     }
 
     fn finished(&mut self, done: std::result::Result<Done, tokio::task::JoinError>) -> Result<()> {
-        let (lane, result) = done
-            .map_err(|e| Error::node(&self.node, format!("a bulk request task failed: {e}")))?;
+        let (lane, result) =
+            done.map_err(|e| Error::node(&self.node, format!("a bulk request task failed: {e}")))?;
         self.lanes[lane].busy = false;
         let report = result?;
         for r in report.rejected {
@@ -177,7 +179,13 @@ impl ElasticsearchSink {
     }
 
     /// A record the sink cannot turn into an action.
-    fn refuse(&mut self, record: &Record, index: Option<String>, id: Option<String>, why: String) -> Result<()> {
+    fn refuse(
+        &mut self,
+        record: &Record,
+        index: Option<String>,
+        id: Option<String>,
+        why: String,
+    ) -> Result<()> {
         if let Some(m) = self.shared.as_ref().map(|s| &s.metrics) {
             m.failed(None);
         }
@@ -252,7 +260,10 @@ impl Sink for ElasticsearchSink {
                 }
             };
             let lane = self.lane_for(id.as_deref());
-            if let Err(why) = self.builder.append(r, id.as_deref(), &mut self.lanes[lane].buf) {
+            if let Err(why) = self
+                .builder
+                .append(r, id.as_deref(), &mut self.lanes[lane].buf)
+            {
                 let index = self.settings.index.render(r).ok().map(|i| i.into_owned());
                 self.refuse(r, index, id, why)?;
                 continue;

@@ -1,0 +1,15 @@
+//! The `elasticsearch` sink against a real OpenSearch node (e2e/services/opensearch.sh): kill -9
+//! at every checkpoint step and at random moments, 429 storms (injected by a proxy, and real
+//! ones from a node with a one-thread write pool), a node stopped for 20 s, poison documents
+//! under every `on_error` policy, credentials, and bad settings. The index is read back with
+//! plain REST calls (scroll), independently of the sink.
+#![cfg(feature = "elasticsearch")]
+
+mod opensearch;
+mod proxy;
+
+mod auth;
+mod crashes;
+mod errors;
+mod outage;
+mod overload;
