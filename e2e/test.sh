@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 export CARGO_TERM_COLOR=never
 
-services=(moto kafka postgres redis)
+services=(moto kafka postgres redis opensearch)
 started=()
 cleanup() {
   for s in "${started[@]}"; do e2e/services/"$s".sh down >/dev/null 2>&1 || true; done
