@@ -44,7 +44,9 @@ pub async fn reconcile(c: Arc<Connector>, ctx: Arc<Context>) -> Result<Requeue> 
             refs.push(("sasl.username".into(), u.clone()));
         }
     }
+    refs.extend(probes::secret_refs(spec));
     let mut password = None;
+    let mut values = std::collections::BTreeMap::new();
     for (setting, r) in &refs {
         let secret = secrets
             .get_opt(&r.name)
@@ -62,7 +64,9 @@ pub async fn reconcile(c: Arc<Connector>, ctx: Arc<Context>) -> Result<Requeue> 
             Some(v) if setting == "password" => {
                 password = Some(String::from_utf8_lossy(&v.0).into_owned())
             }
-            Some(_) => {}
+            Some(v) => {
+                values.insert(setting.clone(), String::from_utf8_lossy(&v.0).into_owned());
+            }
         }
     }
 
@@ -71,7 +75,7 @@ pub async fn reconcile(c: Arc<Connector>, ctx: Arc<Context>) -> Result<Requeue> 
     } else if !spec.probe.enabled {
         (true, "NotProbed", "probing is disabled".to_string())
     } else {
-        let target = probes::target(spec);
+        let target = probes::target_with_secrets(spec, &values);
         let result = probes::run(&target, password.as_deref(), spec.probe.timeout.as_std()).await;
         let label = if result.is_ok() { "ok" } else { "failed" };
         ctx.metrics

@@ -175,8 +175,21 @@ fn examples_validate_against_the_generated_crds() {
             );
             assert_eq!(resolved.env.len(), 1);
         }
+        if job_name == "orders-search" {
+            let sink = &resolved.pipeline.sinks[0].config;
+            assert_eq!(sink["url"], "https://search-es-http.search.svc:9200");
+            assert_eq!(sink["auth"]["basic"]["username"], "elastic");
+            assert_eq!(
+                sink["auth"]["basic"]["password"],
+                "${env:WEIR_CONN_SEARCH_AUTH_BASIC_PASSWORD}"
+            );
+            assert_eq!(sink["tls"]["ca_pem"], "${env:WEIR_CONN_SEARCH_TLS_CA_PEM}");
+            assert_eq!(sink["max_in_flight"], 4, "the Connector's properties");
+            assert_eq!(sink["index"], "orders-{created|yyyy.MM}", "the node's own");
+            assert_eq!(resolved.env.len(), 2);
+        }
     }
-    assert_eq!(jobs, 3);
+    assert_eq!(jobs, 4);
 }
 
 fn doc(docs: &[(String, Value)], file: &str, kind: &str) -> Value {
@@ -194,6 +207,7 @@ fn broken_variants_are_rejected_by_their_rule() {
     let job = doc(&docs, "quickstart", "StreamJob");
     let kafka_job = doc(&docs, "kafka-exactly-once", "StreamJob");
     let eventhubs = doc(&docs, "eventhubs", "Connector");
+    let search = doc(&docs, "elasticsearch", "Connector");
 
     let cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -259,6 +273,25 @@ fn broken_variants_are_rejected_by_their_rule() {
                 d
             },
             "a SASL security protocol needs kafka.sasl",
+        ),
+        (
+            "two ways to log in",
+            {
+                let mut d = search.clone();
+                d["spec"]["elasticsearch"]["auth"]["bearer"] =
+                    json!({"secretKeyRef": {"name": "a", "key": "b"}});
+                d
+            },
+            "give exactly one of basic, apiKey, bearer",
+        ),
+        (
+            "elasticsearch settings on a postgres connector",
+            {
+                let mut d = search.clone();
+                d["spec"]["type"] = json!("postgres");
+                d
+            },
+            "spec.elasticsearch is only allowed for type elasticsearch",
         ),
         (
             "unknown upgrade mode",
