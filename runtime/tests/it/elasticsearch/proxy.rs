@@ -208,6 +208,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             let first = inner
                 .actions_seen
                 .fetch_add(all.len() as u64, Ordering::SeqCst);
+            // `%` rather than is_multiple_of: the workspace's rust-version is 1.85.
+            #[allow(clippy::manual_is_multiple_of)]
             let rejected: Vec<bool> = (0..all.len())
                 .map(|i| (first + i as u64) % every as u64 == 0)
                 .collect();
