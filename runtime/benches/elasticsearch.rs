@@ -15,18 +15,14 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{env_num, service_env};
+use common::{each_source_record, env_num, service_env};
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use weir_runtime::api::{NodeContext, SourcePoll};
-use weir_runtime::metrics::NodeMetrics;
-use weir_runtime::registry::{node_config, Registry};
 
 const BATCH: usize = 1000;
 const IN_FLIGHT: usize = 4;
@@ -67,32 +63,12 @@ sinks:
 
 /// The documents weir's datagen produces for this spec, as the sink would send them.
 async fn generate(spec_text: &str) -> Vec<(String, Vec<u8>)> {
-    let spec: weir_crds::PipelineSpec = serde_norway::from_str(spec_text).unwrap();
-    let cfg = node_config(&spec, weir_crds::pipeline::Role::Source, 0);
-    let mut src = Registry::with_builtins().build_source(&cfg).unwrap();
-    let ctx = NodeContext {
-        job: "bench".into(),
-        node: "gen".into(),
-        worker: 0,
-        parallelism: 1,
-        max_parallelism: 128,
-        checkpoint: Default::default(),
-        metrics: NodeMetrics::detached(),
-    };
-    src.open(&ctx, BTreeMap::new()).await.unwrap();
     let mut docs = Vec::new();
-    loop {
-        match src.poll().await.unwrap() {
-            SourcePoll::Batch(b) => {
-                for r in b.records {
-                    let f = r.fields();
-                    docs.push((f["seq"].to_string(), serde_json::to_vec(f).unwrap()));
-                }
-            }
-            SourcePoll::Finished => break,
-            SourcePoll::Idle => {}
-        }
-    }
+    each_source_record(spec_text, |r| {
+        let f = r.fields();
+        docs.push((f["seq"].to_string(), serde_json::to_vec(f).unwrap()));
+    })
+    .await;
     docs
 }
 

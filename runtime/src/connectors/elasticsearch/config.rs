@@ -563,30 +563,31 @@ impl ElasticsearchSinkConfig {
     }
 }
 
+/// The settings of a sink node written as YAML (path `sinks[0]`), for the tests of this folder.
+#[cfg(test)]
+pub(crate) fn parse_yaml(yaml: &str) -> Result<Settings> {
+    let config: serde_json::Map<String, serde_json::Value> =
+        serde_norway::from_str(yaml).expect("test YAML");
+    Settings::from_config(&NodeConfig {
+        path: "sinks[0]".into(),
+        spec: weir_crds::NodeSpec {
+            name: "es".into(),
+            kind: "elasticsearch".into(),
+            input: None,
+            inputs: None,
+            config,
+        },
+        parallelism: 1,
+        checkpoint: Default::default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_crds::NodeSpec;
-
-    fn cfg(yaml: &str) -> NodeConfig {
-        let config: serde_json::Map<String, serde_json::Value> =
-            serde_norway::from_str(yaml).unwrap();
-        NodeConfig {
-            path: "sinks[0]".into(),
-            spec: NodeSpec {
-                name: "es".into(),
-                kind: "elasticsearch".into(),
-                input: None,
-                inputs: None,
-                config,
-            },
-            parallelism: 1,
-            checkpoint: Default::default(),
-        }
-    }
 
     fn settings(yaml: &str) -> Result<Settings> {
-        Settings::from_config(&cfg(yaml))
+        parse_yaml(yaml)
     }
 
     fn error(yaml: &str) -> String {

@@ -313,27 +313,13 @@ impl ElasticsearchRequestBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::NodeConfig;
     use crate::record::JsonObject;
     use serde_json::json;
     use std::sync::Arc;
 
     fn builder(yaml: &str) -> ElasticsearchRequestBuilder {
-        let config: serde_json::Map<String, Value> =
-            serde_norway::from_str(&format!("url: http://es:9200\n{yaml}")).unwrap();
-        let cfg = NodeConfig {
-            path: "sinks[0]".into(),
-            spec: weir_crds::NodeSpec {
-                name: "es".into(),
-                kind: "elasticsearch".into(),
-                input: None,
-                inputs: None,
-                config,
-            },
-            parallelism: 1,
-            checkpoint: Default::default(),
-        };
-        ElasticsearchRequestBuilder::new(Arc::new(Settings::from_config(&cfg).unwrap()))
+        let settings = super::super::config::parse_yaml(&format!("url: http://es:9200\n{yaml}"));
+        ElasticsearchRequestBuilder::new(Arc::new(settings.unwrap()))
     }
 
     fn rec(v: Value) -> Record {

@@ -510,24 +510,8 @@ mod tests {
 
     use std::collections::VecDeque;
 
-    use crate::api::NodeConfig;
-
     fn settings(yaml: &str) -> Settings {
-        let config: serde_json::Map<String, serde_json::Value> =
-            serde_norway::from_str(yaml).unwrap();
-        Settings::from_config(&NodeConfig {
-            path: "sinks[0]".into(),
-            spec: weir_crds::NodeSpec {
-                name: "es".into(),
-                kind: "elasticsearch".into(),
-                input: None,
-                inputs: None,
-                config,
-            },
-            parallelism: 1,
-            checkpoint: Default::default(),
-        })
-        .unwrap()
+        super::super::config::parse_yaml(yaml).unwrap()
     }
 
     /// A `_bulk` endpoint that answers from a script and keeps the bodies it got.
@@ -712,23 +696,7 @@ mod tests {
 
     #[test]
     fn the_query_asks_only_for_what_is_classified() {
-        let cfg: serde_json::Map<String, serde_json::Value> = serde_norway::from_str(
-            "url: http://a:9200/es\nindex: e\npipeline: my pipe\nauth: {bearer: tok}",
-        )
-        .unwrap();
-        let cfg = crate::api::NodeConfig {
-            path: "sinks[0]".into(),
-            spec: weir_crds::NodeSpec {
-                name: "es".into(),
-                kind: "elasticsearch".into(),
-                input: None,
-                inputs: None,
-                config: cfg,
-            },
-            parallelism: 1,
-            checkpoint: Default::default(),
-        };
-        let s = Settings::from_config(&cfg).unwrap();
+        let s = settings("url: http://a:9200/es\nindex: e\npipeline: my pipe\nauth: {bearer: tok}");
         let svc = ElasticsearchService::new(&s).unwrap();
         assert_eq!(
             svc.bulk[0].as_str(),

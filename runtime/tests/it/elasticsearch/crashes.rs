@@ -2,8 +2,6 @@
 //! workers. With ids the index ends with exactly the expected documents (count and content);
 //! without ids every record is there at least once and the duplicates are counted.
 
-use std::time::Duration;
-
 use super::opensearch::*;
 use crate::harness::*;
 
@@ -78,24 +76,7 @@ fn with_ids_kills_at_random_moments_leave_exactly_the_documents() {
         &index,
         "    id_field: seq\n",
     );
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    let mut kills = 0;
-    for i in 0..3u64 {
-        let job = Running::start(&spec, &[]);
-        let wait = 700
-            + (seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(i * 1442695040888963407)
-                >> 33)
-                % 900;
-        std::thread::sleep(Duration::from_millis(wait));
-        if job.kill9() {
-            kills += 1;
-        }
-    }
+    let kills = kill_at_random_moments(&spec, 3, 700, 900);
     assert!(
         kills >= 2,
         "only {kills} of 3 runs were still going when killed"

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -199,30 +198,11 @@ pub fn assert_exact(base: &str, index: &str, n: i64) {
 
 /// A node of one test's own (stopped, restarted or configured), removed on drop.
 pub struct PrivateNode {
-    run_dir: PathBuf,
-    settings: String,
-    /// More variables for opensearch.sh (runner version, JDK).
-    env: Vec<(String, String)>,
+    service: PrivateService,
     pub url: String,
 }
 
 impl PrivateNode {
-    fn script(&self, cmd: &str) -> std::process::Output {
-        let script = format!(
-            "{}/../e2e/services/opensearch.sh",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        Command::new("bash")
-            .arg(&script)
-            .arg(cmd)
-            .env("WEIR_SERVICES_RUN", &self.run_dir)
-            .env("OPENSEARCH_SETTINGS", &self.settings)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env_remove("OPENSEARCH_URL")
-            .output()
-            .unwrap()
-    }
-
     /// Starts a node with extra node `settings` (`k=v,k=v`).
     pub fn up(name: &str, settings: &str) -> PrivateNode {
         PrivateNode::up_with(name, settings, &[])
@@ -230,53 +210,21 @@ impl PrivateNode {
 
     /// Starts a node, with `env` for opensearch.sh (e.g. another runner version and JDK).
     pub fn up_with(name: &str, settings: &str, env: &[(&str, &str)]) -> PrivateNode {
-        let run_dir = std::env::temp_dir().join(format!("weir-es-{name}-{}", std::process::id()));
-        let mut n = PrivateNode {
-            run_dir,
-            settings: settings.to_string(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            url: String::new(),
-        };
-        let o = n.script("up");
-        assert!(
-            o.status.success(),
-            "opensearch.sh up: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        n.url = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("OPENSEARCH_URL="))
-            .expect("OPENSEARCH_URL printed")
-            .to_string();
-        n
+        let mut vars = vec![("OPENSEARCH_SETTINGS", settings)];
+        vars.extend_from_slice(env);
+        let service = PrivateService::up("opensearch", "OPENSEARCH_URL", name, &vars);
+        PrivateNode {
+            url: service.value.clone(),
+            service,
+        }
     }
 
     pub fn stop(&self) {
-        let o = self.script("stop");
-        assert!(
-            o.status.success(),
-            "stop: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        self.service.must("stop");
     }
 
     pub fn start(&self) {
-        let o = self.script("start");
-        assert!(
-            o.status.success(),
-            "start: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-}
-
-impl Drop for PrivateNode {
-    fn drop(&mut self) {
-        let _ = self.script("down");
-        let _ = std::fs::remove_dir_all(&self.run_dir);
+        self.service.must("start");
     }
 }
 
