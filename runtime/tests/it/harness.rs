@@ -302,3 +302,16 @@ impl Drop for PrivateService {
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }
+
+/// Runs `spec` with the crash point `point` armed for its `hit`-th pass; the run must end by
+/// SIGKILL there.
+pub fn crash_at(spec: &Path, point: &str, hit: u32) {
+    let fault = format!("{point}:{hit}");
+    let o = run(spec, &[], &[("WEIR_FAULT", &fault)]);
+    assert!(
+        was_killed(&o),
+        "{fault} did not crash the job: {}\n{}",
+        o.status,
+        stderr(&o)
+    );
+}

@@ -22,16 +22,9 @@ fn crash_then_finish(point: &str, hit: u32) {
         &index,
         "    id_field: seq\n",
     );
-    let fault = format!("{point}:{hit}");
-    let o = run(&spec, &[], &[("WEIR_FAULT", &fault)]);
-    assert!(
-        was_killed(&o),
-        "{fault} did not crash the job: {}\n{}",
-        o.status,
-        stderr(&o)
-    );
+    crash_at(&spec, point, hit);
     let partial = seq_counts(&base, &index).len() as i64;
-    assert!(partial < N, "{fault}: the job had already finished");
+    assert!(partial < N, "{point}:{hit}: the job had already finished");
     run_to_completion(&spec, &[]);
     assert_exact(&base, &index, N);
 }
@@ -94,8 +87,7 @@ fn without_ids_every_record_arrives_at_least_once_and_duplicates_are_counted() {
     let spec = pipeline(dir.path(), &index, N, RATE, &base, &index, "");
     // After the sink flushed for checkpoint 4 and before that checkpoint is durable: the
     // restart replays those records, so duplicates are certain.
-    let o = run(&spec, &[], &[("WEIR_FAULT", "after_precommit:4")]);
-    assert!(was_killed(&o), "the job did not crash: {}", stderr(&o));
+    crash_at(&spec, "after_precommit", 4);
     run_to_completion(&spec, &[]);
     let counts = seq_counts(&base, &index);
     let missing: Vec<i64> = (0..N).filter(|i| !counts.contains_key(i)).take(5).collect();

@@ -69,8 +69,7 @@ fn opensearch_3_gets_exactly_the_documents_after_a_kill_and_poison_to_the_dead_l
         &index,
         "    id_field: seq\n    action: create\n",
     );
-    let o = run(&spec, &[], &[("WEIR_FAULT", "after_precommit:4")]);
-    assert!(was_killed(&o), "the job did not crash: {}", stderr(&o));
+    crash_at(&spec, "after_precommit", 4);
     run_to_completion(&spec, &[]);
     assert_exact(&node.url, &index, N);
 
