@@ -62,17 +62,25 @@ use crate::units::Duration;
     {
         "rule": "self.type != 'pubsub' || has(self.project)",
         "message": "spec.project is required for type pubsub"
+    },
+    {
+        "rule": "(self.type == 'eventhubs') == has(self.eventhubs)",
+        "message": "spec.eventhubs is required for type eventhubs and only allowed there"
     }
 ]))]
 pub struct ConnectorSpec {
     #[serde(rename = "type")]
     pub type_: ConnectorType,
-    /// Kafka endpoint (also Azure Event Hubs, Redpanda, MSK).
+    /// Kafka endpoint (also Redpanda, MSK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaEndpoint>,
     /// Elasticsearch / OpenSearch: more nodes, authentication and TLS (type elasticsearch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elasticsearch: Option<ElasticsearchEndpoint>,
+    /// Azure Event Hubs (type eventhubs), used by `kafka` sources and sinks: the runtime's
+    /// eventhubs profile sets the login and settings Event Hubs needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eventhubs: Option<EventHubsEndpoint>,
     /// URL of the server: `postgres://host:5432/db`, `http://es:9200`, `redis://host:6379`, …
     /// Never put a password in it: use `credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,7 +100,7 @@ pub struct ConnectorSpec {
     pub credentials: Vec<Credential>,
     /// Default settings of every node that uses this Connector (the node's own settings win).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    #[schemars(schema_with = "crate::schema::free_form_object")]
     pub properties: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub probe: ProbeSpec,
@@ -110,9 +118,25 @@ pub enum ConnectorType {
     Kinesis,
     Pubsub,
     Http,
+    Eventhubs,
 }
 
 impl ConnectorType {
+    /// The pipeline node types that can use a Connector of this type (`connectorRef`).
+    pub fn node_types(self) -> &'static [&'static str] {
+        match self {
+            ConnectorType::Kafka => &["kafka"],
+            ConnectorType::Postgres | ConnectorType::Jdbc => &["jdbc"],
+            ConnectorType::Elasticsearch => &["elasticsearch"],
+            ConnectorType::Redis => &["redis"],
+            ConnectorType::S3 => &["filesystem"],
+            ConnectorType::Kinesis => &["kinesis"],
+            ConnectorType::Pubsub => &["pubsub"],
+            ConnectorType::Http => &["async_lookup"],
+            ConnectorType::Eventhubs => &["kafka"],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectorType::Kafka => "kafka",
@@ -124,8 +148,28 @@ impl ConnectorType {
             ConnectorType::Kinesis => "kinesis",
             ConnectorType::Pubsub => "pubsub",
             ConnectorType::Http => "http",
+            ConnectorType::Eventhubs => "eventhubs",
         }
     }
+}
+
+/// An Event Hubs namespace, reached through its Kafka endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventHubsEndpoint {
+    /// The namespace name (`mynamespace` → mynamespace.servicebus.windows.net:9093) or its
+    /// host name.
+    #[schemars(length(min = 1))]
+    pub namespace: String,
+    /// The event hub (a Kafka topic): the default `topics` of sources and `topic` of sinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    /// The namespace's or the hub's connection string.
+    pub connection_string: SecretSource,
+    /// Premium or Dedicated namespace with Kafka transactions: sinks may use exactly-once
+    /// (transactions of at most 15 minutes).
+    #[serde(default)]
+    pub transactions: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -10,6 +10,8 @@ pub mod connector;
 #[cfg(feature = "kube")]
 pub mod generated;
 #[cfg(feature = "kube")]
+pub mod rejected;
+#[cfg(feature = "kube")]
 mod schema;
 #[cfg(feature = "kube")]
 pub mod status;

@@ -41,11 +41,27 @@ pub fn pipeline_schema(_: &mut SchemaGenerator) -> Schema {
     Schema::try_from(value).unwrap_or_default()
 }
 
+/// A map of any settings kept as written: `type: object` with
+/// `x-kubernetes-preserve-unknown-fields` and NO `additionalProperties` (what schemars derives for
+/// a `serde_json::Map`). With both, the API server treats the object as a map of untyped values
+/// and prunes every nested object: strict field validation then rejects `{a: {b: 1}}` and other
+/// clients silently store `{a: {}}`.
+pub fn free_form_object(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
 fn strip(v: &mut Value) {
     match v {
         Value::Object(map) => {
             map.remove("default");
             if map.get("additionalProperties") == Some(&Value::Bool(false)) {
+                map.remove("additionalProperties");
+            }
+            // See `free_form_object`: the two together make the server prune nested objects.
+            if map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
                 map.remove("additionalProperties");
             }
             for (_, child) in map.iter_mut() {

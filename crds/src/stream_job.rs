@@ -134,6 +134,10 @@ pub struct StreamJobSpec {
     /// Take a savepoint before the StreamJob is deleted.
     #[serde(default)]
     pub delete_with_savepoint: bool,
+    /// How long new workers may take to start (pods scheduled, images pulled, admin API
+    /// answering) before unreachable workers make the job Degraded. Crashing workers count at once.
+    #[serde(default = "default_startup_timeout")]
+    pub startup_timeout: Duration,
     /// Port of the worker admin API.
     #[serde(default = "default_admin_port")]
     #[schemars(range(min = 1, max = 65535))]
@@ -145,6 +149,10 @@ fn one() -> u32 {
 }
 
 pub const DEFAULT_ADMIN_PORT: u16 = 8081;
+
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(300)
+}
 
 fn default_admin_port() -> u16 {
     DEFAULT_ADMIN_PORT
@@ -297,6 +305,10 @@ pub struct StreamJobStatus {
     /// The last `savepointTriggerNonce` acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_savepoint_trigger_nonce: Option<i64>,
+    /// An upgrade that needs a savepoint and waits for the workers to run first; the wait is
+    /// bounded by `upgrade.savepoint.timeout`, then `onFailure` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_upgrade: Option<PendingUpgrade>,
     /// Spec hash of an upgrade that failed and was given up; not retried until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandoned_hash: Option<String>,
@@ -324,6 +336,23 @@ pub struct WorkerSummary {
     pub last_checkpoint_id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Restarts of the worker's container (from its pod).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// An upgrade waiting for the workers to run so that its savepoint can be taken.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingUpgrade {
+    /// The spec hash it deploys (a newer spec starts a new wait).
+    pub target_hash: String,
+    /// RFC 3339 time the wait began.
+    pub since: String,
 }
 
 /// The deployed configuration: the StatefulSet runs this.

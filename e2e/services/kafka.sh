@@ -7,7 +7,9 @@
 # `kafka.sh classpath` prints the classpath (broker + tools jars).
 # Besides PLAINTEXT the broker listens on SASL_PLAINTEXT and SASL_SSL (PLAIN, SCRAM-SHA-256 and
 # SCRAM-SHA-512 for user $KAFKA_SASL_USERNAME / $KAFKA_SASL_PASSWORD; TLS with a test CA in
-# $KAFKA_CA_FILE), for the tests of secured connections.
+# $KAFKA_CA_FILE), for the tests of secured connections; PLAIN also knows Azure Event Hubs' user
+# $ConnectionString, whose password is a connection string ending in
+# SharedAccessKey=$KAFKA_SASL_PASSWORD (the eventhubs profile's tests).
 set -euo pipefail
 WS_NAME=kafka
 # shellcheck source=lib.sh
@@ -15,6 +17,11 @@ WS_NAME=kafka
 WS_VARS=(KAFKA_BOOTSTRAP KAFKA_SASL_BOOTSTRAP KAFKA_SASL_SSL_BOOTSTRAP KAFKA_CA_FILE KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD)
 SASL_USER=weir
 SASL_PASSWORD=weir-secret
+# Azure Event Hubs' login, for the eventhubs profile's tests: PLAIN with the literal user
+# $ConnectionString and a connection string as password. Not printed as a variable (its `;`
+# would break `eval "$(kafka.sh up | sed 's/^/export /')"`): the tests build the same string
+# (runtime/tests/it/kafka_sink/eventhubs.rs).
+EVENTHUBS_CONNECTION_STRING="Endpoint=sb://weir-test.servicebus.windows.net/;SharedAccessKeyName=weir;SharedAccessKey=$SASL_PASSWORD"
 KEYSTORE_PASSWORD=weir-test
 WS_TIMEOUT=120
 
@@ -129,7 +136,7 @@ svc_init() {
   while [ "$tport" = "$port" ] || [ "$tport" = "$cport" ] || [ "$tport" = "$sport" ]; do tport=$(ws_free_port); done
   mkdir -p "$WS_DIR/data"
   make_certs >>"$WS_LOG" 2>&1 || { tail -n 20 "$WS_LOG" >&2; ws_die "keytool failed making the test certificates"; }
-  local plain="org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER=\"$SASL_PASSWORD\";"
+  local plain="org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER=\"$SASL_PASSWORD\" user_\$ConnectionString=\"$EVENTHUBS_CONNECTION_STRING\";"
   local scram="org.apache.kafka.common.security.scram.ScramLoginModule required;"
   cat >"$WS_DIR/server.properties" <<PROPS
 process.roles=broker,controller

@@ -83,6 +83,11 @@ impl AdminClient {
         }
     }
 
+    /// A transport error with its cause chain (refused, DNS, timeout).
+    fn transport(url: &str, e: reqwest::Error) -> Error {
+        Self::err(url, crate::error::chain(&e))
+    }
+
     pub async fn status(&self, base: &str) -> Result<JobStatus> {
         let url = format!("{}/v1/status", base.trim_end_matches('/'));
         let resp = self
@@ -90,11 +95,11 @@ impl AdminClient {
             .get(&url)
             .send()
             .await
-            .map_err(|e| Self::err(&url, e))?;
+            .map_err(|e| Self::transport(&url, e))?;
         if !resp.status().is_success() {
             return Err(Self::err(&url, format!("HTTP {}", resp.status())));
         }
-        resp.json().await.map_err(|e| Self::err(&url, e))
+        resp.json().await.map_err(|e| Self::transport(&url, e))
     }
 
     /// Triggers savepoint `id` on one worker; returns the id the worker accepted.
@@ -106,9 +111,9 @@ impl AdminClient {
             .json(&serde_json::json!({ "stop": stop, "id": id }))
             .send()
             .await
-            .map_err(|e| Self::err(&url, e))?;
+            .map_err(|e| Self::transport(&url, e))?;
         let status = resp.status();
-        let body: serde_json::Value = resp.json().await.map_err(|e| Self::err(&url, e))?;
+        let body: serde_json::Value = resp.json().await.map_err(|e| Self::transport(&url, e))?;
         if !status.is_success() {
             return Err(Self::err(&url, format!("HTTP {status}: {body}")));
         }
@@ -122,7 +127,7 @@ impl AdminClient {
         let url = format!("{}/v1/savepoints/{id}", base.trim_end_matches('/'));
         let resp = match self.http.get(&url).send().await {
             Ok(r) => r,
-            Err(e) => return SavepointAnswer::Unreachable(e.to_string()),
+            Err(e) => return SavepointAnswer::Unreachable(crate::error::chain(&e)),
         };
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return SavepointAnswer::Unknown;
@@ -134,5 +139,36 @@ impl AdminClient {
             Ok(s) => SavepointAnswer::State(s),
             Err(e) => SavepointAnswer::Unreachable(format!("bad answer: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_worker_says_why() {
+        // A port nobody listens on: bind, note it, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = AdminClient::new(Duration::from_secs(2)).unwrap();
+        let e = client
+            .status(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Connection refused"), "{e}");
+        let e = client
+            .status("http://no-such-host.invalid:8081")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dns error") || e.contains("failed to lookup"),
+            "{e}"
+        );
     }
 }

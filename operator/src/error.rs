@@ -40,3 +40,20 @@ impl<T> KubeContext<T> for std::result::Result<T, kube::Error> {
         })
     }
 }
+
+/// An error with its whole cause chain (`a: b: c`): reqwest's own message ("error sending request
+/// for url …") hides whether DNS failed or the connection was refused; its sources say which.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // Some errors repeat their source's text in their own; say each part once.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

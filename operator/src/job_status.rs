@@ -7,10 +7,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use weir_crds::status::Condition;
 use weir_crds::stream_job::{
-    CheckpointRef, Deployment, Operation, OperationKind, Phase, WorkerSummary,
+    CheckpointRef, Deployment, Operation, OperationKind, PendingUpgrade, Phase, StreamJobStatus,
+    WorkerSummary,
 };
 
 use crate::admin::JobStatus;
+use crate::pods::PodObservation;
 use crate::upgrade::JobState;
 
 pub const READY: &str = "Ready";
@@ -21,17 +23,86 @@ pub const CHECKPOINT_HEALTHY: &str = "CheckpointHealthy";
 /// One worker's answer to `GET /v1/status`.
 pub type WorkerAnswer = Result<JobStatus, String>;
 
+/// How much a problem of the job (besides its workers) matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Nothing new is deployed until it is fixed (what runs keeps running).
+    Blocking,
+    /// Reported (Degraded), but deploying goes on.
+    Warning,
+}
+
+/// A problem of the spec or its resolution, with the field or object it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn blocking(message: impl Into<String>) -> Self {
+        Problem {
+            severity: Severity::Blocking,
+            message: message.into(),
+        }
+    }
+    pub fn warning(message: impl Into<String>) -> Self {
+        Problem {
+            severity: Severity::Warning,
+            message: message.into(),
+        }
+    }
+}
+
+/// Whether any problem holds deployments back.
+pub fn blocking(problems: &[Problem]) -> bool {
+    problems.iter().any(|p| p.severity == Severity::Blocking)
+}
+
+/// A worker that did not answer: what its pod says decides whether it is starting, restarting
+/// after a crash, failing, or unreachable. `starting` is true within the job's startup timeout.
+fn silent_worker(
+    error: &str,
+    pod: Option<&PodObservation>,
+    starting: bool,
+) -> (&'static str, String) {
+    let Some(pod) = pod else {
+        let state = if starting { "starting" } else { "unreachable" };
+        return (state, format!("no pod yet ({error})"));
+    };
+    if pod.crashing() {
+        return ("failed", pod.describe());
+    }
+    if pod.restarting() {
+        return ("restarting", pod.describe());
+    }
+    let up = pod.phase == "Running" && pod.ip.is_some();
+    if starting && !(up && pod.ready) {
+        return ("starting", pod.describe());
+    }
+    (
+        "unreachable",
+        format!("{}; admin API: {error}", pod.describe()),
+    )
+}
+
 /// Aggregates the workers' answers: failure first, then unreachable, then the earliest phase.
 pub fn job_state(
     job: &str,
     answers: &BTreeMap<u32, WorkerAnswer>,
+    pods: &BTreeMap<u32, PodObservation>,
+    starting: bool,
 ) -> (JobState, Vec<WorkerSummary>) {
     if answers.is_empty() {
         return (JobState::NotDeployed, Vec::new());
     }
     let mut summaries = Vec::new();
     for (w, a) in answers {
-        let pod = format!("{job}-{w}");
+        let pod_obs = pods.get(w);
+        let pod = pod_obs
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| format!("{job}-{w}"));
+        let restarts = pod_obs.map_or(0, |p| p.restarts);
         summaries.push(match a {
             Ok(s) => {
                 let own = s
@@ -47,21 +118,26 @@ pub fn job_state(
                         .unwrap_or_else(|| s.state.clone()),
                     last_checkpoint_id: own.and_then(|o| o.last_checkpoint.as_ref().map(|c| c.id)),
                     last_error: own.and_then(|o| o.last_error.clone()),
+                    restarts,
                 }
             }
-            Err(e) => WorkerSummary {
-                worker: *w,
-                pod,
-                state: "unreachable".into(),
-                last_checkpoint_id: None,
-                last_error: Some(e.clone()),
-            },
+            Err(e) => {
+                let (state, why) = silent_worker(e, pod_obs, starting);
+                WorkerSummary {
+                    worker: *w,
+                    pod,
+                    state: state.into(),
+                    last_checkpoint_id: None,
+                    last_error: Some(why),
+                    restarts,
+                }
+            }
         });
     }
     let has = |s: &str| summaries.iter().any(|w| w.state == s);
     let state = if has("failed") {
         JobState::Failed
-    } else if has("unreachable") {
+    } else if has("unreachable") || has("restarting") {
         JobState::Unreachable
     } else if has("starting") {
         JobState::Starting
@@ -101,11 +177,15 @@ pub struct Inputs<'a> {
     pub parallelism: u32,
     pub deployed: Option<&'a Deployment>,
     pub operation: Option<&'a Operation>,
+    /// An upgrade waiting for the workers to run (its savepoint needs them).
+    pub pending_upgrade: Option<&'a PendingUpgrade>,
     pub job: JobState,
     pub workers: &'a [WorkerSummary],
-    /// Reasons the job is degraded besides its workers (spec, tuning, abandoned upgrade).
-    pub problems: &'a [String],
+    /// Problems of the job besides its workers (spec, resolution, tuning).
+    pub problems: &'a [Problem],
     pub abandoned: bool,
+    /// Within the startup timeout of the deployment: silent workers are starting, not degraded.
+    pub starting: bool,
     /// `(interval, timeout)` when checkpointing is on.
     pub checkpointing: Option<(Duration, Duration)>,
     pub last_checkpoint: Option<&'a CheckpointRef>,
@@ -123,6 +203,9 @@ pub fn phase(i: &Inputs) -> Phase {
             OperationKind::Delete => return Phase::Deleting,
             OperationKind::Manual | OperationKind::Periodic => {}
         }
+    }
+    if i.pending_upgrade.is_some() {
+        return Phase::Upgrading;
     }
     match i.deployed {
         None if i.desired_suspended => Phase::Suspended,
@@ -165,17 +248,21 @@ pub fn checkpoint_threshold(interval: Duration, timeout: Duration) -> Duration {
     interval * 2 + timeout
 }
 
+/// The conditions, following kstatus: `Progressing` is True while the spec rolls out or the
+/// workers start, `Degraded` only for real failures (crashing or failed workers, spec problems,
+/// workers silent past the startup timeout), never for a rollout in progress.
 pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
     let phase = phase(i);
     let deployed_current = i
         .deployed
         .is_some_and(|d| d.spec_hash == i.desired_hash && !d.suspended);
-    let all_running =
-        i.workers.len() == i.parallelism as usize && i.workers.iter().all(|w| w.state == "running");
+    let running = i.workers.iter().filter(|w| w.state == "running").count();
+    let all_running = i.workers.len() == i.parallelism as usize && running == i.workers.len();
+    let bad = |state: &str| matches!(state, "failed" | "unreachable" | "restarting");
     let bad_workers: Vec<String> = i
         .workers
         .iter()
-        .filter(|w| w.state == "failed" || w.state == "unreachable")
+        .filter(|w| bad(&w.state))
         .map(|w| {
             format!(
                 "worker {} {}{}",
@@ -188,6 +275,7 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
             )
         })
         .collect();
+    let blocked = blocking(i.problems);
 
     let ready = if phase == Phase::Running && deployed_current && all_running {
         cond(
@@ -199,11 +287,7 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
     } else {
         let reason = format!("{phase:?}");
         let msg = if bad_workers.is_empty() {
-            format!(
-                "{} of {} workers running",
-                i.workers.iter().filter(|w| w.state == "running").count(),
-                i.parallelism
-            )
+            format!("{running} of {} workers running", i.parallelism)
         } else {
             bad_workers.join("; ")
         };
@@ -220,32 +304,66 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
                 op.savepoint_id, op.attempt
             ),
         )
-    } else if !i.abandoned && !deployed_current && !i.desired_suspended {
+    } else if let Some(p) = i.pending_upgrade {
+        cond(
+            PROGRESSING,
+            true,
+            "WaitingForWorkers",
+            format!(
+                "the upgrade savepoint waits for every worker to run (since {})",
+                p.since
+            ),
+        )
+    } else if i.abandoned {
+        cond(
+            PROGRESSING,
+            false,
+            "UpgradeAbandoned",
+            "the upgrade was given up; change the spec to try again".into(),
+        )
+    } else if blocked && !deployed_current {
+        cond(
+            PROGRESSING,
+            false,
+            "Blocked",
+            "nothing is deployed until the spec problems (Degraded) are fixed".into(),
+        )
+    } else if !deployed_current && !i.desired_suspended {
         cond(
             PROGRESSING,
             true,
             "Deploying",
             "rolling out the spec".into(),
         )
-    } else if i.job == JobState::Starting {
-        cond(PROGRESSING, true, "Starting", "workers are starting".into())
+    } else if deployed_current && !all_running && i.starting && bad_workers.is_empty() {
+        cond(
+            PROGRESSING,
+            true,
+            "Starting",
+            format!("{running} of {} workers running", i.parallelism),
+        )
     } else {
         cond(PROGRESSING, false, "Stable", String::new())
     };
 
-    let mut problems: Vec<String> = i.problems.to_vec();
+    let mut problems: Vec<String> = i.problems.iter().map(|p| p.message.clone()).collect();
     problems.extend(bad_workers);
     let degraded = if problems.is_empty() {
         cond(DEGRADED, false, "Healthy", String::new())
     } else {
+        let has = |state: &str| i.workers.iter().any(|w| w.state == state);
         let reason = if i.abandoned {
             "UpgradeAbandoned"
-        } else if i.job == JobState::Failed {
+        } else if blocked {
+            "InvalidSpec"
+        } else if has("failed") {
             "WorkersFailed"
-        } else if i.job == JobState::Unreachable {
+        } else if has("restarting") {
+            "WorkersRestarting"
+        } else if has("unreachable") {
             "WorkersUnreachable"
         } else {
-            "InvalidSpec"
+            "SpecWarning"
         };
         cond(DEGRADED, true, reason, problems.join("; "))
     };
@@ -312,4 +430,54 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
             c
         })
         .collect()
+}
+
+/// An event to publish about the StreamJob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub warning: bool,
+    /// Distinct per kind of transition: kube's recorder folds events with the same type, reason
+    /// and action into a series count, which would drop every later note.
+    pub reason: String,
+    pub note: String,
+}
+
+/// Events for what changed between two statuses: one per condition whose status changed
+/// (reason `<Type><Reason>`, e.g. `DegradedWorkersFailed`, `ReadyRunning`) and one for a phase
+/// change (reason `Phase<New>`). Pure.
+pub fn transition_events(
+    previous: Option<&StreamJobStatus>,
+    status: &StreamJobStatus,
+) -> Vec<EventNote> {
+    let before_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let mut out = Vec::new();
+    for c in &status.conditions {
+        let before = before_conditions.iter().find(|p| p.type_ == c.type_);
+        if before.map(|b| &b.status) == Some(&c.status) {
+            continue;
+        }
+        let warning = (c.type_ == DEGRADED && c.status == "True")
+            || (c.type_ != DEGRADED && c.status == "False" && before.is_some());
+        let mut note = format!("{} is {} ({})", c.type_, c.status, c.reason);
+        if !c.message.is_empty() {
+            note.push_str(&format!(": {}", c.message));
+        }
+        out.push(EventNote {
+            warning,
+            reason: format!("{}{}", c.type_, c.reason),
+            note,
+        });
+    }
+    let phase_before = previous.map(|p| p.phase);
+    if phase_before != Some(status.phase) {
+        out.push(EventNote {
+            warning: status.phase == Phase::Failed,
+            reason: format!("Phase{:?}", status.phase),
+            note: match phase_before {
+                Some(p) => format!("phase {p:?} -> {:?}", status.phase),
+                None => format!("phase {:?}", status.phase),
+            },
+        });
+    }
+    out
 }

@@ -32,6 +32,18 @@ fn chrono_to_micro(t: DateTime<Utc>) -> Option<MicroTime> {
         .map(MicroTime)
 }
 
+/// An identity no other operator process has: the host name plus a random suffix (two
+/// out-of-cluster operators on one host must not both believe they hold the Lease).
+pub fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weir-operator".into());
+    format!("{host}-{:08x}", fastrand::u32(..))
+}
+
 /// Pure: what to do with the Lease as read.
 pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: DateTime<Utc>) -> LeaseDecision {
     let Some(spec) = spec else {
@@ -143,9 +155,49 @@ impl Elector {
         }
     }
 
-    /// Blocks until this replica leads, then keeps renewing in the background; the returned
-    /// receiver flips to false if leadership is lost (the process should then exit).
-    pub async fn lead(self) -> tokio::sync::watch::Receiver<bool> {
+    /// Gives the Lease up if we hold it, as client-go's `ReleaseOnCancel` does: an empty holder
+    /// lets the next candidate take it at once instead of waiting out the lease duration.
+    pub async fn release(&self) -> Result<bool> {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .kube_ctx(|| format!("reading Lease {}", self.name))?
+        else {
+            return Ok(false);
+        };
+        let mine = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(self.identity.as_str());
+        if !mine {
+            return Ok(false);
+        }
+        let now = chrono_to_micro(Utc::now());
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = now.clone();
+            spec.acquire_time = now;
+        }
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Someone else wrote it meanwhile: it is not ours to release any more.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(Error::Kube {
+                context: format!("releasing Lease {}", self.name),
+                source: e,
+            }),
+        }
+    }
+
+    /// Blocks until this replica leads, then keeps renewing in the background.
+    pub async fn lead(self) -> Leadership {
         let renew_every = self.duration / 3;
         loop {
             match self.try_lead().await {
@@ -156,11 +208,13 @@ impl Elector {
             tokio::time::sleep(renew_every).await;
         }
         tracing::info!(identity = %self.identity, "leading");
+        let elector = std::sync::Arc::new(self);
         let (tx, rx) = tokio::sync::watch::channel(true);
-        tokio::spawn(async move {
+        let renewer = elector.clone();
+        let renewing = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(renew_every).await;
-                let ok = matches!(self.try_lead().await, Ok(true));
+                let ok = matches!(renewer.try_lead().await, Ok(true));
                 if !ok {
                     tracing::error!("lost the leader Lease");
                     let _ = tx.send(false);
@@ -168,6 +222,30 @@ impl Elector {
                 }
             }
         });
-        rx
+        Leadership {
+            lost: rx,
+            renewing,
+            elector,
+        }
+    }
+}
+
+/// Held while this replica leads.
+pub struct Leadership {
+    /// Flips to false if leadership is lost (the process should then exit).
+    pub lost: tokio::sync::watch::Receiver<bool>,
+    renewing: tokio::task::JoinHandle<()>,
+    elector: std::sync::Arc<Elector>,
+}
+
+impl Leadership {
+    /// Stops renewing and gives the Lease up (on shutdown).
+    pub async fn release(self) {
+        self.renewing.abort();
+        match self.elector.release().await {
+            Ok(true) => tracing::info!("released the leader Lease"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not release the leader Lease"),
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod job_status;
 pub mod leader;
 pub mod metrics;
+pub mod pods;
 pub mod probes;
 pub mod resolve;
 pub mod resources;

@@ -43,8 +43,9 @@ struct RunArgs {
     lease_namespace: String,
     #[arg(long, env = "LEASE_NAME", default_value = "weir-operator")]
     lease_name: String,
-    #[arg(long, env = "POD_NAME", default_value = "weir-operator")]
-    identity: String,
+    /// Leader-election identity; default: the pod name in a cluster, else hostname + random.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -63,6 +64,7 @@ fn init_logs(format: &str) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    weir_runtime::tls::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Crds { write, root }) => crds(write, &root),
@@ -118,7 +120,10 @@ async fn serve(args: RunArgs) -> ExitCode {
         leader_election: args.leader_election,
         lease_namespace: args.lease_namespace,
         lease_name: args.lease_name,
-        identity: args.identity,
+        identity: args
+            .identity
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(weir_operator::leader::default_identity),
     };
     match run::run(client, settings).await {
         Ok(()) => ExitCode::SUCCESS,

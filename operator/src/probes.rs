@@ -1,6 +1,7 @@
 //! Connector validation (pure) and reachability probes (I/O):
-//! - Kafka: a TCP connection to a bootstrap server (reachability only; no Kafka protocol, so the
-//!   brokers' `transaction.max.timeout.ms` comes from the Connector's `kafka.transactionMaxTimeout`);
+//! - Kafka: the runtime's own Kafka client connects (with the Connector's security settings and
+//!   Secrets) and reads the brokers' `transaction.max.timeout.ms` with DescribeConfigs, which
+//!   the transaction-timeout tuning of exactly-once sinks checks against;
 //! - Postgres/JDBC: connect and `SELECT 1` (tokio-postgres, without TLS);
 //! - HTTP: `GET` the URL over plain HTTP (any answer below 500 counts as reachable); an
 //!   `https://` URL is checked by TCP connection only;
@@ -17,6 +18,12 @@ use weir_crds::connector::{ConnectorSpec, ConnectorType, SecretKeyRef};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
+    /// A Kafka cluster: metadata, then the brokers' transaction maximum. `properties` are the
+    /// librdkafka settings besides credentials (added from the Secrets when run).
+    Kafka {
+        bootstrap: String,
+        properties: BTreeMap<String, String>,
+    },
     Tcp(Vec<String>),
     Postgres {
         url: String,
@@ -24,37 +31,38 @@ pub enum Probe {
     Http {
         url: String,
     },
+    /// Elasticsearch/OpenSearch nodes. Secret values (password, key, token, CA) are added from
+    /// the Secrets when run, under the names of [`secret_refs`].
     Elasticsearch {
         urls: Vec<String>,
         auth: EsAuth,
-        ca_pem: Option<Redacted>,
+        /// Whether `spec.elasticsearch.tls.ca` names a CA Secret.
+        ca: bool,
         insecure: bool,
     },
     None(String),
 }
 
-/// A secret value; `Debug` does not show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Redacted(pub String);
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
+/// How an Elasticsearch probe logs in (the secret parts come from the Secrets when run).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EsAuth {
     None,
+    /// Basic auth; `username` is `None` when it comes from a Secret.
     Basic {
-        username: String,
-        password: Redacted,
+        username: Option<String>,
     },
-    ApiKey(Redacted),
-    Bearer(Redacted),
+    ApiKey,
+    Bearer,
 }
 
-/// The Secrets an Elasticsearch probe reads, keyed as [`target_with_secrets`] looks them up.
+/// Keys of the Secret values an Elasticsearch probe reads (the values map of [`run`]).
+pub const ES_USERNAME: &str = "elasticsearch.auth.basic.username";
+pub const ES_PASSWORD: &str = "elasticsearch.auth.basic.password";
+pub const ES_API_KEY: &str = "elasticsearch.auth.apiKey";
+pub const ES_BEARER: &str = "elasticsearch.auth.bearer";
+pub const ES_CA: &str = "elasticsearch.tls.ca";
+
+/// The Secrets an Elasticsearch probe reads, keyed as [`run`] looks them up.
 pub fn secret_refs(spec: &ConnectorSpec) -> Vec<(String, SecretKeyRef)> {
     let mut refs = Vec::new();
     let Some(es) = spec.elasticsearch.as_ref() else {
@@ -63,22 +71,19 @@ pub fn secret_refs(spec: &ConnectorSpec) -> Vec<(String, SecretKeyRef)> {
     if let Some(auth) = &es.auth {
         if let Some(b) = &auth.basic {
             if let Some(r) = &b.username.secret_key_ref {
-                refs.push(("elasticsearch.auth.basic.username".into(), r.clone()));
+                refs.push((ES_USERNAME.into(), r.clone()));
             }
-            refs.push((
-                "elasticsearch.auth.basic.password".into(),
-                b.password.secret_key_ref.clone(),
-            ));
+            refs.push((ES_PASSWORD.into(), b.password.secret_key_ref.clone()));
         }
         if let Some(k) = &auth.api_key {
-            refs.push(("elasticsearch.auth.apiKey".into(), k.secret_key_ref.clone()));
+            refs.push((ES_API_KEY.into(), k.secret_key_ref.clone()));
         }
         if let Some(t) = &auth.bearer {
-            refs.push(("elasticsearch.auth.bearer".into(), t.secret_key_ref.clone()));
+            refs.push((ES_BEARER.into(), t.secret_key_ref.clone()));
         }
     }
     if let Some(ca) = es.tls.as_ref().and_then(|t| t.ca.as_ref()) {
-        refs.push(("elasticsearch.tls.ca".into(), ca.secret_key_ref.clone()));
+        refs.push((ES_CA.into(), ca.secret_key_ref.clone()));
     }
     refs
 }
@@ -158,29 +163,15 @@ fn url_host_port(url: &str, default_port: u16) -> Option<String> {
 
 /// What to probe for a Connector, without Secret values. Pure.
 pub fn target(spec: &ConnectorSpec) -> Probe {
-    target_with_secrets(spec, &BTreeMap::new())
-}
-
-/// What to probe for a Connector; `secrets` holds the values of [`secret_refs`]. Pure.
-pub fn target_with_secrets(spec: &ConnectorSpec, secrets: &BTreeMap<String, String>) -> Probe {
     let url = spec.url.clone().unwrap_or_default();
     if spec.type_ == ConnectorType::Elasticsearch {
         let es = spec.elasticsearch.clone().unwrap_or_default();
-        let secret = |k: &str| Redacted(secrets.get(k).cloned().unwrap_or_default());
         let auth = match es.auth.as_ref() {
-            Some(a) if a.basic.is_some() => {
-                let b = a.basic.as_ref().expect("checked just above");
-                EsAuth::Basic {
-                    username: b
-                        .username
-                        .value
-                        .clone()
-                        .unwrap_or_else(|| secret("elasticsearch.auth.basic.username").0),
-                    password: secret("elasticsearch.auth.basic.password"),
-                }
-            }
-            Some(a) if a.api_key.is_some() => EsAuth::ApiKey(secret("elasticsearch.auth.apiKey")),
-            Some(a) if a.bearer.is_some() => EsAuth::Bearer(secret("elasticsearch.auth.bearer")),
+            Some(a) if a.basic.is_some() => EsAuth::Basic {
+                username: a.basic.as_ref().and_then(|b| b.username.value.clone()),
+            },
+            Some(a) if a.api_key.is_some() => EsAuth::ApiKey,
+            Some(a) if a.bearer.is_some() => EsAuth::Bearer,
             _ => EsAuth::None,
         };
         let tls = es.tls.unwrap_or_default();
@@ -194,23 +185,42 @@ pub fn target_with_secrets(spec: &ConnectorSpec, secrets: &BTreeMap<String, Stri
                 .filter(|u| !u.is_empty())
                 .collect(),
             auth,
-            ca_pem: tls.ca.map(|_| secret("elasticsearch.tls.ca")),
+            ca: tls.ca.is_some(),
             insecure: tls.insecure_skip_verify,
         };
     }
     match spec.type_ {
-        ConnectorType::Kafka => Probe::Tcp(
-            spec.kafka
-                .as_ref()
-                .map(|k| {
-                    k.bootstrap_servers
-                        .split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
+        ConnectorType::Kafka => {
+            let k = spec.kafka.as_ref();
+            let mut properties: BTreeMap<String, String> = spec
+                .properties
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| match v {
+                            serde_json::Value::String(s) => Some((k.clone(), s.clone())),
+                            serde_json::Value::Number(n) => Some((k.clone(), n.to_string())),
+                            serde_json::Value::Bool(b) => Some((k.clone(), b.to_string())),
+                            _ => None,
+                        })
                         .collect()
                 })
-                .unwrap_or_default(),
-        ),
+                .unwrap_or_default();
+            if let Some(p) = k.and_then(|k| k.security_protocol) {
+                properties.insert("security.protocol".into(), p.as_str().into());
+            }
+            if let Some(s) = k.and_then(|k| k.sasl.as_ref()) {
+                properties.insert("sasl.mechanism".into(), s.mechanism.as_str().into());
+                if let Some(u) = &s.username.value {
+                    properties.insert("sasl.username".into(), u.clone());
+                }
+            }
+            Probe::Kafka {
+                bootstrap: k.map(|k| k.bootstrap_servers.clone()).unwrap_or_default(),
+                properties,
+            }
+        }
         ConnectorType::Postgres | ConnectorType::Jdbc => Probe::Postgres { url },
         ConnectorType::Http if url.starts_with("http://") => Probe::Http { url },
         ConnectorType::Http | ConnectorType::Elasticsearch => {
@@ -222,22 +232,88 @@ pub fn target_with_secrets(spec: &ConnectorSpec, secrets: &BTreeMap<String, Stri
             None => Probe::None("cloud endpoint; not probed".into()),
         },
         ConnectorType::Pubsub => Probe::None("Pub/Sub is not probed".into()),
+        ConnectorType::Eventhubs => Probe::Tcp(
+            spec.eventhubs
+                .iter()
+                .map(|e| {
+                    let ns = e.namespace.trim();
+                    if ns.contains('.') {
+                        format!("{ns}:9093")
+                    } else {
+                        format!("{ns}.servicebus.windows.net:9093")
+                    }
+                })
+                .collect(),
+        ),
     }
 }
 
-/// Runs a probe; `Ok` carries a short description, `Err` the reason it failed.
+/// What a successful probe learned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Probed {
+    /// A short description for the Ready condition.
+    pub message: String,
+    /// A Kafka cluster's `transaction.max.timeout.ms`, when it could be read.
+    pub transaction_max_timeout_ms: Option<u64>,
+}
+
+impl From<String> for Probed {
+    fn from(message: String) -> Self {
+        Probed {
+            message,
+            transaction_max_timeout_ms: None,
+        }
+    }
+}
+
+/// Runs a probe with the Connector's secret values by setting (`password`, `sasl.password`, …);
+/// `Err` is the reason it failed.
 pub async fn run(
     probe: &Probe,
-    password: Option<&str>,
+    secrets: &BTreeMap<String, String>,
     timeout: Duration,
-) -> Result<String, String> {
-    match probe {
+) -> Result<Probed, String> {
+    let password = secrets.get("password").map(String::as_str);
+    let outcome = match probe {
+        Probe::Kafka {
+            bootstrap,
+            properties,
+        } => {
+            let mut props = properties.clone();
+            for key in ["sasl.username", "sasl.password"] {
+                if let Some(v) = secrets.get(key) {
+                    props.insert(key.into(), v.clone());
+                }
+            }
+            let asked = weir_runtime::connectors::kafka::transaction_max_timeout(bootstrap, &props);
+            return match tokio::time::timeout(timeout, asked).await {
+                Err(_) => Err(format!(
+                    "Kafka at {bootstrap} did not answer within {}",
+                    humantime::format_duration(timeout)
+                )),
+                Ok(Err(e)) => Err(e.to_string()),
+                Ok(Ok(max)) => {
+                    let ms = max.map(|d| d.as_millis() as u64);
+                    Ok(Probed {
+                        message: match ms {
+                            Some(ms) => format!(
+                                "Kafka at {bootstrap} answered; transaction.max.timeout.ms is {ms}"
+                            ),
+                            None => format!(
+                                "Kafka at {bootstrap} answered; its transaction.max.timeout.ms could not be read (DescribeConfigs refused)"
+                            ),
+                        },
+                        transaction_max_timeout_ms: ms,
+                    })
+                }
+            };
+        }
         Probe::None(why) => Ok(why.clone()),
         Probe::Tcp(addrs) => {
             let mut last = "no address to probe".to_string();
             for a in addrs {
                 match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(a)).await {
-                    Ok(Ok(_)) => return Ok(format!("TCP connection to {a} succeeded")),
+                    Ok(Ok(_)) => return Ok(format!("TCP connection to {a} succeeded").into()),
                     Ok(Err(e)) => last = format!("TCP connection to {a} failed: {e}"),
                     Err(_) => last = format!("TCP connection to {a} timed out"),
                 }
@@ -258,9 +334,9 @@ pub async fn run(
         Probe::Elasticsearch {
             urls,
             auth,
-            ca_pem,
+            ca,
             insecure,
-        } => probe_elasticsearch(urls, auth, ca_pem.as_ref(), *insecure, timeout).await,
+        } => probe_elasticsearch(urls, auth, *ca, *insecure, secrets, timeout).await,
         Probe::Postgres { url } => {
             let mut config: tokio_postgres::Config =
                 url.parse().map_err(|e| format!("spec.url: {e}"))?;
@@ -287,7 +363,8 @@ pub async fn run(
                 .await
                 .map_err(|_| "SELECT 1 timed out".to_string())?
         }
-    }
+    };
+    outcome.map(Probed::from)
 }
 
 /// `GET /` on each node until one answers 2xx with its version; refused credentials fail at
@@ -295,13 +372,15 @@ pub async fn run(
 async fn probe_elasticsearch(
     urls: &[String],
     auth: &EsAuth,
-    ca_pem: Option<&Redacted>,
+    ca: bool,
     insecure: bool,
+    secrets: &BTreeMap<String, String>,
     timeout: Duration,
 ) -> Result<String, String> {
+    let secret = |k: &str| secrets.get(k).map(String::as_str).unwrap_or_default();
     let mut b = reqwest::Client::builder().timeout(timeout);
-    if let Some(pem) = ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem.0.as_bytes())
+    if ca {
+        let certs = reqwest::Certificate::from_pem_bundle(secret(ES_CA).as_bytes())
             .map_err(|e| format!("spec.elasticsearch.tls.ca is not PEM certificates: {e}"))?;
         for c in certs {
             b = b.add_root_certificate(c);
@@ -316,13 +395,18 @@ async fn probe_elasticsearch(
         let req = client.get(url);
         let req = match auth {
             EsAuth::None => req,
-            EsAuth::Basic { username, password } => req.basic_auth(username, Some(&password.0)),
-            EsAuth::ApiKey(k) => {
-                req.header(reqwest::header::AUTHORIZATION, format!("ApiKey {}", k.0))
-            }
-            EsAuth::Bearer(t) => {
-                req.header(reqwest::header::AUTHORIZATION, format!("Bearer {}", t.0))
-            }
+            EsAuth::Basic { username } => req.basic_auth(
+                username.as_deref().unwrap_or(secret(ES_USERNAME)),
+                Some(secret(ES_PASSWORD)),
+            ),
+            EsAuth::ApiKey => req.header(
+                reqwest::header::AUTHORIZATION,
+                format!("ApiKey {}", secret(ES_API_KEY)),
+            ),
+            EsAuth::Bearer => req.header(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", secret(ES_BEARER)),
+            ),
         };
         match req.send().await {
             Ok(r) if r.status().is_success() => {

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 use serde_json::{Map, Value};
-use weir_crds::connector::{ConnectorSpec, ConnectorType, ElasticsearchEndpoint, SecretKeyRef};
+use weir_crds::connector::{
+    ConnectorSpec, ConnectorType, ElasticsearchEndpoint, EventHubsEndpoint, SecretKeyRef,
+};
 use weir_crds::pipeline::Role;
 use weir_crds::{PipelineSpec, SpecError, StreamJobSpec};
 
@@ -20,8 +22,27 @@ pub struct Resolved {
     pub env: Vec<EnvVar>,
     /// Connectors used, by name (for probing results such as the broker's transaction maximum).
     pub connectors: Vec<String>,
-    /// Secrets referenced, for the config hash.
-    pub secrets: Vec<SecretKeyRef>,
+    /// Secrets referenced (for the config hash, and to hold the deployment while one is
+    /// missing), with the Connector and setting each fills.
+    pub secrets: Vec<SecretUse>,
+}
+
+/// A Secret key a Connector's setting reads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretUse {
+    pub secret: SecretKeyRef,
+    pub connector: String,
+    pub setting: String,
+}
+
+/// Checks a resolved pipeline exactly as `weir validate` checks a file (the runtime's own
+/// registry: structure and every node's settings, no I/O), so the operator never deploys what
+/// the workers would refuse. Paths are relative to the pipeline (`sinks[0].table: …`).
+pub fn validate(pipeline: &PipelineSpec) -> Vec<SpecError> {
+    weir_runtime::registry::Registry::with_builtins()
+        .validate(pipeline)
+        .err()
+        .unwrap_or_default()
 }
 
 /// Resolves `spec.pipeline` against the Connectors of the namespace. Returns every problem.
@@ -64,12 +85,14 @@ pub fn resolve(
                 ));
                 continue;
             };
-            if connector.type_.as_str() != node.kind {
+            let accepted = connector.type_.node_types();
+            if !accepted.contains(&node.kind.as_str()) {
                 errors.push(SpecError::new(
                     format!("{path}.{CONNECTOR_REF}"),
                     format!(
-                        "Connector {name:?} is of type {}, the node of type {}",
+                        "Connector {name:?} is of type {}, which nodes of type {} use; this node is of type {}",
                         connector.type_.as_str(),
+                        accepted.join(", "),
                         node.kind
                     ),
                 ));
@@ -77,6 +100,9 @@ pub fn resolve(
             }
             let mut base = connector.properties.clone();
             apply_endpoint(connector, &mut base);
+            if let Some(e) = &connector.eventhubs {
+                apply_hub(e, role, &node.config, &mut base);
+            }
             let mut refs = Vec::new();
             if let Some(sasl) = connector.kafka.as_ref().and_then(|k| k.sasl.as_ref()) {
                 if let Some(r) = &sasl.username.secret_key_ref {
@@ -85,6 +111,12 @@ pub fn resolve(
                 refs.push((
                     "properties.sasl.password".to_string(),
                     sasl.password.secret_key_ref.clone(),
+                ));
+            }
+            if let Some(e) = &connector.eventhubs {
+                refs.push((
+                    "eventhubs.connection_string".to_string(),
+                    e.connection_string.secret_key_ref.clone(),
                 ));
             }
             for c in &connector.credentials {
@@ -98,16 +130,25 @@ pub fn resolve(
                     Value::String(format!("${{env:{var}}}")),
                 );
                 env.insert(var.clone(), secret_env(&var, &secret));
-                secrets.push(secret);
+                secrets.push(SecretUse {
+                    secret,
+                    connector: name.to_string(),
+                    setting,
+                });
             }
             if let (ConnectorType::Elasticsearch, Some(es)) =
                 (connector.type_, &connector.elasticsearch)
             {
                 for (path, secret) in elasticsearch_settings(es, &mut base) {
-                    let var = env_name(name, &path.join("."));
+                    let setting = path.join(".");
+                    let var = env_name(name, &setting);
                     set_path(&mut base, &path, Value::String(format!("${{env:{var}}}")));
                     env.insert(var.clone(), secret_env(&var, &secret));
-                    secrets.push(secret);
+                    secrets.push(SecretUse {
+                        secret,
+                        connector: name.to_string(),
+                        setting,
+                    });
                 }
             }
             let inline = std::mem::take(&mut node.config);
@@ -133,6 +174,27 @@ pub fn resolve(
 
 /// The connector's endpoint as node settings (keys of the runtime connectors).
 fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
+    if c.type_ == ConnectorType::S3 {
+        // The filesystem node reads object_store's options.
+        let mut opts = Map::new();
+        if let Some(r) = &c.region {
+            opts.insert("aws_region".into(), r.clone().into());
+        }
+        if let Some(e) = &c.endpoint {
+            opts.insert("aws_endpoint".into(), e.clone().into());
+            if e.starts_with("http://") {
+                opts.insert("aws_allow_http".into(), "true".into());
+            }
+        }
+        if !opts.is_empty() {
+            let existing = take_map(out, "storage_options");
+            out.insert(
+                "storage_options".into(),
+                Value::Object(merge(opts, existing)),
+            );
+        }
+        return;
+    }
     let mut set = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
             out.insert(k.into(), Value::String(v.clone()));
@@ -142,6 +204,15 @@ fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
     set("region", &c.region);
     set("endpoint", &c.endpoint);
     set("project", &c.project);
+    if let (ConnectorType::Eventhubs, Some(e)) = (c.type_, &c.eventhubs) {
+        // The runtime's eventhubs profile does the rest (weir_runtime::connectors::kafka::eventhubs).
+        let mut block = Map::new();
+        block.insert("namespace".into(), e.namespace.clone().into());
+        if e.transactions {
+            block.insert("transactions".into(), true.into());
+        }
+        out.insert("eventhubs".into(), Value::Object(block));
+    }
     if let (ConnectorType::Kafka, Some(k)) = (c.type_, &c.kafka) {
         out.insert(
             "bootstrap_servers".into(),
@@ -158,13 +229,7 @@ fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
             }
         }
         if !props.is_empty() {
-            let existing = out
-                .remove("properties")
-                .and_then(|v| match v {
-                    Value::Object(m) => Some(m),
-                    _ => None,
-                })
-                .unwrap_or_default();
+            let existing = take_map(out, "properties");
             out.insert("properties".into(), Value::Object(merge(props, existing)));
         }
     }
@@ -227,6 +292,34 @@ fn set_path(node: &mut Map<String, Value>, path: &[&str], value: Value) {
         map = entry.as_object_mut().expect("made an object just above");
     }
     map.insert(last.to_string(), value);
+}
+
+/// Removes the map setting `key` (empty when absent or not a map).
+fn take_map(out: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
+    match out.remove(key) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The hub as the node's topic, unless the node names its own.
+fn apply_hub(
+    e: &EventHubsEndpoint,
+    role: Role,
+    node: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+) {
+    let Some(hub) = &e.hub else { return };
+    let own = |keys: &[&str]| keys.iter().any(|k| node.contains_key(*k));
+    match role {
+        Role::Source if !own(&["topics", "topic_pattern"]) => {
+            out.insert("topics".into(), Value::Array(vec![hub.clone().into()]));
+        }
+        Role::Sink if !own(&["topic", "topic_field"]) => {
+            out.insert("topic".into(), hub.clone().into());
+        }
+        _ => {}
+    }
 }
 
 /// `setting` is a node key, or `key.sub` for the entry `sub` of the map `key` (the rest after

@@ -17,6 +17,7 @@ use weir_crds::stream_job::UpgradeMode;
 use weir_crds::{PipelineSpec, StreamJob};
 
 use crate::error::{Error, Result};
+use crate::pods::PodObservation;
 use crate::resolve::Resolved;
 use crate::upgrade::Restore;
 
@@ -26,11 +27,6 @@ pub const RESTORE_ANNOTATION: &str = "weir.dev/restore-from";
 pub const PIPELINE_FILE: &str = "pipeline.yaml";
 pub const CONFIG_DIR: &str = "/etc/weir";
 pub const FIELD_MANAGER: &str = "weir-operator";
-
-/// Runs `weir run`; when it exits 0 (job finished, or stopped by a savepoint) the container idles
-/// instead of exiting, because a restarted container would run the old spec again from an older
-/// checkpoint until the operator rolls the pod. Failures exit, so Kubernetes restarts them.
-const WRAPPER: &str = "weir run --quiet \"$@\"; code=$?; if [ \"$code\" -eq 0 ]; then echo 'weir: job ended; idle until the operator rolls this pod'; exec sleep 2147483647; fi; exit \"$code\"";
 
 pub fn labels(job: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -53,15 +49,18 @@ pub fn config_map_name(job: &str, hash: &str) -> String {
     format!("{job}-{}", &hash[..hash.len().min(10)])
 }
 
-/// `http://<pod>.<service>.<namespace>.svc:<port>`: pod DNS through the headless Service, which
-/// publishes pods that are not ready (a stopping worker must still answer savepoint polls).
-pub fn worker_url(job: &StreamJob, worker: u32) -> String {
-    let name = job.name_any();
-    let ns = job.namespace().unwrap_or_else(|| "default".into());
-    format!(
-        "http://{name}-{worker}.{name}.{ns}.svc:{}",
-        job.spec.admin_port
-    )
+/// `http://<pod IP>:<admin port>`: the address the worker binds (`$(POD_IP)`). The pod IP comes
+/// from the pod's status, so a new pod is reachable as soon as it runs (pod DNS through the
+/// headless Service lags behind new pods), and a stopping pod stays reachable for savepoint polls.
+pub fn worker_url(job: &StreamJob, _worker: u32, pod: Option<&PodObservation>) -> Option<String> {
+    let ip = pod?.ip.as_deref()?;
+    // An IPv6 pod IP needs brackets in a URL.
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    Some(format!("http://{host}:{}", job.spec.admin_port))
 }
 
 fn owner(job: &StreamJob) -> Vec<OwnerReference> {
@@ -177,7 +176,17 @@ pub fn stateful_set(job: &StreamJob, plan: &WorkerPlan) -> StatefulSet {
     pod_labels.extend(labels(&name));
     let mut annotations = overrides.annotations.clone();
     annotations.insert(HASH_ANNOTATION.into(), plan.hash.into());
-    let mut args = vec!["weir".to_string(), format!("{CONFIG_DIR}/{PIPELINE_FILE}")];
+    // `weir run` is the container's process 1, so SIGTERM reaches it (a `sh -c` wrapper as
+    // process 1 would ignore it). `--idle-when-done`: a job that finished or was stopped by a
+    // savepoint keeps its pod idle instead of exiting 0, because a restarted container would run
+    // the old spec again from an older checkpoint until the operator rolls the pod; failures
+    // still exit, so Kubernetes restarts them.
+    let mut args = vec![
+        "run".to_string(),
+        "--quiet".to_string(),
+        "--idle-when-done".to_string(),
+        format!("{CONFIG_DIR}/{PIPELINE_FILE}"),
+    ];
     if let Restore::Savepoint(path) = plan.restore {
         annotations.insert(RESTORE_ANNOTATION.into(), path.clone());
         args.push("--from-savepoint".into());
@@ -203,7 +212,21 @@ pub fn stateful_set(job: &StreamJob, plan: &WorkerPlan) -> StatefulSet {
             ..Default::default()
         },
         plain("WEIR_PARALLELISM", spec.parallelism.to_string()),
-        plain("WEIR_ADMIN_ADDR", format!("0.0.0.0:{}", spec.admin_port)),
+        EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        // The pod IP, where the operator calls it; `$(POD_IP)` is expanded by the kubelet (it is
+        // defined above). Not 0.0.0.0: pods that share a network (a process kubelet in the tests)
+        // would then collide on the port.
+        plain("WEIR_ADMIN_ADDR", format!("$(POD_IP):{}", spec.admin_port)),
     ];
     if spec.allow_non_restored_state {
         env.push(plain("WEIR_ALLOW_NON_RESTORED_STATE", "true".into()));
@@ -214,7 +237,7 @@ pub fn stateful_set(job: &StreamJob, plan: &WorkerPlan) -> StatefulSet {
         name: "worker".into(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.clone(),
-        command: Some(vec!["/bin/sh".into(), "-c".into(), WRAPPER.into()]),
+        command: Some(vec!["weir".into()]),
         args: Some(args),
         env: Some(env),
         ports: Some(vec![ContainerPort {
@@ -231,8 +254,8 @@ pub fn stateful_set(job: &StreamJob, plan: &WorkerPlan) -> StatefulSet {
             period_seconds: Some(5),
             ..Default::default()
         }),
-        // No liveness probe: an idle container (job ended) has no admin API and must not be
-        // restarted into the old spec.
+        // No liveness probe: the admin API comes up only after the restore (which can take long
+        // for big state), and a worker that stops answering shows as unreachable in the status.
         resources: spec.resources.clone(),
         volume_mounts: Some(vec![VolumeMount {
             name: "pipeline".into(),

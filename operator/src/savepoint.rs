@@ -28,15 +28,24 @@ pub fn savepoint_id(kind: OperationKind, attempt: u32, now: DateTime<Utc>) -> St
     format!("{kind}-{}-a{attempt}", now.format("%Y%m%dt%H%M%S%3f"))
 }
 
-/// Triggers savepoint `id` on every worker (`urls[i]` is worker `i`'s admin API). The first
-/// error is returned after every worker was asked, so one slow pod does not hide the others.
+/// Triggers savepoint `id` on every worker (`urls[i]` is worker `i`'s admin API, `None` while its
+/// pod has no IP). The first error is returned after every worker was asked, so one slow pod does
+/// not hide the others.
 pub async fn trigger_all(
     client: &AdminClient,
-    urls: &[String],
+    urls: &[Option<String>],
     id: &str,
     stop: bool,
 ) -> Result<()> {
-    let answers = futures::future::join_all(urls.iter().map(|u| client.trigger(u, id, stop))).await;
+    let answers = futures::future::join_all(urls.iter().enumerate().map(|(w, u)| async move {
+        match u {
+            Some(u) => client.trigger(u, id, stop).await,
+            None => Err(Error::Other(format!(
+                "worker {w} has no pod IP; savepoint {id} cannot be triggered"
+            ))),
+        }
+    }))
+    .await;
     for answer in answers {
         let accepted = answer?;
         if accepted != id {
@@ -51,18 +60,23 @@ pub async fn trigger_all(
 /// Asks every worker not yet known to be complete about savepoint `id`.
 pub async fn poll_all(
     client: &AdminClient,
-    urls: &[String],
+    urls: &[Option<String>],
     id: &str,
     completed: &BTreeMap<String, String>,
 ) -> BTreeMap<u32, SavepointAnswer> {
-    let pending: Vec<(u32, &String)> = urls
+    let pending: Vec<(u32, &Option<String>)> = urls
         .iter()
         .enumerate()
         .map(|(i, u)| (i as u32, u))
         .filter(|(i, _)| !completed.contains_key(&i.to_string()))
         .collect();
-    let answers =
-        futures::future::join_all(pending.iter().map(|(_, u)| client.savepoint(u, id))).await;
+    let answers = futures::future::join_all(pending.iter().map(|(_, u)| async move {
+        match u {
+            Some(u) => client.savepoint(u, id).await,
+            None => SavepointAnswer::Unreachable("the pod has no IP".into()),
+        }
+    }))
+    .await;
     pending.into_iter().map(|(i, _)| i).zip(answers).collect()
 }
 

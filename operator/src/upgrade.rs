@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use weir_crds::stream_job::{
-    Deployment, DesiredState, OnFailure, Operation, OperationKind, SavepointUpgrade, UpgradeMode,
+    CheckpointRef, Deployment, DesiredState, OnFailure, Operation, OperationKind, PendingUpgrade,
+    SavepointUpgrade, UpgradeMode,
 };
 
 /// How often a pending savepoint is polled (each poll is one reconcile).
@@ -90,6 +91,12 @@ pub struct Observed {
     /// When the newest savepoint of any kind completed (periodic savepoints count from it).
     pub last_savepoint_time: Option<DateTime<Utc>>,
     pub abandoned_hash: Option<String>,
+    /// An upgrade already waiting for the workers to run (its savepoint needs them).
+    pub pending_upgrade: Option<PendingUpgrade>,
+    /// When the StreamJob's deletion was requested (`metadata.deletionTimestamp`).
+    pub deletion_started: Option<DateTime<Utc>>,
+    /// The newest complete checkpoint (named when a promised savepoint cannot be taken).
+    pub last_checkpoint: Option<CheckpointRef>,
     pub now: DateTime<Utc>,
 }
 
@@ -115,6 +122,9 @@ pub enum Action {
     },
     /// Look again after `after` (a savepoint is pending, or workers are starting/unreachable).
     Wait { after: Duration, reason: String },
+    /// An upgrade needs a savepoint, but not every worker runs: wait (bounded by the savepoint
+    /// timeout, counted from the first wait for this spec) and look again.
+    WaitForWorkers { reason: String },
     /// Scale to zero; a later resume starts from `resume_from` (none: newest checkpoints).
     Suspend { resume_from: Option<String> },
     /// The operation is over (a manual/periodic savepoint completed or failed): forget it.
@@ -124,8 +134,9 @@ pub enum Action {
     },
     /// Give up an upgrade or suspend: the old job stays as it is, Degraded, until the spec changes.
     Abandon { kind: OperationKind, reason: String },
-    /// Let the StreamJob go (children are deleted through their owner references).
-    ReleaseFinalizer { reason: String },
+    /// Let the StreamJob go (children are deleted through their owner references); `warning`
+    /// when a promised savepoint was not taken.
+    ReleaseFinalizer { reason: String, warning: bool },
     /// Nothing to do.
     Steady,
 }
@@ -145,6 +156,7 @@ pub fn decide(desired: &Desired, observed: &Observed) -> Action {
                 SavepointOutcome::Pending => wait_poll(op),
                 SavepointOutcome::Completed { .. } => ReleaseFinalizer {
                     reason: format!("{:?} savepoint completed before deletion", op.kind),
+                    warning: false,
                 },
                 SavepointOutcome::Failed { .. } => on_delete(desired, observed),
             };
@@ -293,6 +305,7 @@ fn after_poll(
             },
             OperationKind::Delete => ReleaseFinalizer {
                 reason: "delete savepoint completed".into(),
+                warning: false,
             },
         },
         SavepointOutcome::Failed { error } => {
@@ -316,7 +329,10 @@ fn after_poll(
                     kind: op.kind,
                     failed: Some(reason),
                 },
-                OperationKind::Delete => ReleaseFinalizer { reason },
+                OperationKind::Delete => ReleaseFinalizer {
+                    reason: without_savepoint(&reason, observed),
+                    warning: true,
+                },
                 OperationKind::Upgrade if policy == OnFailure::FallbackToLastCheckpoint => {
                     fallback_upgrade(desired, observed, reason)
                 }
@@ -376,10 +392,7 @@ fn upgrade(desired: &Desired, observed: &Observed) -> Action {
             stop: true,
             attempt: 1,
         },
-        JobState::Starting | JobState::Unreachable => Wait {
-            after: WAIT_INTERVAL,
-            reason: "waiting for every worker to run before the upgrade savepoint".into(),
-        },
+        JobState::Starting | JobState::Unreachable => await_workers(desired, observed),
         // Nothing runs, so no savepoint can be taken and none is needed: the newest checkpoints
         // hold everything (a failed job must stay fixable by a spec change).
         JobState::Failed | JobState::Finished | JobState::Stopped | JobState::NotDeployed => {
@@ -392,26 +405,124 @@ fn upgrade(desired: &Desired, observed: &Observed) -> Action {
     }
 }
 
+/// How long an operation may wait for the workers to run: one savepoint timeout, or one per
+/// attempt under `Retry`.
+fn worker_wait_limit(desired: &Desired) -> Duration {
+    let attempts = match desired.savepoint.on_failure {
+        OnFailure::Retry => desired.savepoint.max_attempts.max(1),
+        _ => 1,
+    };
+    desired.savepoint.timeout.as_std() * attempts
+}
+
+/// An upgrade savepoint needs every worker running. Waiting is bounded: past the limit
+/// `onFailure` applies, so a spec that fixes crash-looping or unreachable workers can roll out
+/// (with `FallbackToLastCheckpoint`) instead of waiting forever.
+fn await_workers(desired: &Desired, observed: &Observed) -> Action {
+    let since = observed
+        .pending_upgrade
+        .as_ref()
+        .filter(|p| p.target_hash == desired.hash)
+        .and_then(|p| DateTime::parse_from_rfc3339(&p.since).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let limit = worker_wait_limit(desired);
+    let waited = since.map(|t| elapsed(t, observed.now));
+    if waited.is_none_or(|w| w <= limit) {
+        return WaitForWorkers {
+            reason: format!(
+                "waiting up to {} for every worker to run before the upgrade savepoint (workers {:?})",
+                humantime::format_duration(limit),
+                observed.job
+            ),
+        };
+    }
+    let reason = format!(
+        "no upgrade savepoint possible: the workers were {:?} for more than {}",
+        observed.job,
+        humantime::format_duration(limit)
+    );
+    match desired.savepoint.on_failure {
+        OnFailure::FallbackToLastCheckpoint => fallback_upgrade(desired, observed, reason),
+        OnFailure::Retry | OnFailure::Abort => Abandon {
+            kind: OperationKind::Upgrade,
+            reason: format!(
+                "{reason}; the old spec stays deployed. Fix the workers, or set upgrade.savepoint.onFailure: FallbackToLastCheckpoint to upgrade from the newest checkpoints"
+            ),
+        },
+    }
+}
+
+/// `reason`, plus what the user keeps instead of the savepoint.
+fn without_savepoint(reason: &str, observed: &Observed) -> String {
+    let newest = match &observed.last_checkpoint {
+        Some(c) => format!("the newest complete checkpoint is {} ({})", c.id, c.time),
+        None => "no complete checkpoint is known".into(),
+    };
+    format!("no delete savepoint was taken ({reason}); {newest}")
+}
+
 fn on_delete(desired: &Desired, observed: &Observed) -> Action {
     let deployed_running = observed.deployed.as_ref().is_some_and(|d| !d.suspended);
-    if desired.delete_with_savepoint && deployed_running && live(observed.job) {
-        let already_failed = observed
-            .operation
-            .as_ref()
-            .is_some_and(|o| o.kind == OperationKind::Delete);
-        if !already_failed {
-            return Trigger {
-                kind: OperationKind::Delete,
-                stop: true,
-                attempt: 1,
-            };
-        }
+    if !(desired.delete_with_savepoint && deployed_running) {
+        return ReleaseFinalizer {
+            reason: "deleted".into(),
+            warning: false,
+        };
     }
-    ReleaseFinalizer {
-        reason: if desired.delete_with_savepoint && deployed_running {
-            format!("no delete savepoint possible (job {:?})", observed.job)
-        } else {
-            "deleted".into()
+    match observed.job {
+        JobState::Running => {
+            let already_failed = observed
+                .operation
+                .as_ref()
+                .is_some_and(|o| o.kind == OperationKind::Delete);
+            if already_failed {
+                ReleaseFinalizer {
+                    reason: without_savepoint("the delete savepoint failed", observed),
+                    warning: true,
+                }
+            } else {
+                Trigger {
+                    kind: OperationKind::Delete,
+                    stop: true,
+                    attempt: 1,
+                }
+            }
+        }
+        JobState::Finished => ReleaseFinalizer {
+            reason: "deleted; the job had finished, so there was nothing to save".into(),
+            warning: false,
+        },
+        JobState::Starting | JobState::Unreachable => {
+            let limit = worker_wait_limit(desired);
+            let waited = observed
+                .deletion_started
+                .map_or(Duration::ZERO, |t| elapsed(t, observed.now));
+            if waited <= limit {
+                Wait {
+                    after: WAIT_INTERVAL,
+                    reason: format!(
+                        "waiting up to {} for the workers to run and take the delete savepoint (workers {:?})",
+                        humantime::format_duration(limit),
+                        observed.job
+                    ),
+                }
+            } else {
+                ReleaseFinalizer {
+                    reason: without_savepoint(
+                        &format!(
+                            "the workers were {:?} for more than {}",
+                            observed.job,
+                            humantime::format_duration(limit)
+                        ),
+                        observed,
+                    ),
+                    warning: true,
+                }
+            }
+        }
+        JobState::Failed | JobState::Stopped | JobState::NotDeployed => ReleaseFinalizer {
+            reason: without_savepoint(&format!("the job is {:?}", observed.job), observed),
+            warning: true,
         },
     }
 }

@@ -115,8 +115,19 @@ pub fn router(control: JobControl) -> Router {
 }
 
 /// Binds the admin API; returns the bound address (port 0 picks a free one).
+/// `host:port` as the operator writes it (`$(POD_IP):8081`), with an IPv6 host put in brackets
+/// so that it parses (`fd00::7:8081` → `[fd00::7]:8081`).
+pub fn bindable(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if host.contains(':') && !host.starts_with('[') => {
+            format!("[{host}]:{port}")
+        }
+        _ => addr.to_string(),
+    }
+}
+
 pub async fn serve(addr: &str, control: JobControl) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = tokio::net::TcpListener::bind(bindable(addr).as_str())
         .await
         .map_err(|e| Error::io(format!("binding the admin API to {addr}"), e))?;
     let bound = listener
@@ -129,4 +140,15 @@ pub async fn serve(addr: &str, control: JobControl) -> Result<SocketAddr> {
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pod_ip_addresses_bind_in_both_families() {
+        assert_eq!(super::bindable("10.0.0.7:8081"), "10.0.0.7:8081");
+        assert_eq!(super::bindable("fd00::7:8081"), "[fd00::7]:8081");
+        assert_eq!(super::bindable("[::1]:8081"), "[::1]:8081");
+        assert_eq!(super::bindable("127.0.0.1:0"), "127.0.0.1:0");
+    }
 }

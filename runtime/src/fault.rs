@@ -15,6 +15,9 @@ pub const POINTS: &[&str] = &[
     "after_manifest",
     "after_commit",
     "mid_write",
+    // A source acknowledged its input after a completed checkpoint (Pub/Sub): the
+    // acknowledgements may not have left the process.
+    "after_source_ack",
 ];
 
 struct Plan {
@@ -52,5 +55,17 @@ pub fn point(name: &str) {
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
+    }
+}
+
+/// Marks a stall point: with `WEIR_STALL=<name>` set, a task reaching it waits forever (a sink
+/// whose pre-commit hangs, say), while the rest of the process, the admin API included, goes on.
+/// Unset, it returns at once.
+pub async fn stall(name: &str) {
+    static STALL: OnceLock<Option<String>> = OnceLock::new();
+    let target = STALL.get_or_init(|| std::env::var("WEIR_STALL").ok());
+    if target.as_deref() == Some(name) {
+        eprintln!("weir: fault injection: stalling at {name}");
+        std::future::pending::<()>().await;
     }
 }

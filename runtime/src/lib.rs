@@ -21,6 +21,7 @@ pub mod record;
 pub mod registry;
 pub mod retry;
 pub mod storage;
+pub mod tls;
 pub mod transforms;
 
 pub use error::{Error, Result};

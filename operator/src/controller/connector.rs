@@ -38,6 +38,12 @@ pub async fn reconcile(c: Arc<Connector>, ctx: Arc<Context>) -> Result<Requeue> 
         .iter()
         .map(|c| (c.setting.clone(), c.secret_key_ref.clone()))
         .collect();
+    if let Some(e) = &spec.eventhubs {
+        refs.push((
+            "eventhubs.connectionString".into(),
+            e.connection_string.secret_key_ref.clone(),
+        ));
+    }
     if let Some(s) = spec.kafka.as_ref().and_then(|k| k.sasl.as_ref()) {
         refs.push(("sasl.password".into(), s.password.secret_key_ref.clone()));
         if let Some(u) = &s.username.secret_key_ref {
@@ -45,7 +51,7 @@ pub async fn reconcile(c: Arc<Connector>, ctx: Arc<Context>) -> Result<Requeue> 
         }
     }
     refs.extend(probes::secret_refs(spec));
-    let mut password = None;
+    // Secret values by the setting they fill, for the probe only (never logged or stored).
     let mut values = std::collections::BTreeMap::new();
     for (setting, r) in &refs {
         let secret = secrets
@@ -61,29 +67,30 @@ pub async fn reconcile(c: Arc<Connector>, ctx: Arc<Context>) -> Result<Requeue> 
                 "Secret {}/{} has no key {:?} (for {setting})",
                 ns, r.name, r.key
             )),
-            Some(v) if setting == "password" => {
-                password = Some(String::from_utf8_lossy(&v.0).into_owned())
-            }
             Some(v) => {
                 values.insert(setting.clone(), String::from_utf8_lossy(&v.0).into_owned());
             }
         }
     }
 
+    let mut probed_max = None;
     let (ok, reason, message) = if !problems.is_empty() {
         (false, "Invalid", problems.join("; "))
     } else if !spec.probe.enabled {
         (true, "NotProbed", "probing is disabled".to_string())
     } else {
-        let target = probes::target_with_secrets(spec, &values);
-        let result = probes::run(&target, password.as_deref(), spec.probe.timeout.as_std()).await;
+        let target = probes::target(spec);
+        let result = probes::run(&target, &values, spec.probe.timeout.as_std()).await;
         let label = if result.is_ok() { "ok" } else { "failed" };
         ctx.metrics
             .probes
             .with_label_values(&[spec.type_.as_str(), label])
             .inc();
         match result {
-            Ok(m) => (true, "Reachable", m),
+            Ok(p) => {
+                probed_max = p.transaction_max_timeout_ms;
+                (true, "Reachable", p.message)
+            }
             Err(m) => (false, "Unreachable", m),
         }
     };
@@ -107,11 +114,13 @@ pub async fn reconcile(c: Arc<Connector>, ctx: Arc<Context>) -> Result<Requeue> 
         observed_generation: c.metadata.generation,
         conditions: vec![ready],
         last_probe_time: Some(stamp),
-        transaction_max_timeout_ms: spec
-            .kafka
-            .as_ref()
-            .and_then(|k| k.transaction_max_timeout)
-            .map(|d| d.as_millis()),
+        // Read from the brokers when the probe could; the Connector's stated value otherwise.
+        transaction_max_timeout_ms: probed_max.or_else(|| {
+            spec.kafka
+                .as_ref()
+                .and_then(|k| k.transaction_max_timeout)
+                .map(|d| d.as_millis())
+        }),
     };
     let api: Api<Connector> = Api::namespaced(ctx.client.clone(), &ns);
     let body = serde_json::json!({

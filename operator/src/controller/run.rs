@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -91,10 +91,15 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     }
     let all = futures::future::join_all(tasks);
     match leadership {
-        Some(mut rx) => {
+        Some(leading) => {
+            let mut watch = leading.lost.clone();
+            let lost = async move { while watch.changed().await.is_ok() && *watch.borrow() {} };
             tokio::select! {
-                _ = all => {}
-                _ = async { while rx.changed().await.is_ok() && *rx.borrow() {} } => {
+                _ = all => {
+                    // The controllers stopped on SIGTERM/SIGINT: hand the Lease over at once.
+                    leading.release().await;
+                }
+                _ = lost => {
                     return Err(Error::Other("lost leadership; exiting so another replica takes over".into()));
                 }
             }
@@ -125,7 +130,7 @@ async fn run_namespace(client: Client, ns: Option<String>, ctx: Arc<stream_job::
     let jobs = jobs
         .owns(api::<StatefulSet>(&client, &ns), owned.clone())
         .owns(api::<ConfigMap>(&client, &ns), owned.clone())
-        .owns(api::<Service>(&client, &ns), owned)
+        .owns(api::<Service>(&client, &ns), owned.clone())
         .watches(
             api::<Connector>(&client, &ns),
             wc.clone(),
@@ -140,6 +145,11 @@ async fn run_namespace(client: Client, ns: Option<String>, ctx: Arc<stream_job::
                     .collect::<Vec<_>>()
             },
         )
+        // A worker pod that crashes, restarts or gets its IP changes the job's status.
+        .watches(api::<Pod>(&client, &ns), owned.clone(), |p: Pod| {
+            let job = p.labels().get(resources::JOB_LABEL).cloned();
+            job.map(|j| ObjectRef::new(&j).within(&p.namespace().unwrap_or_default()))
+        })
         .watches(api::<Secret>(&client, &ns), wc.clone(), move |s: Secret| {
             // A Secret change matters only to jobs using Connectors in its namespace; their
             // reconcile recomputes the credential digests.

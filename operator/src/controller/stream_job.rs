@@ -1,5 +1,7 @@
-//! The StreamJob reconciler: reads (connectors, secrets, workers, the savepoint in progress),
-//! asks [`crate::upgrade::decide`] what to do, does it, and writes the status and events.
+//! The StreamJob reconciler, in four steps as controller-rs structures it, and further:
+//! [`observe`] does every read (Connectors, Secrets, pods, the workers' admin APIs, the savepoint
+//! in progress) → [`decide`] picks the next action (pure, [`crate::upgrade::decide`]) → [`plan`]
+//! turns it into the new status, the events and the writes (pure) → [`apply`] does every write.
 //! It never waits: a pending savepoint is polled once per reconcile and the reconcile requeues.
 
 use std::collections::BTreeMap;
@@ -8,31 +10,38 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 use weir_crds::status::SavepointRecord;
-use weir_crds::stream_job::{Deployment, DesiredState, Operation, OperationKind};
+use weir_crds::stream_job::{
+    CheckpointRef, Deployment, DesiredState, Operation, OperationKind, PendingUpgrade,
+    StreamJobStatus, WorkerSummary,
+};
 use weir_crds::{Connector, StreamJob};
 
 use crate::admin::AdminClient;
 use crate::error::{Error, KubeContext, Result};
-use crate::job_status::{self, WorkerAnswer};
+use crate::job_status::{self, EventNote, Problem, WorkerAnswer};
 use crate::metrics::Metrics;
+use crate::pods::{self, PodObservation};
 use crate::resolve::{self, Resolved};
 use crate::resources::{self, WorkerPlan, FIELD_MANAGER};
 use crate::savepoint;
-use crate::tuning;
-use crate::upgrade::{self, Action, Desired, Observed, Restore, SavepointOutcome};
+use crate::tuning::{self, Tuning};
+use crate::upgrade::{self, Action, Desired, JobState, Observed, Restore, SavepointOutcome};
 
 pub const FINALIZER: &str = "weir.dev/savepoint";
 
-/// Admin API base URL of worker `i` of a job.
-pub type WorkerUrl = Arc<dyn Fn(&StreamJob, u32) -> String + Send + Sync>;
+/// Admin API base URL of worker `i` of a job, given its pod (none while it has no IP).
+pub type WorkerUrl =
+    Arc<dyn Fn(&StreamJob, u32, Option<&PodObservation>) -> Option<String> + Send + Sync>;
 /// The clock (fixed in tests).
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
@@ -41,7 +50,7 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 pub struct Context {
     pub client: Client,
     pub admin: AdminClient,
-    /// Admin API base URL of worker `i` (pod DNS in a cluster; loopback in tests).
+    /// Admin API base URL of worker `i` (its pod IP in a cluster; loopback in tests).
     pub worker_url: WorkerUrl,
     pub recorder: Recorder,
     pub metrics: Metrics,
@@ -60,14 +69,16 @@ pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Requeue
         .inc();
     let ns = job.namespace().unwrap_or_else(|| "default".into());
     let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &ns);
+    // `instrument`, not `span.enter()`: a guard held across `.await` would leak this job's span
+    // into whatever else the executor polls on this thread.
     let span = tracing::info_span!("reconcile", kind = "StreamJob", namespace = %ns, name = %job.name_any());
-    let _guard = span.enter();
     let result = finalizer(&api, FINALIZER, job, |event| async {
         match event {
             Finalizer::Apply(job) => run(job, ctx.clone(), false).await,
             Finalizer::Cleanup(job) => run(job, ctx.clone(), true).await,
         }
     })
+    .instrument(span)
     .await
     .map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -97,99 +108,182 @@ pub fn error_policy(job: Arc<StreamJob>, error: &Error, ctx: Arc<Context>) -> Re
 /// One reconcile of one StreamJob (apply or cleanup).
 async fn run(job: Arc<StreamJob>, ctx: Arc<Context>, deleting: bool) -> Result<Requeue> {
     let now = (ctx.now)();
+    let seen = observe(&job, &ctx, now).await?;
+    let action = decide(&job, &seen, deleting, now);
+    tracing::info!(?action, job_state = ?seen.job_state, "decided");
+    let plan = plan(&job, &seen, &action, deleting, now)?;
+    apply(&job, &ctx, &seen, plan, deleting).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observe: every read.
+
+/// What one reconcile read.
+pub struct Observation {
+    pub resolved: Resolved,
+    /// Spec, resolution and tuning problems (typed: blocking ones hold deployments back).
+    pub problems: Vec<Problem>,
+    pub tunings: Vec<Tuning>,
+    /// Hash of everything whose change needs the workers restarted.
+    pub hash: String,
+    /// The worker pods by index.
+    pub pods: BTreeMap<u32, PodObservation>,
+    /// Admin API of each deployed worker (none while its pod has no IP).
+    pub urls: Vec<Option<String>>,
+    pub job_state: JobState,
+    pub workers: Vec<WorkerSummary>,
+    /// The newest checkpoint every worker has (as read now).
+    pub last_checkpoint: Option<CheckpointRef>,
+    /// Within the startup timeout of the deployment.
+    pub starting: bool,
+    /// The savepoint in progress, polled: the outcome and the workers' complete parts.
+    pub poll: Option<(SavepointOutcome, BTreeMap<String, String>)>,
+}
+
+async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<Observation> {
     let name = job.name_any();
     let ns = job.namespace().unwrap_or_else(|| "default".into());
-    let client = &ctx.client;
-    let spec = &job.spec;
-    let previous = job.status.clone().unwrap_or_default();
-    let mut status = previous.clone();
-    let mut problems: Vec<String> = Vec::new();
-    let mut events: Vec<(EventType, &'static str, String)> = Vec::new();
+    let status = job.status.clone().unwrap_or_default();
+    let (resolved, problems, tunings, digests) = resolve_and_check(&ctx.client, &ns, job).await?;
+    let hash = resources::spec_hash(job, &resolved, &digests)?;
 
-    // 1. Resolve the pipeline against Connectors and Secrets, tune it, hash it.
-    let (resolved, broker_max) = match resolve_pipeline(client, &ns, &job).await? {
+    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods = pod_api
+        .list(&ListParams::default().labels(&resources::selector(&name)))
+        .await
+        .kube_ctx(|| format!("listing the pods of StreamJob {ns}/{name}"))?;
+    let pods = pods::by_worker(&pods.items, &name, resources::HASH_ANNOTATION);
+    let running = status
+        .deployed
+        .as_ref()
+        .filter(|d| !d.suspended)
+        .map_or(0, |d| d.parallelism);
+    let urls: Vec<Option<String>> = (0..running)
+        .map(|w| (ctx.worker_url)(job, w, pods.get(&w)))
+        .collect();
+    let asks = urls.iter().enumerate().map(|(w, url)| async move {
+        let answer: WorkerAnswer = match url {
+            Some(u) => ctx.admin.status(u).await.map_err(|e| e.to_string()),
+            None => Err(format!("worker {w} has no pod IP yet")),
+        };
+        (w as u32, answer)
+    });
+    let answers: BTreeMap<u32, WorkerAnswer> =
+        futures::future::join_all(asks).await.into_iter().collect();
+    let starting = status.deployed.as_ref().is_none_or(|d| {
+        DateTime::parse_from_rfc3339(&d.time)
+            .map(|t| now - t.with_timezone(&Utc))
+            .ok()
+            .and_then(|age| age.to_std().ok())
+            .is_none_or(|age| age < job.spec.startup_timeout.as_std())
+    });
+    let (job_state, workers) = job_status::job_state(&name, &answers, &pods, starting);
+    let last_checkpoint = job_status::last_checkpoint(&answers);
+    let poll = match &status.operation {
+        Some(op) => Some(poll_savepoint(ctx, &resolved, op, &urls, running, now).await),
+        None => None,
+    };
+    Ok(Observation {
+        resolved,
+        problems,
+        tunings,
+        hash,
+        pods,
+        urls,
+        job_state,
+        workers,
+        last_checkpoint,
+        starting,
+        poll,
+    })
+}
+
+type Checked = (
+    Resolved,
+    Vec<Problem>,
+    Vec<Tuning>,
+    BTreeMap<String, String>,
+);
+
+/// Resolves the pipeline against Connectors and Secrets, validates it exactly as `weir
+/// validate` does, tunes Kafka transaction timeouts, and digests the credentials.
+async fn resolve_and_check(client: &Client, ns: &str, job: &StreamJob) -> Result<Checked> {
+    let mut problems = Vec::new();
+    let (mut resolved, broker_max) = match resolve_pipeline(client, ns, job).await? {
         Ok(r) => r,
         Err(errors) => {
-            problems.extend(errors);
-            (fallback_resolution(&job), BTreeMap::new())
+            problems.extend(errors.into_iter().map(Problem::blocking));
+            (fallback_resolution(job), BTreeMap::new())
         }
     };
-    let mut resolved = resolved;
-    if let Err(errs) = resolved.pipeline.check_structure() {
-        problems.extend(errs.iter().map(|e| format!("pipeline.{e}")));
+    if problems.is_empty() {
+        // The same check as `weir validate`, so nothing is deployed that the workers refuse.
+        problems.extend(
+            resolve::validate(&resolved.pipeline)
+                .iter()
+                .map(|e| Problem::blocking(format!("pipeline.{e}"))),
+        );
     }
     let tunings = tuning::tune(&mut resolved.pipeline, &broker_max);
-    status.transaction_timeouts = tunings
-        .iter()
-        .map(|t| (t.sink().to_string(), t.message()))
-        .collect();
     problems.extend(
         tunings
             .iter()
             .filter(|t| t.is_problem())
-            .map(|t| t.message()),
+            .map(|t| Problem::blocking(t.message())),
     );
-    let storage = resolved.pipeline.checkpoint.storage.clone();
+    let storage = &resolved.pipeline.checkpoint.storage;
     if !storage.contains("://") || storage.starts_with("file://") {
-        problems.push(format!(
+        problems.push(Problem::warning(format!(
             "pipeline.checkpoint.storage {storage:?} is a path inside each pod: state is lost when a pod is replaced and the operator cannot write savepoint manifests; use an object store URL (s3://…)"
-        ));
+        )));
     }
-    let secret_digests = secret_digests(client, &ns, &resolved).await?;
-    let hash = resources::spec_hash(&job, &resolved, &secret_digests)?;
+    let (digests, missing) = secret_digests(client, ns, &resolved).await?;
+    problems.extend(missing.into_iter().map(Problem::blocking));
+    Ok((resolved, problems, tunings, digests))
+}
 
-    // 2. Read the workers and the savepoint in progress.
-    let deployed = status.deployed.clone();
-    let running_replicas = deployed
-        .as_ref()
-        .filter(|d| !d.suspended)
-        .map(|d| d.parallelism)
-        .unwrap_or(0);
-    let urls: Vec<String> = (0..running_replicas)
-        .map(|w| (ctx.worker_url)(&job, w))
-        .collect();
-    let mut answers: BTreeMap<u32, WorkerAnswer> = BTreeMap::new();
-    for (w, url) in urls.iter().enumerate() {
-        let a = ctx.admin.status(url).await.map_err(|e| e.to_string());
-        answers.insert(w as u32, a);
-    }
-    let (job_state, workers) = job_status::job_state(&name, &answers);
-    status.workers = workers;
-    if let Some(c) = job_status::last_checkpoint(&answers) {
-        status.last_checkpoint = Some(c);
-    }
-    let storage_options = resolved.pipeline.checkpoint.storage_options.clone();
-    let mut outcome = None;
-    if let Some(op) = status.operation.clone() {
-        let polled = savepoint::poll_all(&ctx.admin, &urls, &op.savepoint_id, &op.completed).await;
-        let progress = savepoint::aggregate(running_replicas, op.completed.clone(), &polled);
-        let mut o = progress.outcome;
-        if let SavepointOutcome::Completed { path } = &o {
-            // Every part is written; the job manifest makes it a savepoint.
-            if let Err(e) = savepoint::complete_job_savepoint(
-                path,
-                &resolved.pipeline.name,
-                &op.savepoint_id,
-                running_replicas,
-                &storage_options,
-                now,
-            )
-            .await
-            {
-                o = SavepointOutcome::Failed {
-                    error: e.to_string(),
-                };
-            }
+/// Polls the savepoint in progress; once every part is written, writes the job's savepoint
+/// manifest (idempotent: the last step of the savepoint itself, so it belongs to the poll).
+async fn poll_savepoint(
+    ctx: &Context,
+    resolved: &Resolved,
+    op: &Operation,
+    urls: &[Option<String>],
+    running: u32,
+    now: DateTime<Utc>,
+) -> (SavepointOutcome, BTreeMap<String, String>) {
+    let polled = savepoint::poll_all(&ctx.admin, urls, &op.savepoint_id, &op.completed).await;
+    let progress = savepoint::aggregate(running, op.completed.clone(), &polled);
+    let mut outcome = progress.outcome;
+    if let SavepointOutcome::Completed { path } = &outcome {
+        if let Err(e) = savepoint::complete_job_savepoint(
+            path,
+            &resolved.pipeline.name,
+            &op.savepoint_id,
+            running,
+            &resolved.pipeline.checkpoint.storage_options,
+            now,
+        )
+        .await
+        {
+            outcome = SavepointOutcome::Failed {
+                error: e.to_string(),
+            };
         }
-        if let Some(cur) = status.operation.as_mut() {
-            cur.completed = progress.completed;
-        }
-        outcome = Some(o);
     }
+    (outcome, progress.completed)
+}
 
-    // 3. Decide.
+// ---------------------------------------------------------------------------------------------
+// Decide: pure.
+
+/// The next action: the lifecycle state machine, except that a spec with blocking problems is
+/// never rolled out (what runs keeps running).
+pub fn decide(job: &StreamJob, seen: &Observation, deleting: bool, now: DateTime<Utc>) -> Action {
+    let spec = &job.spec;
+    let status = job.status.clone().unwrap_or_default();
     let desired = Desired {
-        hash: hash.clone(),
+        hash: seen.hash.clone(),
         parallelism: spec.parallelism,
         mode: spec.upgrade_mode,
         savepoint: spec.upgrade.savepoint.clone(),
@@ -201,10 +295,10 @@ async fn run(job: Arc<StreamJob>, ctx: Arc<Context>, deleting: bool) -> Result<R
         delete_with_savepoint: spec.delete_with_savepoint,
     };
     let observed = Observed {
-        deployed: deployed.clone(),
+        deployed: status.deployed.clone(),
         operation: status.operation.clone(),
-        outcome: outcome.clone(),
-        job: job_state,
+        outcome: seen.poll.as_ref().map(|(o, _)| o.clone()),
+        job: seen.job_state,
         last_trigger_nonce: status.last_savepoint_trigger_nonce,
         last_savepoint_time: status
             .last_savepoint
@@ -212,353 +306,568 @@ async fn run(job: Arc<StreamJob>, ctx: Arc<Context>, deleting: bool) -> Result<R
             .and_then(|s| DateTime::parse_from_rfc3339(&s.time).ok())
             .map(|t| t.with_timezone(&Utc)),
         abandoned_hash: status.abandoned_hash.clone(),
+        pending_upgrade: status.pending_upgrade.clone(),
+        deletion_started: job
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp_millis(t.0.as_millisecond())),
+        last_checkpoint: seen
+            .last_checkpoint
+            .clone()
+            .or(status.last_checkpoint.clone()),
         now,
     };
-    let mut action = upgrade::decide(&desired, &observed);
-    // A broken spec is never deployed; what runs keeps running.
-    if !problems
-        .iter()
-        .all(|p| p.contains("is a path inside each pod"))
-        && matches!(
-            action,
-            Action::Deploy { .. }
-                | Action::Trigger {
-                    kind: OperationKind::Upgrade,
-                    ..
-                }
-        )
-    {
-        action = Action::Wait {
+    let action = upgrade::decide(&desired, &observed);
+    let rolls_out = matches!(
+        action,
+        Action::Deploy { .. }
+            | Action::WaitForWorkers { .. }
+            | Action::Trigger {
+                kind: OperationKind::Upgrade,
+                ..
+            }
+    );
+    if rolls_out && job_status::blocking(&seen.problems) {
+        return Action::Wait {
             after: Duration::from_secs(30),
-            reason: "the spec has errors; nothing is deployed until they are fixed".into(),
+            reason: "the spec has problems; nothing is deployed until they are fixed".into(),
         };
     }
-    tracing::info!(?action, job_state = ?job_state, "decided");
+    action
+}
 
-    // 4. Record what the poll found.
-    if let (Some(op), Some(o)) = (&observed.operation, &outcome) {
-        let seconds = DateTime::parse_from_rfc3339(&op.started_at)
-            .map(|t| (now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
-            .unwrap_or(0.0);
-        let kind = format!("{:?}", op.kind);
-        match o {
-            SavepointOutcome::Completed { path } => {
-                let record = SavepointRecord {
-                    id: op.savepoint_id.clone(),
-                    path: path.clone(),
-                    time: rfc3339(now),
-                    reason: kind.clone(),
-                };
-                status.savepoint_history.push(record.clone());
-                status.last_savepoint = Some(record);
-                ctx.metrics
-                    .savepoints
-                    .with_label_values(&[&kind, "completed"])
-                    .inc();
-                ctx.metrics
-                    .savepoint_duration
-                    .with_label_values(&[&kind])
-                    .observe(seconds);
-                events.push((
-                    EventType::Normal,
-                    "SavepointCompleted",
-                    format!("{kind} savepoint {} completed at {path}", op.savepoint_id),
-                ));
-            }
-            SavepointOutcome::Failed { error } => {
-                ctx.metrics
-                    .savepoints
-                    .with_label_values(&[&kind, "failed"])
-                    .inc();
-                events.push((
-                    EventType::Warning,
-                    "SavepointFailed",
-                    format!(
-                        "{kind} savepoint {} (attempt {}): {error}",
-                        op.savepoint_id, op.attempt
-                    ),
-                ));
-            }
-            SavepointOutcome::Pending => {}
+// ---------------------------------------------------------------------------------------------
+// Plan: pure.
+
+/// A write the reconcile makes (in this order, before the status patch).
+#[derive(Clone, Debug)]
+pub enum Write {
+    Service(Box<Service>),
+    Pdb(Box<PodDisruptionBudget>),
+    ConfigMap(Box<ConfigMap>),
+    StatefulSet(Box<StatefulSet>),
+    ScaleToZero,
+    TriggerSavepoint { id: String, stop: bool },
+    DeleteSavepoints(Vec<SavepointRecord>),
+}
+
+/// Something to count in the operator's metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Savepoint {
+        kind: String,
+        completed: bool,
+        seconds: Option<f64>,
+    },
+    Upgrade {
+        mode: String,
+        how: String,
+    },
+}
+
+/// Everything a reconcile writes, decided before anything is written.
+pub struct Plan {
+    pub status: StreamJobStatus,
+    pub events: Vec<EventNote>,
+    pub writes: Vec<Write>,
+    pub outcomes: Vec<Outcome>,
+    /// `None`: wait for a change (after releasing the finalizer).
+    pub requeue: Option<Duration>,
+    pub release: bool,
+}
+
+impl Plan {
+    fn event(&mut self, warning: bool, reason: &str, note: String) {
+        self.events.push(EventNote {
+            warning,
+            reason: reason.into(),
+            note,
+        });
+    }
+}
+
+pub fn plan(
+    job: &StreamJob,
+    seen: &Observation,
+    action: &Action,
+    deleting: bool,
+    now: DateTime<Utc>,
+) -> Result<Plan> {
+    let previous = job.status.clone();
+    let mut status = previous.clone().unwrap_or_default();
+    status.workers = seen.workers.clone();
+    if let Some(c) = &seen.last_checkpoint {
+        status.last_checkpoint = Some(c.clone());
+    }
+    status.transaction_timeouts = seen
+        .tunings
+        .iter()
+        .map(|t| (t.sink().to_string(), t.message()))
+        .collect();
+    let mut p = Plan {
+        status,
+        events: Vec::new(),
+        writes: Vec::new(),
+        outcomes: Vec::new(),
+        requeue: Some(Duration::from_secs(30)),
+        release: false,
+    };
+    if let (Some(op), Some((outcome, completed))) = (
+        &job.status.as_ref().and_then(|s| s.operation.clone()),
+        &seen.poll,
+    ) {
+        if let Some(cur) = p.status.operation.as_mut() {
+            cur.completed = completed.clone();
         }
+        record_poll(&mut p, op, outcome, now);
     }
+    act(&mut p, job, seen, action, now)?;
+    if !deleting && p.status.deployed.is_some() {
+        // Only a job that runs (or is about to) gets its Service and disruption budget.
+        p.writes
+            .insert(0, Write::Pdb(Box::new(resources::pdb(job))));
+        p.writes
+            .insert(0, Write::Service(Box::new(resources::service(job))));
+    }
+    retention(&mut p, job, now);
+    finish_status(&mut p, job, seen, deleting, now);
+    p.events
+        .extend(job_status::transition_events(previous.as_ref(), &p.status));
+    Ok(p)
+}
 
-    // 5. Act.
-    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let mut requeue = Requeue::requeue(Duration::from_secs(30));
-    let mut release = false;
-    if !deleting {
-        apply_object(client, &ns, &resources::service(&job), "Service").await?;
-        apply_object(client, &ns, &resources::pdb(&job), "PodDisruptionBudget").await?;
-    }
-    match &action {
-        Action::Deploy { restore, reason } => {
-            let cm = resources::config_map(&job, &resolved.pipeline, &hash)?;
-            apply_object(client, &ns, &cm, "ConfigMap").await?;
-            let grace = resolved
-                .pipeline
-                .checkpoint
-                .timeout
-                .as_std()
-                .as_secs()
-                .min(300) as i64
-                + 30;
-            let sts = resources::stateful_set(
-                &job,
-                &WorkerPlan {
-                    hash: &hash,
-                    replicas: spec.parallelism,
-                    restore,
-                    env: &resolved.env,
-                    termination_grace_secs: grace,
-                },
-            );
-            sts_api
-                .patch(&name, &apply, &Patch::Apply(&sts))
-                .await
-                .kube_ctx(|| format!("applying StatefulSet {ns}/{name}"))?;
-            let restored_from = match restore {
-                Restore::Savepoint(p) => Some(p.clone()),
-                _ => None,
-            };
-            if deployed.is_some() {
-                let mode = format!("{:?}", spec.upgrade_mode);
-                let how = match restore {
-                    Restore::Savepoint(_) => "savepoint",
-                    Restore::LastState => "last-state",
-                    Restore::Fresh => "fresh",
-                };
-                ctx.metrics.upgrades.with_label_values(&[&mode, how]).inc();
-            }
-            status.deployed = Some(Deployment {
-                spec_hash: hash.clone(),
-                parallelism: spec.parallelism,
-                suspended: false,
-                restored_from: restored_from.clone(),
-                resume_from: None,
+/// What the savepoint poll found: the record, events and metrics.
+fn record_poll(p: &mut Plan, op: &Operation, outcome: &SavepointOutcome, now: DateTime<Utc>) {
+    let seconds = DateTime::parse_from_rfc3339(&op.started_at)
+        .map(|t| (now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
+        .ok();
+    let kind = format!("{:?}", op.kind);
+    match outcome {
+        SavepointOutcome::Completed { path } => {
+            let record = SavepointRecord {
+                id: op.savepoint_id.clone(),
+                path: path.clone(),
                 time: rfc3339(now),
+                reason: kind.clone(),
+            };
+            p.status.savepoint_history.push(record.clone());
+            p.status.last_savepoint = Some(record);
+            p.outcomes.push(Outcome::Savepoint {
+                kind: kind.clone(),
+                completed: true,
+                seconds,
             });
-            status.operation = None;
-            status.abandoned_hash = None;
-            events.push((
-                EventType::Normal,
-                "Deploying",
-                format!(
-                    "{reason}: {} workers{}",
-                    spec.parallelism,
-                    restored_from
-                        .map(|p| format!(" from savepoint {p}"))
-                        .unwrap_or_default()
-                ),
-            ));
-            requeue = Requeue::requeue(upgrade::WAIT_INTERVAL);
+            p.event(
+                false,
+                "SavepointCompleted",
+                format!("{kind} savepoint {} completed at {path}", op.savepoint_id),
+            );
         }
+        SavepointOutcome::Failed { error } => {
+            p.outcomes.push(Outcome::Savepoint {
+                kind: kind.clone(),
+                completed: false,
+                seconds: None,
+            });
+            p.event(
+                true,
+                "SavepointFailed",
+                format!(
+                    "{kind} savepoint {} (attempt {}): {error}",
+                    op.savepoint_id, op.attempt
+                ),
+            );
+        }
+        SavepointOutcome::Pending => {}
+    }
+}
+
+/// The action's writes and its effect on the status.
+fn act(
+    p: &mut Plan,
+    job: &StreamJob,
+    seen: &Observation,
+    action: &Action,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let spec = &job.spec;
+    if !matches!(action, Action::WaitForWorkers { .. }) {
+        p.status.pending_upgrade = None;
+    }
+    match action {
+        Action::Deploy { restore, reason } => deploy(p, job, seen, restore, reason, now)?,
         Action::Trigger {
             kind,
             stop,
             attempt,
         } => {
             let id = savepoint::savepoint_id(*kind, *attempt, now);
-            savepoint::trigger_all(&ctx.admin, &urls, &id, *stop).await?;
-            let target_hash = (*kind == OperationKind::Upgrade).then(|| hash.clone());
-            status.operation = Some(Operation {
+            p.writes.push(Write::TriggerSavepoint {
+                id: id.clone(),
+                stop: *stop,
+            });
+            p.status.operation = Some(Operation {
                 kind: *kind,
                 savepoint_id: id.clone(),
                 stop: *stop,
                 attempt: *attempt,
                 started_at: rfc3339(now),
-                target_hash,
+                target_hash: (*kind == OperationKind::Upgrade).then(|| seen.hash.clone()),
                 completed: BTreeMap::new(),
             });
             if *kind == OperationKind::Manual {
-                status.last_savepoint_trigger_nonce = spec.savepoint_trigger_nonce;
+                p.status.last_savepoint_trigger_nonce = spec.savepoint_trigger_nonce;
             }
-            events.push((
-                EventType::Normal,
+            p.event(
+                false,
                 "SavepointTriggered",
                 format!("{kind:?} savepoint {id} (attempt {attempt}, stop: {stop})"),
-            ));
-            requeue = Requeue::requeue(upgrade::POLL_INTERVAL);
+            );
+            p.requeue = Some(upgrade::POLL_INTERVAL);
         }
         Action::Wait { after, reason } => {
             tracing::debug!(%reason, "waiting");
-            requeue = Requeue::requeue(*after);
+            p.requeue = Some(*after);
+        }
+        Action::WaitForWorkers { reason } => {
+            let current = p
+                .status
+                .pending_upgrade
+                .take()
+                .filter(|w| w.target_hash == seen.hash);
+            if current.is_none() {
+                p.event(false, "UpgradeWaitingForWorkers", reason.clone());
+            }
+            p.status.pending_upgrade = Some(current.unwrap_or(PendingUpgrade {
+                target_hash: seen.hash.clone(),
+                since: rfc3339(now),
+            }));
+            p.requeue = Some(upgrade::WAIT_INTERVAL);
         }
         Action::Suspend { resume_from } => {
-            let patch = serde_json::json!({ "spec": { "replicas": 0 } });
-            sts_api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .kube_ctx(|| format!("scaling StatefulSet {ns}/{name} to 0"))?;
-            if let Some(d) = status.deployed.as_mut() {
+            p.writes.push(Write::ScaleToZero);
+            if let Some(d) = p.status.deployed.as_mut() {
                 d.suspended = true;
                 d.resume_from = resume_from.clone();
             }
-            status.operation = None;
-            events.push((
-                EventType::Normal,
-                "Suspended",
-                match resume_from {
-                    Some(p) => format!("scaled to 0; resumes from savepoint {p}"),
-                    None => "scaled to 0; resumes from the newest checkpoints".into(),
-                },
-            ));
+            p.status.operation = None;
+            let note = match resume_from {
+                Some(path) => format!("scaled to 0; resumes from savepoint {path}"),
+                None => "scaled to 0; resumes from the newest checkpoints".into(),
+            };
+            p.event(false, "Suspended", note);
         }
         Action::Finish { kind, failed } => {
-            status.operation = None;
+            p.status.operation = None;
             if *kind == OperationKind::Manual {
-                status.last_savepoint_trigger_nonce = spec.savepoint_trigger_nonce;
+                p.status.last_savepoint_trigger_nonce = spec.savepoint_trigger_nonce;
             }
             if let Some(f) = failed {
                 tracing::warn!(reason = %f, "savepoint given up");
             }
-            requeue = Requeue::requeue(upgrade::POLL_INTERVAL);
+            p.requeue = Some(upgrade::POLL_INTERVAL);
         }
         Action::Abandon { kind, reason } => {
-            status.operation = None;
+            p.status.operation = None;
             if *kind == OperationKind::Upgrade {
-                status.abandoned_hash = Some(hash.clone());
-                ctx.metrics
-                    .upgrades
-                    .with_label_values(&[&format!("{:?}", spec.upgrade_mode), "abandoned"])
-                    .inc();
+                p.status.abandoned_hash = Some(seen.hash.clone());
+                p.outcomes.push(Outcome::Upgrade {
+                    mode: format!("{:?}", spec.upgrade_mode),
+                    how: "abandoned".into(),
+                });
             }
-            events.push((EventType::Warning, "UpgradeAbandoned", reason.clone()));
+            p.event(true, "UpgradeAbandoned", reason.clone());
         }
-        Action::ReleaseFinalizer { reason } => {
-            release = true;
-            events.push((EventType::Normal, "Released", reason.clone()));
+        Action::ReleaseFinalizer { reason, warning } => {
+            p.release = true;
+            p.requeue = None;
+            let why = if *warning {
+                "ReleasedWithoutSavepoint"
+            } else {
+                "Released"
+            };
+            p.event(*warning, why, reason.clone());
         }
         Action::Steady => {}
     }
-    if status.abandoned_hash.is_some() {
-        problems.push(format!(
-            "the upgrade to spec {hash} was given up; the previous spec keeps running until the spec changes"
-        ));
-    }
+    Ok(())
+}
 
-    // 6. Savepoint retention (works while suspended: it only needs the object store).
-    if let Some(retention) = &spec.savepoint_retention {
-        let keep: Vec<String> = status
-            .deployed
-            .iter()
-            .flat_map(|d| [d.restored_from.clone(), d.resume_from.clone()])
-            .flatten()
-            .collect();
-        let keep_refs: Vec<&str> = keep.iter().map(String::as_str).collect();
-        let expired: Vec<SavepointRecord> =
-            savepoint::expired(&status.savepoint_history, retention, &keep_refs, now)
-                .into_iter()
-                .cloned()
-                .collect();
-        for sp in expired {
-            match savepoint::delete_savepoint(&sp.path, &storage_options).await {
-                Ok(()) => {
-                    status.savepoint_history.retain(|h| h.id != sp.id);
-                    events.push((
-                        EventType::Normal,
-                        "SavepointDeleted",
-                        format!("retention deleted savepoint {} ({})", sp.id, sp.path),
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, savepoint = %sp.id, "retention could not delete")
-                }
-            }
-        }
+/// Write the ConfigMap and roll the StatefulSet to the desired spec.
+fn deploy(
+    p: &mut Plan,
+    job: &StreamJob,
+    seen: &Observation,
+    restore: &Restore,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let spec = &job.spec;
+    let pipeline = &seen.resolved.pipeline;
+    p.writes
+        .push(Write::ConfigMap(Box::new(resources::config_map(
+            job, pipeline, &seen.hash,
+        )?)));
+    // SIGTERM lets the checkpoint in flight finish first.
+    let grace = pipeline.checkpoint.timeout.as_std().as_secs().min(300) as i64 + 30;
+    let sts = resources::stateful_set(
+        job,
+        &WorkerPlan {
+            hash: &seen.hash,
+            replicas: spec.parallelism,
+            restore,
+            env: &seen.resolved.env,
+            termination_grace_secs: grace,
+        },
+    );
+    p.writes.push(Write::StatefulSet(Box::new(sts)));
+    let restored_from = match restore {
+        Restore::Savepoint(path) => Some(path.clone()),
+        _ => None,
+    };
+    if p.status.deployed.is_some() {
+        let how = match restore {
+            Restore::Savepoint(_) => "savepoint",
+            Restore::LastState => "last-state",
+            Restore::Fresh => "fresh",
+        };
+        p.outcomes.push(Outcome::Upgrade {
+            mode: format!("{:?}", spec.upgrade_mode),
+            how: how.into(),
+        });
     }
-
-    // 7. Status and events.
-    let checkpointing = resolved.pipeline.checkpoint.enabled.then(|| {
-        (
-            resolved.pipeline.checkpoint.interval.as_std(),
-            resolved.pipeline.checkpoint.timeout.as_std(),
-        )
+    p.status.deployed = Some(Deployment {
+        spec_hash: seen.hash.clone(),
+        parallelism: spec.parallelism,
+        suspended: false,
+        restored_from: restored_from.clone(),
+        resume_from: None,
+        time: rfc3339(now),
     });
+    p.status.operation = None;
+    p.status.abandoned_hash = None;
+    let from = restored_from
+        .map(|path| format!(" from savepoint {path}"))
+        .unwrap_or_default();
+    p.event(
+        false,
+        "Deploying",
+        format!("{reason}: {} workers{from}", spec.parallelism),
+    );
+    p.requeue = Some(upgrade::WAIT_INTERVAL);
+    Ok(())
+}
+
+/// Savepoints to delete by the retention policy (works while suspended: it only needs the object
+/// store). They leave the history here; `apply` puts back any it could not delete.
+fn retention(p: &mut Plan, job: &StreamJob, now: DateTime<Utc>) {
+    let Some(policy) = &job.spec.savepoint_retention else {
+        return;
+    };
+    let keep: Vec<String> = p
+        .status
+        .deployed
+        .iter()
+        .flat_map(|d| [d.restored_from.clone(), d.resume_from.clone()])
+        .flatten()
+        .collect();
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    let expired: Vec<SavepointRecord> =
+        savepoint::expired(&p.status.savepoint_history, policy, &keep, now)
+            .into_iter()
+            .cloned()
+            .collect();
+    if expired.is_empty() {
+        return;
+    }
+    p.status
+        .savepoint_history
+        .retain(|h| !expired.iter().any(|e| e.id == h.id));
+    p.writes.push(Write::DeleteSavepoints(expired));
+}
+
+/// Phase, conditions and the rest of the status, from what was read and what is planned.
+fn finish_status(
+    p: &mut Plan,
+    job: &StreamJob,
+    seen: &Observation,
+    deleting: bool,
+    now: DateTime<Utc>,
+) {
+    let spec = &job.spec;
+    let mut problems = seen.problems.clone();
+    if p.status.abandoned_hash.is_some() {
+        problems.push(Problem::warning(format!(
+            "the upgrade to spec {} was given up; the previous spec keeps running until the spec changes",
+            seen.hash
+        )));
+    }
+    let checkpoint = &seen.resolved.pipeline.checkpoint;
+    let checkpointing = checkpoint
+        .enabled
+        .then(|| (checkpoint.interval.as_std(), checkpoint.timeout.as_std()));
+    let status = &p.status;
     let inputs = job_status::Inputs {
         generation: job.metadata.generation,
         deleting,
-        desired_hash: &hash,
+        desired_hash: &seen.hash,
         desired_suspended: spec.state == DesiredState::Suspended,
         parallelism: spec.parallelism,
         deployed: status.deployed.as_ref(),
         operation: status.operation.as_ref(),
-        job: job_state,
+        pending_upgrade: status.pending_upgrade.as_ref(),
+        job: seen.job_state,
         workers: &status.workers,
         problems: &problems,
         abandoned: status.abandoned_hash.is_some(),
+        starting: seen.starting,
         checkpointing,
         last_checkpoint: status.last_checkpoint.as_ref(),
         now,
     };
-    status.phase = job_status::phase(&inputs);
-    status.conditions = job_status::conditions(&inputs, &previous.conditions);
-    status.observed_generation = job.metadata.generation;
-    status.parallelism = status
+    let phase = job_status::phase(&inputs);
+    let previous: Vec<_> = job
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let conditions = job_status::conditions(&inputs, &previous);
+    p.status.phase = phase;
+    p.status.conditions = conditions;
+    p.status.observed_generation = job.metadata.generation;
+    p.status.parallelism = p
+        .status
         .deployed
         .as_ref()
         .filter(|d| !d.suspended)
-        .map(|d| d.parallelism)
-        .unwrap_or(0);
-    status.selector = Some(resources::selector(&name));
-    for c in &status.conditions {
-        let before = previous.conditions.iter().find(|p| p.type_ == c.type_);
-        if before.map(|b| &b.status) != Some(&c.status) {
-            let warn = (c.type_ == job_status::DEGRADED && c.status == "True")
-                || (c.type_ != job_status::DEGRADED && c.status == "False" && before.is_some());
-            events.push((
-                if warn {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                "ConditionChanged",
-                format!("{} is {} ({}): {}", c.type_, c.status, c.reason, c.message),
-            ));
+        .map_or(0, |d| d.parallelism);
+    p.status.selector = Some(resources::selector(&job.name_any()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apply: every write.
+
+async fn apply(
+    job: &StreamJob,
+    ctx: &Context,
+    seen: &Observation,
+    mut plan: Plan,
+    deleting: bool,
+) -> Result<Requeue> {
+    let client = &ctx.client;
+    let name = job.name_any();
+    let ns = job.namespace().unwrap_or_else(|| "default".into());
+    for write in std::mem::take(&mut plan.writes) {
+        match write {
+            Write::Service(o) => apply_object(client, &ns, o.as_ref(), "Service").await?,
+            Write::Pdb(o) => apply_object(client, &ns, o.as_ref(), "PodDisruptionBudget").await?,
+            Write::ConfigMap(o) => apply_object(client, &ns, o.as_ref(), "ConfigMap").await?,
+            Write::StatefulSet(o) => apply_object(client, &ns, o.as_ref(), "StatefulSet").await?,
+            Write::ScaleToZero => {
+                let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+                let patch = serde_json::json!({ "spec": { "replicas": 0 } });
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .kube_ctx(|| format!("scaling StatefulSet {ns}/{name} to 0"))?;
+            }
+            Write::TriggerSavepoint { id, stop } => {
+                savepoint::trigger_all(&ctx.admin, &seen.urls, &id, stop).await?;
+            }
+            Write::DeleteSavepoints(expired) => {
+                let options = &seen.resolved.pipeline.checkpoint.storage_options;
+                let mut deleted = Vec::new();
+                for sp in expired {
+                    match savepoint::delete_savepoint(&sp.path, options).await {
+                        Ok(()) => deleted.push(format!("{} ({})", sp.id, sp.path)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, savepoint = %sp.id, "retention could not delete");
+                            plan.status.savepoint_history.push(sp);
+                        }
+                    }
+                }
+                plan.status
+                    .savepoint_history
+                    .sort_by(|a, b| a.time.cmp(&b.time));
+                if !deleted.is_empty() {
+                    plan.event(
+                        false,
+                        "SavepointDeleted",
+                        format!("retention deleted savepoints {}", deleted.join(", ")),
+                    );
+                }
+            }
         }
     }
-    if status.phase != previous.phase || job.status.is_none() {
-        events.push((
-            EventType::Normal,
-            "PhaseChanged",
-            format!("{:?} -> {:?}", previous.phase, status.phase),
-        ));
-    }
-    if !release && Some(&status) != job.status.as_ref() {
+    record_metrics(&ctx.metrics, &plan.outcomes);
+    if !plan.release && Some(&plan.status) != job.status.as_ref() {
         let api: Api<StreamJob> = Api::namespaced(client.clone(), &ns);
         let body = serde_json::json!({
             "apiVersion": "weir.dev/v1alpha1",
             "kind": "StreamJob",
-            "status": status,
+            "status": plan.status,
         });
-        api.patch_status(&name, &apply, &Patch::Apply(&body))
-            .await
-            .kube_ctx(|| format!("patching the status of StreamJob {ns}/{name}"))?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .kube_ctx(|| format!("patching the status of StreamJob {ns}/{name}"))?;
     }
+    publish(&ctx.recorder, job, &plan.events).await;
+    match plan.requeue {
+        None => Ok(Requeue::await_change()),
+        // kube removes the finalizer when cleanup returns Ok: keep it until the savepoint is done.
+        Some(_) if deleting => Err(Error::Pending(format!(
+            "waiting for the delete savepoint of {ns}/{name}"
+        ))),
+        Some(after) => Ok(Requeue::requeue(after)),
+    }
+}
+
+fn record_metrics(metrics: &Metrics, outcomes: &[Outcome]) {
+    for o in outcomes {
+        match o {
+            Outcome::Savepoint {
+                kind,
+                completed,
+                seconds,
+            } => {
+                let label = if *completed { "completed" } else { "failed" };
+                metrics.savepoints.with_label_values(&[kind, label]).inc();
+                if let Some(s) = seconds {
+                    metrics
+                        .savepoint_duration
+                        .with_label_values(&[kind])
+                        .observe(*s);
+                }
+            }
+            Outcome::Upgrade { mode, how } => {
+                metrics.upgrades.with_label_values(&[mode, how]).inc();
+            }
+        }
+    }
+}
+
+async fn publish(recorder: &Recorder, job: &StreamJob, events: &[EventNote]) {
     let reference = job.object_ref(&());
-    for (type_, reason, note) in events {
+    for e in events {
         let ev = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(truncate(note, 1000)),
+            type_: if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason.clone(),
+            note: Some(truncate(e.note.clone(), 1000)),
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-            tracing::warn!(error = %e, "could not publish an event");
+        if let Err(err) = recorder.publish(&ev, &reference).await {
+            tracing::warn!(error = %err, "could not publish an event");
         }
     }
-    if release {
-        return Ok(Requeue::await_change());
-    }
-    if deleting {
-        // kube removes the finalizer when cleanup returns Ok: keep it until the savepoint is done.
-        return Err(Error::Pending(format!(
-            "waiting for the delete savepoint of {ns}/{name}"
-        )));
-    }
-    Ok(requeue)
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -660,38 +969,51 @@ async fn resolve_pipeline(client: &Client, ns: &str, job: &StreamJob) -> Result<
     Ok(Ok((resolved, broker_max)))
 }
 
-/// Digests of the referenced Secrets' data: a changed credential changes the pod template
-/// (and so restarts the job through its upgrade mode) without the value leaving the Secret.
+/// Digests of the referenced Secrets' data (a changed credential changes the pod template, and
+/// so restarts the job through its upgrade mode, without the value leaving the Secret), and a
+/// problem for each Secret or key that does not exist: such a job is held back, because its pods
+/// could not even start.
 async fn secret_digests(
     client: &Client,
     ns: &str,
     resolved: &Resolved,
-) -> Result<BTreeMap<String, String>> {
+) -> Result<(BTreeMap<String, String>, Vec<String>)> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let mut out = BTreeMap::new();
-    for r in &resolved.secrets {
-        let key = format!("{}/{}", r.name, r.key);
-        let digest = match api
+    let mut digests = BTreeMap::new();
+    let mut missing = Vec::new();
+    for used in &resolved.secrets {
+        let r = &used.secret;
+        let secret = api
             .get_opt(&r.name)
             .await
-            .kube_ctx(|| format!("reading Secret {ns}/{}", r.name))?
-        {
-            Some(s) => {
-                let value = s
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&r.key))
-                    .map(|b| b.0.clone())
-                    .unwrap_or_default();
-                Sha256::digest(&value)
-                    .iter()
-                    .take(8)
-                    .map(|b| format!("{b:02x}"))
-                    .collect()
+            .kube_ctx(|| format!("reading Secret {ns}/{}", r.name))?;
+        let value = secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(&r.key));
+        let digest = match (&secret, value) {
+            (Some(_), Some(v)) => Sha256::digest(&v.0)
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            (None, _) => {
+                missing.push(format!(
+                    "Secret {ns}/{} does not exist (Connector {:?} reads its key {:?} for the setting {})",
+                    r.name, used.connector, r.key, used.setting
+                ));
+                "missing".into()
             }
-            None => "missing".to_string(),
+            (Some(_), None) => {
+                missing.push(format!(
+                    "Secret {ns}/{} has no key {:?} (Connector {:?} reads it for the setting {})",
+                    r.name, r.key, used.connector, used.setting
+                ));
+                "missing".into()
+            }
         };
-        out.insert(key, digest);
+        digests.insert(format!("{}/{}", r.name, r.key), digest);
     }
-    Ok(out)
+    missing.dedup();
+    Ok((digests, missing))
 }

@@ -64,15 +64,20 @@ impl FakeApi {
         let (status, out) = match method.as_str() {
             "GET" => match objects.get(&path) {
                 Some(v) => (StatusCode::OK, v.clone()),
-                None if path.ends_with("/connectors") => {
+                None if path.ends_with("/connectors") || path.ends_with("/pods") => {
                     let items: Vec<Value> = objects
                         .iter()
                         .filter(|(k, _)| k.starts_with(&format!("{path}/")))
                         .map(|(_, v)| v.clone())
                         .collect();
+                    let (api_version, kind) = if path.ends_with("/pods") {
+                        ("v1", "PodList")
+                    } else {
+                        ("weir.dev/v1alpha1", "ConnectorList")
+                    };
                     (
                         StatusCode::OK,
-                        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "ConnectorList",
+                        json!({"apiVersion": api_version, "kind": kind,
                                "metadata": {}, "items": items}),
                     )
                 }

@@ -30,9 +30,9 @@ fn connector(v: serde_json::Value) -> ConnectorSpec {
 #[test]
 fn connector_settings_merge_under_the_node_and_secrets_become_env() {
     let spec = job_spec(json!({
-        "sources": [{"name": "in", "type": "kafka", "connectorRef": "k", "topic": "t",
+        "sources": [{"name": "in", "type": "kafka", "connectorRef": "k", "topics": ["t"],
                      "properties": {"fetch.min.bytes": "1", "client.id": "mine"}}],
-        "sinks": [{"name": "db", "type": "postgres", "connectorRef": "pg", "table": "x"}]
+        "sinks": [{"name": "db", "type": "jdbc", "connectorRef": "pg", "table": "x"}]
     }));
     let connectors = BTreeMap::from([
         (
@@ -60,7 +60,7 @@ fn connector_settings_merge_under_the_node_and_secrets_become_env() {
     let src = &r.pipeline.sources[0].config;
     assert!(!src.contains_key("connectorRef"));
     assert_eq!(src["bootstrap_servers"], "b:9092");
-    assert_eq!(src["topic"], "t");
+    assert_eq!(src["topics"], json!(["t"]));
     let props = &src["properties"];
     assert_eq!(props["client.id"], "mine", "the node wins");
     assert_eq!(props["acks"], "all", "connector defaults fill the rest");
@@ -101,6 +101,9 @@ fn connector_settings_merge_under_the_node_and_secrets_become_env() {
         .unwrap();
     assert_eq!((sel.name.as_str(), sel.key.as_str()), ("pgs", "pw"));
     assert_eq!(r.secrets.len(), 3);
+    // The resolved pipeline passes the runtime's own validation.
+    let errors = resolve::validate(&r.pipeline);
+    assert!(errors.is_empty(), "{errors:?}");
 
     // Wrong type and unknown names are reported with their paths.
     let bad = job_spec(json!({
@@ -178,6 +181,50 @@ fn an_elasticsearch_connector_becomes_hosts_auth_and_tls_settings() {
         ]
     );
     assert_eq!(r.secrets.len(), 4);
+}
+
+/// An `eventhubs` Connector fills `kafka` nodes with the runtime's eventhubs profile: the
+/// namespace, the connection string as an env reference, and the hub as the default topic.
+#[test]
+fn an_eventhubs_connector_fills_kafka_nodes_with_the_profile() {
+    let spec = job_spec(json!({
+        "sources": [{"name": "in", "type": "kafka", "connectorRef": "eh"}],
+        "sinks": [{"name": "out", "type": "kafka", "connectorRef": "eh", "topic": "other"}]
+    }));
+    let connectors = BTreeMap::from([(
+        "eh".to_string(),
+        connector(json!({
+            "type": "eventhubs",
+            "eventhubs": {"namespace": "my-ns", "hub": "orders", "transactions": true,
+                          "connectionString": {"secretKeyRef": {"name": "eh", "key": "cs"}}}
+        })),
+    )]);
+    let r = resolve::resolve("job", &spec, &connectors).unwrap();
+    let src = &r.pipeline.sources[0].config;
+    assert_eq!(src["topics"], json!(["orders"]));
+    assert_eq!(
+        src["eventhubs"],
+        json!({"namespace": "my-ns", "transactions": true,
+               "connection_string": "${env:WEIR_CONN_EH_EVENTHUBS_CONNECTION_STRING}"})
+    );
+    assert_eq!(
+        r.pipeline.sinks[0].config["topic"], "other",
+        "the node's own topic wins"
+    );
+    assert_eq!(r.env[0].name, "WEIR_CONN_EH_EVENTHUBS_CONNECTION_STRING");
+    assert_eq!(
+        probes::target(&connectors["eh"]),
+        probes::Probe::Tcp(vec!["my-ns.servicebus.windows.net:9093".into()])
+    );
+    let bad = job_spec(json!({
+        "sources": [{"name": "in", "type": "pubsub", "connectorRef": "eh"}],
+        "sinks": []
+    }));
+    let e = resolve::resolve("job", &bad, &connectors).unwrap_err()[0].to_string();
+    assert!(
+        e.contains("is of type eventhubs, which nodes of type kafka use"),
+        "{e}"
+    );
 }
 
 fn kafka_pipeline(props: serde_json::Value, mode: &str) -> PipelineSpec {
@@ -401,6 +448,8 @@ fn worker_states_aggregate_and_ready_needs_every_worker_running() {
                 .enumerate()
                 .map(|(i, x)| (i as u32, x))
                 .collect(),
+            &BTreeMap::new(),
+            false,
         )
     };
     assert_eq!(
@@ -448,10 +497,12 @@ fn worker_states_aggregate_and_ready_needs_every_worker_running() {
         parallelism: 2,
         deployed: Some(&deployed),
         operation: None,
+        pending_upgrade: None,
         job,
         workers: &workers,
         problems: &[],
         abandoned: false,
+        starting: false,
         checkpointing: Some((Duration::from_secs(10), Duration::from_secs(60))),
         last_checkpoint: None,
         now,
@@ -530,10 +581,25 @@ fn lease_decisions() {
 
 #[test]
 fn probe_targets_and_validation() {
-    let k = connector(json!({"type": "kafka", "kafka": {"bootstrapServers": "a:9092, b:9093"}}));
+    let k = connector(json!({"type": "kafka",
+        "kafka": {"bootstrapServers": "a:9092,b:9093", "securityProtocol": "SASL_SSL",
+                  "sasl": {"mechanism": "PLAIN", "username": {"value": "$ConnectionString"},
+                           "password": {"secretKeyRef": {"name": "s", "key": "k"}}}},
+        "properties": {"properties": {"ssl.ca.location": "/etc/ca.pem", "fetch.min.bytes": 1}}}));
+    // The brokers themselves are asked (their transaction maximum), with the Connector's
+    // security settings; the password joins from its Secret when the probe runs.
     assert_eq!(
         probes::target(&k),
-        probes::Probe::Tcp(vec!["a:9092".into(), "b:9093".into()])
+        probes::Probe::Kafka {
+            bootstrap: "a:9092,b:9093".into(),
+            properties: BTreeMap::from([
+                ("fetch.min.bytes".to_string(), "1".to_string()),
+                ("sasl.mechanism".into(), "PLAIN".into()),
+                ("sasl.username".into(), "$ConnectionString".into()),
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("ssl.ca.location".into(), "/etc/ca.pem".into()),
+            ]),
+        }
     );
     let pg = connector(json!({"type": "postgres", "url": "postgres://u:secret@h/db"}));
     assert!(probes::validate(&pg)[0].contains("contains a password"));
@@ -552,28 +618,16 @@ fn probe_targets_and_validation() {
         refs,
         ["elasticsearch.auth.basic.password", "elasticsearch.tls.ca"]
     );
-    let secrets = BTreeMap::from([
-        (
-            "elasticsearch.auth.basic.password".to_string(),
-            "pw!".to_string(),
-        ),
-        ("elasticsearch.tls.ca".to_string(), "PEM".to_string()),
-    ]);
     assert_eq!(
-        probes::target_with_secrets(&es, &secrets),
+        probes::target(&es),
         probes::Probe::Elasticsearch {
             urls: vec!["https://es-0:9200".into(), "https://es-1:9200".into()],
             auth: probes::EsAuth::Basic {
-                username: "weir".into(),
-                password: probes::Redacted("pw!".into())
+                username: Some("weir".into()),
             },
-            ca_pem: Some(probes::Redacted("PEM".into())),
+            ca: true,
             insecure: false,
         }
-    );
-    assert!(
-        !format!("{:?}", probes::target_with_secrets(&es, &secrets)).contains("pw!"),
-        "secrets stay out of Debug"
     );
     let plain = connector(json!({"type": "elasticsearch", "url": "http://es:9200",
                                  "elasticsearch": {"tls": {"insecureSkipVerify": true}}}));
@@ -591,9 +645,10 @@ async fn probes_reach_real_servers_on_loopback() {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
+    let no_secrets = BTreeMap::new();
     let ok = probes::run(
         &probes::Probe::Tcp(vec![addr.clone()]),
-        None,
+        &no_secrets,
         Duration::from_secs(2),
     )
     .await;
@@ -602,11 +657,11 @@ async fn probes_reach_real_servers_on_loopback() {
         &probes::Probe::Http {
             url: format!("http://{addr}/"),
         },
-        None,
+        &no_secrets,
         Duration::from_secs(2),
     )
     .await;
-    assert!(http.unwrap().contains("200"));
+    assert!(http.unwrap().message.contains("200"));
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -614,7 +669,7 @@ async fn probes_reach_real_servers_on_loopback() {
         .to_string();
     let err = probes::run(
         &probes::Probe::Tcp(vec![closed]),
-        None,
+        &no_secrets,
         Duration::from_secs(2),
     )
     .await;
@@ -647,20 +702,182 @@ async fn the_elasticsearch_probe_logs_in_and_reports_the_version() {
         .local_addr()
         .unwrap()
         .to_string();
-    let probe = |key: &str| probes::Probe::Elasticsearch {
+    let probe = probes::Probe::Elasticsearch {
         // The first node is down: the probe moves on to the next.
         urls: vec![format!("http://{closed}/"), format!("http://{addr}/")],
-        auth: probes::EsAuth::ApiKey(probes::Redacted(key.into())),
-        ca_pem: None,
+        auth: probes::EsAuth::ApiKey,
+        ca: false,
         insecure: false,
     };
-    let ok = probes::run(&probe("k3y"), None, Duration::from_secs(2)).await;
+    let key = |k: &str| BTreeMap::from([(probes::ES_API_KEY.to_string(), k.to_string())]);
+    let ok = probes::run(&probe, &key("k3y"), Duration::from_secs(2)).await;
     assert_eq!(
-        ok.unwrap(),
+        ok.unwrap().message,
         format!("GET http://{addr}/: opensearch 2.19.1, cluster logs")
     );
-    let refused = probes::run(&probe("wrong"), None, Duration::from_secs(2)).await;
+    let refused = probes::run(&probe, &key("wrong"), Duration::from_secs(2)).await;
     assert!(refused
         .unwrap_err()
         .contains("401 Unauthorized: the credentials were refused"),);
+}
+
+fn pod(name: &str, v: serde_json::Value) -> weir_operator::pods::PodObservation {
+    let mut p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(v).unwrap();
+    p.metadata.name = Some(name.into());
+    weir_operator::pods::observe(&p, "weir.dev/config-hash")
+}
+
+/// kstatus: right after a deploy the job is Progressing (not Stable) and not Degraded while its
+/// workers start; silent workers become Degraded only after the startup timeout, crashing ones
+/// at once.
+#[test]
+fn conditions_follow_kstatus_through_a_first_deploy() {
+    let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+    let deployed = Deployment {
+        spec_hash: "h".into(),
+        parallelism: 2,
+        time: "2026-01-01T11:59:50Z".into(),
+        ..Default::default()
+    };
+    let answers: BTreeMap<u32, Result<JobStatus, String>> = [
+        (0, Err("connection refused".to_string())),
+        (1, Err("worker 1 has no pod IP yet".to_string())),
+    ]
+    .into();
+    let pending = json!({"status": {"phase": "Pending"}});
+    let pods = BTreeMap::from([
+        (
+            0,
+            pod(
+                "j-0",
+                json!({"status": {"phase": "Running", "podIP": "127.0.0.2"}}),
+            ),
+        ),
+        (1, pod("j-1", pending)),
+    ]);
+    let conditions_for =
+        |starting: bool, pods: &BTreeMap<u32, weir_operator::pods::PodObservation>| {
+            let (job, workers) = job_status::job_state("j", &answers, pods, starting);
+            let inputs = Inputs {
+                generation: Some(1),
+                deleting: false,
+                desired_hash: "h",
+                desired_suspended: false,
+                parallelism: 2,
+                deployed: Some(&deployed),
+                operation: None,
+                pending_upgrade: None,
+                job,
+                workers: &workers,
+                problems: &[],
+                abandoned: false,
+                starting,
+                checkpointing: Some((Duration::from_secs(1), Duration::from_secs(60))),
+                last_checkpoint: None,
+                now,
+            };
+            (
+                job_status::phase(&inputs),
+                job_status::conditions(&inputs, &[]),
+            )
+        };
+    let get = |c: &[weir_crds::status::Condition], t: &str| {
+        c.iter().find(|x| x.type_ == t).unwrap().clone()
+    };
+
+    let (phase, c) = conditions_for(true, &pods);
+    assert_eq!(format!("{phase:?}"), "Deploying");
+    assert_eq!(get(&c, "Progressing").status, "True", "{c:?}");
+    assert_eq!(get(&c, "Progressing").reason, "Starting");
+    assert_eq!(get(&c, "Degraded").status, "False", "no failure yet: {c:?}");
+    assert_eq!(get(&c, "Ready").status, "False");
+
+    let (_, c) = conditions_for(false, &pods);
+    assert_eq!(
+        get(&c, "Degraded").status,
+        "True",
+        "past the startup timeout"
+    );
+    assert_eq!(get(&c, "Degraded").reason, "WorkersUnreachable");
+    assert!(
+        get(&c, "Degraded").message.contains("pod j-1 is Pending"),
+        "{c:?}"
+    );
+
+    // A crash-looping worker is a real failure even during startup.
+    let mut crashing = pods.clone();
+    crashing.insert(
+        1,
+        pod(
+            "j-1",
+            json!({"status": {"phase": "Running", "containerStatuses": [{
+        "name": "worker", "image": "weir", "imageID": "", "ready": false, "restartCount": 2,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 2}}}]}}),
+        ),
+    );
+    let (phase, c) = conditions_for(true, &crashing);
+    assert_eq!(format!("{phase:?}"), "Failed");
+    assert_eq!(get(&c, "Degraded").reason, "WorkersFailed");
+    assert_eq!(get(&c, "Progressing").status, "False");
+}
+
+/// Every kind of transition has its own event reason: kube's recorder folds events with equal
+/// type/reason/action into one series and drops the later notes.
+#[test]
+fn transition_events_have_distinct_reasons() {
+    use weir_crds::status::Condition;
+    use weir_crds::stream_job::{Phase, StreamJobStatus};
+    let cond = |t: &str, s: &str, r: &str| Condition {
+        type_: t.into(),
+        status: s.into(),
+        reason: r.into(),
+        message: format!("{t} {r}"),
+        ..Default::default()
+    };
+    let before = StreamJobStatus {
+        phase: Phase::Deploying,
+        conditions: vec![
+            cond("Ready", "False", "Deploying"),
+            cond("Progressing", "True", "Starting"),
+            cond("Degraded", "False", "Healthy"),
+            cond("CheckpointHealthy", "Unknown", "NotRunning"),
+        ],
+        ..Default::default()
+    };
+    let after = StreamJobStatus {
+        phase: Phase::Running,
+        conditions: vec![
+            cond("Ready", "True", "Running"),
+            cond("Progressing", "False", "Stable"),
+            cond("Degraded", "False", "Healthy"),
+            cond("CheckpointHealthy", "True", "Recent"),
+        ],
+        ..Default::default()
+    };
+    let events = job_status::transition_events(Some(&before), &after);
+    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "ReadyRunning",
+            "ProgressingStable",
+            "CheckpointHealthyRecent",
+            "PhaseRunning"
+        ]
+    );
+    assert!(events.iter().all(|e| !e.note.is_empty()));
+    let first = job_status::transition_events(None, &before);
+    let mut unique: Vec<&str> = first.iter().map(|e| e.reason.as_str()).collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), first.len(), "{first:?}");
+}
+
+#[test]
+fn operators_outside_a_cluster_get_distinct_identities() {
+    let a = weir_operator::leader::default_identity();
+    let b = weir_operator::leader::default_identity();
+    assert_ne!(a, b);
+    assert!(!a.is_empty() && !a.contains(' '));
 }

@@ -189,7 +189,7 @@ sinks:
     // The "old" deployment: two pods.
     let workers: Vec<Worker> = (0..2).map(|i| start_worker(&spec, i, 2, None)).collect();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let urls: Vec<String> = workers.iter().map(|w| w.url.clone()).collect();
+    let urls: Vec<Option<String>> = workers.iter().map(|w| Some(w.url.clone())).collect();
     let admin = AdminClient::new(Duration::from_secs(5)).unwrap();
     let id = savepoint::savepoint_id(OperationKind::Upgrade, 1, Utc::now());
     savepoint::trigger_all(&admin, &urls, &id, true)

@@ -27,7 +27,8 @@ fn job_json(image: &str, finalizers: &[&str]) -> Value {
             "parallelism": 2,
             "pipeline": {
                 "checkpoint": {"interval": "1s", "storage": "s3://bucket/state"},
-                "sources": [{"name": "in", "type": "datagen", "count": 10}],
+                "sources": [{"name": "in", "type": "datagen", "count": 10,
+                             "fields": {"id": {"kind": "sequence"}}}],
                 "sinks": [{"name": "out", "type": "blackhole"}]
             }
         }
@@ -39,7 +40,7 @@ fn context(api: &FakeApi, workers_base: String) -> Arc<Context> {
     Arc::new(Context {
         client: client.clone(),
         admin: AdminClient::new(std::time::Duration::from_secs(2)).unwrap(),
-        worker_url: Arc::new(move |_job, w| format!("{workers_base}/w{w}")),
+        worker_url: Arc::new(move |_job, w, _pod| Some(format!("{workers_base}/w{w}"))),
         recorder: Recorder::new(
             client,
             Reporter {
@@ -264,10 +265,16 @@ async fn failing_workers_are_never_ready_and_missing_connectors_block_deploys() 
         .await
         .unwrap();
     let reqs = api.take();
-    assert!(
-        find(&reqs, "PATCH", "statefulsets/orders").is_empty(),
-        "nothing deployed"
-    );
+    for kind in [
+        "statefulsets/orders",
+        "services/orders",
+        "poddisruptionbudgets/orders",
+    ] {
+        assert!(
+            find(&reqs, "PATCH", kind).is_empty(),
+            "nothing deployed: {kind}"
+        );
+    }
     let status = &find(&reqs, "PATCH", "/status")[0].body["status"];
     let degraded = status["conditions"]
         .as_array()
@@ -316,6 +323,114 @@ async fn failing_workers_are_never_ready_and_missing_connectors_block_deploys() 
     assert_eq!(cond("Degraded")["status"], "True");
     assert_eq!(cond("Degraded")["reason"], "WorkersFailed");
     assert!(events(&reqs).iter().any(|e| e.contains("Degraded is True")));
+}
+
+/// What the runtime refuses is never deployed: a Connector of type postgres used by a jdbc node
+/// with its password from a Secret is fine; a setting the jdbc node does not have, or a Secret
+/// that does not exist, holds the deployment with the reason in Degraded.
+#[tokio::test]
+async fn the_operator_refuses_what_the_runtime_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let workers = FakeWorkers::default();
+    let base = workers
+        .serve(dir.path().to_string_lossy().into_owned())
+        .await;
+    let api = FakeApi::default();
+    let ctx = context(&api, base);
+    api.objects.lock().unwrap().insert(
+        "/apis/weir.dev/v1alpha1/namespaces/prod/connectors/warehouse".into(),
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Connector",
+               "metadata": {"name": "warehouse", "namespace": "prod"},
+               "spec": {"type": "postgres", "url": "postgres://weir@db:5432/app",
+                        "credentials": [{"setting": "password",
+                                         "secretKeyRef": {"name": "db", "key": "password"}}]}}),
+    );
+    let sink = |extra: Value| {
+        let mut j = job_json("weir:1", &[FINALIZER]);
+        let mut node = json!({"name": "out", "type": "jdbc", "connectorRef": "warehouse",
+                              "table": "t"});
+        if let (Some(n), Some(e)) = (node.as_object_mut(), extra.as_object()) {
+            n.extend(e.clone());
+        }
+        j["spec"]["pipeline"]["sinks"][0] = node;
+        j
+    };
+    let degraded = |reqs: &[Recorded]| {
+        let status = &find(reqs, "PATCH", "/status")[0].body["status"];
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Degraded")
+            .unwrap()
+            .clone()
+    };
+
+    // The Secret does not exist yet: held, and the Secret is named.
+    api.objects
+        .lock()
+        .unwrap()
+        .insert(JOB_PATH.into(), sink(json!({})));
+    reconcile(Arc::new(stored_job(&api)), ctx.clone())
+        .await
+        .unwrap();
+    let reqs = api.take();
+    assert!(find(&reqs, "PATCH", "statefulsets/orders").is_empty());
+    let d = degraded(&reqs);
+    assert_eq!(d["reason"], "InvalidSpec", "{d}");
+    assert!(
+        d["message"]
+            .as_str()
+            .unwrap()
+            .contains("Secret prod/db does not exist"),
+        "{d}"
+    );
+
+    // With the Secret, it deploys; the password reaches the pipeline only as ${env:…}.
+    api.objects.lock().unwrap().insert(
+        "/api/v1/namespaces/prod/secrets/db".into(),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "prod"},
+               "data": {"password": "aHVudGVyMg=="}}),
+    );
+    reconcile(Arc::new(stored_job(&api)), ctx.clone())
+        .await
+        .unwrap();
+    let reqs = api.take();
+    assert_eq!(
+        find(&reqs, "PATCH", "statefulsets/orders").len(),
+        1,
+        "{reqs:?}"
+    );
+    let cm = reqs
+        .iter()
+        .find(|r| r.method == "PATCH" && r.path.contains("/configmaps/orders-"))
+        .unwrap();
+    let pipeline = cm.body["data"]["pipeline.yaml"].as_str().unwrap();
+    assert!(
+        pipeline.contains("${env:WEIR_CONN_WAREHOUSE_PASSWORD}"),
+        "{pipeline}"
+    );
+    assert!(!pipeline.contains("hunter2"));
+
+    // A setting the jdbc sink does not have: refused with the runtime's own message, nothing
+    // rolled, the running job untouched.
+    let mut j = sink(json!({"bogus_setting": 1}));
+    j["status"] = serde_json::to_value(stored_job(&api).status.unwrap()).unwrap();
+    api.objects.lock().unwrap().insert(JOB_PATH.into(), j);
+    reconcile(Arc::new(stored_job(&api)), ctx.clone())
+        .await
+        .unwrap();
+    let reqs = api.take();
+    assert!(
+        find(&reqs, "PATCH", "statefulsets/orders").is_empty(),
+        "{reqs:?}"
+    );
+    let d = degraded(&reqs);
+    let m = d["message"].as_str().unwrap();
+    assert!(
+        m.contains("pipeline.sinks[0]") && m.contains("bogus_setting"),
+        "{d}"
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use weir_crds::stream_job::{
-    Deployment, DesiredState, OnFailure, Operation, OperationKind, SavepointUpgrade, UpgradeMode,
+    CheckpointRef, Deployment, DesiredState, OnFailure, Operation, OperationKind, PendingUpgrade,
+    SavepointUpgrade, UpgradeMode,
 };
 use weir_operator::upgrade::{
     decide, Action, Desired, JobState, Observed, Restore, SavepointOutcome,
@@ -115,6 +116,9 @@ fn observed(job: JobState, op: Option<Operation>, poll: Poll) -> Observed {
         last_trigger_nonce: None,
         last_savepoint_time: None,
         abandoned_hash: None,
+        pending_upgrade: None,
+        deletion_started: Some(now()),
+        last_checkpoint: None,
         now: now(),
     }
 }
@@ -140,6 +144,7 @@ fn shape(a: &Action) -> String {
             stop,
         } => format!("Trigger({kind:?},{attempt},{stop})"),
         Action::Wait { .. } => "Wait".into(),
+        Action::WaitForWorkers { .. } => "WaitForWorkers".into(),
         Action::Suspend { resume_from } => format!("Suspend({resume_from:?})"),
         Action::Finish { kind, failed } => format!("Finish({kind:?},{})", failed.is_some()),
         Action::Abandon { kind, .. } => format!("Abandon({kind:?})"),
@@ -173,8 +178,7 @@ fn spec_change_per_mode_and_job_state() {
                 } else {
                     match job {
                         JobState::Running => trigger(OperationKind::Upgrade, 1),
-                        JobState::Starting | JobState::Unreachable => Action::Wait {
-                            after: Duration::ZERO,
+                        JobState::Starting | JobState::Unreachable => Action::WaitForWorkers {
                             reason: String::new(),
                         },
                         _ if rescale => Action::Abandon {
@@ -322,10 +326,11 @@ fn manual_periodic_and_delete_savepoints() {
             d.deleting = true;
             d.delete_with_savepoint = with_savepoint;
             let a = decide(&d, &observed(job, None, Poll::Pending));
-            let expected = if with_savepoint && job == JobState::Running {
-                "Trigger(Delete,1,true)"
-            } else {
-                "Release"
+            let expected = match job {
+                JobState::Running if with_savepoint => "Trigger(Delete,1,true)",
+                // Just deleted: the workers get the savepoint timeout to come back.
+                JobState::Starting | JobState::Unreachable if with_savepoint => "Wait",
+                _ => "Release",
             };
             assert_eq!(shape(&a), expected, "{job:?} {with_savepoint}");
             for poll in POLLS {
@@ -466,4 +471,105 @@ fn invariants_hold_everywhere() {
         }
     }
     assert_eq!(cases, 3 * 3 * 7 * 4 * 3 * 6 * 2 * 2);
+}
+
+fn pending_since(seconds_ago: i64, hash: &str) -> Option<PendingUpgrade> {
+    Some(PendingUpgrade {
+        target_hash: hash.into(),
+        since: (now() - chrono::Duration::seconds(seconds_ago)).to_rfc3339(),
+    })
+}
+
+/// A savepoint upgrade while workers do not run waits, but only for the savepoint timeout (one
+/// per attempt under `Retry`); then `onFailure` decides, so a spec that fixes crash-looping
+/// workers can roll out instead of waiting forever.
+#[test]
+fn waiting_for_workers_before_an_upgrade_savepoint_is_bounded() {
+    for policy in POLICIES {
+        for job in [JobState::Starting, JobState::Unreachable] {
+            for rescale in [false, true] {
+                let d = desired(UpgradeMode::Savepoint, policy, if rescale { 3 } else { 2 });
+                let mut o = observed(job, None, Poll::Pending);
+                assert_eq!(shape(&decide(&d, &o)), "WaitForWorkers", "first wait");
+                o.pending_upgrade = pending_since(59, "new");
+                assert_eq!(
+                    shape(&decide(&d, &o)),
+                    "WaitForWorkers",
+                    "within the timeout"
+                );
+                // A wait that began for another spec does not count for this one.
+                o.pending_upgrade = pending_since(3600, "older");
+                assert_eq!(
+                    shape(&decide(&d, &o)),
+                    "WaitForWorkers",
+                    "new spec, new wait"
+                );
+                o.pending_upgrade = pending_since(61, "new");
+                let expected = match policy {
+                    OnFailure::Retry => "WaitForWorkers",
+                    OnFailure::FallbackToLastCheckpoint if !rescale => "Deploy(LastState)",
+                    _ => "Abandon(Upgrade)",
+                };
+                assert_eq!(
+                    shape(&decide(&d, &o)),
+                    expected,
+                    "{policy:?} {job:?} {rescale}"
+                );
+                // Retry: one timeout per attempt.
+                o.pending_upgrade = pending_since(60 * i64::from(MAX) + 1, "new");
+                if policy == OnFailure::Retry {
+                    let a = decide(&d, &o);
+                    assert_eq!(shape(&a), "Abandon(Upgrade)");
+                    let Action::Abandon { reason, .. } = a else {
+                        unreachable!()
+                    };
+                    assert!(reason.contains("FallbackToLastCheckpoint"), "{reason}");
+                }
+            }
+        }
+    }
+}
+
+/// `deleteWithSavepoint` with workers that do not run: wait within the savepoint timeout, then
+/// let go with a warning that says no savepoint was taken and names the newest checkpoint.
+#[test]
+fn a_promised_delete_savepoint_is_never_skipped_silently() {
+    let mut d = desired(UpgradeMode::Savepoint, OnFailure::Abort, 2);
+    d.hash = "old".into();
+    d.deleting = true;
+    d.delete_with_savepoint = true;
+    let mut o = observed(JobState::Unreachable, None, Poll::Pending);
+    o.deletion_started = Some(now() - chrono::Duration::seconds(30));
+    assert_eq!(shape(&decide(&d, &o)), "Wait");
+    o.deletion_started = Some(now() - chrono::Duration::seconds(61));
+    o.last_checkpoint = Some(CheckpointRef {
+        id: 42,
+        time: "2026-01-01T11:59:00Z".into(),
+    });
+    let Action::ReleaseFinalizer { reason, warning } = decide(&d, &o) else {
+        panic!("must release")
+    };
+    assert!(warning);
+    assert!(reason.contains("no delete savepoint was taken"), "{reason}");
+    assert!(reason.contains("checkpoint is 42"), "{reason}");
+    // A failed job: no wait, the same warning.
+    o.job = JobState::Failed;
+    o.deletion_started = Some(now());
+    let Action::ReleaseFinalizer { warning, .. } = decide(&d, &o) else {
+        panic!("must release")
+    };
+    assert!(warning);
+    // A finished job has nothing to save.
+    o.job = JobState::Finished;
+    let Action::ReleaseFinalizer { warning, .. } = decide(&d, &o) else {
+        panic!("must release")
+    };
+    assert!(!warning);
+    // Without deleteWithSavepoint nothing is promised.
+    d.delete_with_savepoint = false;
+    o.job = JobState::Unreachable;
+    let Action::ReleaseFinalizer { warning, .. } = decide(&d, &o) else {
+        panic!("must release")
+    };
+    assert!(!warning);
 }

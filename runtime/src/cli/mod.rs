@@ -40,6 +40,7 @@ pub fn main() -> std::process::ExitCode {
 
 /// Runs the command line with a registry that may hold custom connectors.
 pub fn main_with(registry: Registry) -> std::process::ExitCode {
+    crate::tls::install_crypto_provider();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weir_runtime=info"));

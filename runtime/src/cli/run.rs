@@ -41,6 +41,11 @@ pub struct RunArgs {
     /// Write a JSON summary (records, checkpoints, seconds, peak RSS) to this file at the end.
     #[arg(long)]
     summary_json: Option<String>,
+    /// After the job finished or was stopped by a savepoint, keep the process (and its admin
+    /// API) up until SIGTERM instead of exiting. In a pod: a container that exited 0 would be
+    /// restarted into the old spec from an older checkpoint before the operator rolls it.
+    #[arg(long, env = "WEIR_IDLE_WHEN_DONE")]
+    idle_when_done: bool,
 }
 
 pub async fn run(registry: Registry, args: RunArgs) -> u8 {
@@ -95,6 +100,8 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
         }
     }
     let stopper = control.clone();
+    // Set by the first SIGTERM/SIGINT; an idle process (job done) exits on it.
+    let (signalled_tx, mut signalled) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -105,6 +112,7 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
+        let _ = signalled_tx.send(true);
         eprintln!("weir: stopping after the checkpoint in flight (signal again to exit at once)");
         stopper.stop().await;
         tokio::select! {
@@ -148,7 +156,14 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
         }
     }
     match result {
-        Ok(_) => 0,
+        Ok(_) => {
+            if args.idle_when_done && !*signalled.borrow() {
+                eprintln!("weir: job ended; idle until stopped (SIGTERM)");
+                // Ends when the signal task reports SIGTERM/SIGINT (or is gone).
+                let _ = signalled.wait_for(|s| *s).await;
+            }
+            0
+        }
         Err(e) => {
             eprintln!("error: {e}");
             1

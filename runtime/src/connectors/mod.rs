@@ -11,6 +11,8 @@ pub mod filesystem;
 pub mod jdbc;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "pubsub")]
+pub mod pubsub;
 
 use crate::registry::Registry;
 
@@ -26,4 +28,6 @@ pub fn register(r: &mut Registry) {
     jdbc::register(r);
     #[cfg(feature = "kafka")]
     kafka::register(r);
+    #[cfg(feature = "pubsub")]
+    pubsub::register(r);
 }

@@ -396,6 +396,9 @@ impl SinkTask {
                     GateEvent::Watermark(_) => {}
                     GateEvent::Barrier(b) => {
                         fault::point("before_precommit");
+                        if b.savepoint {
+                            fault::stall("savepoint_precommit").await;
+                        }
                         let (committables, state) = self.sink.pre_commit(b).await?;
                         fault::point("after_precommit");
                         let _ = self.events.send(Event::SinkAck {

@@ -8,5 +8,6 @@ mod kafka;
 
 mod crashes;
 mod errors;
+mod eventhubs;
 mod outage;
 mod secured;

@@ -46,6 +46,10 @@ pub struct JdbcSinkConfig {
     pub url: Option<String>,
     /// The name of an environment variable holding the whole URL.
     pub url_env: Option<String>,
+    /// User name, replacing the URL's.
+    pub username: Option<String>,
+    /// Password, replacing the URL's (a Connector's Secret fills it as `${env:…}`).
+    pub password: Option<String>,
     /// `table` or `schema.table`.
     pub table: Option<String>,
     #[serde(default)]
@@ -120,6 +124,10 @@ fn yes() -> bool {
 pub struct JdbcSourceConfig {
     pub url: Option<String>,
     pub url_env: Option<String>,
+    /// User name, replacing the URL's.
+    pub username: Option<String>,
+    /// Password, replacing the URL's (a Connector's Secret fills it as `${env:…}`).
+    pub password: Option<String>,
     /// The rows to read. Give it an `ORDER BY`: a restart re-runs it and skips the rows already
     /// emitted, which is exact only when the order is stable.
     pub query: String,
@@ -138,7 +146,15 @@ pub struct JdbcSourceConfig {
 
 /// Where the connection URL comes from; resolved at open, when the environment is the real one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UrlSource {
+pub struct UrlSource {
+    pub from: UrlFrom,
+    /// Replace the URL's user name and password (given as their own settings).
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlFrom {
     /// A URL, possibly with `${VAR}` references.
     Template(String),
     Env(String),
@@ -149,8 +165,10 @@ impl UrlSource {
         cfg: &NodeConfig,
         url: Option<&str>,
         url_env: Option<&str>,
+        username: Option<&str>,
+        password: Option<&str>,
     ) -> Result<UrlSource> {
-        let source = match (url, url_env) {
+        let from = match (url, url_env) {
             (Some(_), Some(_)) => return Err(cfg.error("url_env", "give either url or url_env")),
             (None, None) => {
                 return Err(cfg.error(
@@ -164,29 +182,50 @@ impl UrlSource {
                 if !u.contains("${") {
                     check_url(u).map_err(|e| cfg.error("url", e))?;
                 }
-                UrlSource::Template(u.to_string())
+                UrlFrom::Template(u.to_string())
             }
             (None, Some(v)) if v.trim().is_empty() => {
                 return Err(cfg.error("url_env", "must name an environment variable"))
             }
-            (None, Some(v)) => UrlSource::Env(v.to_string()),
+            (None, Some(v)) => UrlFrom::Env(v.to_string()),
         };
-        Ok(source)
+        if username.is_some_and(|u| u.trim().is_empty()) {
+            return Err(cfg.error("username", "must not be empty"));
+        }
+        Ok(UrlSource {
+            from,
+            username: username.map(str::to_string),
+            password: password.map(str::to_string),
+        })
     }
 
-    /// The URL, with variables read from `env`.
+    /// The URL, with variables read from `env` and the credentials set.
     pub fn resolve(
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> std::result::Result<String, String> {
-        let url = match self {
-            UrlSource::Template(t) => substitute(t, env)?,
-            UrlSource::Env(v) => {
+        let url = match &self.from {
+            UrlFrom::Template(t) => substitute(t, env)?,
+            UrlFrom::Env(v) => {
                 env(v).ok_or_else(|| format!("environment variable {v} (url_env) is not set"))?
             }
         };
         check_url(&url)?;
-        Ok(url)
+        if self.username.is_none() && self.password.is_none() {
+            return Ok(url);
+        }
+        let mut parsed = url::Url::parse(&url).map_err(|e| format!("not a URL ({e})"))?;
+        if let Some(u) = &self.username {
+            parsed
+                .set_username(u)
+                .map_err(|_| "the URL cannot carry a user name".to_string())?;
+        }
+        if let Some(p) = &self.password {
+            parsed
+                .set_password(Some(p))
+                .map_err(|_| "the URL cannot carry a password".to_string())?;
+        }
+        Ok(parsed.to_string())
     }
 }
 
@@ -347,7 +386,13 @@ pub struct RetryPolicy {
 
 impl JdbcSinkConfig {
     pub fn resolve(self, cfg: &NodeConfig) -> Result<SinkSettings> {
-        let url = UrlSource::from_config(cfg, self.url.as_deref(), self.url_env.as_deref())?;
+        let url = UrlSource::from_config(
+            cfg,
+            self.url.as_deref(),
+            self.url_env.as_deref(),
+            self.username.as_deref(),
+            self.password.as_deref(),
+        )?;
         let table = match &self.table {
             Some(t) => Some(TableName::parse(t).map_err(|e| cfg.error("table", e))?),
             None => None,
@@ -455,7 +500,13 @@ pub struct SourceSettings {
 
 impl JdbcSourceConfig {
     pub fn resolve(self, cfg: &NodeConfig) -> Result<SourceSettings> {
-        let url = UrlSource::from_config(cfg, self.url.as_deref(), self.url_env.as_deref())?;
+        let url = UrlSource::from_config(
+            cfg,
+            self.url.as_deref(),
+            self.url_env.as_deref(),
+            self.username.as_deref(),
+            self.password.as_deref(),
+        )?;
         let query = self.query.trim().trim_end_matches(';').trim().to_string();
         if query.is_empty() {
             return Err(cfg.error("query", "must not be empty"));
@@ -502,12 +553,29 @@ mod tests {
         assert!(substitute("postgres://${PGPASS@h", env)
             .unwrap_err()
             .contains("unclosed"));
-        let from_env = UrlSource::Env("DATABASE_URL".into());
+        let source = |from, username: Option<&str>, password: Option<&str>| UrlSource {
+            from,
+            username: username.map(Into::into),
+            password: password.map(Into::into),
+        };
+        let from_env = source(UrlFrom::Env("DATABASE_URL".into()), None, None);
         assert_eq!(from_env.resolve(env).unwrap(), "postgres://u:pw@h:5432/db");
-        assert!(UrlSource::Env("MISSING".into())
+        assert!(source(UrlFrom::Env("MISSING".into()), None, None)
             .resolve(env)
             .unwrap_err()
             .contains("MISSING"));
+        // `username` / `password` settings replace the URL's own (a Connector's Secret).
+        let with = source(
+            UrlFrom::Template("postgres://weir@db:5432/app".into()),
+            None,
+            Some("p@ss word"),
+        );
+        assert_eq!(
+            with.resolve(env).unwrap(),
+            "postgres://weir:p%40ss%20word@db:5432/app"
+        );
+        let both = source(UrlFrom::Env("DATABASE_URL".into()), Some("bob"), Some("x"));
+        assert_eq!(both.resolve(env).unwrap(), "postgres://bob:x@h:5432/db");
     }
 
     #[test]

@@ -10,12 +10,18 @@ use weir_crds::{CheckpointMode, Duration};
 use super::timeout::{self, TRANSACTION_TIMEOUT_MS};
 use crate::api::NodeConfig;
 use crate::connectors::kafka::client::deserialize_properties;
+use crate::connectors::kafka::eventhubs::{self, EventHubsConfig};
 use crate::error::Result;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
+    /// `host:port[,…]`; with `eventhubs`, taken from its namespace when left out.
+    #[serde(default)]
     pub bootstrap_servers: String,
+    /// Azure Event Hubs: the login and settings it needs (see `eventhubs.rs`).
+    #[serde(default)]
+    pub eventhubs: Option<EventHubsConfig>,
     /// Any librdkafka producer property (security, SASL, TLS, tuning), passed through; numbers
     /// and booleans are taken as written.
     #[serde(default, deserialize_with = "deserialize_properties")]
@@ -91,6 +97,9 @@ pub struct Settings {
     pub transaction_timeout: Option<std::time::Duration>,
     /// Producers per worker that take turns holding transactions (exactly-once).
     pub pool_size: usize,
+    /// The brokers' `transaction.max.timeout.ms` when known without asking (Event Hubs: 15
+    /// minutes, and it does not answer DescribeConfigs).
+    pub broker_max_timeout: Option<std::time::Duration>,
 }
 
 /// Producers per worker: one writing, one pre-committed awaiting its checkpoint, one committed
@@ -102,7 +111,16 @@ pub fn pool_size(tolerable_failures: u32) -> usize {
 
 impl Settings {
     pub fn from_config(cfg: &NodeConfig) -> Result<Settings> {
-        let c: KafkaSinkConfig = cfg.parse()?;
+        let mut c: KafkaSinkConfig = cfg.parse()?;
+        if let Some(eh) = c.eventhubs.clone() {
+            c.bootstrap_servers = eventhubs::apply(
+                &eh,
+                &c.bootstrap_servers,
+                &mut c.properties,
+                eventhubs::Role::Sink,
+            )
+            .map_err(|(field, why)| cfg.error(&field, why))?;
+        }
         if c.bootstrap_servers.trim().is_empty() {
             return Err(cfg.error("bootstrap_servers", "must not be empty"));
         }
@@ -157,11 +175,29 @@ impl Settings {
             (None, Some(ms)) => Some(std::time::Duration::from_millis(ms)),
             (None, None) => None,
         };
+        let broker_max_timeout = c
+            .eventhubs
+            .as_ref()
+            .map(|_| eventhubs::MAX_TRANSACTION_TIMEOUT);
         if c.delivery == Delivery::ExactlyOnce {
+            if let Some(eh) = &c.eventhubs {
+                eventhubs::check_exactly_once(eh).map_err(|(field, why)| cfg.error(&field, why))?;
+            }
             check_exactly_once(cfg, &properties, &c.transactional_id_prefix)?;
-            if let Some(t) = transaction_timeout {
-                timeout::check(t, &cfg.checkpoint, None)
-                    .map_err(|m| cfg.error("transaction_timeout", m))?;
+            match transaction_timeout {
+                Some(t) => timeout::check(t, &cfg.checkpoint, broker_max_timeout)
+                    .map_err(|m| cfg.error("transaction_timeout", m))?,
+                // The maximum is known up front: a checkpoint that cannot fit in it is a spec
+                // error now rather than at start.
+                None if broker_max_timeout.is_some() => {
+                    timeout::choose(None, &cfg.checkpoint, broker_max_timeout).map_err(|m| {
+                        cfg.error(
+                            "transaction_timeout",
+                            format!("{m} (Event Hubs allows at most 15 minutes)"),
+                        )
+                    })?;
+                }
+                None => {}
             }
         }
         Ok(Settings {
@@ -175,6 +211,7 @@ impl Settings {
             transactional_id_prefix: c.transactional_id_prefix,
             transaction_timeout,
             pool_size: pool_size(cfg.checkpoint.tolerable_failures),
+            broker_max_timeout,
         })
     }
 }
@@ -317,6 +354,37 @@ mod tests {
             "bootstrap_servers: k\ntopic: a\nproperties: {security.protocol: SASL_SSL}",
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn event_hubs_exactly_once_only_when_enabled_and_within_15_minutes() {
+        let eh = "eventhubs: {namespace: ns, connection_string: 'Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=secret'";
+        let s = Settings::from_config(&cfg(&format!("topic: a\n{eh}}}"))).unwrap();
+        assert_eq!(s.bootstrap_servers, "ns.servicebus.windows.net:9093");
+        assert_eq!(s.delivery, Delivery::AtLeastOnce);
+        assert_eq!(s.properties["sasl.username"], "$ConnectionString");
+        let e = err(&format!("topic: a\ndelivery: exactly-once\n{eh}}}"));
+        assert!(
+            e.starts_with("sinks[0].delivery: exactly-once on Azure Event Hubs"),
+            "{e}"
+        );
+        assert!(!e.contains("secret"));
+        let on = format!("topic: a\ndelivery: exactly-once\n{eh}, transactions: true}}");
+        let s = Settings::from_config(&cfg(&on)).unwrap();
+        assert_eq!(
+            s.broker_max_timeout,
+            Some(std::time::Duration::from_secs(900))
+        );
+        let e = err(&format!("{on}\ntransaction_timeout: 20m"));
+        assert!(
+            e.starts_with("sinks[0].transaction_timeout") && e.contains("exceeds"),
+            "{e}"
+        );
+        let mut long = cfg(&on);
+        long.checkpoint.interval = Duration::from_secs(600);
+        long.checkpoint.timeout = Duration::from_secs(600);
+        let e = Settings::from_config(&long).unwrap_err().to_string();
+        assert!(e.contains("15 minutes"), "{e}");
     }
 
     #[test]

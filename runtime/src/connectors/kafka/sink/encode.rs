@@ -114,6 +114,7 @@ mod tests {
             transactional_id_prefix: "weir".into(),
             transaction_timeout: None,
             pool_size: 3,
+            broker_max_timeout: None,
         }
     }
 

@@ -33,7 +33,7 @@
 //! `ssl.endpoint.identification.algorithm`. Other mechanisms (GSSAPI, OAUTHBEARER) and PKCS#12
 //! keystores are refused for exactly-once with an error naming the property.
 
-mod broker;
+pub(crate) mod broker;
 mod config;
 mod encode;
 mod plain;

@@ -244,7 +244,7 @@ impl Transport {
 
 /// The rustls client configuration for `tls` (reads its files).
 pub fn client_config(tls: &Tls) -> Result<Arc<rustls::ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::crypto_provider();
     let mut roots = RootCertStore::empty();
     match &tls.ca {
         Some(ca) => {

@@ -219,7 +219,10 @@ impl TwoPhaseSink for TxnKafkaSink {
         if let TopicSpec::Fixed(t) = &s.topic {
             cluster.require_topic(t).await?;
         }
-        let broker_max = cluster.max_transaction_timeout().await?;
+        let broker_max = match s.broker_max_timeout {
+            Some(known) => Some(known),
+            None => cluster.max_transaction_timeout().await?,
+        };
         self.transaction_timeout =
             timeout::choose(s.transaction_timeout, &ctx.checkpoint, broker_max)
                 .map_err(|m| Error::spec(format!("{}.transaction_timeout", self.path), m))?;

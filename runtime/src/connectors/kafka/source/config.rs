@@ -12,6 +12,7 @@ use weir_crds::Duration;
 use super::splits::parse_split_id;
 use crate::api::NodeConfig;
 use crate::connectors::kafka::client::deserialize_properties;
+use crate::connectors::kafka::eventhubs::{self, EventHubsConfig};
 use crate::error::Result;
 use crate::transforms::watermark::{parse_time, TimeFormat};
 
@@ -39,17 +40,13 @@ use crate::transforms::watermark::{parse_time, TimeFormat};
 ///       fetch.max.bytes: 52428800
 /// ```
 ///
-/// Security goes through `properties`. Azure Event Hubs (Kafka endpoint, port 9093) takes
-/// SASL_SSL with the PLAIN mechanism, the literal user name `$ConnectionString` and the
-/// namespace's connection string as password:
+/// Security goes through `properties`. Azure Event Hubs has its own profile, which sets the
+/// login and the settings Event Hubs needs (`eventhubs.rs`):
 ///
 /// ```yaml
-///     bootstrap_servers: mynamespace.servicebus.windows.net:9093
-///     properties:
-///       security.protocol: SASL_SSL
-///       sasl.mechanism: PLAIN
-///       sasl.username: $ConnectionString
-///       sasl.password: Endpoint=sb://mynamespace.servicebus.windows.net/;SharedAccessKeyName=…;SharedAccessKey=…
+///     eventhubs:
+///       namespace: mynamespace            # bootstrap_servers: mynamespace.servicebus.windows.net:9093
+///       connection_string: ${env:EVENTHUBS_CONNECTION_STRING}
 /// ```
 ///
 /// SCRAM: `security.protocol: SASL_SSL`, `sasl.mechanism: SCRAM-SHA-512`, `sasl.username`,
@@ -63,7 +60,12 @@ use crate::transforms::watermark::{parse_time, TimeFormat};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
+    /// `host:port[,…]`; with `eventhubs`, taken from its namespace when left out.
+    #[serde(default)]
     pub bootstrap_servers: String,
+    /// Azure Event Hubs: the login and settings it needs (see `eventhubs.rs`).
+    #[serde(default)]
+    pub eventhubs: Option<EventHubsConfig>,
     /// librdkafka properties, passed through (security, tuning). Values may be numbers or
     /// booleans. weir sets `enable.auto.commit=false` and `enable.auto.offset.store=false`
     /// whatever is given here, since offsets belong to the checkpoint.
@@ -398,11 +400,20 @@ impl Settings {
 
 /// Checks the cross-field rules; errors name the field.
 pub fn resolve(cfg: &NodeConfig) -> Result<Settings> {
-    let c: KafkaSourceConfig = cfg.parse()?;
+    let mut c: KafkaSourceConfig = cfg.parse()?;
+    if let Some(eh) = c.eventhubs.clone() {
+        c.bootstrap_servers = eventhubs::apply(
+            &eh,
+            &c.bootstrap_servers,
+            &mut c.properties,
+            eventhubs::Role::Source,
+        )
+        .map_err(|(field, why)| cfg.error(&field, why))?;
+    }
     if c.bootstrap_servers.trim().is_empty() {
         return Err(cfg.error(
             "bootstrap_servers",
-            "must name at least one broker (host:port)",
+            "must name at least one broker (host:port), or use eventhubs",
         ));
     }
     let topics = match (&c.topics[..], &c.topic_pattern) {

@@ -1,0 +1,208 @@
+//! Pub/Sub throughput against the emulator, weir against a raw google-cloud-pubsub loop with
+//! the same settings, measured in the same run on the same emulator:
+//! - source: N messages (~200 B JSON) published once to a topic with two subscriptions; the raw
+//!   loop receives one subscription with the source's flow control and lease settings and
+//!   acknowledges what it holds once a second (as checkpoints do); weir reads the other
+//!   (`pubsub` → blackhole, 1 s checkpoints, `stop_after_idle`, whose wait is not counted);
+//! - sink: the raw publisher publishes N records with the sink's batching and awaits every
+//!   acknowledgement; weir runs datagen → `pubsub` (1 s checkpoints).
+//!
+//! `cargo bench -p weir-runtime --bench pubsub`. Env: `PUBSUB_EMULATOR_HOST` (else
+//! e2e/services/pubsub.sh starts the emulator), `WEIR_BENCH_PUBSUB_RECORDS` (default 50,000).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{env_num, service_env};
+
+use std::time::{Duration, Instant};
+
+use google_cloud_pubsub::model::Message;
+use weir_runtime::connectors::pubsub::client;
+use weir_runtime::connectors::pubsub::config::Endpoint;
+use weir_runtime::engine::{self, JobOptions};
+use weir_runtime::metrics::Metrics;
+use weir_runtime::registry::Registry;
+
+const PROJECT: &str = "weir-bench";
+const IDLE: Duration = Duration::from_secs(2);
+
+fn record(i: u64) -> String {
+    format!(
+        r#"{{"id":{i},"user":"u{}","amount":{}.25,"note":"{}"}}"#,
+        i % 1000,
+        i % 500,
+        "x".repeat(120)
+    )
+}
+
+async fn prepare(e: &Endpoint, id: &str, n: u64) {
+    let topics = client::topic_admin("bench", e).await.unwrap();
+    let subs = client::subscription_admin("bench", e).await.unwrap();
+    let topic = format!("projects/{PROJECT}/topics/{id}");
+    topics.create_topic().set_name(&topic).send().await.unwrap();
+    for s in ["raw", "weir", "sink"] {
+        subs.create_subscription()
+            .set_name(format!("projects/{PROJECT}/subscriptions/{id}-{s}"))
+            .set_topic(&topic)
+            .send()
+            .await
+            .unwrap();
+    }
+    if n > 0 {
+        raw_publish(e, id, n).await;
+    }
+}
+
+/// The raw publisher: the sink's default batching, every acknowledgement awaited.
+async fn raw_publish(e: &Endpoint, id: &str, n: u64) -> f64 {
+    let topic = format!("projects/{PROJECT}/topics/{id}");
+    let p = client::publisher("bench", e, &topic, |b| {
+        b.set_message_count_threshold(1000)
+            .set_byte_threshold(1024 * 1024)
+            .set_delay_threshold(Duration::from_millis(10))
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let mut futs = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        futs.push(p.publish(Message::new().set_data(record(i))));
+    }
+    for f in futs {
+        f.await.unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The raw subscriber: the source's flow control and lease settings, acknowledging once a
+/// second what it holds.
+async fn raw_receive(e: &Endpoint, sub: &str, n: u64) -> f64 {
+    let s = client::subscriber("bench", e).await.unwrap();
+    let mut stream = s
+        .subscribe(sub.to_string())
+        .set_max_outstanding_messages(100_000)
+        .set_max_outstanding_bytes(1 << 30)
+        .set_max_lease_extension(Duration::from_secs(60))
+        .build();
+    let start = Instant::now();
+    let mut held = Vec::new();
+    let mut last_ack = Instant::now();
+    let mut seen = 0;
+    while seen < n {
+        let (m, h) = stream.next().await.unwrap().unwrap();
+        std::hint::black_box(&m.data);
+        held.push(h);
+        seen += 1;
+        if last_ack.elapsed() >= Duration::from_secs(1) {
+            held.drain(..).for_each(|h| h.ack());
+            last_ack = Instant::now();
+        }
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    held.drain(..).for_each(|h| h.ack());
+    stream.shutdown_token().shutdown().await;
+    rate
+}
+
+fn weir(yaml: &str, node: &str, idle: Duration) -> (f64, u64) {
+    let spec = weir_crds::PipelineSpec::from_yaml(yaml).unwrap();
+    let metrics = Metrics::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let start = Instant::now();
+    rt.block_on(async {
+        let job = engine::start(
+            spec,
+            &Registry::with_builtins(),
+            JobOptions {
+                workers: vec![0],
+                from_savepoint: None,
+                allow_non_restored_state: false,
+                start_fresh: None,
+                metrics: metrics.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        job.wait().await.unwrap();
+    });
+    let secs = (start.elapsed() - idle).as_secs_f64();
+    let out = metrics
+        .render()
+        .lines()
+        .find(|l| {
+            l.starts_with("weir_node_records_out_total") && l.contains(&format!("node=\"{node}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64;
+    (out as f64 / secs, out)
+}
+
+fn main() {
+    let n = env_num("WEIR_BENCH_PUBSUB_RECORDS", 50_000);
+    let host = service_env("pubsub", "PUBSUB_EMULATOR_HOST");
+    let e = Endpoint::Emulator(host.clone());
+    let id = format!(
+        "bench-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(prepare(&e, &id, n));
+    let dir = tempfile::tempdir().unwrap();
+    let raw_source = rt.block_on(raw_receive(
+        &e,
+        &format!("projects/{PROJECT}/subscriptions/{id}-raw"),
+        n,
+    ));
+    let (weir_source, read) = weir(
+        &format!(
+            r#"name: bench-pubsub-source
+checkpoint: {{ interval: 1s, storage: {state} }}
+sources:
+  - {{ name: src, type: pubsub, subscription: projects/{PROJECT}/subscriptions/{id}-weir, emulator_host: "{host}", stop_after_idle: 2s }}
+sinks:
+  - {{ name: out, type: blackhole }}
+"#,
+            state = dir.path().join("source").display()
+        ),
+        "src",
+        IDLE,
+    );
+    assert_eq!(read, n, "every message read once");
+    let raw_sink = rt.block_on(raw_publish(&e, &id, n));
+    let (weir_sink, _) = weir(
+        &format!(
+            r#"name: bench-pubsub-sink
+checkpoint: {{ interval: 1s, storage: {state} }}
+sources:
+  - name: gen
+    type: datagen
+    count: {n}
+    splits: 1
+    fields:
+      id: {{ kind: sequence }}
+      user: {{ kind: int, min: 0, max: 999, prefix: u }}
+      note: {{ kind: string, length: 120 }}
+sinks:
+  - {{ name: out, type: pubsub, topic: projects/{PROJECT}/topics/{id}, emulator_host: "{host}" }}
+"#,
+            state = dir.path().join("sink").display()
+        ),
+        "gen",
+        Duration::ZERO,
+    );
+    println!("pubsub (emulator at {host}): {n} messages of ~200 B JSON, one worker");
+    println!("  raw subscriber (ack each second)   {raw_source:>10.0} msg/s");
+    println!(
+        "  weir pubsub → blackhole (1 s cps)  {weir_source:>10.0} msg/s  ({:.1} % of raw)",
+        100.0 * weir_source / raw_source
+    );
+    println!("  raw publisher (await every ack)    {raw_sink:>10.0} msg/s");
+    println!(
+        "  weir datagen → pubsub (1 s cps)    {weir_sink:>10.0} msg/s  ({:.1} % of raw)",
+        100.0 * weir_sink / raw_sink
+    );
+}

@@ -1,0 +1,240 @@
+//! Talking to the emulator directly (google-cloud-pubsub): topics, subscriptions, input
+//! messages, reading a subscription back, and the job specs the tests run.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use google_cloud_pubsub::client::{Publisher, SubscriptionAdmin, TopicAdmin};
+use google_cloud_pubsub::model::Message;
+use weir_runtime::connectors::pubsub::client;
+use weir_runtime::connectors::pubsub::config::Endpoint;
+
+use crate::harness::*;
+
+pub const PROJECT: &str = "weir-test";
+
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Runtime::new().unwrap())
+}
+
+/// The emulator's `host:port`: `$PUBSUB_EMULATOR_HOST`, or one started by
+/// `e2e/services/pubsub.sh`. `None` where this machine has no emulator: the test then says so
+/// on the terminal (not in captured output) and returns.
+pub fn emulator(test: &str) -> Option<String> {
+    static HOST: OnceLock<Option<String>> = OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        if let Ok(h) = std::env::var("PUBSUB_EMULATOR_HOST") {
+            return Some(h);
+        }
+        let script = format!("{}/../e2e/services/pubsub.sh", env!("CARGO_MANIFEST_DIR"));
+        let o = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if !o.status.success() && err.contains("emulator not found") {
+            return None;
+        }
+        assert!(o.status.success(), "{script} up failed: {err}");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("PUBSUB_EMULATOR_HOST="))
+            .map(str::to_string)
+    });
+    if host.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** pubsub::{test}: skipped: no emulator (install google-cloud-cli-pubsub-emulator or set PUBSUB_EMULATOR_HOST) ***"
+        );
+    }
+    host.clone()
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000;
+    format!(
+        "ps-{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn topic_path(id: &str) -> String {
+    format!("projects/{PROJECT}/topics/{id}")
+}
+
+pub fn sub_path(id: &str) -> String {
+    format!("projects/{PROJECT}/subscriptions/{id}")
+}
+
+fn endpoint(host: &str) -> Endpoint {
+    Endpoint::Emulator(host.to_string())
+}
+
+/// Creates topic `id` and subscription `id` on it.
+pub fn create(host: &str, id: &str, ack_deadline_secs: i32, ordering: bool) {
+    rt().block_on(async {
+        let e = endpoint(host);
+        let topics: TopicAdmin = client::topic_admin("test", &e).await.unwrap();
+        let subs: SubscriptionAdmin = client::subscription_admin("test", &e).await.unwrap();
+        topics
+            .create_topic()
+            .set_name(topic_path(id))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("creating topic {id}: {e}"));
+        subs.create_subscription()
+            .set_name(sub_path(id))
+            .set_topic(topic_path(id))
+            .set_ack_deadline_seconds(ack_deadline_secs)
+            .set_enable_message_ordering(ordering)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("creating subscription {id}: {e}"));
+    });
+}
+
+/// Publishes `{"id": i}` for each i (with ordering key `k<i % keys>` and a `seq` per key when
+/// `keys` > 0).
+pub fn publish_ids(host: &str, id: &str, ids: std::ops::Range<i64>, keys: i64) {
+    rt().block_on(async {
+        let p: Publisher = client::publisher("test", &endpoint(host), &topic_path(id), |b| b)
+            .await
+            .unwrap();
+        let mut futs = Vec::new();
+        for i in ids {
+            let mut m = Message::new();
+            if keys > 0 {
+                m = m
+                    .set_data(serde_json::json!({ "id": i, "key": format!("k{}", i % keys), "seq": i / keys }).to_string())
+                    .set_ordering_key(format!("k{}", i % keys));
+            } else {
+                m = m.set_data(serde_json::json!({ "id": i }).to_string());
+            }
+            futs.push(p.publish(m));
+        }
+        for f in futs {
+            f.await.unwrap();
+        }
+    });
+}
+
+/// `sources:` → JSON files, checkpoints every `interval`; `source` lines are added to a
+/// `pubsub` source reading subscription `sub` with a 10 s ack deadline.
+pub fn spec(
+    dir: &Path,
+    host: &str,
+    sub: &str,
+    parallelism: u32,
+    interval: &str,
+    source: &str,
+) -> PathBuf {
+    write(
+        dir,
+        "job.yaml",
+        &format!(
+            r#"name: ps
+parallelism: {parallelism}
+checkpoint: {{ interval: {interval}, timeout: 60s, storage: {state} }}
+sources:
+  - name: in
+    type: pubsub
+    subscription: {sub}
+    emulator_host: "{host}"
+    ack_deadline: 10s
+    batch_size: 100
+    metadata: {{ message_id: _mid }}
+{source}
+sinks:
+  - name: out
+    type: filesystem
+    path: {out}
+    format: json
+    rolling: {{ max_part_size: 16KiB, inactivity_interval: 300ms }}
+"#,
+            sub = sub_path(sub),
+            state = dir.join("state").display(),
+            out = dir.join("out").display(),
+        ),
+    )
+}
+
+/// How often each message id occurs in the output (each distinct publish has its own).
+pub fn message_ids(dir: &Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for f in visible_files(dir) {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            *counts
+                .entry(v["_mid"].as_str().expect("_mid").to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Asserts ids 0..n once each and every message id once.
+pub fn assert_once(out: &Path, n: i64) {
+    assert_exactly_once(&count_json_field(out, "id"), n);
+    let mids = message_ids(out);
+    let dup: Vec<_> = mids.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    assert!(dup.is_empty(), "message ids emitted twice: {dup:?}");
+}
+
+/// The counters of the source's closing summary (`acked=… deduplicated=…`) in a run's log.
+pub fn summary(log: &str) -> BTreeMap<String, u64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("pubsub source closing"))
+        .unwrap_or_else(|| panic!("no source summary in the log:\n{log}"));
+    // The log may be coloured: drop the escape sequences.
+    let mut plain = String::new();
+    let mut in_escape = false;
+    for c in line.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, c) => plain.push(c),
+        }
+    }
+    plain
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// Runs the job until its source has been idle long enough, with the source's summary logged.
+pub fn run_to_end(spec: &Path) -> String {
+    let o = run(
+        spec,
+        &[],
+        &[("WEIR_LOG", "warn,weir_runtime::connectors::pubsub=info")],
+    );
+    let log = stderr(&o);
+    assert!(o.status.success(), "the job failed: {}\n{log}", o.status);
+    log
+}
+
+/// Waits at most `limit` for `f` to hold.
+pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

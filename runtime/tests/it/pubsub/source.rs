@@ -1,0 +1,176 @@
+//! Pub/Sub → files, exactly-once: the job is killed (SIGKILL) at a checkpoint step, at random,
+//! or right after it acknowledged a completed checkpoint's messages (so the acknowledgements
+//! are lost and the messages come again), restarted, and run until the subscription is drained;
+//! every id must be in the files once, each message id once.
+
+use std::time::Duration;
+
+use super::emulator::*;
+use crate::harness::*;
+
+const N: i64 = 2_000;
+
+fn crash_then_finish(test: &str, point: &str, hit: u32, pause: Duration) -> Option<String> {
+    let host = emulator(test)?;
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique(point);
+    create(&host, &id, 10, false);
+    publish_ids(&host, &id, 0..N, 0);
+    let spec = spec(
+        dir.path(),
+        &host,
+        &id,
+        1,
+        "300ms",
+        "    stop_after_idle: 30s",
+    );
+    let fault = format!("{point}:{hit}");
+    let o = run(&spec, &[], &[("WEIR_FAULT", &fault)]);
+    assert!(
+        was_killed(&o),
+        "{fault} did not crash the job: {}\n{}",
+        o.status,
+        stderr(&o)
+    );
+    let out = dir.path().join("out");
+    let partial = count_json_field(&out, "id");
+    assert!(
+        (partial.len() as i64) < N && partial.values().all(|c| *c == 1),
+        "{fault}: the crash came part way, with no duplicates ({} ids)",
+        partial.len()
+    );
+    // The job stays down meanwhile: leases of what the killed run held run out.
+    std::thread::sleep(pause);
+    let log = run_to_end(&spec);
+    assert_once(&out, N);
+    Some(log)
+}
+
+/// One crash per checkpoint step, each with its own subscription, run side by side (the time
+/// goes into waiting for redeliveries).
+#[test]
+fn kill_at_each_checkpoint_step_delivers_every_message_once() {
+    let steps = [
+        ("before_precommit", 4),
+        ("after_precommit", 4),
+        ("before_manifest", 4),
+        ("after_manifest", 4),
+        ("after_commit", 4),
+    ];
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = steps
+            .iter()
+            .map(|(point, hit)| {
+                (
+                    point,
+                    s.spawn(move || {
+                        crash_then_finish(
+                            "kill_at_each_checkpoint_step_delivers_every_message_once",
+                            point,
+                            *hit,
+                            Duration::ZERO,
+                        )
+                    }),
+                )
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|(point, h)| {
+                h.join().err().map(|e| {
+                    let why = e
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    format!("{point}: {why}")
+                })
+            })
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The acknowledgements of a completed checkpoint die with the process and the job stays down
+/// past the ack deadline: every message of that checkpoint is delivered again, and dropped by
+/// its id restored from the checkpoint.
+#[test]
+fn forced_redelivery_after_lost_acknowledgements_is_dropped() {
+    let Some(log) = crash_then_finish(
+        "forced_redelivery_after_lost_acknowledgements_is_dropped",
+        "after_source_ack",
+        3,
+        Duration::from_secs(12),
+    ) else {
+        return;
+    };
+    let s = summary(&log);
+    assert!(
+        s["deduplicated"] > 0 && s["redelivered"] >= s["deduplicated"],
+        "the lost acknowledgements' messages were not seen again: {s:?}"
+    );
+}
+
+#[test]
+fn kill_repeatedly_at_random_moments() {
+    let Some(host) = emulator("kill_repeatedly_at_random_moments") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("random");
+    create(&host, &id, 10, false);
+    publish_ids(&host, &id, 0..N, 0);
+    let spec = spec(
+        dir.path(),
+        &host,
+        &id,
+        1,
+        "200ms",
+        "    stop_after_idle: 30s",
+    );
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    for i in 0..3u64 {
+        let job = Running::start(&spec, &[]);
+        let wait = 300
+            + (seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i * 1442695040888963407)
+                >> 33)
+                % 700;
+        std::thread::sleep(Duration::from_millis(wait));
+        assert!(job.kill9(), "the job ended by itself before the kill");
+    }
+    let out = dir.path().join("out");
+    assert!(
+        count_json_field(&out, "id").values().all(|c| *c == 1),
+        "duplicates after the kills"
+    );
+    run_to_end(&spec);
+    assert_once(&out, N);
+}
+
+/// A 10 s ack deadline and 30 s between checkpoints: every message waits about 30 s for its
+/// acknowledgement, its lease extended meanwhile, and none is delivered twice.
+#[test]
+fn leases_outlive_a_checkpoint_interval_three_times_the_ack_deadline() {
+    let Some(host) = emulator("leases_outlive_a_checkpoint_interval_three_times_the_ack_deadline")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("lease");
+    create(&host, &id, 10, false);
+    publish_ids(&host, &id, 0..500, 0);
+    let spec = spec(dir.path(), &host, &id, 1, "30s", "    stop_after_idle: 32s");
+    let log = run_to_end(&spec);
+    assert_once(&dir.path().join("out"), 500);
+    let s = summary(&log);
+    assert_eq!(s["redelivered"], 0, "{s:?}");
+    assert_eq!(s["acked"], 500, "{s:?}");
+    assert_eq!(
+        s["lease_extended"], 500,
+        "every message was held past its first lease: {s:?}"
+    );
+}
