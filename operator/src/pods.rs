@@ -33,26 +33,36 @@ pub struct PodObservation {
 }
 
 impl PodObservation {
-    /// The container is crash-looping, cannot start, or ended with an error and stays down: a
-    /// real failure, not a slow start.
+    /// The container is crash-looping, cannot start, or the pod failed for good: a real failure,
+    /// not a slow start. One crash is not a loop: after a single exit (kill -9, OOM once) the
+    /// kubelet may already say `CrashLoopBackOff` for its first short back-off, so a back-off
+    /// counts only once the container has been restarted `CRASH_LOOP_RESTARTS` times.
     pub fn crashing(&self) -> bool {
-        const FAILING: [&str; 5] = [
-            "CrashLoopBackOff",
-            "Error",
+        /// States that no restart cures (image or container configuration).
+        const BROKEN: [&str; 4] = [
             "CreateContainerError",
+            "CreateContainerConfigError",
             "RunContainerError",
             "ImagePullBackOff",
         ];
-        self.waiting
-            .as_deref()
-            .is_some_and(|w| FAILING.iter().any(|f| w.starts_with(f)))
-            || self.terminated.is_some_and(|code| code != 0)
+        const CRASH_LOOP_RESTARTS: i32 = 2;
+        let waiting = self.waiting.as_deref().unwrap_or("");
+        BROKEN.iter().any(|b| waiting.starts_with(b))
+            || (waiting.starts_with("CrashLoopBackOff") && self.restarts >= CRASH_LOOP_RESTARTS)
+            || self.phase == "Failed"
     }
 
-    /// The container restarted and runs again, but the worker does not answer yet (it is
-    /// recovering from its checkpoint).
+    /// The container ended and is restarted, or restarted and runs again but the worker does
+    /// not answer yet (it is recovering from its checkpoint).
     pub fn restarting(&self) -> bool {
-        self.restarts > 0 && !self.ready && !self.crashing()
+        (self.restarts > 0
+            || self.terminated.is_some_and(|code| code != 0)
+            || self
+                .waiting
+                .as_deref()
+                .is_some_and(|w| w.starts_with("CrashLoopBackOff")))
+            && !self.ready
+            && !self.crashing()
     }
 
     /// A short account of why the worker may not answer, for status and conditions.
@@ -211,6 +221,29 @@ mod tests {
         let o = observe(&restarted, "weir.dev/config-hash");
         assert!(o.restarting() && !o.crashing());
         assert!(o.describe().contains("exit code 137"), "{}", o.describe());
+
+        // Killed a moment ago, before the kubelet restarted it: restarting too, not failed.
+        let killed = pod(json!({
+            "metadata": {"name": "orders-0"},
+            "status": {"phase": "Running", "podIP": "10.0.0.8", "containerStatuses": [{
+                "name": "worker", "image": "weir", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 137, "reason": "Error"}}
+            }]}
+        }));
+        let o = observe(&killed, "weir.dev/config-hash");
+        assert!(o.restarting() && !o.crashing(), "{o:?}");
+
+        // The kubelet's first short back-off after that one exit: still one crash, not a loop.
+        let first_backoff = pod(json!({
+            "metadata": {"name": "orders-0"},
+            "status": {"phase": "Running", "podIP": "10.0.0.8", "containerStatuses": [{
+                "name": "worker", "image": "weir", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1s"}},
+                "lastState": {"terminated": {"exitCode": 137, "reason": "Error"}}
+            }]}
+        }));
+        let o = observe(&first_backoff, "weir.dev/config-hash");
+        assert!(o.restarting() && !o.crashing(), "{o:?}");
     }
 
     #[test]

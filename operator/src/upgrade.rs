@@ -229,8 +229,7 @@ pub fn decide(desired: &Desired, observed: &Observed) -> Action {
                 .ok()
                 .map(Into::into)
         });
-        let due = since.is_none_or(|t| elapsed(t, observed.now) >= every);
-        if due && live(observed.job) {
+        if periodic_due_in(every, since, observed.now).is_zero() && live(observed.job) {
             return Trigger {
                 kind: OperationKind::Periodic,
                 stop: false,
@@ -242,6 +241,17 @@ pub fn decide(desired: &Desired, observed: &Observed) -> Action {
 }
 
 use Action::*;
+
+/// How long until the next periodic savepoint is due (zero: due now). `since` is the newest
+/// savepoint, else the deployment; nothing known means due. The reconcile requeues at this time,
+/// so a 3 s interval is not stretched to the 30 s resync.
+pub fn periodic_due_in(
+    every: Duration,
+    since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Duration {
+    since.map_or(Duration::ZERO, |t| every.saturating_sub(elapsed(t, now)))
+}
 
 fn elapsed(from: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     (now - from).to_std().unwrap_or(Duration::ZERO)

@@ -589,7 +589,21 @@ fn act(
             };
             p.event(*warning, why, reason.clone());
         }
-        Action::Steady => {}
+        Action::Steady => {
+            if let Some(every) = job.spec.periodic_savepoint_interval {
+                let since = p
+                    .status
+                    .last_savepoint
+                    .as_ref()
+                    .map(|s| s.time.as_str())
+                    .or(p.status.deployed.as_ref().map(|d| d.time.as_str()))
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                let due = upgrade::periodic_due_in(every.as_std(), since, now)
+                    .max(upgrade::POLL_INTERVAL);
+                p.requeue = p.requeue.map(|r| r.min(due));
+            }
+        }
     }
     Ok(())
 }

@@ -47,6 +47,8 @@ pub fn main_with(registry: Registry) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal (a worker pod's log is read with kubectl and log search).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let code = match cli.command {
         Command::Validate(a) => validate::run(&registry, a),

@@ -13,7 +13,7 @@ use super::{assert_exactly_once, condition, ready, service_env, Install, Op, S3}
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn connector(s3: &S3, part_prefix: &str) -> String {
+pub(super) fn connector(s3: &S3, part_prefix: &str) -> String {
     format!(
         r#"apiVersion: weir.dev/v1alpha1
 kind: Connector
@@ -33,13 +33,13 @@ spec:
     )
 }
 
-fn secret(value: &str) -> String {
+pub(super) fn secret(value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{ name: lake-login }}\nstringData: {{ secret: {value} }}\n"
     )
 }
 
-fn job(s3: &S3, n: u64) -> String {
+pub(super) fn job(s3: &S3, n: u64) -> String {
     let opts = s3.options();
     let bucket = &s3.bucket;
     format!(
@@ -59,7 +59,7 @@ spec:
     )
 }
 
-fn deployed_hash(j: &weir_crds::StreamJob) -> Option<String> {
+pub(super) fn deployed_hash(j: &weir_crds::StreamJob) -> Option<String> {
     j.status
         .as_ref()?
         .deployed
@@ -68,7 +68,7 @@ fn deployed_hash(j: &weir_crds::StreamJob) -> Option<String> {
 }
 
 /// Waits for an upgrade away from `from` that started from a savepoint.
-async fn wait_upgraded(op: &Op, from: &str, what: &str) -> String {
+pub(super) async fn wait_upgraded(op: &Op, from: &str, what: &str) -> String {
     let j = op
         .wait_job("c", what, 2 * MINUTE, |j| {
             ready(j)
@@ -190,7 +190,13 @@ async fn a_missing_secret_holds_the_job_back_and_is_named() {
         .unwrap()
         .is_none());
     op.apply(&secret("testing"));
-    op.wait_ready("c", 2 * MINUTE).await;
+    // Deployed once the Secret exists (100 records: it may already have finished).
+    op.wait_job("c", "deployed after the Secret appeared", 2 * MINUTE, |j| {
+        let s = j.status.as_ref();
+        s.is_some_and(|s| s.deployed.is_some())
+            && condition(j, "Degraded").is_some_and(|c| c.status == "False")
+    })
+    .await;
     op.finish().await;
 }
 

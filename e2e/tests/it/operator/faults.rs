@@ -73,7 +73,8 @@ async fn a_worker_killed_with_sigkill_restarts_and_the_job_recovers_exactly_once
     let reason = condition(&degraded, "Degraded").unwrap().reason.clone();
     assert!(
         ["WorkersRestarting", "WorkersUnreachable"].contains(&reason.as_str()),
-        "{reason}"
+        "{reason}: {:#?}",
+        degraded.status.as_ref().map(|s| &s.workers)
     );
     let back = op
         .wait_job("k", "Ready again", 2 * MINUTE, |j| {

@@ -169,7 +169,7 @@ async fn a_stream_job_reaches_ready_and_shows_its_status() {
         .collect();
     for expected in [
         "Deploying",
-        "ProgressingDeploying",
+        "ProgressingStarting",
         "ReadyRunning",
         "PhaseRunning",
     ] {

@@ -6,6 +6,7 @@
 mod connectors;
 mod faults;
 mod lifecycle;
+mod rbac;
 mod validation;
 
 use std::collections::BTreeMap;

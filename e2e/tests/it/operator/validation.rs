@@ -59,15 +59,10 @@ async fn examples_apply_strictly_and_every_rule_refuses_its_case() {
     let cases = weir_crds::rejected::cases(&repo_root().join("examples/k8s")).unwrap();
     for case in &cases {
         let yaml = serde_norway::to_string(&case.doc).unwrap();
+        // `create`, not `apply`: a server-side apply of a case named like the Connector stored
+        // above would merge into it and keep the fields the case removes.
         let out = op.kubectl(
-            &[
-                "apply",
-                "--server-side",
-                "--dry-run=server",
-                "--validate=strict",
-                "-f",
-                "-",
-            ],
+            &["create", "--dry-run=server", "--validate=strict", "-f", "-"],
             Some(&yaml),
         );
         let err = String::from_utf8_lossy(&out.stderr);
