@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 export CARGO_TERM_COLOR=never
 
-services=(moto kafka postgres redis kinesis pubsub kube)
+services=(moto kafka postgres redis opensearch kinesis pubsub kube)
 # Started in the background, awaited before the tests: kube's first start builds the control
 # plane from Go modules (~10 min on a fresh 2-core machine), which overlaps the cargo builds.
 background=(kube)

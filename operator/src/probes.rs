@@ -3,8 +3,10 @@
 //!   Secrets) and reads the brokers' `transaction.max.timeout.ms` with DescribeConfigs, which
 //!   the transaction-timeout tuning of exactly-once sinks checks against;
 //! - Postgres/JDBC: connect and `SELECT 1` (tokio-postgres, without TLS);
-//! - HTTP/Elasticsearch: `GET` the URL over plain HTTP (any answer below 500 counts as reachable);
-//!   an `https://` URL is checked by TCP connection only (the operator carries no TLS stack here);
+//! - HTTP: `GET` the URL over plain HTTP (any answer below 500 counts as reachable); an
+//!   `https://` URL is checked by TCP connection only;
+//! - Elasticsearch/OpenSearch: `GET /` on each node URL (HTTP or HTTPS, with the Connector's CA
+//!   and credentials) until one answers 2xx; refused credentials fail the probe;
 //! - Redis: a TCP connection;
 //! - S3/Kinesis/Firehose with an `endpoint`: a TCP connection to it; cloud endpoints and
 //!   Pub/Sub are not probed (reported as such).
@@ -12,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weir_crds::connector::{ConnectorSpec, ConnectorType};
+use weir_crds::connector::{ConnectorSpec, ConnectorType, SecretKeyRef};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
@@ -29,7 +31,61 @@ pub enum Probe {
     Http {
         url: String,
     },
+    /// Elasticsearch/OpenSearch nodes. Secret values (password, key, token, CA) are added from
+    /// the Secrets when run, under the names of [`secret_refs`].
+    Elasticsearch {
+        urls: Vec<String>,
+        auth: EsAuth,
+        /// Whether `spec.elasticsearch.tls.ca` names a CA Secret.
+        ca: bool,
+        insecure: bool,
+    },
     None(String),
+}
+
+/// How an Elasticsearch probe logs in (the secret parts come from the Secrets when run).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EsAuth {
+    None,
+    /// Basic auth; `username` is `None` when it comes from a Secret.
+    Basic {
+        username: Option<String>,
+    },
+    ApiKey,
+    Bearer,
+}
+
+/// Keys of the Secret values an Elasticsearch probe reads (the values map of [`run`]).
+pub const ES_USERNAME: &str = "elasticsearch.auth.basic.username";
+pub const ES_PASSWORD: &str = "elasticsearch.auth.basic.password";
+pub const ES_API_KEY: &str = "elasticsearch.auth.apiKey";
+pub const ES_BEARER: &str = "elasticsearch.auth.bearer";
+pub const ES_CA: &str = "elasticsearch.tls.ca";
+
+/// The Secrets an Elasticsearch probe reads, keyed as [`run`] looks them up.
+pub fn secret_refs(spec: &ConnectorSpec) -> Vec<(String, SecretKeyRef)> {
+    let mut refs = Vec::new();
+    let Some(es) = spec.elasticsearch.as_ref() else {
+        return refs;
+    };
+    if let Some(auth) = &es.auth {
+        if let Some(b) = &auth.basic {
+            if let Some(r) = &b.username.secret_key_ref {
+                refs.push((ES_USERNAME.into(), r.clone()));
+            }
+            refs.push((ES_PASSWORD.into(), b.password.secret_key_ref.clone()));
+        }
+        if let Some(k) = &auth.api_key {
+            refs.push((ES_API_KEY.into(), k.secret_key_ref.clone()));
+        }
+        if let Some(t) = &auth.bearer {
+            refs.push((ES_BEARER.into(), t.secret_key_ref.clone()));
+        }
+    }
+    if let Some(ca) = es.tls.as_ref().and_then(|t| t.ca.as_ref()) {
+        refs.push((ES_CA.into(), ca.secret_key_ref.clone()));
+    }
+    refs
 }
 
 /// Problems a user must fix, each naming the field.
@@ -51,6 +107,35 @@ pub fn validate(spec: &ConnectorSpec) -> Vec<String> {
                     "spec.kafka.bootstrapServers: {server:?} is not host:port"
                 ));
             }
+        }
+    }
+    if let Some(es) = &spec.elasticsearch {
+        if spec.type_ != ConnectorType::Elasticsearch {
+            errors.push("spec.elasticsearch is only allowed for type elasticsearch".into());
+        }
+        for (i, h) in es.hosts.iter().enumerate() {
+            match url::Url::parse(h) {
+                Ok(u) if u.password().is_some() => errors.push(format!(
+                    "spec.elasticsearch.hosts[{i}] contains a password; use spec.elasticsearch.auth"
+                )),
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => errors.push(format!(
+                    "spec.elasticsearch.hosts[{i}] {h:?}: use http:// or https://"
+                )),
+                Ok(_) => {}
+                Err(e) => errors.push(format!(
+                    "spec.elasticsearch.hosts[{i}] {h:?} is not a URL: {e}"
+                )),
+            }
+        }
+        let all_http = spec
+            .url
+            .iter()
+            .chain(&es.hosts)
+            .all(|u| u.starts_with("http://"));
+        if es.tls.is_some() && all_http {
+            errors.push(
+                "spec.elasticsearch.tls: the URLs are http://; TLS settings need https://".into(),
+            );
         }
     }
     for (i, c) in spec.credentials.iter().enumerate() {
@@ -76,9 +161,34 @@ fn url_host_port(url: &str, default_port: u16) -> Option<String> {
     ))
 }
 
-/// What to probe for a Connector. Pure.
+/// What to probe for a Connector, without Secret values. Pure.
 pub fn target(spec: &ConnectorSpec) -> Probe {
     let url = spec.url.clone().unwrap_or_default();
+    if spec.type_ == ConnectorType::Elasticsearch {
+        let es = spec.elasticsearch.clone().unwrap_or_default();
+        let auth = match es.auth.as_ref() {
+            Some(a) if a.basic.is_some() => EsAuth::Basic {
+                username: a.basic.as_ref().and_then(|b| b.username.value.clone()),
+            },
+            Some(a) if a.api_key.is_some() => EsAuth::ApiKey,
+            Some(a) if a.bearer.is_some() => EsAuth::Bearer,
+            _ => EsAuth::None,
+        };
+        let tls = es.tls.unwrap_or_default();
+        return Probe::Elasticsearch {
+            urls: spec
+                .url
+                .iter()
+                .flat_map(|u| u.split(','))
+                .chain(es.hosts.iter().map(String::as_str))
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            auth,
+            ca: tls.ca.is_some(),
+            insecure: tls.insecure_skip_verify,
+        };
+    }
     match spec.type_ {
         ConnectorType::Kafka => {
             let k = spec.kafka.as_ref();
@@ -112,9 +222,7 @@ pub fn target(spec: &ConnectorSpec) -> Probe {
             }
         }
         ConnectorType::Postgres | ConnectorType::Jdbc => Probe::Postgres { url },
-        ConnectorType::Http | ConnectorType::Elasticsearch if url.starts_with("http://") => {
-            Probe::Http { url }
-        }
+        ConnectorType::Http if url.starts_with("http://") => Probe::Http { url },
         ConnectorType::Http | ConnectorType::Elasticsearch => {
             Probe::Tcp(url_host_port(&url, 443).into_iter().collect())
         }
@@ -225,6 +333,12 @@ pub async fn run(
                 Err(e) => Err(format!("GET {url}: {e}")),
             }
         }
+        Probe::Elasticsearch {
+            urls,
+            auth,
+            ca,
+            insecure,
+        } => probe_elasticsearch(urls, auth, *ca, *insecure, secrets, timeout).await,
         Probe::Postgres { url } => {
             let mut config: tokio_postgres::Config =
                 url.parse().map_err(|e| format!("spec.url: {e}"))?;
@@ -253,4 +367,71 @@ pub async fn run(
         }
     };
     outcome.map(Probed::from)
+}
+
+/// `GET /` on each node until one answers 2xx with its version; refused credentials fail at
+/// once (every node would refuse them).
+async fn probe_elasticsearch(
+    urls: &[String],
+    auth: &EsAuth,
+    ca: bool,
+    insecure: bool,
+    secrets: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let secret = |k: &str| secrets.get(k).map(String::as_str).unwrap_or_default();
+    let mut b = reqwest::Client::builder().timeout(timeout);
+    if ca {
+        let certs = reqwest::Certificate::from_pem_bundle(secret(ES_CA).as_bytes())
+            .map_err(|e| format!("spec.elasticsearch.tls.ca is not PEM certificates: {e}"))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if insecure {
+        b = b.tls_danger_accept_invalid_certs(true);
+    }
+    let client = b.build().map_err(|e| e.to_string())?;
+    let mut failures = Vec::new();
+    for url in urls {
+        let req = client.get(url);
+        let req = match auth {
+            EsAuth::None => req,
+            EsAuth::Basic { username } => req.basic_auth(
+                username.as_deref().unwrap_or(secret(ES_USERNAME)),
+                Some(secret(ES_PASSWORD)),
+            ),
+            EsAuth::ApiKey => req.header(
+                reqwest::header::AUTHORIZATION,
+                format!("ApiKey {}", secret(ES_API_KEY)),
+            ),
+            EsAuth::Bearer => req.header(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", secret(ES_BEARER)),
+            ),
+        };
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                let dist = v["version"]["distribution"]
+                    .as_str()
+                    .unwrap_or("elasticsearch");
+                let number = v["version"]["number"].as_str().unwrap_or("?");
+                let cluster = v["cluster_name"].as_str().unwrap_or("?");
+                return Ok(format!("GET {url}: {dist} {number}, cluster {cluster}"));
+            }
+            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
+                return Err(format!(
+                    "GET {url}: HTTP {}: the credentials were refused",
+                    r.status()
+                ))
+            }
+            Ok(r) => failures.push(format!("GET {url}: HTTP {}", r.status())),
+            Err(e) => failures.push(format!("GET {url}: {e}")),
+        }
+    }
+    if failures.is_empty() {
+        failures.push("no node URL to probe".into());
+    }
+    Err(failures.join("; "))
 }

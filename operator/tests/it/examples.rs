@@ -188,6 +188,19 @@ fn examples_validate_against_the_generated_crds() {
             assert_eq!(sink["delivery_stream"], "orders-to-s3");
             assert_eq!(resolved.env.len(), 4);
         }
+        if job_name == "orders-search" {
+            let sink = &resolved.pipeline.sinks[0].config;
+            assert_eq!(sink["url"], "https://search-es-http.search.svc:9200");
+            assert_eq!(sink["auth"]["basic"]["username"], "elastic");
+            assert_eq!(
+                sink["auth"]["basic"]["password"],
+                "${env:WEIR_CONN_SEARCH_AUTH_BASIC_PASSWORD}"
+            );
+            assert_eq!(sink["tls"]["ca_pem"], "${env:WEIR_CONN_SEARCH_TLS_CA_PEM}");
+            assert_eq!(sink["max_in_flight"], 4, "the Connector's properties");
+            assert_eq!(sink["index"], "orders-{created|yyyy.MM}", "the node's own");
+            assert_eq!(resolved.env.len(), 2);
+        }
     }
     // At least the examples of the Connector types present when this was written.
     assert!(jobs >= 5, "{jobs} StreamJob examples");

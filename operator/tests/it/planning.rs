@@ -122,6 +122,67 @@ fn connector_settings_merge_under_the_node_and_secrets_become_env() {
     );
 }
 
+#[test]
+fn an_elasticsearch_connector_becomes_hosts_auth_and_tls_settings() {
+    let spec = job_spec(json!({
+        "sources": [{"name": "g", "type": "datagen", "fields": {"id": {"kind": "sequence"}}}],
+        "sinks": [
+            {"name": "a", "type": "elasticsearch", "connectorRef": "basic", "index": "e"},
+            {"name": "b", "type": "elasticsearch", "connectorRef": "key", "index": "e",
+             "tls": {"insecure_skip_verify": false}}
+        ]
+    }));
+    let secret = |name: &str| json!({"secretKeyRef": {"name": name, "key": "k"}});
+    let connectors = BTreeMap::from([
+        (
+            "basic".to_string(),
+            connector(json!({
+                "type": "elasticsearch", "url": "https://es-0:9200",
+                "elasticsearch": {"hosts": ["https://es-1:9200"],
+                                  "auth": {"basic": {"username": secret("user"), "password": secret("pw")}}}
+            })),
+        ),
+        (
+            "key".to_string(),
+            connector(json!({
+                "type": "elasticsearch", "url": "https://es:9200",
+                "elasticsearch": {"auth": {"apiKey": secret("api")},
+                                  "tls": {"ca": secret("ca"), "insecureSkipVerify": true}}
+            })),
+        ),
+    ]);
+    let r = resolve::resolve("job", &spec, &connectors).unwrap();
+    let a = &r.pipeline.sinks[0].config;
+    assert_eq!(a["url"], "https://es-0:9200");
+    assert_eq!(a["hosts"], json!(["https://es-1:9200"]));
+    assert_eq!(
+        a["auth"],
+        json!({"basic": {"username": "${env:WEIR_CONN_BASIC_AUTH_BASIC_USERNAME}",
+                         "password": "${env:WEIR_CONN_BASIC_AUTH_BASIC_PASSWORD}"}})
+    );
+    let b = &r.pipeline.sinks[1].config;
+    assert_eq!(
+        b["auth"],
+        json!({"api_key": "${env:WEIR_CONN_KEY_AUTH_API_KEY}"})
+    );
+    assert_eq!(b["tls"]["ca_pem"], "${env:WEIR_CONN_KEY_TLS_CA_PEM}");
+    assert_eq!(
+        b["tls"]["insecure_skip_verify"], false,
+        "the node's own setting wins"
+    );
+    let vars: Vec<&str> = r.env.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        vars,
+        [
+            "WEIR_CONN_BASIC_AUTH_BASIC_PASSWORD",
+            "WEIR_CONN_BASIC_AUTH_BASIC_USERNAME",
+            "WEIR_CONN_KEY_AUTH_API_KEY",
+            "WEIR_CONN_KEY_TLS_CA_PEM"
+        ]
+    );
+    assert_eq!(r.secrets.len(), 4);
+}
+
 /// An `eventhubs` Connector fills `kafka` nodes with the runtime's eventhubs profile: the
 /// namespace, the connection string as an env reference, and the hub as the default topic.
 #[test]
@@ -542,11 +603,35 @@ fn probe_targets_and_validation() {
     );
     let pg = connector(json!({"type": "postgres", "url": "postgres://u:secret@h/db"}));
     assert!(probes::validate(&pg)[0].contains("contains a password"));
-    let es = connector(json!({"type": "elasticsearch", "url": "https://es:9200"}));
+    let es = connector(json!({
+        "type": "elasticsearch", "url": "https://es-0:9200",
+        "elasticsearch": {"hosts": ["https://es-1:9200"],
+                          "auth": {"basic": {"username": {"value": "weir"},
+                                             "password": {"secretKeyRef": {"name": "es", "key": "pw"}}}},
+                          "tls": {"ca": {"secretKeyRef": {"name": "es-ca", "key": "ca.crt"}}}}
+    }));
+    let refs: Vec<String> = probes::secret_refs(&es)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        refs,
+        ["elasticsearch.auth.basic.password", "elasticsearch.tls.ca"]
+    );
     assert_eq!(
         probes::target(&es),
-        probes::Probe::Tcp(vec!["es:9200".into()])
+        probes::Probe::Elasticsearch {
+            urls: vec!["https://es-0:9200".into(), "https://es-1:9200".into()],
+            auth: probes::EsAuth::Basic {
+                username: Some("weir".into()),
+            },
+            ca: true,
+            insecure: false,
+        }
     );
+    let plain = connector(json!({"type": "elasticsearch", "url": "http://es:9200",
+                                 "elasticsearch": {"tls": {"insecureSkipVerify": true}}}));
+    assert!(probes::validate(&plain)[0].contains("TLS settings need https://"));
     let bad = connector(json!({"type": "kafka", "kafka": {"bootstrapServers": "nohost"}}));
     assert!(probes::validate(&bad)[0].contains("is not host:port"));
     let fh = connector(
@@ -619,6 +704,51 @@ async fn probes_reach_real_servers_on_loopback() {
     )
     .await;
     assert!(err.unwrap_err().contains("failed"));
+}
+
+#[tokio::test]
+async fn the_elasticsearch_probe_logs_in_and_reports_the_version() {
+    // A node that wants `Authorization: ApiKey k3y` on GET /.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|headers: axum::http::HeaderMap| async move {
+            if headers.get("authorization").map(|v| v.as_bytes()) == Some(b"ApiKey k3y") {
+                (
+                    axum::http::StatusCode::OK,
+                    r#"{"cluster_name":"logs","version":{"distribution":"opensearch","number":"2.19.1"}}"#,
+                )
+            } else {
+                (axum::http::StatusCode::UNAUTHORIZED, "{}")
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let probe = probes::Probe::Elasticsearch {
+        // The first node is down: the probe moves on to the next.
+        urls: vec![format!("http://{closed}/"), format!("http://{addr}/")],
+        auth: probes::EsAuth::ApiKey,
+        ca: false,
+        insecure: false,
+    };
+    let key = |k: &str| BTreeMap::from([(probes::ES_API_KEY.to_string(), k.to_string())]);
+    let ok = probes::run(&probe, &key("k3y"), Duration::from_secs(2)).await;
+    assert_eq!(
+        ok.unwrap().message,
+        format!("GET http://{addr}/: opensearch 2.19.1, cluster logs")
+    );
+    let refused = probes::run(&probe, &key("wrong"), Duration::from_secs(2)).await;
+    assert!(refused
+        .unwrap_err()
+        .contains("401 Unauthorized: the credentials were refused"),);
 }
 
 fn pod(name: &str, v: serde_json::Value) -> weir_operator::pods::PodObservation {

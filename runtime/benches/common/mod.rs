@@ -29,3 +29,32 @@ pub fn service_env(service: &str, var: &str) -> String {
         .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
         .unwrap_or_else(|| panic!("{service}.sh printed no {var}"))
 }
+
+/// Runs the first source of `spec_text` (weir's own datagen) in this process and hands every
+/// record to `each`: a raw path gets the very records `weir run` will generate.
+#[allow(dead_code)] // not every bench generates its input
+pub async fn each_source_record(spec_text: &str, mut each: impl FnMut(weir_runtime::api::Record)) {
+    use weir_runtime::api::{NodeContext, SourcePoll};
+    let spec: weir_crds::PipelineSpec = serde_norway::from_str(spec_text).unwrap();
+    let cfg = weir_runtime::registry::node_config(&spec, weir_crds::pipeline::Role::Source, 0);
+    let mut src = weir_runtime::registry::Registry::with_builtins()
+        .build_source(&cfg)
+        .unwrap();
+    let ctx = NodeContext {
+        job: "bench".into(),
+        node: cfg.name().into(),
+        worker: 0,
+        parallelism: 1,
+        max_parallelism: 128,
+        checkpoint: Default::default(),
+        metrics: weir_runtime::metrics::NodeMetrics::detached(),
+    };
+    src.open(&ctx, Default::default()).await.unwrap();
+    loop {
+        match src.poll().await.unwrap() {
+            SourcePoll::Batch(b) => b.records.into_iter().for_each(&mut each),
+            SourcePoll::Finished => break,
+            SourcePoll::Idle => {}
+        }
+    }
+}

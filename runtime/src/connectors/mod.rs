@@ -4,6 +4,8 @@
 pub mod aws;
 pub mod blackhole;
 pub mod datagen;
+#[cfg(feature = "elasticsearch")]
+pub mod elasticsearch;
 pub mod file;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
@@ -24,6 +26,8 @@ pub fn register(r: &mut Registry) {
     datagen::register(r);
     file::register(r);
     blackhole::register(r);
+    #[cfg(feature = "elasticsearch")]
+    elasticsearch::register(r);
     #[cfg(feature = "filesystem")]
     filesystem::register(r);
     #[cfg(feature = "jdbc")]

@@ -201,3 +201,117 @@ pub fn service_env(service: &str, var: &str) -> String {
         .unwrap_or_else(|| panic!("{service}.sh up did not print {var}"))
         .clone()
 }
+
+/// Runs `spec` `runs` times, killing each run with SIGKILL after a random wait of
+/// `min_ms..min_ms + spread_ms`; returns how many runs were still going when killed.
+pub fn kill_at_random_moments(spec: &Path, runs: u64, min_ms: u64, spread_ms: u64) -> u32 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut kills = 0;
+    for i in 0..runs {
+        let job = Running::start(spec, &[]);
+        let wait = min_ms
+            + (seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i * 1442695040888963407)
+                >> 33)
+                % spread_ms.max(1);
+        std::thread::sleep(Duration::from_millis(wait));
+        if job.kill9() {
+            kills += 1;
+        }
+    }
+    kills
+}
+
+/// An instance of `e2e/services/<service>.sh` of one test's own, in a run directory of its own
+/// (for tests that stop, restart or configure a server), removed on drop.
+pub struct PrivateService {
+    service: String,
+    run_dir: PathBuf,
+    /// Variables for the script (settings, versions); the service's main variable is removed so
+    /// the script starts a server instead of naming the shared one.
+    env: Vec<(String, String)>,
+    main_var: String,
+    /// The value of `main_var` the script printed (`OPENSEARCH_URL=…`).
+    pub value: String,
+}
+
+impl PrivateService {
+    pub fn up(service: &str, main_var: &str, name: &str, env: &[(&str, &str)]) -> PrivateService {
+        let run_dir =
+            std::env::temp_dir().join(format!("weir-{service}-{name}-{}", std::process::id()));
+        let mut s = PrivateService {
+            service: service.to_string(),
+            run_dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            main_var: main_var.to_string(),
+            value: String::new(),
+        };
+        let o = s.script("up");
+        assert!(
+            o.status.success(),
+            "{service}.sh up: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let prefix = format!("{main_var}=");
+        s.value = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("{service}.sh up did not print {main_var}"))
+            .to_string();
+        s
+    }
+
+    pub fn script(&self, cmd: &str) -> Output {
+        let script = format!(
+            "{}/../e2e/services/{}.sh",
+            env!("CARGO_MANIFEST_DIR"),
+            self.service
+        );
+        Command::new("bash")
+            .arg(&script)
+            .arg(cmd)
+            .env("WEIR_SERVICES_RUN", &self.run_dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove(&self.main_var)
+            .output()
+            .unwrap()
+    }
+
+    /// `stop` or `start`, which must succeed.
+    pub fn must(&self, cmd: &str) {
+        let o = self.script(cmd);
+        assert!(
+            o.status.success(),
+            "{}.sh {cmd}: {}",
+            self.service,
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateService {
+    fn drop(&mut self) {
+        let _ = self.script("down");
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// Runs `spec` with the crash point `point` armed for its `hit`-th pass; the run must end by
+/// SIGKILL there.
+pub fn crash_at(spec: &Path, point: &str, hit: u32) {
+    let fault = format!("{point}:{hit}");
+    let o = run(spec, &[], &[("WEIR_FAULT", &fault)]);
+    assert!(
+        was_killed(&o),
+        "{fault} did not crash the job: {}\n{}",
+        o.status,
+        stderr(&o)
+    );
+}

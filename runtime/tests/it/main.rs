@@ -1,6 +1,7 @@
 //! Integration tests: the real `weir` binary, real files, real kills.
 
 mod async_io;
+mod elasticsearch;
 mod exactly_once;
 mod failures;
 mod harness;

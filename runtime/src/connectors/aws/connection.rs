@@ -193,6 +193,7 @@ mod tests {
                 input: None,
                 inputs: None,
                 config: Default::default(),
+                ..Default::default()
             },
             parallelism: 1,
             checkpoint: CheckpointSpec::default(),

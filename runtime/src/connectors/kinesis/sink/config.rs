@@ -163,6 +163,7 @@ mod tests {
                 input: None,
                 inputs: None,
                 config: v.as_object().unwrap().clone(),
+                ..Default::default()
             },
             parallelism: 1,
             checkpoint: CheckpointSpec::default(),
