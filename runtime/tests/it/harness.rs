@@ -23,7 +23,54 @@ pub fn run(spec: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().unwrap()
+    output_within(c, RUN_LIMIT, &format!("weir run {}", spec.display()))
+}
+
+/// No single `weir run` of a test takes this long: past it the job is killed and the test fails
+/// with its log, instead of hanging the whole suite.
+pub const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `c` to its end like `Command::output`, killing it (and failing) after `limit`.
+pub fn output_within(mut c: Command, limit: Duration, what: &str) -> Output {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes while waiting, so a chatty child never blocks on a full pipe.
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let err = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err.join().unwrap_or_default();
+            panic!(
+                "{what} still running after {limit:?}: killed\n{}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -159,7 +206,20 @@ impl Running {
         alive
     }
 
-    pub fn wait(self) -> Output {
+    /// Waits for the end, at most [`RUN_LIMIT`] (then the job is killed and the test fails).
+    pub fn wait(mut self) -> Output {
+        let deadline = Instant::now() + RUN_LIMIT;
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let o = self.child.wait_with_output().unwrap();
+                panic!(
+                    "the job still ran after {RUN_LIMIT:?}: killed\n{}",
+                    stderr(&o)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.child.wait_with_output().unwrap()
     }
 }
