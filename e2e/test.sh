@@ -66,5 +66,5 @@ for s in "${!bg_pid[@]}"; do
   export_env "$(cat "$bg_out/$s")"
 done
 phase "all services up"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 phase "tests passed"

@@ -98,7 +98,8 @@ async fn an_operator_killed_mid_upgrade_is_finished_by_its_next_process() {
     op.apply(&datagen_job(&op.s3, "u", 2, N, 120, "v1", ""));
     op.wait_ready("u", 2 * MINUTE).await;
     op.apply(&datagen_job(&op.s3, "u", 2, N, 120, "v2", ""));
-    op.wait_job("u", "upgrade savepoint triggered", MINUTE, |j| {
+    // Watched, not polled: the savepoint can be done within a poll interval.
+    op.watch_job("u", "upgrade savepoint triggered", MINUTE, |j| {
         j.status.as_ref().is_some_and(|s| s.operation.is_some())
     })
     .await;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use object_store::{ObjectStore, ObjectStoreExt};
 use weir_crds::status::Condition;
 use weir_crds::StreamJob;
@@ -300,6 +300,45 @@ impl Op {
 
     pub async fn job(&self, name: &str) -> StreamJob {
         self.jobs().get(name).await.unwrap()
+    }
+
+    /// Like [`Op::wait_job`], but sees every version of the StreamJob (a watch, not polling):
+    /// for states that last less than a poll, such as an upgrade's savepoint in flight.
+    pub async fn watch_job(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&StreamJob) -> bool,
+    ) -> StreamJob {
+        let jobs = self.jobs();
+        let current = jobs.get(name).await.unwrap();
+        if check(&current) {
+            return current;
+        }
+        let version = current.metadata.resource_version.clone().unwrap_or_default();
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(timeout.as_secs().clamp(1, 290) as u32);
+        let mut events = Box::pin(jobs.watch(&params, &version).await.unwrap());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, events.try_next()).await;
+            match next {
+                Ok(Ok(Some(WatchEvent::Added(j) | WatchEvent::Modified(j)))) if check(&j) => {
+                    return j
+                }
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                    let j = jobs.get(name).await.unwrap();
+                    panic!(
+                        "StreamJob {name}: {what}: not seen within {timeout:?}\nstatus: {}\n{}",
+                        serde_json::to_string_pretty(&j.status).unwrap_or_default(),
+                        self.env.diagnostics()
+                    );
+                }
+            }
+        }
     }
 
     /// Waits until the StreamJob satisfies `check`; on timeout shows its status, the operator's
