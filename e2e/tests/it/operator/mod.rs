@@ -316,7 +316,11 @@ impl Op {
         if check(&current) {
             return current;
         }
-        let version = current.metadata.resource_version.clone().unwrap_or_default();
+        let version = current
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
         let params = WatchParams::default()
             .fields(&format!("metadata.name={name}"))
             .timeout(timeout.as_secs().clamp(1, 290) as u32);

@@ -21,7 +21,9 @@ use tokio::sync::mpsc::Sender;
 
 use super::config::{Efo, Registration};
 use super::position::Position;
-use super::reader::{children, decode, expired, expired_kind, Pacer, ReaderEvent, Shared, Target};
+use super::reader::{
+    check_restored, children, decode, expired, expired_kind, Pacer, ReaderEvent, Shared, Target,
+};
 use crate::connectors::aws::errors::{classify, code, describe, message, Failure};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
@@ -169,7 +171,7 @@ async fn read(
         .clone()
         .expect("efo readers get the consumer");
     let mut pacer = Pacer::new(shared.settings.config.retry);
-    let mut position = start;
+    let mut position = check_restored(shared, target, start, tx).await?;
     let mut first = true;
     let mut last_probe: Option<Instant> = None;
     loop {

@@ -46,7 +46,9 @@ fn info(s: Shard) -> Option<ShardInfo> {
         hash_end: range.ending_hash_key.parse().ok()?,
         closed: s
             .sequence_number_range
+            .as_ref()
             .is_some_and(|r| r.ending_sequence_number.is_some()),
+        first_sequence: s.sequence_number_range.map(|r| r.starting_sequence_number),
         id: s.shard_id,
     })
 }

@@ -11,7 +11,9 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use tokio::sync::mpsc::Sender;
 
 use super::position::Position;
-use super::reader::{children, decode, expired, expired_kind, Pacer, ReaderEvent, Shared, Target};
+use super::reader::{
+    check_restored, children, decode, expired, expired_kind, Pacer, ReaderEvent, Shared, Target,
+};
 use crate::connectors::aws::errors::{classify, code, describe, message, Failure};
 use crate::error::{Error, Result};
 
@@ -29,7 +31,7 @@ async fn read(
 ) -> Result<()> {
     let polling = &shared.settings.config.polling;
     let mut pacer = Pacer::new(shared.settings.config.retry);
-    let mut position = start;
+    let mut position = check_restored(shared, target, start, tx).await?;
     let Some(mut iterator) = shard_iterator(shared, target, &mut position, &mut pacer, tx).await?
     else {
         return ended(target, Vec::new(), tx).await;

@@ -65,6 +65,8 @@ pub struct Target {
     pub consumer_arn: Option<String>,
     /// Set by the source once a listing shows the shard closed (no record will be added).
     pub closed: Arc<AtomicBool>,
+    /// The shard's first sequence number, as listed when the reader started.
+    pub first_sequence: Option<String>,
 }
 
 impl Target {
@@ -86,6 +88,7 @@ pub fn children(list: &[ChildShard]) -> Vec<ShardInfo> {
                 hash_start: range.starting_hash_key.parse().ok()?,
                 hash_end: range.ending_hash_key.parse().ok()?,
                 closed: false,
+                first_sequence: None,
             })
         })
         .collect()
@@ -166,6 +169,39 @@ pub fn expired_kind(code: Option<&str>, message: &str) -> Option<Expired> {
     }
 }
 
+/// A restored position older than its shard's first sequence number was taken on an earlier
+/// stream of the same name (deleted and created again): it is expired, whatever the service
+/// answers for it (kinesis-mock, for one, hands out an iterator that never returns a record).
+/// Positions read in this run are never older than their shard.
+pub async fn check_restored(
+    shared: &Shared,
+    target: &Target,
+    position: Position,
+    tx: &Sender<ReaderEvent>,
+) -> Result<Position, Error> {
+    let (Position::After(seq), Some(first)) = (&position, &target.first_sequence) else {
+        return Ok(position);
+    };
+    if !predates(seq, first) {
+        return Ok(position);
+    }
+    let detail = format!(
+        "it is older than the shard's first sequence number {first}: the stream was deleted and \
+         created again"
+    );
+    expired(shared, target, Expired::Sequence, &position, &detail, tx).await
+}
+
+/// Whether sequence number `seq` comes before `first` (both decimal, up to 128 digits). Pure.
+pub fn predates(seq: &str, first: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(seq) || !digits(first) {
+        return false;
+    }
+    let (a, b) = (seq.trim_start_matches('0'), first.trim_start_matches('0'));
+    (a.len(), a) < (b.len(), b)
+}
+
 /// Where an expired position goes under the policy, or `None` to fail. Pure.
 pub fn after_expiry(policy: ExpiredPolicy, now_ms: i64) -> Option<Position> {
     match policy {
@@ -192,7 +228,8 @@ pub async fn expired(
     };
     target.metrics.expired.inc();
     let Some(next) = after_expiry(policy, chrono::Utc::now().timestamp_millis()) else {
-        return Err(Error::node(
+        // A restart resumes from the same position: only the user can repair this.
+        return Err(Error::fatal(
             &shared.node,
             format!(
                 "{}: {what} ({detail}); on_expired_position is fail: set it to trim_horizon or \
@@ -268,6 +305,18 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        assert!(predates("9", "10"));
+        assert!(predates(
+            "49680861608625018839183750836475446655597177475539402754",
+            "49680861609338642685536730776883697058360462263699111938"
+        ));
+        assert!(!predates("10", "10"));
+        assert!(!predates("011", "10"));
+        assert!(!predates("x", "10"), "not a number: left to the service");
+    }
 
     #[test]
     fn expired_positions_are_told_apart_from_other_errors() {

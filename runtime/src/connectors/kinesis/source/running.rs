@@ -162,7 +162,8 @@ impl KinesisSource {
             // (After a savepoint every worker sees every shard's position: the first to open
             // reports it.)
             if self.settings.config.on_expired_position == ExpiredPolicy::Fail {
-                return Err(Error::node(
+                // A restart resumes from the same position: only the user can repair this.
+                return Err(Error::fatal(
                     &self.node,
                     format!(
                         "{} shard {shard}: the checkpoint has a position ({pos}) but the shard no \
@@ -232,6 +233,10 @@ impl KinesisSource {
             metrics: shard.metrics.clone(),
             consumer_arn: run.consumer_arn.clone(),
             closed: shard.closed.clone(),
+            first_sequence: run
+                .graph
+                .get(&shard.id)
+                .and_then(|s| s.first_sequence.clone()),
         };
         shard.status = Status::Reading(position.clone());
         shard.reader = Some(match efo {

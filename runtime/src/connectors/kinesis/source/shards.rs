@@ -26,6 +26,8 @@ pub struct ShardInfo {
     pub hash_end: u128,
     /// Has an ending sequence number: no record will be added.
     pub closed: bool,
+    /// The shard's StartingSequenceNumber, where the listing gives it.
+    pub first_sequence: Option<String>,
 }
 
 /// The worker that owns a shard: the midpoint of its hash-key range, as a fraction of the key
@@ -237,6 +239,7 @@ mod tests {
 
     fn shard(id: &str, parents: &[&str], start: u128, end: u128, closed: bool) -> ShardInfo {
         ShardInfo {
+            first_sequence: None,
             id: id.into(),
             parents: parents.iter().map(|p| p.to_string()).collect(),
             hash_start: start,
