@@ -8,7 +8,9 @@
 //!   acknowledgement; weir runs datagen → `pubsub` (1 s checkpoints).
 //!
 //! `cargo bench -p weir-runtime --bench pubsub`. Env: `PUBSUB_EMULATOR_HOST` (else
-//! e2e/services/pubsub.sh starts the emulator), `WEIR_BENCH_PUBSUB_RECORDS` (default 50,000).
+//! e2e/services/pubsub.sh starts the emulator), `WEIR_BENCH_PUBSUB_RECORDS` (default 50,000),
+//! `WEIR_BENCH_PUBSUB_SINK_RECORDS` (default 500,000: the publisher is ~100× faster than the
+//! emulator's delivery, and 50,000 would measure mostly the job's start and last checkpoint).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -172,7 +174,8 @@ sinks:
         IDLE,
     );
     assert_eq!(read, n, "every message read once");
-    let raw_sink = rt.block_on(raw_publish(&e, &id, n));
+    let n_sink = env_num("WEIR_BENCH_PUBSUB_SINK_RECORDS", 500_000);
+    let raw_sink = rt.block_on(raw_publish(&e, &id, n_sink));
     let (weir_sink, _) = weir(
         &format!(
             r#"name: bench-pubsub-sink
@@ -180,7 +183,7 @@ checkpoint: {{ interval: 1s, storage: {state} }}
 sources:
   - name: gen
     type: datagen
-    count: {n}
+    count: {n_sink}
     splits: 1
     fields:
       id: {{ kind: sequence }}
@@ -194,7 +197,9 @@ sinks:
         "gen",
         Duration::ZERO,
     );
-    println!("pubsub (emulator at {host}): {n} messages of ~200 B JSON, one worker");
+    println!(
+        "pubsub (emulator at {host}): {n} messages read, {n_sink} published, ~200 B JSON, one worker"
+    );
     println!("  raw subscriber (ack each second)   {raw_source:>10.0} msg/s");
     println!(
         "  weir pubsub → blackhole (1 s cps)  {weir_source:>10.0} msg/s  ({:.1} % of raw)",
