@@ -49,6 +49,10 @@ pub struct RunArgs {
 }
 
 pub async fn run(registry: Registry, args: RunArgs) -> u8 {
+    // Registered first thing: a SIGTERM that arrives while the job is starting (a pod
+    // deleted at once, a test stopping a job that has nothing left to do) must still stop it
+    // gracefully instead of killing it by the default action.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut spec = match super::load_spec(&args.file) {
         Ok(s) => s,
         Err(e) => {
@@ -103,11 +107,7 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
     // Set by the first SIGTERM/SIGINT; an idle process (job done) exits on it.
     let (signalled_tx, mut signalled) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
+        let Some(mut term) = term else { return };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
