@@ -29,7 +29,7 @@ fn curl(method: &str, url: &str, auth: Option<&str>, body: Option<&str>) -> (u16
     c.args([
         "-s",
         "--max-time",
-        "5",
+        "20",
         "-X",
         method,
         "-w",
