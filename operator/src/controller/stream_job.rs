@@ -376,7 +376,7 @@ pub fn decide(job: &StreamJob, seen: &Observation, deleting: bool, now: DateTime
 #[derive(Clone, Debug)]
 pub enum Write {
     /// The job's admin token Secret (created or rotated); first, the pods need it.
-    AdminSecret(SecretWrite),
+    AdminSecret(Box<SecretWrite>),
     Service(Box<Service>),
     NetworkPolicy(Box<NetworkPolicy>),
     /// The job's NetworkPolicy was switched off: delete it (if it is there).
@@ -479,7 +479,8 @@ pub fn plan(
     }
     // Before anything else: the pods read it at start, the savepoint calls need it.
     if let Some(secret) = &seen.admin_tokens.write {
-        p.writes.insert(0, Write::AdminSecret(secret.clone()));
+        p.writes
+            .insert(0, Write::AdminSecret(Box::new(secret.clone())));
     }
     retention(&mut p, job, now);
     finish_status(&mut p, job, seen, deleting, now);
