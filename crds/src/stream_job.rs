@@ -142,6 +142,29 @@ pub struct StreamJobSpec {
     #[serde(default = "default_admin_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub admin_port: u16,
+    /// The NetworkPolicy the operator renders for the workers: only the operator's pods (and
+    /// Prometheus, where the operator is told its selector) reach the admin port.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Render it (the default). Turn it off only where another policy guards the admin port;
+    /// the operator's `--network-policies=false` turns it off for every job.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec { enabled: true }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> u32 {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin_secret::AdminTokens;
 use crate::error::{Error, Result};
 
 /// `GET /v1/status`; fields the operator does not use are ignored, missing ones default.
@@ -102,25 +103,49 @@ impl AdminClient {
         resp.json().await.map_err(|e| Self::transport(&url, e))
     }
 
-    /// Triggers savepoint `id` on one worker; returns the id the worker accepted.
-    pub async fn trigger(&self, base: &str, id: &str, stop: bool) -> Result<String> {
+    /// Triggers savepoint `id` on one worker; returns the id the worker accepted. Tries the
+    /// job's tokens newest first: a worker started before a rotation holds the previous one.
+    pub async fn trigger(
+        &self,
+        base: &str,
+        id: &str,
+        stop: bool,
+        tokens: &AdminTokens,
+    ) -> Result<String> {
         let url = format!("{}/v1/savepoints", base.trim_end_matches('/'));
-        let resp = self
-            .http
-            .post(&url)
-            .json(&serde_json::json!({ "stop": stop, "id": id }))
-            .send()
-            .await
-            .map_err(|e| Self::transport(&url, e))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.map_err(|e| Self::transport(&url, e))?;
-        if !status.is_success() {
-            return Err(Self::err(&url, format!("HTTP {status}: {body}")));
+        let mut refused = 0;
+        for token in tokens.all() {
+            let resp = self
+                .http
+                .post(&url)
+                .bearer_auth(token.expose())
+                .json(&serde_json::json!({ "stop": stop, "id": id }))
+                .send()
+                .await
+                .map_err(|e| Self::transport(&url, e))?;
+            let status = resp.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                refused += 1;
+                continue;
+            }
+            let body: serde_json::Value =
+                resp.json().await.map_err(|e| Self::transport(&url, e))?;
+            if !status.is_success() {
+                return Err(Self::err(&url, format!("HTTP {status}: {body}")));
+            }
+            return body
+                .get("id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| Self::err(&url, format!("no id in the answer {body}")));
         }
-        body.get("id")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| Self::err(&url, format!("no id in the answer {body}")))
+        // The tokens themselves never go into the error.
+        Err(Self::err(
+            &url,
+            format!(
+                "HTTP 401: the worker refused the {refused} admin token(s) of the job's Secret <job>-admin-token (was it replaced outside the operator?)"
+            ),
+        ))
     }
 
     pub async fn savepoint(&self, base: &str, id: &str) -> SavepointAnswer {

@@ -4,6 +4,7 @@
 //! sits in `controller`, `admin`, `savepoint` and `probes`.
 
 pub mod admin;
+pub mod admin_secret;
 pub mod controller;
 pub mod error;
 pub mod job_status;

@@ -49,6 +49,24 @@ struct RunArgs {
     /// `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     log_format: String,
+    /// Render a NetworkPolicy per StreamJob that lets only this operator (and Prometheus, with
+    /// the metrics selectors) reach the workers' admin port.
+    #[arg(long, env = "NETWORK_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    network_policies: bool,
+    /// This operator's pod labels (`k=v,k=v`; the chart's selector labels), for the policies.
+    #[arg(
+        long,
+        env = "OPERATOR_POD_LABELS",
+        default_value = "app.kubernetes.io/name=weir-operator"
+    )]
+    operator_pod_labels: String,
+    /// Namespace labels (`k=v,…`) of Prometheus, let in to scrape `/metrics`. Empty with
+    /// `--metrics-pod-labels` set: any namespace. Both empty: no scraper is let in.
+    #[arg(long, env = "METRICS_NAMESPACE_LABELS", default_value = "")]
+    metrics_namespace_labels: String,
+    /// Pod labels (`k=v,…`) of Prometheus, let in to scrape `/metrics`.
+    #[arg(long, env = "METRICS_POD_LABELS", default_value = "")]
+    metrics_pod_labels: String,
 }
 
 fn init_logs(format: &str) {
@@ -113,7 +131,15 @@ async fn serve(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let network_policies = match network_policy_settings(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "bad setting");
+            return ExitCode::FAILURE;
+        }
+    };
     let settings = Settings {
+        network_policies,
         watch_namespaces: args
             .watch_namespaces
             .into_iter()
@@ -136,4 +162,18 @@ async fn serve(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn network_policy_settings(
+    args: &RunArgs,
+) -> weir_operator::Result<weir_operator::resources::NetworkPolicySettings> {
+    use weir_operator::resources::parse_labels;
+    let namespaces = parse_labels("--metrics-namespace-labels", &args.metrics_namespace_labels)?;
+    let pods = parse_labels("--metrics-pod-labels", &args.metrics_pod_labels)?;
+    Ok(weir_operator::resources::NetworkPolicySettings {
+        enabled: args.network_policies,
+        operator_namespace: args.lease_namespace.clone(),
+        operator_pod_labels: parse_labels("--operator-pod-labels", &args.operator_pod_labels)?,
+        metrics_from: (!namespaces.is_empty() || !pods.is_empty()).then_some((namespaces, pods)),
+    })
 }

@@ -4,9 +4,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -27,6 +32,10 @@ pub const RESTORE_ANNOTATION: &str = "weir.dev/restore-from";
 pub const PIPELINE_FILE: &str = "pipeline.yaml";
 pub const CONFIG_DIR: &str = "/etc/weir";
 pub const FIELD_MANAGER: &str = "weir-operator";
+/// The worker image's user and group (`USER 10001:10001` in the Dockerfile).
+pub const WORKER_UID: i64 = 10001;
+/// Writable scratch space of a worker (an `emptyDir`: the root filesystem is read-only).
+pub const SCRATCH_DIR: &str = "/tmp";
 
 pub fn labels(job: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -67,7 +76,9 @@ fn owner(job: &StreamJob) -> Vec<OwnerReference> {
     job.controller_owner_ref(&()).into_iter().collect()
 }
 
-fn meta(job: &StreamJob, name: String) -> ObjectMeta {
+/// Metadata of an object the job owns: its labels and a controller owner reference, so that
+/// the job's deletion garbage-collects it.
+pub fn owned_meta(job: &StreamJob, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: job.namespace(),
@@ -111,7 +122,7 @@ pub fn config_map(job: &StreamJob, pipeline: &PipelineSpec, hash: &str) -> Resul
         what: "the pipeline".into(),
         message: e.to_string(),
     })?;
-    let mut m = meta(job, config_map_name(&job.name_any(), hash));
+    let mut m = owned_meta(job, config_map_name(&job.name_any(), hash));
     m.annotations = Some(BTreeMap::from([(HASH_ANNOTATION.into(), hash.into())]));
     Ok(ConfigMap {
         metadata: m,
@@ -123,7 +134,7 @@ pub fn config_map(job: &StreamJob, pipeline: &PipelineSpec, hash: &str) -> Resul
 pub fn service(job: &StreamJob) -> Service {
     let name = job.name_any();
     Service {
-        metadata: meta(job, name.clone()),
+        metadata: owned_meta(job, name.clone()),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
@@ -143,7 +154,7 @@ pub fn service(job: &StreamJob) -> Service {
 pub fn pdb(job: &StreamJob) -> PodDisruptionBudget {
     let name = job.name_any();
     PodDisruptionBudget {
-        metadata: meta(job, name.clone()),
+        metadata: owned_meta(job, name.clone()),
         spec: Some(PodDisruptionBudgetSpec {
             // One worker at a time: each restarts from its own checkpoint, independently.
             max_unavailable: Some(IntOrString::Int(1)),
@@ -227,6 +238,19 @@ pub fn stateful_set(job: &StreamJob, plan: &WorkerPlan) -> StatefulSet {
         // defined above). Not 0.0.0.0: pods that share a network (a process kubelet in the tests)
         // would then collide on the port.
         plain("WEIR_ADMIN_ADDR", format!("$(POD_IP):{}", spec.admin_port)),
+        // The token `POST /v1/savepoints` needs; the operator holds the same one.
+        EnvVar {
+            name: "WEIR_ADMIN_TOKEN".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: crate::admin_secret::secret_name(&name),
+                    key: crate::admin_secret::TOKEN_KEY.into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     ];
     if spec.allow_non_restored_state {
         env.push(plain("WEIR_ALLOW_NON_RESTORED_STATE", "true".into()));
@@ -257,16 +281,24 @@ pub fn stateful_set(job: &StreamJob, plan: &WorkerPlan) -> StatefulSet {
         // No liveness probe: the admin API comes up only after the restore (which can take long
         // for big state), and a worker that stops answering shows as unreachable in the status.
         resources: spec.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "pipeline".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "pipeline".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "scratch".into(),
+                mount_path: SCRATCH_DIR.into(),
+                ..Default::default()
+            },
+        ]),
+        security_context: Some(container_security()),
         ..Default::default()
     };
     StatefulSet {
-        metadata: meta(job, name.clone()),
+        metadata: owned_meta(job, name.clone()),
         spec: Some(StatefulSetSpec {
             replicas: Some(plan.replicas as i32),
             service_name: Some(name.clone()),
@@ -294,14 +326,24 @@ pub fn stateful_set(job: &StreamJob, plan: &WorkerPlan) -> StatefulSet {
                     tolerations: (!overrides.tolerations.is_empty())
                         .then(|| overrides.tolerations.clone()),
                     termination_grace_period_seconds: Some(plan.termination_grace_secs),
-                    volumes: Some(vec![Volume {
-                        name: "pipeline".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: config_map_name(&name, plan.hash),
+                    security_context: Some(pod_security()),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "pipeline".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: config_map_name(&name, plan.hash),
+                                ..Default::default()
+                            }),
                             ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
+                        },
+                        // Temporary files (and a local checkpoint path under /tmp, which only a
+                        // single pod's lifetime keeps anyway) on a read-only root filesystem.
+                        Volume {
+                            name: "scratch".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Default::default()
+                        },
+                    ]),
                     ..Default::default()
                 }),
             },
@@ -316,5 +358,265 @@ fn plain(name: &str, value: String) -> EnvVar {
         name: name.into(),
         value: Some(value),
         ..Default::default()
+    }
+}
+
+/// The worker pod's security context: the Kubernetes "restricted" Pod Security Standard, with
+/// the image's own non-root user, so that a namespace enforcing it admits the workers.
+pub fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(WORKER_UID),
+        run_as_group: Some(WORKER_UID),
+        // The emptyDir is writable by the worker's group.
+        fs_group: Some(WORKER_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The worker container's security context (the restricted standard's container rules).
+pub fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Who may reach the workers' admin port, from the operator's settings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetworkPolicySettings {
+    /// Render policies at all (`--network-policies`); a job can also turn its own off.
+    pub enabled: bool,
+    /// The operator's namespace and pod labels (the chart's selector labels).
+    pub operator_namespace: String,
+    pub operator_pod_labels: BTreeMap<String, String>,
+    /// Prometheus, for `/metrics` on the same port: namespace labels and pod labels (either
+    /// may be empty, meaning any); `None`: no scraper is let in.
+    pub metrics_from: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
+}
+
+/// Labels written `k=v,k=v` (empty: none); `flag` names the setting in the error.
+pub fn parse_labels(flag: &str, text: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            _ => {
+                return Err(Error::Other(format!(
+                    "{flag}: expected labels like key=value,key=value, got {pair:?}"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The job's NetworkPolicy, or `None` when it is switched off (for the job or the operator).
+/// Ingress only (workers reach their sources and sinks freely); to the admin port, only the
+/// operator's pods and the configured Prometheus. Kubelet probes come from the node, which
+/// network policies do not apply to.
+pub fn network_policy(job: &StreamJob, settings: &NetworkPolicySettings) -> Option<NetworkPolicy> {
+    if !settings.enabled || !job.spec.network_policy.enabled {
+        return None;
+    }
+    let name = job.name_any();
+    let port = || {
+        Some(vec![NetworkPolicyPort {
+            port: Some(IntOrString::Int(job.spec.admin_port.into())),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }])
+    };
+    let selector = |labels: &BTreeMap<String, String>| LabelSelector {
+        match_labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(selector(&BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            settings.operator_namespace.clone(),
+        )]))),
+        pod_selector: Some(selector(&settings.operator_pod_labels)),
+        ..Default::default()
+    };
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(vec![operator]),
+        ports: port(),
+    }];
+    if let Some((namespaces, pods)) = &settings.metrics_from {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(selector(namespaces)),
+                pod_selector: Some(selector(pods)),
+                ..Default::default()
+            }]),
+            ports: port(),
+        });
+    }
+    Some(NetworkPolicy {
+        metadata: owned_meta(job, name.clone()),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(JOB_LABEL.into(), name)])),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(ingress),
+            ..Default::default()
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(extra: serde_json::Value) -> StreamJob {
+        let mut spec = json!({"image": "weir:1", "parallelism": 2, "pipeline": {
+            "sources": [{"name": "gen", "type": "datagen"}],
+            "sinks": [{"name": "out", "type": "blackhole"}]}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
+            "metadata": {"name": "orders", "namespace": "prod", "uid": "u-1"},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn settings() -> NetworkPolicySettings {
+        NetworkPolicySettings {
+            enabled: true,
+            operator_namespace: "weir-system".into(),
+            operator_pod_labels: parse_labels(
+                "--operator-pod-labels",
+                "app.kubernetes.io/name=weir-operator, app.kubernetes.io/instance=weir",
+            )
+            .unwrap(),
+            metrics_from: None,
+        }
+    }
+
+    #[test]
+    fn worker_pods_meet_the_restricted_pod_security_standard() {
+        let restore = Restore::Fresh;
+        let sts = stateful_set(
+            &job(json!({})),
+            &WorkerPlan {
+                hash: "abcdef0123456789",
+                replicas: 2,
+                restore: &restore,
+                env: &[],
+                termination_grace_secs: 40,
+            },
+        );
+        let pod = serde_json::to_value(sts.spec.unwrap().template.spec.unwrap()).unwrap();
+        assert_eq!(
+            pod["securityContext"],
+            json!({"fsGroup": 10001, "runAsGroup": 10001, "runAsNonRoot": true,
+                   "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        let c = &pod["containers"][0];
+        assert_eq!(
+            c["securityContext"],
+            json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                   "readOnlyRootFilesystem": true, "runAsNonRoot": true})
+        );
+        // The read-only root needs a writable /tmp.
+        assert_eq!(
+            c["volumeMounts"][1],
+            json!({"name": "scratch", "mountPath": "/tmp"})
+        );
+        assert_eq!(
+            pod["volumes"][1],
+            json!({"name": "scratch", "emptyDir": {}})
+        );
+        let env = c["env"].as_array().unwrap();
+        let token = env
+            .iter()
+            .find(|e| e["name"] == "WEIR_ADMIN_TOKEN")
+            .unwrap();
+        assert_eq!(
+            token["valueFrom"],
+            json!({"secretKeyRef": {"name": "orders-admin-token", "key": "token", "optional": false}})
+        );
+    }
+
+    #[test]
+    fn the_network_policy_lets_in_the_operator_and_the_configured_scraper_only() {
+        let np = network_policy(&job(json!({"adminPort": 9000})), &settings()).unwrap();
+        assert_eq!(np.metadata.name.as_deref(), Some("orders"));
+        assert_eq!(np.metadata.owner_references.unwrap()[0].uid, "u-1");
+        assert_eq!(
+            serde_json::to_value(np.spec.unwrap()).unwrap(),
+            json!({
+                "podSelector": {"matchLabels": {"weir.dev/job": "orders"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [{
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "weir-system"}},
+                        "podSelector": {"matchLabels": {"app.kubernetes.io/instance": "weir",
+                                                        "app.kubernetes.io/name": "weir-operator"}}
+                    }],
+                    "ports": [{"port": 9000, "protocol": "TCP"}]
+                }]
+            })
+        );
+        let mut with_prometheus = settings();
+        with_prometheus.metrics_from = Some((
+            BTreeMap::new(),
+            BTreeMap::from([("app".to_string(), "prometheus".to_string())]),
+        ));
+        let np = network_policy(&job(json!({})), &with_prometheus).unwrap();
+        let ingress = serde_json::to_value(np.spec.unwrap().ingress).unwrap();
+        assert_eq!(
+            ingress[1],
+            json!({"from": [{"namespaceSelector": {"matchLabels": {}},
+                             "podSelector": {"matchLabels": {"app": "prometheus"}}}],
+                   "ports": [{"port": 8081, "protocol": "TCP"}]})
+        );
+        // Off for one job, or for all.
+        assert!(network_policy(
+            &job(json!({"networkPolicy": {"enabled": false}})),
+            &settings()
+        )
+        .is_none());
+        let off = NetworkPolicySettings {
+            enabled: false,
+            ..settings()
+        };
+        assert!(network_policy(&job(json!({})), &off).is_none());
+    }
+
+    #[test]
+    fn label_settings_name_the_flag_when_wrong() {
+        assert_eq!(parse_labels("--x", " ").unwrap(), BTreeMap::new());
+        assert_eq!(
+            parse_labels("--x", "a=1,b=").unwrap(),
+            BTreeMap::from([("a".into(), "1".into()), ("b".into(), "".into())])
+        );
+        let e = parse_labels("--metrics-pod-labels", "app")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--metrics-pod-labels") && e.contains("\"app\""),
+            "{e}"
+        );
+        assert!(parse_labels("--x", "=v").is_err());
     }
 }

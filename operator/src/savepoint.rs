@@ -15,6 +15,7 @@ use weir_crds::status::SavepointRecord;
 use weir_crds::stream_job::{OperationKind, SavepointRetention};
 
 use crate::admin::{AdminClient, SavepointAnswer};
+use crate::admin_secret::AdminTokens;
 use crate::error::{Error, Result};
 use crate::upgrade::SavepointOutcome;
 
@@ -29,17 +30,18 @@ pub fn savepoint_id(kind: OperationKind, attempt: u32, now: DateTime<Utc>) -> St
 }
 
 /// Triggers savepoint `id` on every worker (`urls[i]` is worker `i`'s admin API, `None` while its
-/// pod has no IP). The first error is returned after every worker was asked, so one slow pod does
-/// not hide the others.
+/// pod has no IP), authenticated with the job's admin `tokens`. The first error is returned after
+/// every worker was asked, so one slow pod does not hide the others.
 pub async fn trigger_all(
     client: &AdminClient,
     urls: &[Option<String>],
     id: &str,
     stop: bool,
+    tokens: &AdminTokens,
 ) -> Result<()> {
     let answers = futures::future::join_all(urls.iter().enumerate().map(|(w, u)| async move {
         match u {
-            Some(u) => client.trigger(u, id, stop).await,
+            Some(u) => client.trigger(u, id, stop, tokens).await,
             None => Err(Error::Other(format!(
                 "worker {w} has no pod IP; savepoint {id} cannot be triggered"
             ))),

@@ -1,14 +1,23 @@
 //! The worker admin API (one port): health, readiness, metrics, status and savepoints. The
 //! operator talks to workers only through this.
+//!
+//! Requests that change the job (`POST /v1/savepoints`, which can stop it) need
+//! `Authorization: Bearer <token>`; the read-only ones (`/healthz`, `/readyz`, `/metrics`,
+//! `GET /v1/status`, `GET /v1/savepoints/{id}`) stay open on the same port, because the kubelet's
+//! probes and Prometheus scrapes carry no credentials and they reveal nothing secret.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 use crate::engine::{JobControl, WorkerState, WorkerStatus};
 use crate::error::{Error, Result};
@@ -110,14 +119,107 @@ async fn savepoint(State(c): State<JobControl>, Path(id): Path<String>) -> Respo
     }
 }
 
-pub fn router(control: JobControl) -> Router {
+/// The bearer token that guards the admin API's mutating endpoints. Neither `Debug` nor any
+/// error shows its value; only [`AdminToken::expose`] does, for the one place that sends it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(Arc<str>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminToken {
+    /// A token given by the user (`WEIR_ADMIN_TOKEN`, a token file, a Secret); `what` names
+    /// where it came from in the error. Surrounding whitespace (a file's newline) is dropped.
+    pub fn new(value: &str, what: &str) -> std::result::Result<AdminToken, String> {
+        let v = value.trim();
+        if v.len() < 16 {
+            return Err(format!(
+                "{what}: the admin token must have at least 16 characters"
+            ));
+        }
+        // It travels in an HTTP header: visible ASCII only.
+        if !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "{what}: the admin token may contain only visible ASCII characters"
+            ));
+        }
+        Ok(AdminToken(v.into()))
+    }
+
+    /// 32 random bytes from the operating system, as 64 hex digits.
+    pub fn generate() -> AdminToken {
+        let mut bytes = [0u8; 32];
+        // The OS random source failing is not something to run on without.
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        AdminToken(hex.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether an `Authorization` header carries this token (`Bearer <token>`), compared in
+    /// constant time so that response timing does not reveal how much of a guess was right.
+    pub fn authorizes(&self, header: Option<&HeaderValue>) -> bool {
+        let Some(given) = header.and_then(|h| h.to_str().ok()).and_then(bearer) else {
+            return false;
+        };
+        given.as_bytes().ct_eq(self.0.as_bytes()).into()
+    }
+}
+
+/// The credentials of `Bearer <credentials>` (the scheme is case-insensitive, RFC 9110 §11.1).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Lets a request through with the right token; otherwise 401 and a log line naming the caller
+/// (never what it sent).
+async fn require_token(State(token): State<AdminToken>, req: Request, next: Next) -> Response {
+    if token.authorizes(req.headers().get(AUTHORIZATION)) {
+        return next.run(req).await;
+    }
+    let caller = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
+    let reason = if req.headers().contains_key(AUTHORIZATION) {
+        "wrong bearer token"
+    } else {
+        "no bearer token"
+    };
+    tracing::warn!(%caller, method = %req.method(), path = %req.uri().path(), reason, "admin API refused a request");
+    let body = serde_json::json!({
+        "error": "this endpoint needs 'Authorization: Bearer <admin token>' (WEIR_ADMIN_TOKEN of the job)"
+    });
+    (
+        StatusCode::UNAUTHORIZED,
+        [(WWW_AUTHENTICATE, "Bearer")],
+        Json(body),
+    )
+        .into_response()
+}
+
+pub fn router(control: JobControl, token: AdminToken) -> Router {
+    // Anything that changes the job goes here, behind the token.
+    let guarded = Router::new()
+        .route("/v1/savepoints", post(trigger))
+        .route_layer(middleware::from_fn_with_state(token, require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
-        .route("/v1/savepoints", post(trigger))
         .route("/v1/savepoints/{id}", get(savepoint))
+        .merge(guarded)
         .with_state(control)
 }
 
@@ -133,14 +235,15 @@ pub fn bindable(addr: &str) -> String {
     }
 }
 
-pub async fn serve(addr: &str, control: JobControl) -> Result<SocketAddr> {
+pub async fn serve(addr: &str, control: JobControl, token: AdminToken) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(bindable(addr).as_str())
         .await
         .map_err(|e| Error::io(format!("binding the admin API to {addr}"), e))?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io("admin API address", e))?;
-    let app = router(control);
+    // The peer address reaches `require_token`, which names refused callers.
+    let app = router(control, token).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin API stopped");
@@ -151,6 +254,44 @@ pub async fn serve(addr: &str, control: JobControl) -> Result<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_token_is_accepted() {
+        let t = AdminToken::new("s3cret-token-0123456789", "test").unwrap();
+        let h = |v: &str| Some(HeaderValue::from_str(v).unwrap());
+        assert!(t.authorizes(h("Bearer s3cret-token-0123456789").as_ref()));
+        assert!(t.authorizes(h("bearer s3cret-token-0123456789").as_ref()));
+        assert!(!t.authorizes(None));
+        assert!(!t.authorizes(h("Bearer").as_ref()));
+        assert!(!t.authorizes(h("Bearer ").as_ref()));
+        assert!(!t.authorizes(h("Basic s3cret-token-0123456789").as_ref()));
+        assert!(!t.authorizes(h("Bearer s3cret-token-012345678").as_ref()));
+        assert!(!t.authorizes(h("Bearer s3cret-token-01234567890").as_ref()));
+        assert!(!t.authorizes(h("s3cret-token-0123456789").as_ref()));
+    }
+
+    #[test]
+    fn tokens_are_checked_and_never_shown() {
+        let e = AdminToken::new("short", "WEIR_ADMIN_TOKEN").unwrap_err();
+        assert!(
+            e.starts_with("WEIR_ADMIN_TOKEN:") && !e.contains("short"),
+            "{e}"
+        );
+        let e = AdminToken::new("with a space in the middle", "token file x").unwrap_err();
+        assert!(
+            e.contains("token file x") && e.contains("visible ASCII"),
+            "{e}"
+        );
+        let t = AdminToken::new("  from-a-file-with-newline\n", "f").unwrap();
+        assert_eq!(t.expose(), "from-a-file-with-newline");
+        assert_eq!(format!("{t:?}"), "AdminToken(<redacted>)");
+        let g = AdminToken::generate();
+        assert_eq!(g.expose().len(), 64);
+        assert_ne!(g, AdminToken::generate());
+        assert!(AdminToken::new(g.expose(), "g").is_ok());
+    }
+
     #[test]
     fn pod_ip_addresses_bind_in_both_families() {
         assert_eq!(super::bindable("10.0.0.7:8081"), "10.0.0.7:8081");

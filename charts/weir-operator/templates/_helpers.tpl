@@ -24,6 +24,15 @@ app.kubernetes.io/name: {{ include "weir-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* A label map as the operator's flags take it: k=v,k=v (sorted). */}}
+{{- define "weir-operator.labelList" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{- define "weir-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "weir-operator.fullname" .) .Values.serviceAccount.name -}}
@@ -62,9 +71,14 @@ objects (its watches keep them), and lets owner references garbage-collect what 
   verbs: ["list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
-  # get: the values a Connector references (read when resolving); list/watch: a rotation
-  # restarts the jobs that use it.
-  verbs: ["get", "list", "watch"]
+  # get: the values a Connector references (read when resolving) and each job's admin token;
+  # list/watch: a rotation restarts the jobs that use it; create/patch: the job's admin token
+  # Secret (<job>-admin-token), created when missing and rewritten on a rotation request.
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  # create/patch: each job's policy (server-side apply); delete: when a job switches it off.
+  verbs: ["create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]                 # judge silent workers by their pods

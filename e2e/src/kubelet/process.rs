@@ -125,6 +125,9 @@ fn run_shim(spec_json: &str) -> Result<i32, String> {
     if std::os::unix::process::parent_id() != spec.parent {
         return Err("the kubelet is gone; not starting".into());
     }
+    // Entered before the mounts, which may hide its path (see below); the child inherits it.
+    std::env::set_current_dir(&spec.cwd)
+        .map_err(|e| format!("working directory {}: {e}", spec.cwd.display()))?;
     if !spec.binds.is_empty() {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
             .map_err(|e| format!("unshare(CLONE_NEWNS) (needs root): {e}"))?;
@@ -136,10 +139,26 @@ fn run_shim(spec_json: &str) -> Result<i32, String> {
             None::<&str>,
         )
         .map_err(|e| format!("making / private: {e}"))?;
+        // Every source is opened before anything is mounted: a mount at a container path
+        // under which a later source lives on this host (an emptyDir at /tmp while the
+        // kubelet's state is in /tmp) would hide it. A real kubelet's sources are outside the
+        // container's filesystem; these fds play that part.
+        let mut sources = Vec::new();
         for b in &spec.binds {
-            let src_is_dir = std::fs::metadata(&b.src)
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH)
+                .open(&b.src)
+                .map_err(|e| format!("volume source {}: {e}", b.src.display()))?;
+            let is_dir = f
+                .metadata()
                 .map_err(|e| format!("volume source {}: {e}", b.src.display()))?
                 .is_dir();
+            sources.push((f, is_dir));
+        }
+        for (b, (src, src_is_dir)) in spec.binds.iter().zip(&sources) {
+            let src_is_dir = *src_is_dir;
             if std::fs::symlink_metadata(&b.dst).is_err() {
                 if src_is_dir {
                     std::fs::create_dir_all(&b.dst)
@@ -152,8 +171,9 @@ fn run_shim(spec_json: &str) -> Result<i32, String> {
                 }
                 .map_err(|e| format!("creating mount point {}: {e}", b.dst.display()))?;
             }
+            let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(src));
             mount(
-                Some(&b.src),
+                Some(fd_path.as_str()),
                 &b.dst,
                 None::<&str>,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
@@ -170,7 +190,6 @@ fn run_shim(spec_json: &str) -> Result<i32, String> {
     let (program, args) = spec.argv.split_first().ok_or("empty command")?;
     let mut child = std::process::Command::new(program)
         .args(args)
-        .current_dir(&spec.cwd)
         .spawn()
         .map_err(|e| format!("exec {program:?}: {e}"))?;
     let status = child.wait().map_err(|e| format!("wait: {e}"))?;

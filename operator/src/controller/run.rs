@@ -31,6 +31,7 @@ pub struct Settings {
     pub lease_namespace: String,
     pub lease_name: String,
     pub identity: String,
+    pub network_policies: resources::NetworkPolicySettings,
 }
 
 fn uses_connector(job: &StreamJob, connector: &str) -> bool {
@@ -74,6 +75,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         ),
         metrics,
         now: Arc::new(chrono::Utc::now),
+        network_policies: settings.network_policies.clone(),
     });
     let namespaces: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
         vec![None]

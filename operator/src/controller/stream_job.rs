@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -27,12 +28,13 @@ use weir_crds::stream_job::{
 use weir_crds::{Connector, StreamJob};
 
 use crate::admin::AdminClient;
+use crate::admin_secret::{self, SecretWrite, TokenPlan};
 use crate::error::{Error, KubeContext, Result};
 use crate::job_status::{self, EventNote, Problem, WorkerAnswer};
 use crate::metrics::Metrics;
 use crate::pods::{self, PodObservation};
 use crate::resolve::{self, Resolved};
-use crate::resources::{self, WorkerPlan, FIELD_MANAGER};
+use crate::resources::{self, NetworkPolicySettings, WorkerPlan, FIELD_MANAGER};
 use crate::savepoint;
 use crate::tuning::{self, Tuning};
 use crate::upgrade::{self, Action, Desired, JobState, Observed, Restore, SavepointOutcome};
@@ -55,6 +57,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub now: Clock,
+    /// Who the jobs' NetworkPolicies let reach the admin port (or none rendered).
+    pub network_policies: NetworkPolicySettings,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -111,7 +115,7 @@ async fn run(job: Arc<StreamJob>, ctx: Arc<Context>, deleting: bool) -> Result<R
     let seen = observe(&job, &ctx, now).await?;
     let action = decide(&job, &seen, deleting, now);
     tracing::info!(?action, job_state = ?seen.job_state, "decided");
-    let plan = plan(&job, &seen, &action, deleting, now)?;
+    let plan = plan(&job, &seen, &action, deleting, now, &ctx.network_policies)?;
     apply(&job, &ctx, &seen, plan, deleting).await
 }
 
@@ -140,13 +144,31 @@ pub struct Observation {
     pub poll: Option<(SavepointOutcome, BTreeMap<String, String>)>,
     /// The job's StatefulSet does not exist (deleted by hand or by a cleanup script).
     pub workload_missing: bool,
+    /// The admin tokens to authenticate with, and the Secret to write if it is not right yet.
+    pub admin_tokens: TokenPlan,
 }
 
 async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<Observation> {
     let name = job.name_any();
     let ns = job.namespace().unwrap_or_else(|| "default".into());
     let status = job.status.clone().unwrap_or_default();
-    let (resolved, problems, tunings, digests) = resolve_and_check(&ctx.client, &ns, job).await?;
+    let (resolved, problems, tunings, mut digests) =
+        resolve_and_check(&ctx.client, &ns, job).await?;
+    let secret_name = admin_secret::secret_name(&name);
+    let token_secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&secret_name)
+        .await
+        .kube_ctx(|| format!("reading Secret {ns}/{secret_name}"))?;
+    let admin_tokens = admin_secret::plan(
+        job,
+        token_secret.as_ref(),
+        weir_runtime::admin::AdminToken::generate(),
+    );
+    // A new token (a rotation) rolls the workers, so that they take it up.
+    digests.insert(
+        format!("{secret_name}/{}", admin_secret::TOKEN_KEY),
+        admin_tokens.tokens.digest(),
+    );
     let hash = resources::spec_hash(job, &resolved, &digests)?;
 
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -203,6 +225,7 @@ async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<O
         starting,
         poll,
         workload_missing,
+        admin_tokens,
     })
 }
 
@@ -352,12 +375,20 @@ pub fn decide(job: &StreamJob, seen: &Observation, deleting: bool, now: DateTime
 /// A write the reconcile makes (in this order, before the status patch).
 #[derive(Clone, Debug)]
 pub enum Write {
+    /// The job's admin token Secret (created or rotated); first, the pods need it.
+    AdminSecret(Box<SecretWrite>),
     Service(Box<Service>),
+    NetworkPolicy(Box<NetworkPolicy>),
+    /// The job's NetworkPolicy was switched off: delete it (if it is there).
+    RemoveNetworkPolicy,
     Pdb(Box<PodDisruptionBudget>),
     ConfigMap(Box<ConfigMap>),
     StatefulSet(Box<StatefulSet>),
     ScaleToZero,
-    TriggerSavepoint { id: String, stop: bool },
+    TriggerSavepoint {
+        id: String,
+        stop: bool,
+    },
     DeleteSavepoints(Vec<SavepointRecord>),
 }
 
@@ -402,6 +433,7 @@ pub fn plan(
     action: &Action,
     deleting: bool,
     now: DateTime<Utc>,
+    network_policies: &NetworkPolicySettings,
 ) -> Result<Plan> {
     let previous = job.status.clone();
     let mut status = previous.clone().unwrap_or_default();
@@ -433,11 +465,22 @@ pub fn plan(
     }
     act(&mut p, job, seen, action, now)?;
     if !deleting && p.status.deployed.is_some() {
-        // Only a job that runs (or is about to) gets its Service and disruption budget.
+        // Only a job that runs (or is about to) gets its Service, disruption budget and
+        // NetworkPolicy.
+        let policy = match resources::network_policy(job, network_policies) {
+            Some(np) => Write::NetworkPolicy(Box::new(np)),
+            None => Write::RemoveNetworkPolicy,
+        };
+        p.writes.insert(0, policy);
         p.writes
             .insert(0, Write::Pdb(Box::new(resources::pdb(job))));
         p.writes
             .insert(0, Write::Service(Box::new(resources::service(job))));
+    }
+    // Before anything else: the pods read it at start, the savepoint calls need it.
+    if let Some(secret) = &seen.admin_tokens.write {
+        p.writes
+            .insert(0, Write::AdminSecret(Box::new(secret.clone())));
     }
     retention(&mut p, job, now);
     finish_status(&mut p, job, seen, deleting, now);
@@ -783,7 +826,21 @@ async fn apply(
     let ns = job.namespace().unwrap_or_else(|| "default".into());
     for write in std::mem::take(&mut plan.writes) {
         match write {
+            Write::AdminSecret(o) => apply_object(client, &ns, &o.0, "Secret").await?,
             Write::Service(o) => apply_object(client, &ns, o.as_ref(), "Service").await?,
+            Write::NetworkPolicy(o) => {
+                apply_object(client, &ns, o.as_ref(), "NetworkPolicy").await?
+            }
+            Write::RemoveNetworkPolicy => {
+                let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => {
+                        return Err(e).kube_ctx(|| format!("deleting NetworkPolicy {ns}/{name}"))
+                    }
+                }
+            }
             Write::Pdb(o) => apply_object(client, &ns, o.as_ref(), "PodDisruptionBudget").await?,
             Write::ConfigMap(o) => apply_object(client, &ns, o.as_ref(), "ConfigMap").await?,
             Write::StatefulSet(o) => apply_object(client, &ns, o.as_ref(), "StatefulSet").await?,
@@ -795,7 +852,14 @@ async fn apply(
                     .kube_ctx(|| format!("scaling StatefulSet {ns}/{name} to 0"))?;
             }
             Write::TriggerSavepoint { id, stop } => {
-                savepoint::trigger_all(&ctx.admin, &seen.urls, &id, stop).await?;
+                savepoint::trigger_all(
+                    &ctx.admin,
+                    &seen.urls,
+                    &id,
+                    stop,
+                    &seen.admin_tokens.tokens,
+                )
+                .await?;
             }
             Write::DeleteSavepoints(expired) => {
                 let options = &seen.resolved.pipeline.checkpoint.storage_options;

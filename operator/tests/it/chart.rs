@@ -108,8 +108,8 @@ fn chart_lints_and_renders_least_privilege_rbac() {
         .unwrap();
     assert_eq!(
         secrets["verbs"],
-        serde_json::json!(["get", "list", "watch"]),
-        "read-only Secrets"
+        serde_json::json!(["get", "list", "watch", "create", "patch"]),
+        "Secrets: read, and write the jobs' admin token Secrets (no delete: owner references)"
     );
     assert!(
         !rules
@@ -124,6 +124,31 @@ fn chart_lints_and_renders_least_privilege_rbac() {
         env.contains("\"LEADER_ELECTION\",\"value\":\"true\""),
         "{env}"
     );
+    // The NetworkPolicies let in this release's operator pods; no scraper unless configured.
+    assert!(
+        env.contains(r#"{"name":"NETWORK_POLICIES","value":"true"}"#),
+        "{env}"
+    );
+    assert!(
+        env.contains(r#"{"name":"OPERATOR_POD_LABELS","value":"app.kubernetes.io/instance=weir,app.kubernetes.io/name=weir-operator"}"#),
+        "{env}"
+    );
+    assert!(
+        env.contains(r#"{"name":"METRICS_POD_LABELS","value":""}"#),
+        "{env}"
+    );
+    // The restricted Pod Security Standard with the image's user.
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["securityContext"],
+        serde_json::json!({"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001,
+                           "seccompProfile": {"type": "RuntimeDefault"}})
+    );
+    assert_eq!(
+        pod["containers"][0]["securityContext"],
+        serde_json::json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                           "capabilities": {"drop": ["ALL"]}})
+    );
 
     // Watched namespaces: a Role per namespace, nothing cluster-wide.
     let docs = template(
@@ -135,6 +160,10 @@ fn chart_lints_and_renders_least_privilege_rbac() {
             "metrics.serviceMonitor.enabled=true",
             "--set",
             "logLevel=debug",
+            "--set",
+            "networkPolicies.metrics.namespaceLabels.team=monitoring",
+            "--set",
+            "networkPolicies.metrics.podLabels.app=prometheus",
         ],
     )
     .unwrap();
@@ -152,6 +181,11 @@ fn chart_lints_and_renders_least_privilege_rbac() {
     let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
     assert!(env.contains("team-a,team-b"), "{env}");
     assert!(env.contains("\"LOG_LEVEL\",\"value\":\"debug\""), "{env}");
+    assert!(
+        env.contains(r#"{"name":"METRICS_NAMESPACE_LABELS","value":"team=monitoring"}"#)
+            && env.contains(r#"{"name":"METRICS_POD_LABELS","value":"app=prometheus"}"#),
+        "{env}"
+    );
 
     // Two replicas need leader election.
     let err = template(

@@ -176,6 +176,8 @@ fn merge(base: Value, top: Value) -> Value {
 #[derive(Clone, Default)]
 pub struct FakeWorkers {
     pub triggers: Arc<Mutex<Vec<(u32, Value)>>>,
+    /// The `Authorization` header of each trigger.
+    pub auths: Arc<Mutex<Vec<String>>>,
     pub polls: Arc<Mutex<BTreeMap<(u32, String), u32>>>,
     pub state: Arc<Mutex<String>>,
 }
@@ -200,9 +202,15 @@ impl FakeWorkers {
         async fn trigger(
             State((f, _)): State<S>,
             Path(w): Path<String>,
+            headers: axum::http::HeaderMap,
             Json(body): Json<Value>,
         ) -> (axum::http::StatusCode, Json<Value>) {
             let w: u32 = w.trim_start_matches('w').parse().unwrap_or(0);
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+            f.auths
+                .lock()
+                .unwrap()
+                .push(auth.unwrap_or_default().to_string());
             let id = body["id"].clone();
             f.triggers.lock().unwrap().push((w, body));
             (axum::http::StatusCode::ACCEPTED, Json(json!({ "id": id })))

@@ -2,6 +2,7 @@
 //! StatefulSet: the operator's own functions trigger a stop-with-savepoint on every worker, poll
 //! them, write the job's `_SAVEPOINT.json`; the job then restarts from it (at a new parallelism,
 //! as a scale-up would) and every generated id is written exactly once across the upgrade.
+//! The workers hold the job's token from before a rotation: the operator gets in with `previous`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,10 +12,14 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use weir_crds::stream_job::OperationKind;
 use weir_operator::admin::AdminClient;
+use weir_operator::admin_secret::AdminTokens;
 use weir_operator::savepoint;
 use weir_operator::upgrade::SavepointOutcome;
+use weir_runtime::admin::AdminToken;
 
 const N: i64 = 40_000;
+/// The token the workers were started with (before a rotation).
+const OLD_TOKEN: &str = "old-admin-token-0000000001";
 
 /// `WEIR_BIN`, or `target/<profile>/weir` next to this test binary (built if missing).
 fn weir_bin() -> PathBuf {
@@ -80,6 +85,7 @@ fn start_worker(spec: &Path, index: u32, parallelism: u32, from: Option<&str>) -
         .env("WEIR_WORKER_INDEX", index.to_string())
         .env("WEIR_PARALLELISM", parallelism.to_string())
         .env("WEIR_ADMIN_ADDR", &addr)
+        .env("WEIR_ADMIN_TOKEN", OLD_TOKEN)
         .env("WEIR_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -192,7 +198,26 @@ sinks:
     let urls: Vec<Option<String>> = workers.iter().map(|w| Some(w.url.clone())).collect();
     let admin = AdminClient::new(Duration::from_secs(5)).unwrap();
     let id = savepoint::savepoint_id(OperationKind::Upgrade, 1, Utc::now());
-    savepoint::trigger_all(&admin, &urls, &id, true)
+    let token = |t: &str| AdminToken::new(t, "test").unwrap();
+    let new = token("new-admin-token-0000000002");
+    // Only the new token: every worker refuses, and the error shows no token.
+    let alone = AdminTokens {
+        current: new.clone(),
+        previous: None,
+    };
+    let e = savepoint::trigger_all(&admin, &urls, &id, true, &alone)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("HTTP 401") && !e.contains("admin-token-000"),
+        "{e}"
+    );
+    let rotated = AdminTokens {
+        current: new,
+        previous: Some(token(OLD_TOKEN)),
+    };
+    savepoint::trigger_all(&admin, &urls, &id, true, &rotated)
         .await
         .unwrap();
 

@@ -11,6 +11,7 @@ use weir_crds::StreamJob;
 use weir_operator::admin::AdminClient;
 use weir_operator::controller::stream_job::{reconcile, Context, FINALIZER};
 use weir_operator::metrics::Metrics;
+use weir_operator::resources::NetworkPolicySettings;
 
 use crate::fake_api::{FakeApi, FakeWorkers, Recorded};
 
@@ -50,6 +51,12 @@ fn context(api: &FakeApi, workers_base: String) -> Arc<Context> {
         ),
         metrics: Metrics::new().unwrap(),
         now: Arc::new(|| Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()),
+        network_policies: NetworkPolicySettings {
+            enabled: true,
+            operator_namespace: "weir-system".into(),
+            operator_pod_labels: [("app.kubernetes.io/name".into(), "weir-operator".into())].into(),
+            metrics_from: None,
+        },
     })
 }
 
@@ -111,8 +118,10 @@ async fn deploy_then_upgrade_through_a_savepoint() {
     reconcile(Arc::new(job), ctx.clone()).await.unwrap();
     let reqs = api.take();
     for kind in [
+        "secrets/orders-admin-token",
         "services/orders",
         "poddisruptionbudgets/orders",
+        "networkpolicies/orders",
         "statefulsets/orders",
     ] {
         let r = find(&reqs, "PATCH", kind);
@@ -142,6 +151,20 @@ async fn deploy_then_upgrade_through_a_savepoint() {
     assert_eq!(container["image"], "weir:1");
     let env = container["env"].to_string();
     assert!(env.contains("apps.kubernetes.io/pod-index"), "{env}");
+    // The token reaches the workers by reference only.
+    let secret = &find(&reqs, "PATCH", "secrets/orders-admin-token")[0].body;
+    let token_b64 = secret["data"]["token"].as_str().unwrap().to_string();
+    assert!(!env.contains(&token_b64), "{env}");
+    assert!(
+        env.contains(r#"{"name":"WEIR_ADMIN_TOKEN","valueFrom":{"secretKeyRef":{"key":"token","name":"orders-admin-token","optional":false}}}"#),
+        "{env}"
+    );
+    let all = format!("{reqs:?}");
+    assert_eq!(
+        all.matches(&token_b64).count(),
+        1,
+        "only in the Secret itself"
+    );
     assert!(!container["args"].to_string().contains("--from-savepoint"));
     let status_patch = find(&reqs, "PATCH", "/streamjobs/orders/status");
     assert_eq!(status_patch.len(), 1);
@@ -186,6 +209,10 @@ async fn deploy_then_upgrade_through_a_savepoint() {
         find(&reqs, "PATCH", "statefulsets/orders").is_empty(),
         "no roll without a change"
     );
+    assert!(
+        find(&reqs, "PATCH", "secrets/orders-admin-token").is_empty(),
+        "the token is kept"
+    );
 
     // 4. A new image: savepoint with stop on every worker, nothing rolled yet.
     {
@@ -204,6 +231,14 @@ async fn deploy_then_upgrade_through_a_savepoint() {
     assert!(triggers.iter().all(|(_, b)| b["stop"] == true));
     let id = triggers[0].1["id"].as_str().unwrap().to_string();
     assert_eq!(triggers[1].1["id"], id.as_str(), "same id on every worker");
+    let token: k8s_openapi::ByteString = serde_json::from_value(json!(token_b64)).unwrap();
+    let token = String::from_utf8(token.0).unwrap();
+    let auths = workers.auths.lock().unwrap().clone();
+    assert_eq!(
+        auths,
+        vec![format!("Bearer {token}"); 2],
+        "the Secret's token"
+    );
     let status = &find(&reqs, "PATCH", "/status")[0].body["status"];
     assert_eq!(status["phase"], "Upgrading");
     assert_eq!(status["operation"]["kind"], "Upgrade");

@@ -3,6 +3,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::progress;
+use crate::admin::AdminToken;
 use crate::engine::{self, JobOptions, JobOutcome};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -26,9 +27,14 @@ pub struct RunArgs {
         conflicts_with = "from_savepoint"
     )]
     start_fresh: Option<String>,
-    /// Admin API address (port 0 picks a free port, printed at start).
+    /// Admin API address (port 0 picks a free port, printed at start). Loopback by default:
+    /// bind a wider address only where a network policy limits who can reach it.
     #[arg(long, env = "WEIR_ADMIN_ADDR", default_value = "127.0.0.1:0")]
     admin_addr: String,
+    /// File holding the bearer token that `POST /v1/savepoints` needs. Without it the token is
+    /// `WEIR_ADMIN_TOKEN`, and without that one is generated and printed once at start.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<String>,
     /// Run only this worker (a Kubernetes pod); default: every worker in this process.
     #[arg(long, env = "WEIR_WORKER_INDEX")]
     worker: Option<u32>,
@@ -72,6 +78,16 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
         Some(w) => vec![w],
         None => (0..spec.parallelism).collect(),
     };
+    let token = match admin_token(
+        args.admin_token_file.as_deref(),
+        std::env::var("WEIR_ADMIN_TOKEN").ok(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let started = Instant::now();
     let opts = JobOptions {
         workers,
@@ -92,11 +108,19 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
         }
     };
     let control = job.control.clone();
-    match crate::admin::serve(&args.admin_addr, control.clone()).await {
-        Ok(addr) => eprintln!(
-            "weir: job {} running; admin API on http://{addr}",
-            control.job
-        ),
+    let (token, generated) = token;
+    let shown = generated.then(|| token.expose().to_string());
+    match crate::admin::serve(&args.admin_addr, control.clone(), token).await {
+        Ok(addr) => {
+            eprintln!(
+                "weir: job {} running; admin API on http://{addr}",
+                control.job
+            );
+            if let Some(t) = shown {
+                // Printed once, here only: the token a local user needs for `weir savepoint`.
+                eprintln!("weir: admin token (WEIR_ADMIN_TOKEN for `weir savepoint`): {t}");
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
             control.stop().await;
@@ -170,5 +194,54 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
             eprintln!("error: {e}");
             1
         }
+    }
+}
+
+/// The admin API token: from `--admin-token-file`, else `WEIR_ADMIN_TOKEN`, else a new one
+/// (`true`: generated, so the user has to be shown it).
+fn admin_token(file: Option<&str>, env: Option<String>) -> Result<(AdminToken, bool), String> {
+    match (file, env.filter(|v| !v.is_empty())) {
+        (Some(_), Some(_)) => Err(
+            "--admin-token-file and WEIR_ADMIN_TOKEN are both set; give the admin token one way"
+                .into(),
+        ),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--admin-token-file {path}: {e}"))?;
+            Ok((
+                AdminToken::new(&text, &format!("--admin-token-file {path}"))?,
+                false,
+            ))
+        }
+        (None, Some(v)) => Ok((AdminToken::new(&v, "WEIR_ADMIN_TOKEN")?, false)),
+        (None, None) => Ok((AdminToken::generate(), true)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_token;
+
+    #[test]
+    fn the_admin_token_comes_from_one_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "token-from-the-file-0001\n").unwrap();
+        let file = file.to_str().unwrap();
+        let (t, generated) = admin_token(Some(file), None).unwrap();
+        assert_eq!((t.expose(), generated), ("token-from-the-file-0001", false));
+        let (t, generated) = admin_token(None, Some("token-from-the-env-0001".into())).unwrap();
+        assert_eq!((t.expose(), generated), ("token-from-the-env-0001", false));
+        let (_, generated) = admin_token(None, Some(String::new())).unwrap();
+        assert!(generated);
+        let e = admin_token(Some(file), Some("token-from-the-env-0001".into())).unwrap_err();
+        assert!(e.contains("both set"), "{e}");
+        let e = admin_token(Some("/no/such/token"), None).unwrap_err();
+        assert!(e.starts_with("--admin-token-file /no/such/token:"), "{e}");
+        let e = admin_token(None, Some("short".into())).unwrap_err();
+        assert!(
+            e.starts_with("WEIR_ADMIN_TOKEN:") && !e.contains("short"),
+            "{e}"
+        );
     }
 }

@@ -7,6 +7,10 @@ pub struct SavepointArgs {
     /// Admin API of the running job, e.g. http://127.0.0.1:9249.
     #[arg(long, env = "WEIR_ADMIN_URL")]
     admin: String,
+    /// The job's admin token (printed by `weir run` at start, or the WEIR_ADMIN_TOKEN it was
+    /// given). Prefer the environment variable: a command line is visible to other users.
+    #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Stop the job once the savepoint is complete.
     #[arg(long)]
     stop: bool,
@@ -31,12 +35,24 @@ pub async fn run(args: SavepointArgs) -> u8 {
 async fn take(args: &SavepointArgs) -> Result<String, String> {
     let base = args.admin.trim_end_matches('/');
     let client = reqwest::Client::new();
-    let resp = client
+    let mut req = client
         .post(format!("{base}/v1/savepoints"))
-        .json(&serde_json::json!({ "stop": args.stop }))
+        .json(&serde_json::json!({ "stop": args.stop }));
+    if let Some(t) = args.token.as_deref().filter(|t| !t.is_empty()) {
+        req = req.bearer_auth(t.trim());
+    }
+    let resp = req
         .send()
         .await
         .map_err(|e| format!("cannot reach the admin API at {base}: {e}"))?;
+    if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+        let given = if args.token.is_some() {
+            "the token given (--token / WEIR_ADMIN_TOKEN) is not the job's"
+        } else {
+            "give the job's admin token with --token or WEIR_ADMIN_TOKEN"
+        };
+        return Err(format!("savepoint refused: 401 Unauthorized: {given}"));
+    }
     if !resp.status().is_success() {
         return Err(format!(
             "savepoint refused: {} {}",

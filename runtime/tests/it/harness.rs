@@ -160,17 +160,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A `weir run` in the background with its admin API on a known port.
+/// A `weir run` in the background with its admin API on a known port and a known token.
 pub struct Running {
     pub child: Child,
     pub admin: String,
+    /// The admin token it was given (WEIR_ADMIN_TOKEN), for `weir savepoint`.
+    pub token: String,
 }
 
 impl Running {
     pub fn start(spec: &Path, args: &[&str]) -> Running {
         let port = free_port();
         let admin = format!("127.0.0.1:{port}");
+        let token = format!("test-token-{port}-{}", std::process::id());
         let child = weir()
+            .env("WEIR_ADMIN_TOKEN", &token)
             .arg("run")
             .arg("--quiet")
             .arg("--admin-addr")
@@ -184,6 +188,7 @@ impl Running {
         let mut r = Running {
             child,
             admin: format!("http://{admin}"),
+            token,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&admin).is_err() {
@@ -194,6 +199,17 @@ impl Running {
             std::thread::sleep(Duration::from_millis(20));
         }
         r
+    }
+
+    /// `weir savepoint [--stop]` against this job, with its token.
+    pub fn savepoint(&self, stop: bool) -> Output {
+        let mut c = weir();
+        c.env("WEIR_ADMIN_TOKEN", &self.token)
+            .args(["savepoint", "--admin", &self.admin]);
+        if stop {
+            c.arg("--stop");
+        }
+        c.output().unwrap()
     }
 
     /// SIGKILL; returns false when the process had already exited by itself.

@@ -1,5 +1,6 @@
 //! Integration tests: the real `weir` binary, real files, real kills.
 
+mod admin_auth;
 mod async_io;
 mod elasticsearch;
 mod exactly_once;

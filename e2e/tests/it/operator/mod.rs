@@ -8,6 +8,7 @@ mod faults;
 mod lifecycle;
 mod rbac;
 mod restart;
+mod security;
 mod validation;
 
 use std::collections::BTreeMap;
@@ -16,8 +17,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use object_store::{ObjectStore, ObjectStoreExt};
 use weir_crds::status::Condition;
 use weir_crds::StreamJob;
@@ -181,7 +182,8 @@ pub struct Install {
 }
 
 /// A namespace with its own kubelet, the operator chart installed into it (watching only it)
-/// and an S3 bucket.
+/// and an S3 bucket. The namespace enforces the "restricted" Pod Security Standard, so a worker
+/// or operator pod that breaks it is refused by the API server and fails the test.
 pub struct Op {
     pub env: TestEnv,
     pub s3: S3,
@@ -198,6 +200,14 @@ impl Op {
             },
         )
         .await;
+        let restricted = serde_json::json!({"metadata": {"labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }}});
+        Api::<Namespace>::all(env.client.clone())
+            .patch(&env.ns, &PatchParams::default(), &Patch::Merge(&restricted))
+            .await
+            .expect("labelling the test namespace restricted");
         let s3 = S3::create(&env.ns);
         let op = Op {
             env,

@@ -1,7 +1,8 @@
 //! Least privilege, proven with the API server's audit log (e2e/services/kube.sh logs every
 //! ServiceAccount request at Metadata level): the operator, running with a token of the chart's
 //! ServiceAccount, goes through a job's whole life — a Connector with a Secret, deploy, a Secret
-//! rotation (savepoint upgrade), suspend, resume, delete with a savepoint — and then
+//! rotation (savepoint upgrade), suspend, resume, its NetworkPolicy switched off, delete with a
+//! savepoint — and then
 //! - no request of it was refused (a missing rule would fail it, and this test), and
 //! - every verb the chart grants it was used (an excess rule fails this test).
 //!
@@ -12,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::Role;
 
 use super::connectors::{connector, deployed_hash, job, secret, wait_upgraded};
@@ -122,6 +124,20 @@ async fn the_operator_uses_every_rule_it_is_granted_and_needs_no_other() {
     .await;
     assert!(patch(r#"{"spec":{"state":"running"}}"#).status.success());
     op.wait_ready("c", 2 * MINUTE).await;
+    // The job's NetworkPolicy switched off: the operator deletes it.
+    let policies = op.env.api::<NetworkPolicy>();
+    assert!(policies.get_opt("c").await.unwrap().is_some());
+    assert!(patch(r#"{"spec":{"networkPolicy":{"enabled":false}}}"#)
+        .status
+        .success());
+    let start = Instant::now();
+    while policies.get_opt("c").await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < MINUTE,
+            "the NetworkPolicy was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     // Delete with a savepoint: the finalizer, then garbage collection.
     assert!(op
         .kubectl(&["delete", "sj", "c", "--wait=false"], None)

@@ -230,10 +230,7 @@ fn kafka_to_kafka_kill_at_random_moments() {
 
 /// Takes a savepoint of the running job; returns its path.
 fn take_savepoint(job: &Running) -> String {
-    let o = weir()
-        .args(["savepoint", "--admin", &job.admin])
-        .output()
-        .unwrap();
+    let o = job.savepoint(false);
     assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
     String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
