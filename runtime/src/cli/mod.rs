@@ -62,6 +62,9 @@ pub fn main_with(registry: Registry) -> std::process::ExitCode {
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Room for CEL evaluation, which recurses per level of an expression (bounded to 32 at
+        // compile time, ~25 KiB a level in a debug build) on top of the pipeline's own frames.
+        .thread_stack_size(8 << 20)
         .build()
         .expect("tokio runtime")
 }
