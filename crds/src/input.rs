@@ -135,7 +135,8 @@ pub fn non_finite(value: &serde_norway::Value) -> Vec<SpecError> {
 
 /// An error from serde at `path` (`.` or empty for the root), worded as `path: message`:
 /// - the YAML parser's own copy of the path at the start of its message is dropped;
-/// - `missing field `x`` becomes `path.x: required, but missing`;
+/// - `missing field `x`` becomes `path.x: required, but missing`, `unknown field `x`` likewise
+///   `path.x: unknown field`;
 /// - integer types are said in words (`expected u32` → `expected a whole number from 0 to …`);
 /// - an integer too large for any setting says so (serde_json says `expected any value`).
 pub fn serde_error(path: &str, message: &str) -> SpecError {
@@ -147,6 +148,23 @@ pub fn serde_error(path: &str, message: &str) -> SpecError {
     };
     let mut message = message.to_string();
     let mut path = path.to_string();
+    for (said, meant) in DOCUMENT_WORDS {
+        if let Some(tail) = message.strip_prefix(said) {
+            message = format!("{meant}{tail}");
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, tail)) = rest.split_once('`').filter(|(f, _)| !f.is_empty()) {
+            // serde_path_to_error has the unknown key in the path already; the YAML parser not.
+            if path != field && !path.ends_with(&format!(".{field}")) {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(field);
+            }
+            message = format!("unknown field{tail}");
+        }
+    }
     if let Some(rest) = message.strip_prefix("missing field `") {
         if let Some((field, tail)) = rest.split_once('`') {
             if !path.is_empty() {
@@ -181,6 +199,23 @@ pub fn serde_error(path: &str, message: &str) -> SpecError {
     }
     SpecError::new(path, message)
 }
+
+/// The YAML parser's messages about the whole document, said as such.
+const DOCUMENT_WORDS: [(&str, &str); 4] = [
+    (
+        "deserializing from YAML containing more than one document is not supported",
+        "the document holds more than one YAML document (or text after its end); give one",
+    ),
+    (
+        "EOF while parsing a value",
+        "the document ends in the middle of a value",
+    ),
+    ("recursion limit exceeded", "the document nests too deep"),
+    (
+        "repetition limit exceeded",
+        "the document expands its aliases (*name) too often",
+    ),
+];
 
 const INTEGER_WORDS: [(&str, &str); 8] = [
     ("u8", "a whole number from 0 to 255"),
@@ -260,6 +295,14 @@ mod tests {
         assert_eq!(e.to_string(), "checkpoint.interval: expected a duration");
         let e = serde_error("sinks[0]", "missing field `path`");
         assert_eq!(e.to_string(), "sinks[0].path: required, but missing");
+        let e = serde_error(
+            "sinks[0]",
+            "unknown field `colour`, expected one of `a`, `b`",
+        );
+        assert_eq!(
+            e.to_string(),
+            "sinks[0].colour: unknown field, expected one of `a`, `b`"
+        );
         let e = serde_error(".", "missing field `sinks` at line 1 column 1");
         assert_eq!(
             e.to_string(),

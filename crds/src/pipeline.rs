@@ -197,6 +197,17 @@ impl PipelineSpec {
         // in their `serde_json::Value`; the document is at most 1 MiB, so twice is cheap.
         let untyped: serde_norway::Value = serde_norway::from_str(text)
             .map_err(|e| crate::input::serde_error("", &e.to_string()))?;
+        if !untyped.is_mapping() {
+            let got = match untyped {
+                serde_norway::Value::Null => "empty",
+                serde_norway::Value::Sequence(_) => "a list",
+                _ => "a single value",
+            };
+            return Err(SpecError::new(
+                "",
+                format!("the document is {got}; expected a mapping with name, sources and sinks"),
+            ));
+        }
         if let Some(e) = crate::input::non_finite(&untyped).into_iter().next() {
             return Err(e);
         }
@@ -350,19 +361,24 @@ impl PipelineSpec {
                 ));
             }
             for (k, name) in resolved.iter().enumerate() {
+                // Named where the user wrote it: `input`, `inputs[k]`, or (by default) `inputs`.
+                let at = match (&node.input, &node.inputs) {
+                    (Some(_), _) => format!("{path}.input"),
+                    (None, Some(_)) => format!("{path}.inputs[{k}]"),
+                    (None, None) => format!("{path}.inputs"),
+                };
                 match roles.get(name.as_str()) {
                     None => errors.push(SpecError::new(
-                        format!("{path}.inputs[{k}]"),
+                        at,
                         format!("no source or transform is named {name:?}"),
                     )),
                     Some(Role::Sink) => errors.push(SpecError::new(
-                        format!("{path}.inputs[{k}]"),
+                        at,
                         format!("{name:?} is a sink; sinks have no output"),
                     )),
-                    Some(_) if name == &node.name => errors.push(SpecError::new(
-                        format!("{path}.inputs[{k}]"),
-                        "a node cannot read its own output",
-                    )),
+                    Some(_) if name == &node.name => {
+                        errors.push(SpecError::new(at, "a node cannot read its own output"))
+                    }
                     Some(_) => {}
                 }
             }
@@ -509,7 +525,12 @@ sinks:
     fn unknown_top_level_field_is_named() {
         let e = PipelineSpec::from_yaml("name: x\nparalelism: 2\nsources: []\nsinks: []\n")
             .unwrap_err();
-        assert!(e.message.contains("unknown field `paralelism`"), "{e}");
+        assert_eq!(e.path, "paralelism");
+        assert!(
+            e.message
+                .starts_with("unknown field, expected one of `name`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -547,7 +568,7 @@ sinks: [{ name: s, type: blackhole, inputs: [t, s] }]
             "{joined}"
         );
         assert!(
-            joined.contains("transforms[0].inputs[0]: no source or transform is named \"nope\""),
+            joined.contains("transforms[0].input: no source or transform is named \"nope\""),
             "{joined}"
         );
         assert!(joined.contains("sinks[0].inputs[1]"), "{joined}");
@@ -657,7 +678,7 @@ sinks: [{ name: s, type: blackhole }]
                 "restart: { strategy: sometimes }",
                 "restart.strategy: unknown variant",
             ),
-            ("restart: { attempt: 3 }", "unknown field `attempt`"),
+            ("restart: { attempt: 3 }", "restart.attempt: unknown field"),
         ] {
             let e = restart_of(yaml).unwrap_err();
             assert!(e.contains(needle), "{yaml}: {e}");
@@ -747,6 +768,18 @@ sinks: [{ name: s, type: blackhole }]
             ),
             "{e}"
         );
+        for (text, got) in [
+            ("", "empty"),
+            ("~", "empty"),
+            ("[1]", "a list"),
+            ("3", "a single value"),
+        ] {
+            let e = PipelineSpec::from_yaml(text).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("the document is {got}; expected a mapping with name, sources and sinks")
+            );
+        }
         let e = PipelineSpec::from_yaml("name: n\nsources: []\n").unwrap_err();
         assert!(
             e.to_string().starts_with("sinks: required, but missing"),
