@@ -343,3 +343,28 @@ fn messages_name_the_path_once_and_in_words() {
         drop(p);
     }
 }
+
+#[test]
+fn a_line_that_is_not_utf8_is_a_bad_record_for_on_error_not_a_failed_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, b"id,name\n1,ann\n2,\xff\xfe\n3,cy\n").unwrap();
+    let out = dir.path().join("out");
+    let spec = |on_error: &str| {
+        write(dir.path(), "p.yaml", &format!(
+            "name: t\ncheckpoint: {{ storage: {} }}\nsources:\n  - {{ name: f, type: file, path: {}, format: csv, csv: {{ infer_types: true }}, on_error: {on_error} }}\n\
+             sinks:\n  - {{ name: s, type: filesystem, path: {}, format: json }}\n",
+            dir.path().join(format!("state-{on_error}")).display(), input.display(), out.display()))
+    };
+    let o = run(&spec("fail"), &[], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("in.csv:3") && err.contains("invalid UTF-8"),
+        "{err}"
+    );
+    let o = run(&spec("skip"), &[], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let counts = count_json_field(&out, "id");
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+}
