@@ -3,6 +3,7 @@
 //! custom resources `StreamJob` and `Connector` (group `weir.dev`, version `v1alpha1`).
 
 pub mod failure;
+pub mod input;
 pub mod pipeline;
 pub mod units;
 

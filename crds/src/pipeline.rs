@@ -14,13 +14,20 @@ use crate::units::Duration;
 
 /// Default number of key groups: the unit in which keyed state is redistributed on rescale.
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
+/// Most workers a job may have: each is a pod (or a task group of `weir run`) with its own
+/// checkpoints; 100000 stalls the start long before it runs.
+pub const PARALLELISM_LIMIT: u32 = 1024;
+/// Most key groups (Flink's limit too): keyed state keeps a map per group.
+pub const MAX_PARALLELISM_LIMIT: u32 = 32768;
+/// Most complete checkpoints kept per worker.
+pub const RETAINED_LIMIT: u32 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct PipelineSpec {
     /// Job name; names checkpoint directories and metric labels. In a StreamJob it may be left
     /// out: the operator fills in the StreamJob's name (an empty name fails `check_structure`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub name: String,
     /// Number of workers; each owns a deterministic subset of the source splits.
     #[serde(default = "one")]
@@ -71,6 +78,7 @@ pub struct CheckpointSpec {
     pub retained: u32,
     pub mode: CheckpointMode,
     /// Where checkpoints and savepoints go: a local directory or a URL (`s3://bucket/prefix`).
+    #[serde(deserialize_with = "not_null")]
     pub storage: String,
     /// object_store options for `storage` (e.g. `aws_endpoint`, `aws_allow_http`, `aws_region`).
     pub storage_options: BTreeMap<String, String>,
@@ -95,8 +103,9 @@ impl Default for CheckpointSpec {
 /// One source, transform or sink: a name, a type, its inputs, and the connector's own settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeSpec {
+    #[serde(deserialize_with = "not_null")]
     pub name: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", deserialize_with = "not_null")]
     pub kind: String,
     /// One upstream node by name (shorthand for `inputs: [x]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +129,13 @@ pub struct NodeSpec {
     #[serde(flatten)]
     #[schemars(skip)]
     pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A string that may not be written as `null` (or `~`): YAML hands those to a string field as the
+/// text "null", so `storage: null` would checkpoint into a directory named `./null`.
+fn not_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Option::<String>::deserialize(d)?
+        .ok_or_else(|| serde::de::Error::custom("expected a string, got null"))
 }
 
 /// An error in a spec, with the path of the field it is about.
@@ -174,12 +190,31 @@ pub struct Topology {
 
 impl PipelineSpec {
     /// Parses YAML (or JSON) text; the error names the field path and, for syntax errors, the line.
+    /// Size and nesting are checked before parsing ([`crate::input`]), non-finite numbers after.
     pub fn from_yaml(text: &str) -> Result<PipelineSpec, SpecError> {
+        crate::input::check_text(text)?;
+        // Parsed untyped first: the typed parse cannot see `.nan` in settings, which become null
+        // in their `serde_json::Value`; the document is at most 1 MiB, so twice is cheap.
+        let untyped: serde_norway::Value = serde_norway::from_str(text)
+            .map_err(|e| crate::input::serde_error("", &e.to_string()))?;
+        if !untyped.is_mapping() {
+            let got = match untyped {
+                serde_norway::Value::Null => "empty",
+                serde_norway::Value::Sequence(_) => "a list",
+                _ => "a single value",
+            };
+            return Err(SpecError::new(
+                "",
+                format!("the document is {got}; expected a mapping with name, sources and sinks"),
+            ));
+        }
+        if let Some(e) = crate::input::non_finite(&untyped).into_iter().next() {
+            return Err(e);
+        }
         let de = serde_norway::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            SpecError::new(path, e.into_inner().to_string())
+            crate::input::serde_error(&path, &e.into_inner().to_string())
         })
     }
 
@@ -229,11 +264,21 @@ impl PipelineSpec {
         }
         if self.parallelism == 0 {
             errors.push(SpecError::new("parallelism", "must be at least 1"));
+        } else if self.parallelism > PARALLELISM_LIMIT {
+            errors.push(SpecError::new(
+                "parallelism",
+                format!("must be at most {PARALLELISM_LIMIT}"),
+            ));
         }
         if self.max_parallelism == 0 || self.max_parallelism < self.parallelism {
             errors.push(SpecError::new(
                 "max_parallelism",
                 format!("must be at least parallelism ({})", self.parallelism),
+            ));
+        } else if self.max_parallelism > MAX_PARALLELISM_LIMIT {
+            errors.push(SpecError::new(
+                "max_parallelism",
+                format!("must be at most {MAX_PARALLELISM_LIMIT}"),
             ));
         }
         let cp = &self.checkpoint;
@@ -249,6 +294,11 @@ impl PipelineSpec {
             }
             if cp.retained == 0 {
                 errors.push(SpecError::new("checkpoint.retained", "must be at least 1"));
+            } else if cp.retained > RETAINED_LIMIT {
+                errors.push(SpecError::new(
+                    "checkpoint.retained",
+                    format!("must be at most {RETAINED_LIMIT}"),
+                ));
             }
         }
         if cp.storage.trim().is_empty() {
@@ -311,19 +361,24 @@ impl PipelineSpec {
                 ));
             }
             for (k, name) in resolved.iter().enumerate() {
+                // Named where the user wrote it: `input`, `inputs[k]`, or (by default) `inputs`.
+                let at = match (&node.input, &node.inputs) {
+                    (Some(_), _) => format!("{path}.input"),
+                    (None, Some(_)) => format!("{path}.inputs[{k}]"),
+                    (None, None) => format!("{path}.inputs"),
+                };
                 match roles.get(name.as_str()) {
                     None => errors.push(SpecError::new(
-                        format!("{path}.inputs[{k}]"),
+                        at,
                         format!("no source or transform is named {name:?}"),
                     )),
                     Some(Role::Sink) => errors.push(SpecError::new(
-                        format!("{path}.inputs[{k}]"),
+                        at,
                         format!("{name:?} is a sink; sinks have no output"),
                     )),
-                    Some(_) if name == &node.name => errors.push(SpecError::new(
-                        format!("{path}.inputs[{k}]"),
-                        "a node cannot read its own output",
-                    )),
+                    Some(_) if name == &node.name => {
+                        errors.push(SpecError::new(at, "a node cannot read its own output"))
+                    }
                     Some(_) => {}
                 }
             }
@@ -470,7 +525,12 @@ sinks:
     fn unknown_top_level_field_is_named() {
         let e = PipelineSpec::from_yaml("name: x\nparalelism: 2\nsources: []\nsinks: []\n")
             .unwrap_err();
-        assert!(e.message.contains("unknown field `paralelism`"), "{e}");
+        assert_eq!(e.path, "paralelism");
+        assert!(
+            e.message
+                .starts_with("unknown field, expected one of `name`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -508,7 +568,7 @@ sinks: [{ name: s, type: blackhole, inputs: [t, s] }]
             "{joined}"
         );
         assert!(
-            joined.contains("transforms[0].inputs[0]: no source or transform is named \"nope\""),
+            joined.contains("transforms[0].input: no source or transform is named \"nope\""),
             "{joined}"
         );
         assert!(joined.contains("sinks[0].inputs[1]"), "{joined}");
@@ -618,7 +678,7 @@ sinks: [{ name: s, type: blackhole }]
                 "restart: { strategy: sometimes }",
                 "restart.strategy: unknown variant",
             ),
-            ("restart: { attempt: 3 }", "unknown field `attempt`"),
+            ("restart: { attempt: 3 }", "restart.attempt: unknown field"),
         ] {
             let e = restart_of(yaml).unwrap_err();
             assert!(e.contains(needle), "{yaml}: {e}");
@@ -667,6 +727,85 @@ sinks: [{ name: s, type: blackhole }]
             "sinks[2].circuit_breaker.error_rate: must be above 0",
         ] {
             assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_documents_are_refused_with_their_path() {
+        let nodes =
+            "sources: [{ name: a, type: datagen }]\nsinks: [{ name: s, type: blackhole }]\n";
+        let parse = |head: &str| PipelineSpec::from_yaml(&format!("name: n\n{head}\n{nodes}"));
+        let e = parse("checkpoint: { storage: null }").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("checkpoint.storage: expected a string, got null at line 2"),
+            "{e}"
+        );
+        let e = parse("restart: { multiplier: .nan }").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "restart.multiplier: expected a finite number, got .nan"
+        );
+        let e = PipelineSpec::from_yaml(&format!(
+            "name: n\n{}",
+            nodes.replace("type: datagen", "type: datagen, rate: -.inf")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sources[0].rate: expected a finite number, got -.inf"
+        );
+        let e = parse(&format!("x: {}", "[".repeat(100_000))).unwrap_err();
+        assert!(
+            e.message
+                .contains("nesting deeper than 64 levels at line 2"),
+            "{e}"
+        );
+        let e = parse("checkpoint: { interval: 9999999999999999999999d }").unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "checkpoint.interval: \"9999999999999999999999d\" is too long; at most 365d"
+            ),
+            "{e}"
+        );
+        for (text, got) in [
+            ("", "empty"),
+            ("~", "empty"),
+            ("[1]", "a list"),
+            ("3", "a single value"),
+        ] {
+            let e = PipelineSpec::from_yaml(text).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("the document is {got}; expected a mapping with name, sources and sinks")
+            );
+        }
+        let e = PipelineSpec::from_yaml("name: n\nsources: []\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("sinks: required, but missing"),
+            "{e}"
+        );
+        let e = parse("parallelism: 99999999999").unwrap_err();
+        assert!(e.to_string().starts_with("parallelism: invalid value: integer `99999999999`, expected a whole number from 0 to 4294967295"), "{e}");
+        for (head, needle) in [
+            (
+                "parallelism: 100000\nmax_parallelism: 100000",
+                "parallelism: must be at most 1024",
+            ),
+            (
+                "max_parallelism: 100000",
+                "max_parallelism: must be at most 32768",
+            ),
+            (
+                "checkpoint: { retained: 5000 }",
+                "checkpoint.retained: must be at most 1000",
+            ),
+        ] {
+            let errs = parse(head).unwrap().check_structure().unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.to_string() == needle),
+                "{head}: {errs:?}"
+            );
         }
     }
 }

@@ -10,6 +10,12 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 pub struct Duration(pub std::time::Duration);
 
 impl Duration {
+    /// The longest duration any setting takes (365 days): longer ones are typos, and a deadline
+    /// computed as `now + duration` must not overflow the clock.
+    pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+    /// [`Duration::MAX`] as the user writes it (humantime would print 11months 30days …).
+    pub const MAX_TEXT: &'static str = "365d";
+
     pub const fn from_millis(ms: u64) -> Self {
         Duration(std::time::Duration::from_millis(ms))
     }
@@ -33,9 +39,18 @@ impl fmt::Display for Duration {
 impl std::str::FromStr for Duration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s.trim())
+        let d = humantime::parse_duration(s.trim())
             .map(Duration)
-            .map_err(|_| format!("expected a duration like 500ms, 1s or 15m, got {s:?}"))
+            .map_err(|e| match e {
+                humantime::DurationError::NumberOverflow => {
+                    format!("{s:?} is too long; at most {}", Duration::MAX_TEXT)
+                }
+                _ => format!("expected a duration like 500ms, 1s or 15m, got {s:?}"),
+            })?;
+        if d > Duration::MAX {
+            return Err(format!("{s:?} is too long; at most {}", Duration::MAX_TEXT));
+        }
+        Ok(d)
     }
 }
 
@@ -88,6 +103,24 @@ impl JsonSchema for Duration {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(pub u64);
 
+impl ByteSize {
+    /// The largest size any setting takes (1 TiB): more is a typo or an overflow (the parser
+    /// saturates `99999999999999PiB` to 16 EiB), never a part, batch or buffer size.
+    pub const MAX: ByteSize = ByteSize(1 << 40);
+    pub const MAX_TEXT: &'static str = "1TiB";
+
+    fn checked(self, given: &dyn fmt::Display) -> Result<ByteSize, String> {
+        if self > ByteSize::MAX {
+            Err(format!(
+                "{given} is too large; at most {}",
+                ByteSize::MAX_TEXT
+            ))
+        } else {
+            Ok(self)
+        }
+    }
+}
+
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", bytesize::ByteSize(self.0).display().iec())
@@ -100,7 +133,8 @@ impl std::str::FromStr for ByteSize {
         s.trim()
             .parse::<bytesize::ByteSize>()
             .map(|b| ByteSize(b.as_u64()))
-            .map_err(|_| format!("expected a size like 256MiB, got {s:?}"))
+            .map_err(|_| format!("expected a size like 256MiB, got {s:?}"))?
+            .checked(&format_args!("{s:?}"))
     }
 }
 
@@ -122,12 +156,26 @@ impl<'de> Deserialize<'de> for ByteSize {
                 v.parse().map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(v))
+                ByteSize(v).checked(&v).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
                 u64::try_from(v)
-                    .map(ByteSize)
                     .map_err(|_| E::custom("expected a size like 256MiB, got a negative number"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<ByteSize, E> {
+                Err(E::custom(format_args!(
+                    "too large; at most {}",
+                    ByteSize::MAX_TEXT
+                )))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<ByteSize, E> {
+                self.visit_u128(v as u128)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ByteSize, E> {
+                Err(E::custom(
+                    "expected a size like 256MiB or a whole number of bytes",
+                ))
             }
         }
         d.deserialize_any(V)
@@ -166,5 +214,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("expected a size like 256MiB"), "{e}");
+    }
+
+    #[test]
+    fn overflowing_and_oversized_values_are_errors() {
+        for text in ["\"99999999999999PiB\"", "\"2TiB\"", "1099511627777"] {
+            let e = serde_json::from_str::<ByteSize>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("too large; at most 1TiB"), "{text}: {e}");
+        }
+        assert_eq!(
+            serde_json::from_str::<ByteSize>("\"1TiB\"").unwrap(),
+            ByteSize::MAX
+        );
+        for text in ["\"366d\"", "\"99999999999999999999999s\""] {
+            let e = serde_json::from_str::<Duration>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is too long; at most 365d"), "{text}: {e}");
+        }
     }
 }

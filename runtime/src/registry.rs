@@ -127,6 +127,11 @@ impl Registry {
                 errors.extend(spec_errors(e, &cfg.path));
             }
         }
+        if let Ok(t) = &topology {
+            errors.extend(crate::transforms::watermark::check_event_time_sources(
+                spec, t,
+            ));
+        }
         match topology {
             Ok(t) if errors.is_empty() => Ok(t),
             _ => Err(errors),

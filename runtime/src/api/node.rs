@@ -34,7 +34,8 @@ impl NodeConfig {
             } else {
                 format!("{}.{inner}", self.path)
             };
-            Error::spec(path, e.into_inner().to_string())
+            let e = weir_crds::input::serde_error(&path, &e.into_inner().to_string());
+            Error::spec(e.path, e.message)
         })
     }
 

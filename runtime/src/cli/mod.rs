@@ -47,8 +47,12 @@ pub fn main_with(registry: Registry) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // Colours only on a terminal (a worker pod's log is read with kubectl and log search).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Colours only on a terminal (a worker pod's log is read with kubectl and log search),
+        // and not there either when NO_COLOR is set to anything (no-color.org).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let code = match cli.command {
         Command::Validate(a) => validate::run(&registry, a),
@@ -62,6 +66,9 @@ pub fn main_with(registry: Registry) -> std::process::ExitCode {
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Room for CEL evaluation, which recurses per level of an expression (bounded to 32 at
+        // compile time, ~25 KiB a level in a debug build) on top of the pipeline's own frames.
+        .thread_stack_size(8 << 20)
         .build()
         .expect("tokio runtime")
 }

@@ -161,21 +161,27 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
         Ok(JobOutcome::Stopped) => "stopped",
         Err(_) => "failed",
     };
+    let summary = progress::summary(&control);
+    let skipped: u64 = summary.nodes.iter().map(|n| n.errors).sum();
+    let dead_lettered: u64 = summary.nodes.iter().map(|n| n.dead_lettered).sum();
+    let retried: u64 = summary.nodes.iter().map(|n| n.retried).sum();
     eprintln!(
-        "weir: job {} {outcome} after {secs:.1}s: {} records read, {} written, {} checkpoints (last {}), {} restarts, peak RSS {} MiB",
+        "weir: job {} {outcome} after {secs:.1}s: {} records read, {} written, {skipped} skipped or failed, {dead_lettered} dead-lettered, {retried} retried; peak RSS {} MiB",
         control.job,
         t.read,
         t.written,
-        t.checkpoints,
-        t.last_checkpoint.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
-        t.restarts,
         rss / (1024 * 1024)
     );
+    for line in summary.lines() {
+        eprintln!("{line}");
+    }
     if let Some(path) = &args.summary_json {
         let summary = serde_json::json!({
             "job": control.job, "outcome": outcome, "seconds": secs, "records_read": t.read,
             "records_written": t.written, "checkpoints": t.checkpoints, "restarts": t.restarts,
-            "peak_rss_bytes": rss,
+            "peak_rss_bytes": rss, "checkpoints_failed": summary.checkpoints_failed,
+            "last_checkpoint": summary.last_checkpoint, "nodes": summary.nodes,
+            "skipped": skipped, "dead_lettered": dead_lettered, "retried": retried,
         });
         if let Err(e) = std::fs::write(path, summary.to_string()) {
             eprintln!("error: writing {path}: {e}");

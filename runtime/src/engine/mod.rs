@@ -58,8 +58,9 @@ pub struct JobControl {
     pub job: String,
     pub parallelism: u32,
     pub workers: Vec<u32>,
-    /// Node names, for totals over sources and sinks.
+    /// Node names, for totals over sources and sinks and the run summary.
     pub sources: Vec<String>,
+    pub transforms: Vec<String>,
     pub sinks: Vec<String>,
     commands: Vec<Sender<WorkerCommand>>,
     pub status: Vec<Arc<Mutex<WorkerStatus>>>,
@@ -151,6 +152,7 @@ pub async fn start(
         parallelism: spec.parallelism,
         workers: opts.workers.clone(),
         sources: spec.sources.iter().map(|n| n.name.clone()).collect(),
+        transforms: spec.transforms.iter().map(|n| n.name.clone()).collect(),
         sinks: spec.sinks.iter().map(|n| n.name.clone()).collect(),
         commands,
         status: statuses,

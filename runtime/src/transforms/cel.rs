@@ -30,9 +30,30 @@ impl Expr {
         if source.trim().is_empty() {
             return Err("empty expression".into());
         }
-        let program = quietly(|| Program::compile(source))
-            .ok_or_else(|| format!("invalid CEL expression {source:?}: the parser rejected it"))?
-            .map_err(|e| format!("invalid CEL expression {source:?}: {e}"))?;
+        if source.len() > MAX_EXPR_BYTES {
+            return Err(format!(
+                "the expression is {} bytes long; at most {MAX_EXPR_BYTES}",
+                source.len()
+            ));
+        }
+        let depth = bracket_depth(source);
+        if depth > MAX_EXPR_DEPTH {
+            return Err(format!(
+                "brackets nested {depth} deep; at most {MAX_EXPR_DEPTH}"
+            ));
+        }
+        // The parser (ANTLR) recurses per operator of a chain like `1+1+…`, and the tree it
+        // builds is dropped recursively; a thread of its own with a big stack keeps that from
+        // overflowing the caller's (a tokio worker has 2 MiB). The stack is reserved, not used.
+        let owned = source.to_string();
+        let compiled = std::thread::Builder::new()
+            .name("cel-compile".into())
+            .stack_size(COMPILE_STACK_BYTES)
+            .spawn(move || compile_bounded(&owned))
+            .map_err(|e| format!("cannot start the CEL compiler thread: {e}"))?
+            .join()
+            .map_err(|_| format!("invalid CEL expression {source:?}: the parser rejected it"))?;
+        let program = compiled.map_err(|e| format!("invalid CEL expression {source:?}: {e}"))?;
         let refs = program.references();
         let mut vars: Vec<String> = refs.variables().into_iter().map(str::to_string).collect();
         vars.sort();
@@ -76,6 +97,116 @@ impl Expr {
             .ok_or_else(|| "the CEL interpreter failed on this record".to_string())?
             .map_err(|e| e.to_string())
     }
+}
+
+/// Longest expression accepted (bytes).
+pub const MAX_EXPR_BYTES: usize = 4096;
+/// Deepest expression tree accepted: evaluation recurses once per level on the worker's stack
+/// (about 25 KiB a level in a debug build, so 32 levels fit a 2 MiB tokio worker twice over).
+pub const MAX_EXPR_DEPTH: usize = 32;
+/// Most macros (`map`, `filter`, `all`, `exists`) nested in one another: each multiplies the
+/// work per record by the length of its list, so three nested over literal lists of a few
+/// hundred elements take minutes per record.
+pub const MAX_MACRO_NESTING: usize = 2;
+const COMPILE_STACK_BYTES: usize = 256 << 20;
+
+/// Parses, checks the tree's depth and macro nesting, then compiles (runs on the big stack).
+fn compile_bounded(source: &str) -> Result<Program, String> {
+    let ast = quietly(|| cel_parser::Parser::default().parse(source))
+        .ok_or("the parser rejected it")?
+        .map_err(|e| e.to_string())?;
+    let shape = shape(&ast);
+    if shape.depth > MAX_EXPR_DEPTH {
+        return Err(format!(
+            "nested {} levels deep; at most {MAX_EXPR_DEPTH} (split a long chain of operators)",
+            shape.depth
+        ));
+    }
+    if shape.macros > MAX_MACRO_NESTING {
+        return Err(format!(
+            "{} macros (map, filter, all, exists) nested in one another; at most {MAX_MACRO_NESTING}",
+            shape.macros
+        ));
+    }
+    quietly(|| Program::compile(source))
+        .ok_or("the parser rejected it")?
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, Default)]
+struct Shape {
+    depth: usize,
+    macros: usize,
+}
+
+/// Depth of the tree and most macros on one path from the root.
+fn shape(e: &cel_parser::Expression) -> Shape {
+    use cel_parser::ast::{EntryExpr, Expr};
+    let children: Vec<&cel_parser::Expression> = match &e.expr {
+        Expr::Call(c) => c.target.iter().map(|t| &**t).chain(&c.args).collect(),
+        Expr::Comprehension(c) => vec![
+            &*c.iter_range,
+            &*c.accu_init,
+            &*c.loop_cond,
+            &*c.loop_step,
+            &*c.result,
+        ],
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .flat_map(|en| match &en.expr {
+                EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
+                EntryExpr::StructField(f) => vec![&f.value],
+            })
+            .collect(),
+        Expr::Struct(s) => s
+            .entries
+            .iter()
+            .flat_map(|en| match &en.expr {
+                EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
+                EntryExpr::StructField(f) => vec![&f.value],
+            })
+            .collect(),
+        Expr::Select(s) => vec![&*s.operand],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => vec![],
+    };
+    let mut out = Shape::default();
+    for c in children {
+        let s = shape(c);
+        out.depth = out.depth.max(s.depth);
+        out.macros = out.macros.max(s.macros);
+    }
+    out.depth += 1;
+    if matches!(e.expr, Expr::Comprehension(_)) {
+        out.macros += 1;
+    }
+    out
+}
+
+/// Deepest nesting of brackets outside string literals: checked before parsing, because the
+/// parser spends several recursive calls per bracket.
+fn bracket_depth(source: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut chars = source.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(_), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(' | '[' | '{') => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            (None, ')' | ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 thread_local! {
@@ -185,6 +316,53 @@ mod tests {
             .unwrap_err()
             .contains("no field \"missing\""));
         assert!(!r.is_built());
+    }
+
+    #[test]
+    fn deep_long_and_explosive_expressions_are_refused_not_crashed() {
+        let chain = vec!["1"; 2000].join("+");
+        let e = Expr::compile(&chain).unwrap_err();
+        assert!(e.contains("nested 2000 levels deep; at most 32"), "{e}");
+        let parens = format!("{}1{}", "(".repeat(2000), ")".repeat(2000));
+        assert!(Expr::compile(&parens)
+            .unwrap_err()
+            .contains("brackets nested 2000 deep"));
+        // The parser folds chains of unary operators; either way nothing crashes.
+        let root = Context::default();
+        for (unary, expected) in [
+            (format!("{}true", "!".repeat(3999)), Cel::Bool(false)),
+            (format!("{}1", "-".repeat(3999)), Cel::Int(-1)),
+        ] {
+            if let Ok(e) = Expr::compile(&unary) {
+                assert_eq!(e.eval(&root, &rec(json!({}))).unwrap(), expected);
+            }
+        }
+        let long = format!("x == '{}'", "a".repeat(5000));
+        assert!(Expr::compile(&long).unwrap_err().contains("at most 4096"));
+        let nested = "[1].map(a, [1].map(b, [1].map(c, c)))";
+        assert!(
+            Expr::compile(nested).unwrap_err().contains("3 macros"),
+            "{nested}"
+        );
+        // Brackets inside strings do not count.
+        Expr::compile(&format!("x == '{}'", "(".repeat(100))).unwrap();
+    }
+
+    #[test]
+    fn the_deepest_accepted_expression_evaluates_on_a_small_stack() {
+        // 31 operators and the variable at the bottom; on a tokio worker's default stack.
+        let e = Expr::compile(&vec!["x"; 32].join(" + ")).unwrap();
+        assert!(Expr::compile(&vec!["x"; 33].join(" + ")).is_err());
+        let v = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let root = Context::default();
+                e.eval(&root, &rec(json!({"x": 1}))).unwrap()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(v, Cel::Int(32));
     }
 
     #[test]

@@ -181,6 +181,64 @@ pub fn register(r: &mut Registry) {
     });
 }
 
+/// A `watermark` without `field` reads the event time its sources set, which they do only with
+/// their `event_time` setting: name every source upstream that sets none (found through the
+/// built-in transforms that pass event times on unchanged; a custom transform may set them).
+pub fn check_event_time_sources(
+    spec: &weir_crds::PipelineSpec,
+    topology: &weir_crds::pipeline::Topology,
+) -> Vec<weir_crds::SpecError> {
+    const PASS_THROUGH: [&str; 3] = ["filter", "map", "async_lookup"];
+    let mut errors = Vec::new();
+    for (i, t) in spec.transforms.iter().enumerate() {
+        if t.kind != "watermark" || t.config.contains_key("field") {
+            continue;
+        }
+        let mut missing = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut todo: Vec<&str> = topology
+            .inputs
+            .get(&t.name)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        while let Some(name) = todo.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            if let Some(src) = spec.sources.iter().find(|s| s.name == name) {
+                if !src.config.contains_key("event_time") {
+                    missing.push(format!("{name:?}"));
+                }
+            } else if let Some(up) = spec.transforms.iter().find(|u| u.name == name) {
+                if PASS_THROUGH.contains(&up.kind.as_str()) {
+                    todo.extend(
+                        topology
+                            .inputs
+                            .get(name)
+                            .into_iter()
+                            .flatten()
+                            .map(String::as_str),
+                    );
+                }
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort();
+            errors.push(weir_crds::SpecError::new(
+                format!("transforms[{i}].field"),
+                format!(
+                    "required: the source {} sets no event time (name the record's time field \
+                     here, or give the source an event_time setting)",
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ mod jdbc;
 mod kafka_sink;
 mod kafka_source;
 mod kinesis;
+mod mutated_specs;
 mod pubsub;
 mod s3;
 mod savepoints;

@@ -25,6 +25,13 @@ pub struct DatagenConfig {
     pub event_time: Option<String>,
 }
 
+/// Most splits: each is a task with its own position in every checkpoint.
+pub const SPLITS_LIMIT: u32 = 4096;
+/// Most records per batch (a batch is allocated whole).
+pub const BATCH_SIZE_LIMIT: usize = 100_000;
+/// Longest generated string (characters after the prefix); every record holds one.
+pub const STRING_LENGTH_LIMIT: usize = 1 << 20;
+
 fn default_splits() -> u32 {
     8
 }

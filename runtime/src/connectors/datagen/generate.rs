@@ -74,15 +74,29 @@ impl Generator {
                             format!("must be at least min ({min})"),
                         ));
                     }
+                    if !(max - min).is_finite() {
+                        return Err((
+                            format!("{path}.max"),
+                            "max - min must be a finite number".into(),
+                        ));
+                    }
                     Gen::Float {
                         min: *min,
                         width: max - min,
                     }
                 }
-                FieldSpec::String { length, prefix } => Gen::Str {
-                    length: *length,
-                    prefix: prefix.clone(),
-                },
+                FieldSpec::String { length, prefix } => {
+                    if *length > super::config::STRING_LENGTH_LIMIT {
+                        return Err((
+                            format!("{path}.length"),
+                            format!("must be at most {}", super::config::STRING_LENGTH_LIMIT),
+                        ));
+                    }
+                    Gen::Str {
+                        length: *length,
+                        prefix: prefix.clone(),
+                    }
+                }
                 FieldSpec::Choice { values } => {
                     if values.is_empty() {
                         return Err((

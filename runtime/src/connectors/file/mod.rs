@@ -3,8 +3,8 @@
 mod config;
 mod source;
 
-pub use config::FileSourceConfig;
-pub use source::FileSource;
+pub use config::{CsvOptions, FileFormat, FileSourceConfig};
+pub use source::{parse_line, FileSource};
 
 use crate::registry::Registry;
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::config::{FileFormat, FileSourceConfig};
+use super::config::{CsvOptions, FileFormat, FileSourceConfig};
 use crate::api::{Batch, NodeContext, Record, Result, Source, SourcePoll, SplitId};
 use crate::error::{Context, Error};
 use crate::on_error::OnError;
@@ -102,6 +102,8 @@ impl FileSource {
                 }
                 if f.offset < n as u64 {
                     f.offset = n as u64;
+                    // Errors name file lines: the header is line 1.
+                    f.line = 1;
                 }
             }
         }
@@ -113,42 +115,51 @@ impl FileSource {
     }
 
     fn parse_csv_line(&self, line: &str) -> Result<Vec<String>> {
-        let mut r = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .delimiter(self.config.csv.delimiter.as_bytes()[0])
-            .from_reader(line.as_bytes());
-        match r.records().next() {
-            Some(Ok(rec)) => Ok(rec.iter().map(str::to_string).collect()),
-            Some(Err(e)) => Err(Error::Other(e.to_string())),
-            None => Ok(Vec::new()),
-        }
+        csv_fields(&self.config.csv, line).map_err(Error::Other)
     }
+}
 
-    fn parse(&self, f: &OpenFile, line: &str) -> std::result::Result<Record, String> {
-        match self.config.format {
-            // Checked now, built when a transform or sink needs the fields.
-            FileFormat::Json => {
-                JsonObject::parse(Bytes::copy_from_slice(line.as_bytes())).map(Record::from_json)
+/// The fields of one CSV line.
+fn csv_fields(csv: &CsvOptions, line: &str) -> std::result::Result<Vec<String>, String> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(csv.delimiter.as_bytes()[0])
+        .from_reader(line.as_bytes());
+    match r.records().next() {
+        Some(Ok(rec)) => Ok(rec.iter().map(str::to_string).collect()),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// One line of a file (without its line break) as a record; the error says why it is not one.
+/// `headers` are the CSV column names. Pure, so that it can be fuzzed.
+pub fn parse_line(
+    format: FileFormat,
+    csv: &CsvOptions,
+    headers: &[String],
+    line: &[u8],
+) -> std::result::Result<Record, String> {
+    match format {
+        // Checked now, built when a transform or sink needs the fields.
+        FileFormat::Json => JsonObject::parse(Bytes::copy_from_slice(line)).map(Record::from_json),
+        FileFormat::Csv => {
+            let line = std::str::from_utf8(line).map_err(|e| format!("invalid UTF-8: {e}"))?;
+            let values = csv_fields(csv, line).map_err(|e| format!("invalid CSV: {e}"))?;
+            if values.len() != headers.len() {
+                return Err(format!(
+                    "expected {} columns, found {}",
+                    headers.len(),
+                    values.len()
+                ));
             }
-            FileFormat::Csv => {
-                let values = self
-                    .parse_csv_line(line)
-                    .map_err(|e| format!("invalid CSV: {e}"))?;
-                if values.len() != f.headers.len() {
-                    return Err(format!(
-                        "expected {} columns, found {}",
-                        f.headers.len(),
-                        values.len()
-                    ));
-                }
-                Ok(Record::new(
-                    f.headers
-                        .iter()
-                        .zip(values)
-                        .map(|(h, v)| (h.clone(), csv_value(&v, self.config.csv.infer_types)))
-                        .collect(),
-                ))
-            }
+            Ok(Record::new(
+                headers
+                    .iter()
+                    .zip(values)
+                    .map(|(h, v)| (h.clone(), csv_value(&v, csv.infer_types)))
+                    .collect(),
+            ))
         }
     }
 }
@@ -236,12 +247,14 @@ impl FileSource {
             self.open_reader(f)?;
         }
         let mut records = Vec::with_capacity(self.config.batch_size);
-        let mut line = String::new();
+        // Bytes, not a String: a line that is not UTF-8 is a bad record for `on_error`, not a
+        // read error that fails the job again at every restart.
+        let mut line = Vec::new();
         while records.len() < self.config.batch_size {
             line.clear();
             let reader = f.reader.as_mut().expect("opened above");
             let n = reader
-                .read_line(&mut line)
+                .read_until(b'\n', &mut line)
                 .ctx(|| format!("reading {}", f.path.display()))?;
             if n == 0 {
                 f.done = true;
@@ -250,11 +263,14 @@ impl FileSource {
             }
             f.offset += line.len() as u64;
             f.line += 1;
-            let text = line.trim_end_matches(['\r', '\n']);
-            if text.trim().is_empty() {
+            let text = line
+                .strip_suffix(b"\n")
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .unwrap_or(&line);
+            if text.trim_ascii().is_empty() {
                 continue;
             }
-            match self.parse(f, text) {
+            match parse_line(self.config.format, &self.config.csv, &f.headers, text) {
                 Ok(record) => records.push(record),
                 Err(msg) => match self.config.on_error {
                     OnError::Fail | OnError::DeadLetter(_) => {

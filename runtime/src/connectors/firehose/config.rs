@@ -216,7 +216,7 @@ mod tests {
             ),
             (
                 json!({"delivery_stream": "d", "ordering": "per_key"}),
-                "unknown field `ordering`",
+                "ordering: unknown field",
             ),
             (
                 json!({"delivery_stream": "d", "value_field": ""}),

@@ -655,7 +655,7 @@ mod tests {
         assert!(source_err(&format!("{base}batch_size: 0")).starts_with("sources[0].batch_size"));
         assert!(source_err(&format!("{base}stop_after_idle: 0s"))
             .starts_with("sources[0].stop_after_idle"));
-        assert!(source_err(&format!("{base}colour: red")).contains("unknown field `colour`"));
+        assert!(source_err(&format!("{base}colour: red")).contains("colour: unknown field"));
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! Deliveries are awaited before the poll that met the message returns, so a checkpoint never
 //! covers a poison message whose copy could still be lost (at-least-once into the DLQ).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use super::decode::RawMessage;
@@ -19,6 +20,31 @@ pub struct DeadLetterQueue {
     node: String,
     pending: Vec<(String, DeliveryFuture)>,
 }
+
+/// Every header of a dead-lettered message: the original's in their order, then the
+/// `weir.error.*` ones. An original that was dead-lettered before (a replay of a dead-letter
+/// topic) loses its old `weir.error.*` headers, so each name is there once and says why this
+/// copy was rejected; a consumer taking the first header of a name would read the stale one.
+pub fn dead_letter_headers<'a>(node: &str, m: &RawMessage<'a>, why: &str) -> Vec<Header<'a>> {
+    let mut out: Vec<Header<'a>> = m
+        .headers
+        .iter()
+        .filter(|(name, _)| !name.starts_with(ERROR_PREFIX))
+        .map(|(name, value)| (Cow::Borrowed(*name), value.map(Cow::Borrowed)))
+        .collect();
+    out.extend(
+        error_headers(node, m, why)
+            .into_iter()
+            .map(|(name, value)| (Cow::Borrowed(name), Some(Cow::Owned(value.into_bytes())))),
+    );
+    out
+}
+
+/// A Kafka header: its name and its value (absent, or bytes).
+pub type Header<'a> = (Cow<'a, str>, Option<Cow<'a, [u8]>>);
+
+/// Names of the headers weir adds start with this.
+pub const ERROR_PREFIX: &str = "weir.error.";
 
 /// The headers added to a dead-lettered message.
 pub fn error_headers(node: &str, m: &RawMessage<'_>, why: &str) -> Vec<(&'static str, String)> {
@@ -62,17 +88,12 @@ impl DeadLetterQueue {
 
     /// Queues the raw message; [`DeadLetterQueue::flush`] waits for it.
     pub fn send(&mut self, m: &RawMessage<'_>, why: &str) -> Result<()> {
-        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len() + 5);
-        for (name, value) in &m.headers {
-            headers = headers.insert(Header {
-                key: name,
-                value: *value,
-            });
-        }
-        for (name, value) in error_headers(&self.node, m, why) {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value.as_bytes()),
+        let all = dead_letter_headers(&self.node, m, why);
+        let mut headers = OwnedHeaders::new_with_capacity(all.len());
+        for (name, value) in &all {
+            headers = headers.insert(rdkafka::message::Header {
+                key: name.as_ref(),
+                value: value.as_deref(),
             });
         }
         let mut record: FutureRecord<'_, [u8], [u8]> =
@@ -168,6 +189,38 @@ mod tests {
         assert_eq!(get("weir.error.partition"), "3");
         assert_eq!(get("weir.error.offset"), "42");
         assert_eq!(get("weir.error.message"), "invalid JSON");
+    }
+
+    #[test]
+    fn a_message_dead_lettered_again_carries_only_the_new_reason() {
+        let m = RawMessage {
+            topic: "orders.dlq",
+            partition: 1,
+            offset: 7,
+            headers: vec![
+                ("trace", Some(&b"\xff\x00"[..])),
+                ("weir.error.message", Some(&b"old reason"[..])),
+                ("empty", None),
+            ],
+            ..Default::default()
+        };
+        let h = dead_letter_headers("replay", &m, "still invalid");
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                "trace",
+                "empty",
+                "weir.error.message",
+                "weir.error.node",
+                "weir.error.topic",
+                "weir.error.partition",
+                "weir.error.offset"
+            ]
+        );
+        assert_eq!(h[0].1.as_deref(), Some(&b"\xff\x00"[..]));
+        assert_eq!(h[1].1, None);
+        assert_eq!(h[2].1.as_deref(), Some(&b"still invalid"[..]));
     }
 
     #[test]

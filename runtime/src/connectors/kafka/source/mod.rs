@@ -12,6 +12,8 @@ mod reader;
 mod splits;
 
 pub use config::KafkaSourceConfig;
+pub use dead_letter::{dead_letter_headers, ERROR_PREFIX};
+pub use decode::RawMessage;
 pub use reader::KafkaSource;
 
 use crate::registry::Registry;

@@ -617,7 +617,7 @@ mod tests {
             ),
             (
                 json!({"streams": ["a"], "colour": 1}),
-                "unknown field `colour`",
+                "colour: unknown field",
             ),
         ] {
             let e = err(v.clone());
