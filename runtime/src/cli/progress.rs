@@ -174,54 +174,6 @@ pub fn totals(control: &JobControl) -> Totals {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn summary_lines_name_each_node_and_do_not_mix_ids_with_counts() {
-        let node = |path: &str, name: &str, i, o, e, d, r| NodeTotals {
-            path: path.into(),
-            name: name.into(),
-            records_in: i,
-            records_out: o,
-            errors: e,
-            dead_lettered: d,
-            retried: r,
-        };
-        let s = Summary {
-            nodes: vec![
-                node("sources[0]", "g", 0, 100, 0, 0, 0),
-                node("transforms[0]", "f", 100, 90, 3, 0, 0),
-                node("sinks[0]", "out", 90, 0, 0, 5, 7),
-            ],
-            workers: 2,
-            checkpoints_completed: 234,
-            checkpoints_failed: 1,
-            last_checkpoint: Some(173),
-            restarts: 1,
-        };
-        assert_eq!(
-            s.lines(),
-            [
-                "  checkpoints: 234 completed, 1 failed (summed over 2 workers), newest id 173; restarts: 1",
-                "  sources[0] g: out 100",
-                "  transforms[0] f: in 100, out 90, skipped or failed 3",
-                "  sinks[0] out: in 90, dead-lettered 5, retried 7",
-            ]
-        );
-        let one = Summary {
-            workers: 1,
-            nodes: vec![],
-            ..s
-        };
-        assert_eq!(
-            one.lines()[0],
-            "  checkpoints: 234 completed, 1 failed, last id 173; restarts: 1"
-        );
-    }
-}
-
 /// What is wrong right now, for the progress line: workers waiting to restart (with the cause
 /// and the backoff) and open circuit breakers.
 pub fn troubles(workers: &[WorkerStatus]) -> Vec<String> {
@@ -279,6 +231,54 @@ pub async fn report(control: JobControl, started: Instant) {
             t.read,
             rate,
             t.written
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_lines_name_each_node_and_do_not_mix_ids_with_counts() {
+        let node = |path: &str, name: &str, i, o, e, d, r| NodeTotals {
+            path: path.into(),
+            name: name.into(),
+            records_in: i,
+            records_out: o,
+            errors: e,
+            dead_lettered: d,
+            retried: r,
+        };
+        let s = Summary {
+            nodes: vec![
+                node("sources[0]", "g", 0, 100, 0, 0, 0),
+                node("transforms[0]", "f", 100, 90, 3, 0, 0),
+                node("sinks[0]", "out", 90, 0, 0, 5, 7),
+            ],
+            workers: 2,
+            checkpoints_completed: 234,
+            checkpoints_failed: 1,
+            last_checkpoint: Some(173),
+            restarts: 1,
+        };
+        assert_eq!(
+            s.lines(),
+            [
+                "  checkpoints: 234 completed, 1 failed (summed over 2 workers), newest id 173; restarts: 1",
+                "  sources[0] g: out 100",
+                "  transforms[0] f: in 100, out 90, skipped or failed 3",
+                "  sinks[0] out: in 90, dead-lettered 5, retried 7",
+            ]
+        );
+        let one = Summary {
+            workers: 1,
+            nodes: vec![],
+            ..s
+        };
+        assert_eq!(
+            one.lines()[0],
+            "  checkpoints: 234 completed, 1 failed, last id 173; restarts: 1"
         );
     }
 }

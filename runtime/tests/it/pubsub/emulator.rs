@@ -132,7 +132,8 @@ pub fn publish_ids(host: &str, id: &str, ids: std::ops::Range<i64>, keys: i64) {
 }
 
 /// `sources:` → JSON files, checkpoints every `interval`; `source` lines are added to a
-/// `pubsub` source reading subscription `sub` with a 10 s ack deadline.
+/// `pubsub` source reading subscription `sub` with a 10 s ack deadline. The message id goes to
+/// `_mid` unless `source` has its own `metadata:` (a key may appear once).
 pub fn spec(
     dir: &Path,
     host: &str,
@@ -155,8 +156,7 @@ sources:
     emulator_host: "{host}"
     ack_deadline: 10s
     batch_size: 100
-    metadata: {{ message_id: _mid }}
-{source}
+{metadata}{source}
 sinks:
   - name: out
     type: filesystem
@@ -165,6 +165,11 @@ sinks:
     rolling: {{ max_part_size: 16KiB, inactivity_interval: 300ms }}
 "#,
             sub = sub_path(sub),
+            metadata = if source.contains("metadata:") {
+                ""
+            } else {
+                "    metadata: { message_id: _mid }\n"
+            },
             state = dir.join("state").display(),
             out = dir.join("out").display(),
         ),
