@@ -881,3 +881,87 @@ sinks:
         }
     }
 }
+
+/// Postgres stops for 20 s under lookups that fail the job on error (the default): each failed
+/// lookup fails the worker, the restart strategy restarts it from its latest checkpoint until
+/// the database is back, and the output holds every record once, each enriched.
+#[cfg(feature = "jdbc")]
+#[test]
+fn a_postgres_outage_under_lookups_restarts_until_it_is_back_and_loses_nothing() {
+    use sqlx::{AssertSqlSafe, Connection};
+
+    const N: i64 = 6_000;
+    let db = PrivateService::up("postgres", "DATABASE_URL", "lookup-outage", &[]);
+    let url = db.value.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(
+            "CREATE TABLE users (id int8 PRIMARY KEY, name text);
+             INSERT INTO users SELECT i, 'n' || i FROM generate_series(0, 99) i;",
+        ))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // 300 records/s for 20 s: the job is mid-stream when the database stops, and no cache, so
+    // every record needs the database.
+    let p = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            r#"name: pg-outage
+parallelism: 1
+checkpoint: {{ interval: 200ms, storage: {state} }}
+restart: {{ strategy: exponential-delay, backoff: 500ms, max_backoff: 4s }}
+sources:
+  - name: gen
+    type: datagen
+    count: {N}
+    rate: 300
+    splits: 1
+    fields:
+      id: {{ kind: sequence }}
+      user: {{ kind: int, min: 0, max: 99 }}
+transforms:
+  - name: enrich
+    type: async_lookup
+    key: user
+    timeout: 2s
+    client: {{ type: postgres, url_env: DATABASE_URL, query: "SELECT name FROM users WHERE id = $1" }}
+    fields: {{ name: name }}
+sinks:
+  - name: out
+    type: filesystem
+    path: {out}
+    format: json
+"#,
+            state = dir.path().join("state").display(),
+            out = dir.path().join("out").display()
+        ),
+    );
+    let job = Running::start_with_env(&p, &[], &[("DATABASE_URL", &url)]);
+    std::thread::sleep(Duration::from_secs(4));
+    db.must("stop");
+    std::thread::sleep(Duration::from_secs(20));
+    db.must("start");
+    let o = job.wait();
+    let log = stderr(&o);
+    assert!(o.status.success(), "the job did not survive: {log}");
+    assert!(
+        log.contains("restarting from its latest complete checkpoint"),
+        "the outage never failed a lookup (no restart):\n{log}"
+    );
+    let lines = output_lines(dir.path());
+    let mut ids = BTreeMap::new();
+    for v in &lines {
+        *ids.entry(v["id"].as_i64().unwrap()).or_insert(0usize) += 1;
+        assert_eq!(
+            v["name"],
+            format!("n{}", v["user"].as_i64().unwrap()),
+            "a record not enriched: {v}"
+        );
+    }
+    assert_exactly_once(&ids, N);
+}

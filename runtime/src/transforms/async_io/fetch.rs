@@ -16,8 +16,16 @@ use crate::retry::RetryPolicy;
 pub enum Outcome {
     Found(Value),
     NotFound,
-    TimedOut { attempts: u32 },
-    Failed { attempts: u32, message: String },
+    TimedOut {
+        attempts: u32,
+    },
+    Failed {
+        attempts: u32,
+        message: String,
+        /// The last attempt's error was a connection failure, 5xx or 429: the service, not the
+        /// record, is at fault.
+        retryable: bool,
+    },
 }
 
 /// What happens to the record.
@@ -26,7 +34,15 @@ pub enum Resolution {
     /// Emit the record with these fields set.
     Enrich(Map<String, Value>),
     Drop(String),
-    Fail(String),
+    /// `on_error`/`on_timeout: fail`. `transient` when the service failed (timeouts, connection
+    /// failures, 5xx/429 after the retries): the worker fails into its restart strategy and the
+    /// record is looked up again from the last checkpoint, as Flink's async I/O fails over.
+    /// Otherwise the record itself cannot be looked up (a bad request, an undecodable answer, a
+    /// missing key field) and a replay would meet it again: the job ends naming it.
+    Fail {
+        why: String,
+        transient: bool,
+    },
 }
 
 /// The record's fate: found keys are mapped, missing ones get null fields, failures follow
@@ -37,27 +53,34 @@ pub fn resolve(
     on_timeout: Policy,
     on_error: Policy,
 ) -> Resolution {
-    let (policy, why) = match outcome {
+    let (policy, why, transient) = match outcome {
         Outcome::Found(v) => return Resolution::Enrich(mapping.extract(v)),
         Outcome::NotFound => return Resolution::Enrich(mapping.nulls()),
         Outcome::TimedOut { attempts } => (
             on_timeout,
             format!("lookup timed out ({attempts} attempt(s))"),
+            true,
         ),
         // No attempt: the record itself could not be looked up (e.g. a key field is missing).
         Outcome::Failed {
             attempts: 0,
             message,
-        } => (on_error, message.clone()),
-        Outcome::Failed { attempts, message } => (
+            ..
+        } => (on_error, message.clone(), false),
+        Outcome::Failed {
+            attempts,
+            message,
+            retryable,
+        } => (
             on_error,
             format!("lookup failed ({attempts} attempt(s)): {message}"),
+            *retryable,
         ),
     };
     match policy {
         Policy::Null => Resolution::Enrich(mapping.nulls()),
         Policy::Drop => Resolution::Drop(why),
-        Policy::Fail => Resolution::Fail(why),
+        Policy::Fail => Resolution::Fail { why, transient },
     }
 }
 
@@ -82,6 +105,7 @@ pub async fn fetch(
                 Outcome::Failed {
                     attempts,
                     message: e.message,
+                    retryable: e.retryable,
                 },
             ),
             Err(_) => (true, Outcome::TimedOut { attempts }),
@@ -115,6 +139,7 @@ mod tests {
         let e = Outcome::Failed {
             attempts: 1,
             message: "HTTP 500".into(),
+            retryable: true,
         };
         assert_eq!(
             resolve(
@@ -136,9 +161,39 @@ mod tests {
         assert!(
             matches!(resolve(&t, &m, Policy::Drop, Policy::Fail), Resolution::Drop(w) if w.contains("timed out (3"))
         );
+        // The service failed (5xx, timeouts): transient, a restart asks again.
         assert!(
-            matches!(resolve(&e, &m, Policy::Null, Policy::Fail), Resolution::Fail(w) if w.contains("HTTP 500"))
+            matches!(resolve(&e, &m, Policy::Null, Policy::Fail), Resolution::Fail { why, transient: true } if why.contains("HTTP 500"))
         );
+        assert!(matches!(
+            resolve(&t, &m, Policy::Fail, Policy::Null),
+            Resolution::Fail {
+                transient: true,
+                ..
+            }
+        ));
+        // The record cannot be looked up (a 400, no key field): a replay meets it again.
+        let bad = Outcome::Failed {
+            attempts: 1,
+            message: "HTTP 400".into(),
+            retryable: false,
+        };
+        assert!(matches!(
+            resolve(&bad, &m, Policy::Null, Policy::Fail),
+            Resolution::Fail {
+                transient: false,
+                ..
+            }
+        ));
+        let no_key = Outcome::Failed {
+            attempts: 0,
+            message: "no field user".into(),
+            retryable: false,
+        };
+        assert!(matches!(
+            resolve(&no_key, &m, Policy::Null, Policy::Fail),
+            Resolution::Fail { transient: false, why } if why == "no field user"
+        ));
         assert!(matches!(
             resolve(&e, &m, Policy::Fail, Policy::Drop),
             Resolution::Drop(_)

@@ -64,6 +64,7 @@ impl Drop for Reply {
                 outcome: Outcome::Failed {
                     attempts: 0,
                     message: "the lookup task ended without an answer".into(),
+                    retryable: false,
                 },
             });
         }
@@ -133,6 +134,7 @@ impl AsyncLookup {
                     &Outcome::Failed {
                         attempts: 0,
                         message: why,
+                        retryable: false,
                     },
                     &self.settings.mapping,
                     self.settings.on_timeout,
@@ -223,7 +225,20 @@ impl AsyncLookup {
                 tracing::warn!(node = %self.node, record = %record.describe(), "dropped: {why}");
                 self.queue.complete(seq, None);
             }
-            Resolution::Fail(why) => {
+            Resolution::Fail {
+                why,
+                transient: true,
+            } => {
+                // The service, not the record: a restart from the last checkpoint asks again.
+                return Err(Error::node(
+                    &self.node,
+                    format!("record {}: {why}", record.describe()),
+                ));
+            }
+            Resolution::Fail {
+                why,
+                transient: false,
+            } => {
                 self.node_metrics.record_errors.inc();
                 return Err(Error::Record {
                     node: self.node.clone(),
