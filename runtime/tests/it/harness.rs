@@ -166,14 +166,24 @@ pub struct Running {
     pub admin: String,
     /// The admin token it was given (WEIR_ADMIN_TOKEN), for `weir savepoint`.
     pub token: String,
+    /// stderr as read so far: drained by a thread of its own, since a job that logs more than
+    /// a pipe holds (warnings through an outage) would otherwise block on its next log line.
+    err: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
     pub fn start(spec: &Path, args: &[&str]) -> Running {
+        Running::start_with_env(spec, args, &[])
+    }
+
+    /// [`Running::start`] with these variables in the job's environment.
+    pub fn start_with_env(spec: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         let port = free_port();
         let admin = format!("127.0.0.1:{port}");
         let token = format!("test-token-{port}-{}", std::process::id());
-        let child = weir()
+        let mut child = weir()
+            .envs(env.iter().copied())
             .env("WEIR_ADMIN_TOKEN", &token)
             .arg("run")
             .arg("--quiet")
@@ -185,10 +195,24 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let err: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = err.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
         let mut r = Running {
             child,
             admin: format!("http://{admin}"),
             token,
+            err,
+            reader: Some(reader),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&admin).is_err() {
@@ -222,13 +246,18 @@ impl Running {
         alive
     }
 
+    /// The exit status, if the job has ended.
+    pub fn child_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// Waits for the end, at most [`RUN_LIMIT`] (then the job is killed and the test fails).
     pub fn wait(mut self) -> Output {
         let deadline = Instant::now() + RUN_LIMIT;
         while self.child.try_wait().unwrap().is_none() {
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                let o = self.child.wait_with_output().unwrap();
+                let o = self.output();
                 panic!(
                     "the job still ran after {RUN_LIMIT:?}: killed\n{}",
                     stderr(&o)
@@ -236,7 +265,20 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.child.wait_with_output().unwrap()
+        self.output()
+    }
+
+    /// The ended process's status and everything it wrote to stderr.
+    fn output(&mut self) -> Output {
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: std::mem::take(&mut *self.err.lock().unwrap()),
+        }
     }
 }
 
@@ -390,4 +432,105 @@ pub fn crash_at(spec: &Path, point: &str, hit: u32) {
         o.status,
         stderr(&o)
     );
+}
+
+/// A TCP proxy in front of a server, for outages that keep the server's data (moto and Redis
+/// keep theirs only in memory, so stopping them is not an outage but a loss). While cut, new
+/// connections are accepted and closed at once and open ones are shut down: every client sees
+/// its server go away, as when a process dies or a network partitions, until `restore`.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn to(target: &str) -> Proxy {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = Proxy {
+            addr: listener.local_addr().unwrap(),
+            down: Default::default(),
+            open: Default::default(),
+        };
+        let (down, open, target) = (proxy.down.clone(), proxy.open.clone(), target.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut held = open.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        proxy
+    }
+
+    /// `host:port` of the proxy, for URLs.
+    pub fn host_port(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The outage starts: open connections are shut down and new ones closed at once.
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// SIGTERM: the job finishes the checkpoint in flight and exits.
+pub fn stop(job: Running) -> std::process::Output {
+    // SAFETY: kill(2) on a child process we own.
+    unsafe {
+        libc::kill(job.child.id() as i32, libc::SIGTERM);
+    }
+    job.wait()
+}
+
+/// Runs `spec` until `n` ids are visible in `dir/out`, then stops it; fails after `secs`.
+pub fn run_until_all(spec: &Path, args: &[&str], dir: &Path, n: i64, secs: u64) {
+    let mut job = Running::start(spec, args);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let seen = count_json_field(&dir.join("out"), "id").len() as i64;
+        if seen >= n {
+            break;
+        }
+        if let Some(status) = job.child.try_wait().unwrap() {
+            let o = job.wait();
+            panic!(
+                "the job ended ({status}) with {seen} of {n} ids: {}",
+                stderr(&o)
+            );
+        }
+        if Instant::now() > deadline {
+            let o = stop(job);
+            panic!("only {seen} of {n} ids after {secs}s: {}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = stop(job);
+    assert!(o.status.success(), "stopping the job: {}", stderr(&o));
 }

@@ -1,5 +1,7 @@
-//! The broker stops for 20 s mid-run. The job may fail (a checkpoint times out); it is then
-//! restarted, as Kubernetes would, and the output must still hold every record exactly once.
+//! The broker stops for 20 s mid-run, under the sink and under the source. Under the sink the
+//! job may fail (a checkpoint times out); it is then restarted, as Kubernetes would, and the
+//! output must still hold every record exactly once. Under the source the job rides it out in
+//! its own process (the client reconnects, or the worker restarts from its latest checkpoint).
 //!
 //! The test runs its own broker (a separate `WEIR_SERVICES_RUN` directory) so that stopping it
 //! does not disturb tests that share the common one.
@@ -94,4 +96,86 @@ fn broker_down_for_20s_mid_run_still_exactly_once() {
     }
     eprintln!("outage: job restarted {restarts} time(s)");
     assert_topic_exactly_once(&b, &out, N);
+}
+
+#[test]
+fn broker_down_for_20s_under_the_source_still_exactly_once() {
+    const N: i64 = 20_000;
+    let broker = PrivateBroker::up();
+    let b = broker.bootstrap.clone();
+    let topic = unique("src-outage");
+    create_topic(&b, &topic, 4);
+    // Half the records before the outage, half after it (each by a producer of its own: the
+    // test's producer is not what is under test).
+    produce_json_slowly(&b, &topic, 0..N / 2, 100, 20_000)
+        .join()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let spec = write(
+        dir.path(),
+        "src-outage.yaml",
+        &format!(
+            r#"name: src-outage
+parallelism: 2
+checkpoint: {{ interval: 500ms, timeout: 10s, storage: {state} }}
+restart: {{ strategy: exponential-delay, backoff: 500ms, max_backoff: 4s }}
+sources:
+  - name: in
+    type: kafka
+    bootstrap_servers: {b}
+    topics: [{topic}]
+    group_id: {group}
+    starting_offsets: earliest
+sinks:
+  - name: out
+    type: filesystem
+    path: {out}
+    format: json
+    rolling: {{ inactivity_interval: 300ms }}
+"#,
+            state = dir.path().join("state").display(),
+            out = out.display(),
+            group = unique("g"),
+        ),
+    );
+    let mut job = Running::start(&spec, &[]);
+    let wait_for = |job: &mut Running, n: i64, what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let seen = count_json_field(&out, "id").len() as i64;
+            if seen >= n {
+                return;
+            }
+            if let Some(status) = job.child_status() {
+                panic!("the job ended ({status}) with {seen} of {n} ids {what}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {seen} of {n} ids 2 min {what}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for(&mut job, N / 2, "before the outage");
+    // The source is polling an idle topic, committing offsets with each checkpoint.
+    broker.control("stop");
+    std::thread::sleep(Duration::from_secs(20));
+    broker.control("start");
+    produce_json_slowly(&b, &topic, N / 2..N, 100, 20_000)
+        .join()
+        .unwrap();
+    wait_for(&mut job, N, "after the broker came back");
+    let o = stop(job);
+    assert!(o.status.success(), "stopping the job: {}", stderr(&o));
+    eprintln!(
+        "source outage: {}",
+        stderr(&o)
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    assert_exactly_once(&count_json_field(&out, "id"), N);
 }

@@ -283,38 +283,3 @@ pub fn assert_per_key_order(records: &[Value]) {
         *want += 1;
     }
 }
-
-/// SIGTERM: the job finishes the checkpoint in flight and exits.
-pub fn stop(job: Running) -> std::process::Output {
-    // SAFETY: kill(2) on a child process we own.
-    unsafe {
-        libc::kill(job.child.id() as i32, libc::SIGTERM);
-    }
-    job.wait()
-}
-
-/// Runs `spec` until `n` ids are visible in `dir/out`, then stops it; fails after `secs`.
-pub fn run_until_all(spec: &Path, args: &[&str], dir: &Path, n: i64, secs: u64) {
-    let mut job = Running::start(spec, args);
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let seen = count_json_field(&dir.join("out"), "id").len() as i64;
-        if seen >= n {
-            break;
-        }
-        if let Some(status) = job.child.try_wait().unwrap() {
-            let o = job.wait();
-            panic!(
-                "the job ended ({status}) with {seen} of {n} ids: {}",
-                stderr(&o)
-            );
-        }
-        if std::time::Instant::now() > deadline {
-            let o = stop(job);
-            panic!("only {seen} of {n} ids after {secs}s: {}", stderr(&o));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let o = stop(job);
-    assert!(o.status.success(), "stopping the job: {}", stderr(&o));
-}
