@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# redis-server (Debian package) on a free 127.0.0.1 port, no persistence.
+# redis-server (Debian package) on a free 127.0.0.1 port, no persistence (REDIS_APPENDONLY=yes:
+# an append-only file in the run directory, so a stop and start keeps the data).
 # usage: redis.sh up|down|env|status|start|stop|restart
 set -euo pipefail
 WS_NAME=redis
@@ -19,7 +20,7 @@ svc_init() {
 svc_launch() {
   local port=${REDIS_URL##*:}
   port=${port%%/*}
-  ws_spawn redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+  ws_spawn redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly "${REDIS_APPENDONLY:-no}" \
     --daemonize no --dir "$WS_DIR"
 }
 

@@ -182,3 +182,138 @@ sinks:
         }
     });
 }
+
+/// Redis (a private instance with an append-only file, so its data outlives the stop) goes away
+/// for 20 s mid-run: the sink's retries give out, the worker restarts from its latest
+/// checkpoint until Redis is back, and every event is in its hash at the end (the sink writes
+/// at least once; HSET of the same field makes a replay land once).
+#[test]
+fn a_redis_outage_of_20s_is_ridden_out_and_every_event_lands() {
+    const N: i64 = 12_000;
+    let root = tempfile::tempdir().unwrap();
+    let redis_sh = |cmd: &str| {
+        let o = Command::new("bash")
+            .arg(format!(
+                "{}/../../e2e/services/redis.sh",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .arg(cmd)
+            .env("WEIR_SERVICES_RUN", root.path())
+            .env("REDIS_APPENDONLY", "yes")
+            .env_remove("REDIS_URL")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "redis.sh {cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    struct Down<F: Fn(&str) -> String>(F);
+    impl<F: Fn(&str) -> String> Drop for Down<F> {
+        fn drop(&mut self) {
+            (self.0)("down");
+        }
+    }
+    let url = redis_sh("up")
+        .lines()
+        .find_map(|l| l.strip_prefix("REDIS_URL=").map(str::to_string))
+        .expect("redis.sh up prints REDIS_URL");
+    let redis = Down(redis_sh);
+    let run = format!("o{}x{}", std::process::id(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("p.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"name: redis-outage
+parallelism: 2
+checkpoint: {{ interval: 500ms, storage: {state} }}
+restart: {{ strategy: exponential-delay, backoff: 500ms, max_backoff: 4s }}
+sources:
+  - name: gen
+    type: datagen
+    count: {N}
+    rate: 400
+    splits: 4
+    fields:
+      event_id: {{ kind: sequence }}
+      user_id: {{ kind: int, min: 0, max: 49, prefix: "{run}_" }}
+      amount: {{ kind: int, min: 1, max: 100 }}
+sinks:
+  - name: events
+    type: redis_events
+    url_env: REDIS_URL
+    batch_size: 200
+    retry: {{ backoff: 200ms, max_attempts: 3 }}
+"#,
+            state = dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_weir-redis-example"))
+        .args([
+            "run",
+            "--quiet",
+            "--admin-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .arg(&spec)
+        .env("REDIS_URL", &url)
+        .env("WEIR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drained on a thread: the warnings of the outage would fill the pipe and block the job.
+    let log = std::thread::spawn(move || child.wait_with_output().unwrap());
+    std::thread::sleep(Duration::from_secs(4));
+    (redis.0)("stop");
+    std::thread::sleep(Duration::from_secs(20));
+    (redis.0)("start");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !log.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the job did not end 4 min after the outage"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = log.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the job did not survive: {err}");
+    assert!(
+        err.contains("restarting from its latest complete checkpoint"),
+        "the outage never reached the job (no restart):\n{err}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let events = rt.block_on(async {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("events:{run}_*"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let mut events = BTreeMap::new();
+        for k in keys {
+            let h: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            for (field, json) in h {
+                let v: Value = serde_json::from_str(&json).unwrap();
+                assert_eq!(v["event_id"].to_string(), field, "{k}: {json}");
+                *events.entry(field.parse::<i64>().unwrap()).or_insert(0) += 1;
+            }
+        }
+        events
+    });
+    assert_eq!(
+        events.keys().copied().collect::<Vec<_>>(),
+        (0..N).collect::<Vec<_>>(),
+        "every event in its hash after the outage"
+    );
+}
