@@ -362,9 +362,24 @@ pub struct WorkerSummary {
     /// Restarts of the worker's container (from its pod).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: i32,
+    /// Restarts inside the worker's process by the job's restart strategy (from its latest
+    /// complete checkpoint), since the process started.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub in_process_restarts: u32,
+    /// The cause of the worker's latest failure, restarted or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// The circuit breakers of the worker's `critical: false` sinks that are not closed, by
+    /// sink: `open` (records go to the dead-letter target) or `half_open` (probing).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub breakers: BTreeMap<String, String>,
 }
 
 fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 

@@ -1,6 +1,7 @@
 //! Client of the worker admin API (`GET /v1/status`, `POST /v1/savepoints`,
 //! `GET /v1/savepoints/{id}`): the only way the operator talks to workers.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -31,6 +32,28 @@ pub struct WorkerStatus {
     pub last_checkpoint: Option<CheckpointInfo>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// In-process restarts by the restart strategy since the process started.
+    #[serde(default)]
+    pub restarts: u32,
+    /// The latest failures, oldest first.
+    #[serde(default)]
+    pub failures: Vec<FailureInfo>,
+    /// Circuit breakers of `critical: false` sinks, by sink.
+    #[serde(default)]
+    pub breakers: BTreeMap<String, BreakerInfo>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct FailureInfo {
+    #[serde(default)]
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct BreakerInfo {
+    /// `closed`, `open` or `half_open`.
+    #[serde(default)]
+    pub state: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]

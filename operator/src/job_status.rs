@@ -119,6 +119,17 @@ pub fn job_state(
                     last_checkpoint_id: own.and_then(|o| o.last_checkpoint.as_ref().map(|c| c.id)),
                     last_error: own.and_then(|o| o.last_error.clone()),
                     restarts,
+                    in_process_restarts: own.map_or(0, |o| o.restarts),
+                    last_failure: own.and_then(|o| o.failures.last().map(|f| f.cause.clone())),
+                    breakers: own
+                        .map(|o| {
+                            o.breakers
+                                .iter()
+                                .filter(|(_, b)| b.state != "closed")
+                                .map(|(sink, b)| (sink.clone(), b.state.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 }
             }
             Err(e) => {
@@ -130,6 +141,7 @@ pub fn job_state(
                     last_checkpoint_id: None,
                     last_error: Some(why),
                     restarts,
+                    ..WorkerSummary::default()
                 }
             }
         });
@@ -346,8 +358,20 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
         cond(PROGRESSING, false, "Stable", String::new())
     };
 
+    // A breaker that is not closed diverts a non-critical sink's records to its dead-letter
+    // target: the job runs on, degraded.
+    let breakers: Vec<String> = i
+        .workers
+        .iter()
+        .flat_map(|w| {
+            w.breakers.iter().map(move |(sink, state)| {
+                format!("worker {} sink {sink}: circuit breaker {state}", w.worker)
+            })
+        })
+        .collect();
     let mut problems: Vec<String> = i.problems.iter().map(|p| p.message.clone()).collect();
     problems.extend(bad_workers);
+    problems.extend(breakers.iter().cloned());
     let degraded = if problems.is_empty() {
         cond(DEGRADED, false, "Healthy", String::new())
     } else {
@@ -362,6 +386,8 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
             "WorkersRestarting"
         } else if has("unreachable") {
             "WorkersUnreachable"
+        } else if !breakers.is_empty() {
+            "SinkBreakerOpen"
         } else {
             "SpecWarning"
         };
@@ -468,6 +494,10 @@ pub fn transition_events(
             note,
         });
     }
+    out.extend(worker_events(
+        previous.map(|p| p.workers.as_slice()).unwrap_or(&[]),
+        &status.workers,
+    ));
     let phase_before = previous.map(|p| p.phase);
     if phase_before != Some(status.phase) {
         out.push(EventNote {
@@ -478,6 +508,57 @@ pub fn transition_events(
                 None => format!("phase {:?}", status.phase),
             },
         });
+    }
+    out
+}
+
+/// Events for what the workers' own reports changed: an in-process restart (its count grew;
+/// a new process starts again from 0 and its pod's restart count tells that story) and each
+/// circuit breaker transition. Pure.
+pub fn worker_events(before: &[WorkerSummary], now: &[WorkerSummary]) -> Vec<EventNote> {
+    let mut out = Vec::new();
+    for w in now {
+        let prev = before.iter().find(|p| p.worker == w.worker);
+        if w.in_process_restarts > prev.map_or(0, |p| p.in_process_restarts) {
+            out.push(EventNote {
+                warning: true,
+                reason: "WorkerRestartedInProcess".into(),
+                note: format!(
+                    "worker {} restarted from its latest checkpoint ({} restart(s) in this process){}",
+                    w.worker,
+                    w.in_process_restarts,
+                    w.last_failure
+                        .as_deref()
+                        .map(|c| format!(" after: {c}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        let empty = BTreeMap::new();
+        let old = prev.map_or(&empty, |p| &p.breakers);
+        let sinks: std::collections::BTreeSet<&String> =
+            old.keys().chain(w.breakers.keys()).collect();
+        for sink in sinks {
+            let (was, is) = (old.get(sink), w.breakers.get(sink));
+            if was == is {
+                continue;
+            }
+            let state = is.map_or("closed", String::as_str);
+            out.push(EventNote {
+                warning: state == "open",
+                reason: match state {
+                    "open" => "SinkBreakerOpened",
+                    "half_open" => "SinkBreakerHalfOpen",
+                    _ => "SinkBreakerClosed",
+                }
+                .into(),
+                note: format!(
+                    "worker {} sink {sink}: circuit breaker {} -> {state}",
+                    w.worker,
+                    was.map_or("closed", String::as_str)
+                ),
+            });
+        }
     }
     out
 }

@@ -435,8 +435,116 @@ fn status(state: &str, err: Option<&str>) -> Result<JobStatus, String> {
             state: state.into(),
             last_checkpoint: None,
             last_error: err.map(Into::into),
+            ..Default::default()
         }],
     })
+}
+
+/// A worker that restarted in process and whose non-critical sink's breaker opened shows both
+/// in its summary, the job is Degraded (still Ready: it runs), and the changes are events.
+#[test]
+fn in_process_restarts_and_open_breakers_reach_the_status_and_events() {
+    // The shape `weir` serves at GET /v1/status (runtime/src/engine/status.rs).
+    let answer: JobStatus = serde_json::from_value(json!({
+        "job": "j", "parallelism": 1, "state": "running",
+        "workers": [{
+            "worker": 0, "state": "running", "restored_from": 7,
+            "last_checkpoint": { "id": 9, "completed_at": "2026-01-01T11:59:59Z", "duration_ms": 3,
+                                 "bytes": 10, "savepoint": false },
+            "checkpoints_completed": 9, "checkpoints_failed": 2, "watermark": null, "splits": {},
+            "last_error": null, "restarts": 2,
+            "failures": [
+                { "at": "2026-01-01T11:58:00Z", "cause": "sink out: connection refused", "restarted": true },
+                { "at": "2026-01-01T11:59:00Z", "cause": "checkpoint 8 timed out", "restarted": true }
+            ],
+            "restart": null,
+            "breakers": {
+                "audit": { "state": "open", "since": "2026-01-01T11:59:30Z", "dead_lettered": 40, "last_error": "refused" },
+                "metrics": { "state": "closed", "since": "2026-01-01T11:00:00Z", "dead_lettered": 0, "last_error": null }
+            }
+        }]
+    }))
+    .unwrap();
+    let (job, workers) = job_status::job_state(
+        "j",
+        &BTreeMap::from([(0, Ok(answer))]),
+        &BTreeMap::new(),
+        false,
+    );
+    assert_eq!(job, JobState::Running);
+    let w = &workers[0];
+    assert_eq!(w.in_process_restarts, 2);
+    assert_eq!(w.last_failure.as_deref(), Some("checkpoint 8 timed out"));
+    assert_eq!(
+        w.breakers,
+        BTreeMap::from([("audit".to_string(), "open".to_string())]),
+        "closed breakers are left out"
+    );
+
+    let deployed = Deployment {
+        spec_hash: "h".into(),
+        parallelism: 1,
+        time: "2026-01-01T11:00:00Z".into(),
+        ..Default::default()
+    };
+    let inputs = Inputs {
+        generation: Some(1),
+        deleting: false,
+        desired_hash: "h",
+        desired_suspended: false,
+        parallelism: 1,
+        deployed: Some(&deployed),
+        operation: None,
+        pending_upgrade: None,
+        job,
+        workers: &workers,
+        problems: &[],
+        abandoned: false,
+        starting: false,
+        checkpointing: None,
+        last_checkpoint: None,
+        now: Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap(),
+    };
+    let c = job_status::conditions(&inputs, &[]);
+    let get = |t: &str| c.iter().find(|x| x.type_ == t).unwrap().clone();
+    assert_eq!(
+        get("Ready").status,
+        "True",
+        "a non-critical sink's breaker does not stop the job"
+    );
+    assert_eq!(get("Degraded").status, "True");
+    assert_eq!(get("Degraded").reason, "SinkBreakerOpen");
+    assert!(get("Degraded")
+        .message
+        .contains("worker 0 sink audit: circuit breaker open"));
+
+    // Against a status from before: one restart and no open breaker.
+    let mut before = w.clone();
+    before.in_process_restarts = 1;
+    before.breakers.clear();
+    let ev = job_status::worker_events(&[before.clone()], &workers);
+    let reasons: Vec<&str> = ev.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(reasons, ["WorkerRestartedInProcess", "SinkBreakerOpened"]);
+    assert!(
+        ev[0].warning && ev[0].note.contains("after: checkpoint 8 timed out"),
+        "{:?}",
+        ev[0]
+    );
+    assert!(ev[1].note.contains("closed -> open"), "{:?}", ev[1]);
+    // Nothing changed: no events; the breaker closing again is one (not a warning).
+    assert!(job_status::worker_events(&workers, &workers).is_empty());
+    let mut closed = w.clone();
+    closed.breakers.clear();
+    let ev = job_status::worker_events(&workers, &[closed]);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].reason, "SinkBreakerClosed");
+    assert!(!ev[0].warning);
+    // A new process counts from 0 again: no restart event for that.
+    let mut fresh = w.clone();
+    fresh.in_process_restarts = 0;
+    assert!(job_status::worker_events(&[before], &[fresh])
+        .iter()
+        .all(|e| e.reason != "WorkerRestartedInProcess"));
 }
 
 #[test]

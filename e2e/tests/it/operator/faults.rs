@@ -299,3 +299,82 @@ async fn a_savepoint_that_never_completes_follows_on_failure() {
     assert!(op.s3.lines("ab/out").await.iter().all(|l| l["tag"] == "v1"));
     op.finish().await;
 }
+
+/// A `critical: false` sink whose database is down: the worker's circuit breaker opens, the
+/// StreamJob stays Ready but is Degraded (`SinkBreakerOpen`), the worker's status names the open
+/// breaker, the transition is an Event, and the critical output is still exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_breaker_shows_in_the_status_and_as_an_event() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::ListParams;
+
+    const N: u64 = 3_000;
+    let op = Op::install("breaker", Install::default()).await;
+    // Nobody listens there: every call of the side sink fails.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let side = format!(
+        r#"      - name: side
+        type: jdbc
+        url: postgres://weir:weir@127.0.0.1:{port}/weir
+        table: events
+        critical: false
+        circuit_breaker: {{ failures: 2, open_for: 1h, call_timeout: 2s }}
+        dead_letter: {{ type: filesystem, path: "s3://{bucket}/b/dead", storage_options: {opts}, format: json }}
+"#,
+        bucket = op.s3.bucket,
+        opts = op.s3.options()
+    );
+    op.apply(&(datagen_job(&op.s3, "b", 1, N, 100, "v1", "") + &side));
+    let j = op
+        .wait_job("b", "Degraded by the open breaker", 2 * MINUTE, |j| {
+            condition(j, "Degraded").is_some_and(|c| c.reason == "SinkBreakerOpen")
+        })
+        .await;
+    assert!(
+        ready(&j),
+        "an open breaker of a non-critical sink keeps the job Ready"
+    );
+    let w0 = &j.status.as_ref().unwrap().workers[0];
+    assert_eq!(
+        w0.breakers.get("side").map(String::as_str),
+        Some("open"),
+        "{w0:?}"
+    );
+    assert!(
+        condition(&j, "Degraded")
+            .unwrap()
+            .message
+            .contains("worker 0 sink side: circuit breaker open"),
+        "{:?}",
+        condition(&j, "Degraded")
+    );
+    let deadline = Instant::now() + MINUTE;
+    loop {
+        let events = op
+            .env
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        if events.items.iter().any(|e| {
+            e.reason.as_deref() == Some("SinkBreakerOpened")
+                && e.involved_object.name.as_deref() == Some("b")
+                && e.type_.as_deref() == Some("Warning")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SinkBreakerOpened event: {:?}",
+            events.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    op.wait_job("b", "finished", 3 * MINUTE, finished).await;
+    assert_exactly_once(&op.s3.count("b/out", "id").await, N as i64);
+    op.finish().await;
+}
