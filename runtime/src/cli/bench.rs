@@ -22,6 +22,11 @@ pub struct BenchArgs {
     /// Workers per pipeline.
     #[arg(long, default_value_t = 1)]
     parallelism: u32,
+    /// Rounds over the cases, interleaved (case order within each round), so that drifting
+    /// load on the machine hits every case alike; figures are medians over the rounds, and the
+    /// checkpoint overhead is a mean of per-round pairs with its 95 % confidence interval.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
 }
 
 struct CaseResult {
@@ -158,20 +163,29 @@ pub fn run(args: BenchArgs) -> u8 {
         eprintln!("error: {}: {e}", args.dir.display());
         return 1;
     }
-    let mut results = Vec::new();
-    for c in &cases {
-        eprintln!(
-            "bench: {c} ({} rows, parallelism {})",
-            args.rows, args.parallelism
-        );
-        match run_case(c, &args) {
-            Ok(r) => results.push(r),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
+    let rounds = args.rounds.max(1);
+    // runs[round][case]
+    let mut runs: Vec<Vec<CaseResult>> = Vec::new();
+    for round in 1..=rounds {
+        let mut this = Vec::new();
+        for c in &cases {
+            eprintln!(
+                "bench: round {round}/{rounds}: {c} ({} rows, parallelism {})",
+                args.rows, args.parallelism
+            );
+            match run_case(c, &args) {
+                Ok(r) => this.push(r),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
             }
         }
+        runs.push(this);
     }
+    let results: Vec<CaseResult> = (0..cases.len())
+        .map(|i| median_run(runs.iter().map(|r| &r[i]).collect()))
+        .collect();
     let json_bytes = results
         .iter()
         .filter(|r| r.name == "json")
@@ -218,9 +232,107 @@ pub fn run(args: BenchArgs) -> u8 {
     };
     if let (Some(on), Some(off)) = (rate("json"), rate("json-nocheckpoint")) {
         println!(
-            "checkpoint overhead (json, 1 s exactly-once vs off): {:.1}%",
+            "checkpoint overhead (json, 1 s exactly-once vs off, medians): {:.1}%",
             100.0 * (1.0 - on / off)
         );
     }
+    let index = |n: &str| cases.iter().position(|c| c == n);
+    if let (Some(on), Some(off), true) = (index("json"), index("json-nocheckpoint"), rounds > 1) {
+        for (what, per_row) in [
+            (
+                "wall",
+                (|r: &CaseResult| r.seconds) as fn(&CaseResult) -> f64,
+            ),
+            ("CPU", |r: &CaseResult| r.cpu_seconds),
+        ] {
+            let pairs: Vec<f64> = runs
+                .iter()
+                .map(|r| {
+                    overhead(
+                        per_row(&r[on]) / r[on].rows as f64,
+                        per_row(&r[off]) / r[off].rows as f64,
+                    )
+                })
+                .collect();
+            let (mean, half) = mean_ci95(&pairs);
+            println!(
+                "checkpoint overhead in {what} time per row over {rounds} interleaved rounds: {:.1}% ± {:.1}% (95% CI)",
+                100.0 * mean,
+                100.0 * half
+            );
+        }
+    }
     0
+}
+
+/// The run whose rows/s is the median of the rounds (the upper one of an even count).
+fn median_run(mut runs: Vec<&CaseResult>) -> CaseResult {
+    runs.sort_by(|a, b| {
+        let r = |x: &CaseResult| x.rows as f64 / x.seconds.max(1e-9);
+        r(a).total_cmp(&r(b))
+    });
+    let m = runs[runs.len() / 2];
+    CaseResult {
+        name: m.name.clone(),
+        rows: m.rows,
+        seconds: m.seconds,
+        cpu_seconds: m.cpu_seconds,
+        bytes: m.bytes,
+        peak_rss: m.peak_rss,
+        checkpoints: m.checkpoints,
+    }
+}
+
+/// The extra cost of `with` over `without` (seconds per row): 0.05 is 5 % more.
+fn overhead(with: f64, without: f64) -> f64 {
+    with / without - 1.0
+}
+
+/// Mean and the half-width of its 95 % confidence interval (Student's t, n − 1 degrees of
+/// freedom): paired rounds cancel the load that drifts between rounds.
+fn mean_ci95(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len();
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    if n < 2 {
+        return (mean, f64::NAN);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    // Two-sided 97.5 % quantiles of t for 1..=30 degrees of freedom, then the normal's.
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    let t = T.get(n - 2).copied().unwrap_or(1.96);
+    (mean, t * (var / n as f64).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confidence_interval_of_paired_overheads() {
+        assert!((overhead(1.05, 1.0) - 0.05).abs() < 1e-12);
+        let (m, h) = mean_ci95(&[0.02, 0.04, 0.03, 0.05, 0.01]);
+        assert!((m - 0.03).abs() < 1e-12);
+        // s = 0.0158, t(4) = 2.776: 2.776 × 0.0158 / √5 = 0.0196
+        assert!((h - 0.0196).abs() < 1e-3, "{h}");
+        assert!(mean_ci95(&[0.1]).1.is_nan());
+    }
+
+    #[test]
+    fn the_median_run_is_the_middle_rate() {
+        let r = |secs: f64| CaseResult {
+            name: "json".into(),
+            rows: 100,
+            seconds: secs,
+            cpu_seconds: secs,
+            bytes: 0,
+            peak_rss: 0,
+            checkpoints: 0,
+        };
+        let (a, b, c) = (r(1.0), r(3.0), r(2.0));
+        assert_eq!(median_run(vec![&a, &b, &c]).seconds, 2.0);
+    }
 }
