@@ -137,7 +137,7 @@ pub async fn run(registry: Registry, args: RunArgs) -> u8 {
             _ = tokio::signal::ctrl_c() => {}
         }
         let _ = signalled_tx.send(true);
-        eprintln!("weir: stopping after the checkpoint in flight (signal again to exit at once)");
+        eprintln!("weir: stopping: a final checkpoint commits and publishes what was written (signal again to exit at once)");
         stopper.stop().await;
         tokio::select! {
             _ = term.recv() => {}

@@ -628,7 +628,10 @@ impl TwoPhaseSink for FileSink {
 
     async fn close(&mut self) -> Result<()> {
         if !self.parts.is_empty() || !self.rolled.is_empty() {
-            tracing::warn!(node = %self.node, open = self.parts.len(), "closing with parts not in any checkpoint; they are discarded at the next recovery");
+            // Only a failing or killed-off worker gets here with open parts (a stop and the end
+            // of input close them with their final checkpoint): the next recovery cuts them
+            // back to the last checkpoint, and the sources write the rest again.
+            tracing::warn!(node = %self.node, open = self.parts.len(), "closing with open parts: what they hold after the last checkpoint is cut at the next recovery and written again from the sources");
         }
         self.abort_uploads().await;
         Ok(())

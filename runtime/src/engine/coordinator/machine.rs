@@ -249,8 +249,16 @@ impl Machine {
         if self.closing.is_some() || self.last_sent {
             return;
         }
-        if self.stopping && self.uncommitted.is_empty() {
-            out.push(Command::End(Ok(WorkerOutcome::Stopped)));
+        if self.stopping {
+            // A graceful stop ends with a checkpoint of its own that closes every open part
+            // (`last`), so what the job wrote is committed and visible, not left in hidden
+            // in-progress files that only a later run would finish.
+            if self.cfg.checkpoint.enabled && !self.cfg.sources.is_empty() {
+                let barrier = self.barrier(false, true);
+                self.trigger(now, barrier, None, out);
+            } else if self.uncommitted.is_empty() {
+                out.push(Command::End(Ok(WorkerOutcome::Stopped)));
+            }
             return;
         }
         if let Some((id, stop)) = self.savepoints.pop_front() {
@@ -321,7 +329,10 @@ impl Machine {
         self.last_trigger = now;
         if barrier.last {
             self.last_sent = true;
-            out.push(Command::Report(Report::State(WorkerState::Finishing)));
+            if !self.stopping {
+                // A stop reported it when it came.
+                out.push(Command::Report(Report::State(WorkerState::Finishing)));
+            }
         }
         out.push(Command::Trigger(barrier));
     }
@@ -506,7 +517,7 @@ impl Machine {
         }
         out.push(Command::Retain(checkpoint));
         if f.barrier.last {
-            let outcome = if f.barrier.savepoint {
+            let outcome = if f.barrier.savepoint || self.stopping {
                 WorkerOutcome::Stopped
             } else {
                 WorkerOutcome::Finished

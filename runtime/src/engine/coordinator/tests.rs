@@ -551,15 +551,46 @@ fn stop_finishes_the_checkpoint_in_flight_and_waits_for_its_commits() {
         sim.ack(n, id);
     }
     sim.persisted(id, true);
+    // Then a final checkpoint of the stop's own, which closes every open part (`last`), and
+    // the worker ends once every sink has committed it.
+    let out = sim.input(Input::Tick);
+    assert_eq!(
+        out.iter().map(describe).collect::<Vec<_>>(),
+        [format!("trigger {} sp=false last=true", id + 1)]
+    );
+    sim.input(committed("k1", id));
+    sim.input(committed("k2", id));
     assert!(!sim
         .input(Input::Tick)
         .iter()
         .any(|c| matches!(c, Command::End(_))));
-    sim.input(committed("k1", id));
-    sim.input(committed("k2", id));
-    let out = sim.input(Input::Tick);
+    sim.ack_all(id + 1);
+    sim.persisted(id + 1, true);
+    sim.input(committed("k1", id + 1));
+    let out = sim.input(committed("k2", id + 1));
     assert_eq!(
         out.iter().map(describe).collect::<Vec<_>>(),
+        ["shutdown", "end Ok(Stopped)"]
+    );
+}
+
+#[test]
+fn stop_without_checkpointing_ends_at_once() {
+    let mut cfg = config(0);
+    cfg.checkpoint.enabled = false;
+    let t0 = Instant::now();
+    let mut sim = Sim {
+        m: Machine::new(cfg, 1, t0),
+        t0,
+        now: t0,
+        log: Vec::new(),
+    };
+    sim.input(Input::Stop);
+    assert_eq!(
+        sim.input(Input::Tick)
+            .iter()
+            .map(describe)
+            .collect::<Vec<_>>(),
         ["end Ok(Stopped)"]
     );
 }
