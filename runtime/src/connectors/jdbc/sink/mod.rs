@@ -2,6 +2,7 @@
 //! `pool_size` writers, and flushes at every barrier (so a completed checkpoint means every row
 //! before it is committed).
 
+mod metrics;
 mod pending;
 mod writer;
 
@@ -22,6 +23,7 @@ use crate::api::{Batch, NodeConfig, NodeContext, Record, Sink};
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
+use metrics::JdbcMetrics;
 use pending::{should_write, writer_for, Pending};
 use writer::{Msg, Writer};
 
@@ -51,6 +53,7 @@ pub struct JdbcSink {
     settings: SinkSettings,
     node: String,
     metrics: NodeMetrics,
+    jdbc_metrics: JdbcMetrics,
     plan: Option<Arc<Plan>>,
     lanes: Vec<Lane>,
     pool: Option<PgPool>,
@@ -67,6 +70,7 @@ impl JdbcSink {
             settings,
             node: node.to_string(),
             metrics: NodeMetrics::detached(),
+            jdbc_metrics: JdbcMetrics::detached(),
             plan: None,
             lanes: Vec::new(),
             pool: None,
@@ -199,6 +203,7 @@ impl Sink for JdbcSink {
     async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = ctx.metrics.clone();
+        self.jdbc_metrics = JdbcMetrics::new(ctx);
         let s = &self.settings;
         let url = s
             .url
@@ -225,6 +230,7 @@ impl Sink for JdbcSink {
                 on_error: s.on_error,
                 node: self.node.clone(),
                 metrics: self.metrics.clone(),
+                retried_batches: self.jdbc_metrics.retried_batches.clone(),
                 scrub: scrub.clone(),
                 full_chunk: (chunk, plan.values_statement(chunk).into()),
             };

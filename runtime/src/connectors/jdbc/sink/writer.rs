@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::super::config::{Mode, Scrubber};
 use super::super::plan::{Plan, Row, Statement};
 use super::super::retry::{classify, Failure};
+use super::pending::key_order;
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
@@ -33,6 +34,8 @@ pub struct Writer {
     pub on_error: OnError,
     pub node: String,
     pub metrics: NodeMetrics,
+    /// `weir_sink_retried_batches_total`: every transient failure that sends a batch again.
+    pub retried_batches: prometheus::IntCounter,
     pub scrub: Scrubber,
     /// Multi-row statement for a full chunk, built once.
     pub full_chunk: (usize, Arc<str>),
@@ -113,6 +116,7 @@ impl Writer {
                     }
                     Failure::Transient => match delays.next() {
                         Some(wait) => {
+                            self.retried_batches.inc();
                             tracing::warn!(node = %self.node, attempt = delays.retries(), wait_ms = wait.as_millis() as u64,
                                 error = %self.scrub.scrub(&e.to_string()), "write failed, retrying");
                             tokio::time::sleep(wait).await;
@@ -173,16 +177,19 @@ impl Writer {
                         .await?;
                 }
             }
-            (Statement::Table { .. }, false) => {
-                for chunk in rows.chunks(self.full_chunk.0) {
+            (Statement::Table { key, .. }, false) => {
+                // In key order, so concurrent writers of overlapping keys cannot deadlock
+                // (the COPY path's set-based statement sorts by key itself).
+                let order = key_order(rows, key);
+                for chunk in order.chunks(self.full_chunk.0) {
                     let sql: Arc<str> = if chunk.len() == self.full_chunk.0 {
                         self.full_chunk.1.clone()
                     } else {
                         self.plan.values_statement(chunk.len()).into()
                     };
                     let mut q = sqlx::query(AssertSqlSafe(sql));
-                    for row in chunk {
-                        for cell in row.iter() {
+                    for &i in chunk {
+                        for cell in rows[i].iter() {
                             q = q.bind(cell.as_deref());
                         }
                     }
@@ -209,7 +216,9 @@ impl Writer {
         let sql: Arc<str> = self.plan.values_statement(1).into();
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let mut rejected = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
+        // Key order, as in the batch path: the row locks accumulate in this transaction.
+        for i in key_order(rows, self.plan.key()) {
+            let row = &rows[i];
             sqlx::raw_sql("SAVEPOINT weir_row")
                 .execute(&mut *tx)
                 .await?;
