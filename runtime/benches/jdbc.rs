@@ -11,6 +11,10 @@
 //! reports the batches retried (a deadlock is one) and checks the keys, since which worker
 //! writes a key last is up to timing.
 //!
+//! Then the same rows into SQLite: a raw loop (1000-row `INSERT … ON CONFLICT` statements, one
+//! transaction each, WAL, `synchronous = FULL` as the sink uses) against the sink on a
+//! `sqlite://` URL.
+//!
 //! `cargo bench -p weir-runtime --bench jdbc`. Env: `DATABASE_URL` (else e2e/services/postgres.sh
 //! starts one), `WEIR_BENCH_JDBC_ROWS` (default 2,000,000), `WEIR_BENCH_JDBC_KEYS` (10,000).
 
@@ -25,6 +29,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Connection};
 
 struct Row {
@@ -143,6 +148,64 @@ async fn raw_loop(c: &mut PgConnection, rows: &[Row]) {
         }
         q.execute(&mut *c).await.unwrap();
     }
+}
+
+/// The SQLite raw loop: as [`raw_loop`], `?` parameters, times as the RFC 3339 text the sink
+/// writes.
+async fn raw_loop_sqlite(c: &mut SqliteConnection, rows: &[Row]) {
+    for chunk in rows.chunks(1000) {
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(chunk.len());
+        for (i, r) in chunk.iter().enumerate() {
+            last.insert(&r.user_id, i);
+        }
+        let mut picked: Vec<usize> = last.into_values().collect();
+        picked.sort_unstable();
+        let tuples = vec!["(?, ?, ?)"; picked.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO bench_weir (user_id, event_count, last_seen) VALUES {tuples} \
+             ON CONFLICT (user_id) DO UPDATE SET event_count = excluded.event_count, last_seen = excluded.last_seen"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for i in picked {
+            let r = &chunk[i];
+            q = q
+                .bind(r.user_id.as_str())
+                .bind(r.event_count)
+                .bind(r.last_seen.as_str());
+        }
+        q.execute(&mut *c).await.unwrap();
+    }
+}
+
+async fn sqlite_fresh(url: &str) -> SqliteConnection {
+    let opts: SqliteConnectOptions = url.parse().unwrap();
+    let mut c = SqliteConnection::connect_with(
+        &opts
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full),
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS bench_weir; \
+         CREATE TABLE bench_weir (user_id TEXT PRIMARY KEY, event_count INTEGER, last_seen DATETIME)",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c
+}
+
+async fn sqlite_state(c: &mut SqliteConnection) -> State {
+    let rows: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT user_id, event_count, last_seen FROM bench_weir")
+            .fetch_all(c)
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(k, n, t)| (k, (n, millis(&t))))
+        .collect()
 }
 
 /// Raw path 2: COPY everything into a staging table, then one set-based upsert.
@@ -312,4 +375,26 @@ fn main() {
             copy_secs / secs
         );
     }
+
+    let dir = tempfile::tempdir().unwrap();
+    let lite = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let rows = rt.block_on(generate(&spec_default));
+    let mut c = rt.block_on(sqlite_fresh(&lite));
+    let t = Instant::now();
+    rt.block_on(raw_loop_sqlite(&mut c, &rows));
+    let lite_loop = t.elapsed().as_secs_f64();
+    check("sqlite raw loop", &rt.block_on(sqlite_state(&mut c)), &want);
+    println!(
+        "  SQLite raw INSERT … ON CONFLICT loop (1000/stmt): {:>9.0} rows/s ({lite_loop:.2} s)",
+        rate(lite_loop)
+    );
+    drop(rows);
+    let mut c = rt.block_on(sqlite_fresh(&lite));
+    let (secs, retried) = run_weir(&pipeline(n, keys, &lite, 1, "    max_batch_size: 1000\n"));
+    check("sqlite sink", &rt.block_on(sqlite_state(&mut c)), &want);
+    println!(
+        "  weir jdbc sink on SQLite (1000-row transactions): {:>9.0} rows/s ({secs:.2} s, {retried} batches retried)\n    ratio to the SQLite raw loop {:.2}",
+        rate(secs),
+        lite_loop / secs
+    );
 }

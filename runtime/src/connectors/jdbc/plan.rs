@@ -480,6 +480,62 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_statements_use_numbered_parameters_and_the_same_conflict_clause() {
+        let s = settings(json!({"url": "sqlite:///tmp/x.db", "table": "user_stats"}));
+        let col = |n: &str, declared: &str| TableColumn {
+            name: n.into(),
+            sql_type: declared.into(),
+            udt: declared.into(),
+            generated: false,
+        };
+        let columns = [
+            col("user_id", "TEXT"),
+            col("event_count", "INTEGER"),
+            col("active", "BOOLEAN"),
+        ];
+        let p = Plan::for_table(
+            Dialect::Sqlite,
+            &s,
+            s.table.as_ref().unwrap(),
+            &columns,
+            &["user_id".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            p.values_statement(2),
+            "INSERT INTO \"user_stats\" (\"user_id\", \"event_count\", \"active\") \
+             VALUES (?1, ?2, ?3), (?4, ?5, ?6) ON CONFLICT (\"user_id\") DO UPDATE SET \
+             \"event_count\" = EXCLUDED.\"event_count\", \"active\" = EXCLUDED.\"active\""
+        );
+        assert_eq!(p.rows_per_statement(100_000), 10_922);
+        let row = p
+            .encode(
+                json!({"user_id": "u", "event_count": "7", "active": true})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            &*row,
+            [Some("u".into()), Some("7".into()), Some("1".into())]
+        );
+        let q = Plan::for_sql(
+            Dialect::Sqlite,
+            "INSERT INTO t (k, n) VALUES (:k, :n) ON CONFLICT (k) DO UPDATE SET n = n + :n",
+            &[
+                (String::new(), String::new()),
+                (String::new(), String::new()),
+            ],
+            &["k".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            q.values_statement(1),
+            "INSERT INTO t (k, n) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET n = n + ?2"
+        );
+    }
+
+    #[test]
     fn append_has_no_conflict_clause_and_defaults_to_every_column() {
         let p = plan(json!({"url": "postgres://h/db", "table": "user_stats", "mode": "append"}));
         assert_eq!(p.columns.len(), 3);
