@@ -6,7 +6,14 @@
 //!   2. `COPY` of all rows into a staging table + one set-based
 //!      `INSERT … SELECT DISTINCT ON (user_id) … ON CONFLICT … DO UPDATE`, one transaction.
 //!
-//! Every path must leave the same end state (last write per key), which is checked.
+//! Every path must leave the same end state (last write per key), which is checked. The last
+//! case runs two workers whose splits share every key (multi-row statements, `copy: false`): it
+//! reports the batches retried (a deadlock is one) and checks the keys, since which worker
+//! writes a key last is up to timing.
+//!
+//! Then the same rows into SQLite: a raw loop (1000-row `INSERT … ON CONFLICT` statements, one
+//! transaction each, WAL, `synchronous = FULL` as the sink uses) against the sink on a
+//! `sqlite://` URL.
 //!
 //! `cargo bench -p weir-runtime --bench jdbc`. Env: `DATABASE_URL` (else e2e/services/postgres.sh
 //! starts one), `WEIR_BENCH_JDBC_ROWS` (default 2,000,000), `WEIR_BENCH_JDBC_KEYS` (10,000).
@@ -22,6 +29,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Connection};
 
 struct Row {
@@ -32,16 +40,16 @@ struct Row {
 
 type State = BTreeMap<String, (i64, i64)>;
 
-fn pipeline(n: u64, keys: u64, url: &str, state: &str, sink_extra: &str) -> String {
+fn pipeline(n: u64, keys: u64, url: &str, workers: u32, sink_extra: &str) -> String {
     format!(
         r#"name: bench-jdbc
-parallelism: 1
-checkpoint: {{ interval: 1s, storage: {state} }}
+parallelism: {workers}
+checkpoint: {{ interval: 1s, storage: STATE }}
 sources:
   - name: gen
     type: datagen
     count: {n}
-    splits: 1
+    splits: {workers}
     seed: 7
     fields:
       user_id: {{ kind: int, min: 0, max: {max}, prefix: user_ }}
@@ -142,6 +150,64 @@ async fn raw_loop(c: &mut PgConnection, rows: &[Row]) {
     }
 }
 
+/// The SQLite raw loop: as [`raw_loop`], `?` parameters, times as the RFC 3339 text the sink
+/// writes.
+async fn raw_loop_sqlite(c: &mut SqliteConnection, rows: &[Row]) {
+    for chunk in rows.chunks(1000) {
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(chunk.len());
+        for (i, r) in chunk.iter().enumerate() {
+            last.insert(&r.user_id, i);
+        }
+        let mut picked: Vec<usize> = last.into_values().collect();
+        picked.sort_unstable();
+        let tuples = vec!["(?, ?, ?)"; picked.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO bench_weir (user_id, event_count, last_seen) VALUES {tuples} \
+             ON CONFLICT (user_id) DO UPDATE SET event_count = excluded.event_count, last_seen = excluded.last_seen"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for i in picked {
+            let r = &chunk[i];
+            q = q
+                .bind(r.user_id.as_str())
+                .bind(r.event_count)
+                .bind(r.last_seen.as_str());
+        }
+        q.execute(&mut *c).await.unwrap();
+    }
+}
+
+async fn sqlite_fresh(url: &str) -> SqliteConnection {
+    let opts: SqliteConnectOptions = url.parse().unwrap();
+    let mut c = SqliteConnection::connect_with(
+        &opts
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full),
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS bench_weir; \
+         CREATE TABLE bench_weir (user_id TEXT PRIMARY KEY, event_count INTEGER, last_seen DATETIME)",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c
+}
+
+async fn sqlite_state(c: &mut SqliteConnection) -> State {
+    let rows: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT user_id, event_count, last_seen FROM bench_weir")
+            .fetch_all(c)
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(k, n, t)| (k, (n, millis(&t))))
+        .collect()
+}
+
 /// Raw path 2: COPY everything into a staging table, then one set-based upsert.
 async fn raw_copy(c: &mut PgConnection, rows: &[Row]) {
     let mut tx = c.begin().await.unwrap();
@@ -180,9 +246,11 @@ async fn raw_copy(c: &mut PgConnection, rows: &[Row]) {
     tx.commit().await.unwrap();
 }
 
-fn run_weir(spec_text: &str) -> f64 {
+/// Wall time of `weir run` and the batches its sink retried.
+fn run_weir(spec_text: &str) -> (f64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("p.yaml");
+    let summary = dir.path().join("summary.json");
     std::fs::write(
         &spec,
         spec_text.replace("STATE", &dir.path().join("state").display().to_string()),
@@ -190,7 +258,8 @@ fn run_weir(spec_text: &str) -> f64 {
     .unwrap();
     let t = Instant::now();
     let o = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["run", "--quiet"])
+        .args(["run", "--quiet", "--summary-json"])
+        .arg(&summary)
         .arg(&spec)
         .env("WEIR_LOG", "warn")
         .output()
@@ -201,7 +270,9 @@ fn run_weir(spec_text: &str) -> f64 {
         "weir failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    secs
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    (secs, s["retried"].as_u64().unwrap_or(0))
 }
 
 fn check(name: &str, got: &State, want: &State) {
@@ -220,7 +291,7 @@ fn main() {
     let keys = env_num("WEIR_BENCH_JDBC_KEYS", 10_000);
     let url = service_env("postgres", "DATABASE_URL");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let spec_default = pipeline(n, keys, &url, "STATE", "");
+    let spec_default = pipeline(n, keys, &url, 1, "");
     let rows = rt.block_on(generate(&spec_default));
     let want = expected(&rows);
     println!(
@@ -263,34 +334,67 @@ fn main() {
     let variants = [
         (
             "weir jdbc sink, defaults (batch_size 1000, pool_size 2)",
+            1,
             String::new(),
         ),
         (
             "weir jdbc sink, fixed 1000-row transactions (max_batch_size 1000)",
+            1,
             "    max_batch_size: 1000\n".to_string(),
         ),
         (
             "weir jdbc sink, batch_size 10000",
+            1,
             "    batch_size: 10000\n".to_string(),
         ),
         (
             "weir jdbc sink, multi-row INSERT … ON CONFLICT (copy: false)",
+            1,
+            "    copy: false\n".to_string(),
+        ),
+        (
+            "weir jdbc sink, copy: false, parallelism 2 on overlapping keys",
+            2,
             "    copy: false\n".to_string(),
         ),
     ];
-    for (label, extra) in variants {
+    for (label, workers, extra) in variants {
         rt.block_on(fresh_table(&mut c, "bench_weir"));
-        let secs = run_weir(&pipeline(n, keys, &url, "STATE", &extra));
-        check(
-            label,
-            &rt.block_on(table_state(&mut c, "bench_weir")),
-            &want,
-        );
+        let (secs, retried) = run_weir(&pipeline(n, keys, &url, workers, &extra));
+        let got = rt.block_on(table_state(&mut c, "bench_weir"));
+        if workers == 1 {
+            check(label, &got, &want);
+        } else {
+            // Both workers write every key; which one writes it last is up to timing.
+            assert!(got.keys().eq(want.keys()), "{label}: keys differ");
+        }
         println!(
-            "  {label}: {:>9.0} rows/s ({secs:.2} s, 1 s checkpoints, process wall time)\n    ratio to raw loop {:.2}, to raw COPY + upsert {:.2}",
+            "  {label}: {:>9.0} rows/s ({secs:.2} s, 1 s checkpoints, process wall time, {retried} batches retried)\n    ratio to raw loop {:.2}, to raw COPY + upsert {:.2}",
             rate(secs),
             loop_secs / secs,
             copy_secs / secs
         );
     }
+
+    let dir = tempfile::tempdir().unwrap();
+    let lite = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let rows = rt.block_on(generate(&spec_default));
+    let mut c = rt.block_on(sqlite_fresh(&lite));
+    let t = Instant::now();
+    rt.block_on(raw_loop_sqlite(&mut c, &rows));
+    let lite_loop = t.elapsed().as_secs_f64();
+    check("sqlite raw loop", &rt.block_on(sqlite_state(&mut c)), &want);
+    println!(
+        "  SQLite raw INSERT … ON CONFLICT loop (1000/stmt): {:>9.0} rows/s ({lite_loop:.2} s)",
+        rate(lite_loop)
+    );
+    drop(rows);
+    let mut c = rt.block_on(sqlite_fresh(&lite));
+    let (secs, retried) = run_weir(&pipeline(n, keys, &lite, 1, "    max_batch_size: 1000\n"));
+    check("sqlite sink", &rt.block_on(sqlite_state(&mut c)), &want);
+    println!(
+        "  weir jdbc sink on SQLite (1000-row transactions): {:>9.0} rows/s ({secs:.2} s, {retried} batches retried)\n    ratio to the SQLite raw loop {:.2}",
+        rate(secs),
+        lite_loop / secs
+    );
 }

@@ -20,10 +20,11 @@ fn sum_counters(
     family: impl Fn(&str) -> bool,
     node: impl Fn(&str) -> bool,
 ) -> u64 {
-    control
-        .metrics
-        .registry
-        .gather()
+    // Connectors keep their own counters (retries, dead letters) in the process's default
+    // registry, which `/metrics` renders beside the runtime's.
+    let mut families = control.metrics.registry.gather();
+    families.extend(prometheus::gather());
+    families
         .iter()
         .filter(|f| family(f.name()))
         .flat_map(|f| f.get_metric().to_vec())

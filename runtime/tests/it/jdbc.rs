@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use std::str::FromStr;
+
 use sqlx::postgres::PgConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, Connection};
 
 use super::harness::*;
@@ -42,18 +45,100 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-/// user_stats rows: user_id → (event_count, last_seen in epoch ms).
-fn user_stats(url: &str, table: &str) -> BTreeMap<String, (i64, i64)> {
-    block_on(async {
-        let mut c = PgConnection::connect(url).await.unwrap();
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT user_id, event_count, (extract(epoch FROM last_seen) * 1000)::bigint FROM {table}"
-        )))
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
-        rows.into_iter().map(|(k, n, t)| (k, (n, t))).collect()
-    })
+/// Where an upsert test writes, and the independent reader that checks it (a connection of
+/// the test's own): the shared Postgres, or a SQLite file in a directory of the test's own.
+pub(super) enum Db {
+    Postgres(String),
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+}
+
+impl Db {
+    fn postgres() -> Db {
+        Db::Postgres(pg())
+    }
+
+    /// A new, empty SQLite database file.
+    pub(super) fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("weir.db").display());
+        block_on(async {
+            let opts = SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
+            SqliteConnection::connect_with(&opts).await.unwrap();
+        });
+        Db::Sqlite { _dir: dir, url }
+    }
+
+    pub(super) fn url(&self) -> &str {
+        match self {
+            Db::Postgres(url) | Db::Sqlite { url, .. } => url,
+        }
+    }
+
+    pub(super) fn exec(&self, sql: &str) {
+        match self {
+            Db::Postgres(url) => exec(url, sql),
+            Db::Sqlite { url, .. } => block_on(async {
+                let mut c = SqliteConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+                    .execute(&mut c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }),
+        }
+    }
+
+    /// One integer from a query (SQLite).
+    pub(super) fn query_i64(&self, sql: &str) -> i64 {
+        let Db::Sqlite { url, .. } = self else {
+            panic!("query_i64 reads SQLite")
+        };
+        block_on(async {
+            let mut c = SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
+                .fetch_one(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    }
+
+    /// user_stats rows: user_id → (event_count, last_seen in epoch ms).
+    fn user_stats(&self, table: &str) -> BTreeMap<String, (i64, i64)> {
+        match self {
+            Db::Postgres(url) => block_on(async {
+                let mut c = PgConnection::connect(url).await.unwrap();
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT user_id, event_count, (extract(epoch FROM last_seen) * 1000)::bigint FROM {table}"
+                )))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+                rows.into_iter().map(|(k, n, t)| (k, (n, t))).collect()
+            }),
+            // SQLite keeps the times as the RFC 3339 text the sink wrote.
+            Db::Sqlite { url, .. } => block_on(async {
+                let mut c = SqliteConnection::connect(url).await.unwrap();
+                let rows: Vec<(String, i64, String)> = sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT user_id, event_count, last_seen FROM {table}"
+                )))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+                rows.into_iter()
+                    .map(|(k, n, t)| {
+                        let ms = chrono::DateTime::parse_from_rfc3339(&t)
+                            .unwrap_or_else(|e| panic!("{t}: {e}"))
+                            .timestamp_millis();
+                        (k, (n, ms))
+                    })
+                    .collect()
+            }),
+        }
+    }
 }
 
 const KEYS: i64 = 1000;
@@ -70,9 +155,10 @@ fn expected_state(n: i64) -> BTreeMap<String, (i64, i64)> {
     m
 }
 
-fn create_user_stats(url: &str, table: &str) {
-    exec(
-        url,
+/// The same DDL for both databases: SQLite reads `bigint` as INTEGER affinity and
+/// `timestamptz` as a time.
+fn create_user_stats(db: &Db, table: &str) {
+    db.exec(
         &format!(
             "CREATE TABLE {table} (user_id text PRIMARY KEY, event_count bigint NOT NULL, last_seen timestamptz)"
         ),
@@ -116,8 +202,8 @@ sinks:
     )
 }
 
-fn assert_state(url: &str, table: &str, n: i64) {
-    let got = user_stats(url, table);
+fn assert_state(db: &Db, table: &str, n: i64) {
+    let got = db.user_stats(table);
     let want = expected_state(n);
     assert_eq!(got.len(), want.len(), "distinct keys in {table}");
     let wrong: Vec<_> = want
@@ -129,13 +215,12 @@ fn assert_state(url: &str, table: &str, n: i64) {
     assert!(wrong.is_empty(), "(key, expected, got): {wrong:?}");
 }
 
-fn crash_then_finish(point: &str, hit: u32) {
+pub(super) fn crash_then_finish(db: &Db, point: &str, hit: u32) {
     const N: i64 = 40_000;
-    let url = pg();
     let table = unique(&format!("us_{point}"));
-    create_user_stats(&url, &table);
+    create_user_stats(db, &table);
     let dir = tempfile::tempdir().unwrap();
-    let spec = upsert_spec(dir.path(), &url, &table, N, 20_000, "");
+    let spec = upsert_spec(dir.path(), db.url(), &table, N, 20_000, "");
     let fault = format!("{point}:{hit}");
     let o = run(&spec, &[], &[("WEIR_FAULT", &fault)]);
     assert!(
@@ -145,36 +230,39 @@ fn crash_then_finish(point: &str, hit: u32) {
         stderr(&o)
     );
     // Mid-run: the crash left the table short of the final state.
-    let partial: i64 = user_stats(&url, &table).values().map(|(n, _)| *n).sum();
+    let partial: i64 = db.user_stats(&table).values().map(|(n, _)| *n).sum();
     let full: i64 = expected_state(N).values().map(|(n, _)| *n).sum();
     assert!(partial < full, "{fault}: the job had already finished");
     run_to_completion(&spec, &[]);
-    assert_state(&url, &table, N);
+    assert_state(db, &table, N);
 }
 
 #[test]
 fn upsert_survives_kill_before_pre_commit() {
-    crash_then_finish("before_precommit", 4);
+    crash_then_finish(&Db::postgres(), "before_precommit", 4);
 }
 
 #[test]
 fn upsert_survives_kill_after_pre_commit() {
-    crash_then_finish("after_precommit", 4);
+    crash_then_finish(&Db::postgres(), "after_precommit", 4);
 }
 
 #[test]
 fn upsert_survives_kill_after_the_manifest() {
-    crash_then_finish("after_manifest", 3);
+    crash_then_finish(&Db::postgres(), "after_manifest", 3);
 }
 
 #[test]
 fn upsert_survives_kills_at_random_moments() {
+    kills_at_random_moments_then_finish(&Db::postgres());
+}
+
+pub(super) fn kills_at_random_moments_then_finish(db: &Db) {
     const N: i64 = 40_000;
-    let url = pg();
     let table = unique("us_random");
-    create_user_stats(&url, &table);
+    create_user_stats(db, &table);
     let dir = tempfile::tempdir().unwrap();
-    let spec = upsert_spec(dir.path(), &url, &table, N, 20_000, "");
+    let spec = upsert_spec(dir.path(), db.url(), &table, N, 20_000, "");
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -198,7 +286,91 @@ fn upsert_survives_kills_at_random_moments() {
         "only {kills} of 3 runs were still going when killed"
     );
     run_to_completion(&spec, &[]);
-    assert_state(&url, &table, N);
+    assert_state(db, &table, N);
+}
+
+/// Two workers upserting the same keys through multi-row statements (`copy: false`), each
+/// meeting the keys in its own order: worker 0 reads records 0, 2, 4, … and worker 1 records
+/// 1, 3, 5, …, and record i has key (i · 7919) mod 1009, so both cover every key, in orders that
+/// differ. A statement's rows go in key order, so two writers wait for each other's row locks
+/// instead of deadlocking; a batch retried for any transient error counts in
+/// `weir_sink_retried_batches_total`, which the run summary reports.
+#[test]
+fn parallel_multi_row_upserts_of_overlapping_keys_never_deadlock() {
+    const N: i64 = 120_000;
+    const KEYS: i64 = 1009;
+    let url = pg();
+    let table = unique("overlap");
+    exec(
+        &url,
+        &format!("CREATE TABLE {table} (k text PRIMARY KEY, v bigint NOT NULL)"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            r#"name: jdbc-overlap
+parallelism: 2
+checkpoint: {{ interval: 200ms, storage: {state} }}
+sources:
+  - name: gen
+    type: datagen
+    count: {N}
+    splits: 2
+    batch_size: 500
+    fields:
+      seq: {{ kind: sequence }}
+transforms:
+  - name: key
+    type: map
+    fields:
+      k: "'k' + string(seq * 7919 % {KEYS})"
+      v: "seq * 7919 % {KEYS} * 3"
+sinks:
+  - name: db
+    type: jdbc
+    url: {url}
+    table: {table}
+    columns: [k, v]
+    copy: false
+    batch_size: 500
+    pool_size: 2
+    retry: {{ backoff: 10ms, max_backoff: 200ms, max_attempts: 50 }}
+"#,
+            state = dir.path().join("state").display(),
+        ),
+    );
+    let summary = dir.path().join("summary.json");
+    let o = run(
+        &spec,
+        &["--summary-json", summary.to_str().unwrap()],
+        &[("WEIR_LOG", "warn")],
+    );
+    let log = stderr(&o);
+    assert!(o.status.success(), "{}\n{log}", o.status);
+    let rows: BTreeMap<String, i64> = block_on(async {
+        let mut c = PgConnection::connect(&url).await.unwrap();
+        sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(format!("SELECT k, v FROM {table}")))
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    });
+    let want: BTreeMap<String, i64> = (0..KEYS).map(|k| (format!("k{k}"), k * 3)).collect();
+    assert_eq!(rows, want);
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let sink = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "db")
+        .unwrap();
+    assert_eq!(sink["records_in"], N, "{s}");
+    assert_eq!(sink["retried"], 0, "batches retried:\n{log}");
+    assert!(!log.contains("deadlock"), "{log}");
 }
 
 /// A Postgres of this test's own (a restart would disturb other tests sharing the default one),
@@ -254,7 +426,8 @@ fn upsert_rides_out_a_database_restart() {
     const N: i64 = 60_000;
     let db = PrivatePostgres::up("restart");
     let table = "user_stats";
-    create_user_stats(&db.url, table);
+    let target = Db::Postgres(db.url.clone());
+    create_user_stats(&target, table);
     let dir = tempfile::tempdir().unwrap();
     // A short acquire timeout, so the outage reaches the sink's own retries rather than being
     // absorbed by the pool's wait for a connection.
@@ -293,7 +466,7 @@ fn upsert_rides_out_a_database_restart() {
         "the restart never hit the sink (no retry logged):\n{log}"
     );
     assert!(!log.contains("hunter2"));
-    assert_state(&db.url, table, N);
+    assert_state(&target, table, N);
 }
 
 /// JSON lines for the bad-input tests: ids 0..200 are good, a few in the middle are not.
@@ -439,7 +612,7 @@ fn bad_rows_fail_the_job_naming_the_record() {
 fn a_missing_table_or_column_fails_at_start_with_a_clear_error() {
     let url = pg();
     let table = unique("cfg");
-    create_user_stats(&url, &table);
+    create_user_stats(&Db::Postgres(url.clone()), &table);
     let dir = tempfile::tempdir().unwrap();
     let spec = |extra: &str| {
         write(

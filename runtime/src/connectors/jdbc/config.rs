@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use weir_crds::Duration;
 
+use super::dialect::Dialect;
 use crate::api::NodeConfig;
 use crate::error::Result;
 use crate::on_error::OnError;
@@ -43,7 +44,8 @@ impl Columns {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JdbcSinkConfig {
-    /// `postgres://user:pass@host:port/db`; `${VAR}` is replaced from the environment at open.
+    /// `postgres://user:pass@host:port/db` or `sqlite://path/to/file.db` (the sink only);
+    /// `${VAR}` is replaced from the environment at open.
     pub url: Option<String>,
     /// The name of an environment variable holding the whole URL.
     pub url_env: Option<String>,
@@ -80,9 +82,9 @@ pub struct JdbcSinkConfig {
     /// per-key order is kept).
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
-    /// Postgres fast path: `COPY` into a staging table + one set-based statement per batch.
-    #[serde(default = "yes")]
-    pub copy: bool,
+    /// Postgres fast path: `COPY` into a staging table + one set-based statement per batch
+    /// (default on). SQLite always writes multi-row `INSERT` statements.
+    pub copy: Option<bool>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
     /// A record that cannot be written (missing field, wrong type, rejected by the database).
@@ -114,9 +116,6 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_fetch_size() -> usize {
     1000
-}
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,8 +176,16 @@ impl UrlSource {
             (Some(u), None) => {
                 // Checks the `${…}` syntax now; the values are read at open.
                 substitute(u, |_| Some(String::new())).map_err(|e| cfg.error("url", e))?;
-                if !u.contains("${") {
-                    check_url(u).map_err(|e| cfg.error("url", e))?;
+                if let Some(d) = literal_dialect(u)
+                    .transpose()
+                    .map_err(|e| cfg.error("url", e))?
+                {
+                    if d == Dialect::Sqlite && username.is_some() {
+                        return Err(cfg.error("username", SQLITE_HAS_NO_USERS));
+                    }
+                    if d == Dialect::Sqlite && password.is_some() {
+                        return Err(cfg.error("password", SQLITE_HAS_NO_USERS));
+                    }
                 }
                 UrlFrom::Template(u.to_string())
             }
@@ -208,9 +215,12 @@ impl UrlSource {
                 env(v).ok_or_else(|| format!("environment variable {v} (url_env) is not set"))?
             }
         };
-        check_url(&url)?;
+        let dialect = Dialect::from_url(&url)?;
         if self.username.is_none() && self.password.is_none() {
             return Ok(url);
+        }
+        if dialect == Dialect::Sqlite {
+            return Err(format!("username, password: {SQLITE_HAS_NO_USERS}"));
         }
         let mut parsed = url::Url::parse(&url).map_err(|e| format!("not a URL ({e})"))?;
         if let Some(u) = &self.username {
@@ -261,18 +271,12 @@ pub fn substitute(
     Ok(out)
 }
 
-/// Only Postgres is built in; say so instead of failing later with a driver error.
-pub fn check_url(url: &str) -> std::result::Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL ({e}): {}", redact(url)))?;
-    match parsed.scheme() {
-        "postgres" | "postgresql" => Ok(()),
-        "mysql" | "mariadb" => {
-            Err("MySQL/MariaDB is not supported yet: use a postgres:// URL".into())
-        }
-        other => Err(format!(
-            "unsupported scheme {other:?}: use postgres://user:password@host:port/database"
-        )),
-    }
+const SQLITE_HAS_NO_USERS: &str = "not used with a sqlite:// URL (SQLite has no users)";
+
+/// The dialect of a URL written out in the spec, checked now; `None` when the URL (or its
+/// scheme) comes from the environment at open.
+pub fn literal_dialect(url: &str) -> Option<std::result::Result<Dialect, String>> {
+    (!url.contains("${")).then(|| Dialect::from_url(url))
 }
 
 /// The URL with its password replaced, for logs and errors.
@@ -370,9 +374,22 @@ pub struct SinkSettings {
     pub flush_interval: std::time::Duration,
     pub retry: RetryPolicy,
     pub pool_size: u32,
-    pub copy: bool,
+    /// As given; see [`use_copy`].
+    pub copy: Option<bool>,
     pub connect_timeout: std::time::Duration,
     pub on_error: OnError,
+}
+
+/// Whether batches go through COPY: Postgres by default; SQLite has no COPY, so asking for it
+/// is a mistake worth naming (the error is about the `copy` setting).
+pub fn use_copy(dialect: Dialect, copy: Option<bool>) -> std::result::Result<bool, String> {
+    match (dialect, copy) {
+        (Dialect::Postgres, c) => Ok(c.unwrap_or(true)),
+        (Dialect::Sqlite, Some(true)) => {
+            Err("COPY is Postgres-only (SQLite writes multi-row INSERT statements)".into())
+        }
+        (Dialect::Sqlite, _) => Ok(false),
+    }
 }
 
 impl JdbcSinkConfig {
@@ -457,6 +474,9 @@ impl JdbcSinkConfig {
         if self.flush_interval.as_millis() == 0 {
             return Err(cfg.error("flush_interval", "must be positive"));
         }
+        if let Some(Ok(d)) = self.url.as_deref().and_then(literal_dialect) {
+            use_copy(d, self.copy).map_err(|e| cfg.error("copy", e))?;
+        }
         Ok(SinkSettings {
             url,
             table,
@@ -494,6 +514,12 @@ impl JdbcSourceConfig {
             self.username.as_deref(),
             self.password.as_deref(),
         )?;
+        if let Some(Ok(Dialect::Sqlite)) = self.url.as_deref().and_then(literal_dialect) {
+            return Err(cfg.error(
+                "url",
+                "the jdbc source reads Postgres only (sqlite:// is for the jdbc sink)",
+            ));
+        }
         let query = self.query.trim().trim_end_matches(';').trim().to_string();
         if query.is_empty() {
             return Err(cfg.error("query", "must not be empty"));
@@ -562,10 +588,14 @@ mod tests {
     }
 
     #[test]
-    fn only_postgres_urls_are_accepted() {
-        assert!(check_url("postgresql://h/db").is_ok());
-        assert!(check_url("mysql://h/db").unwrap_err().contains("MySQL"));
-        assert!(check_url("jdbc:oracle:thin:@h").is_err());
+    fn copy_is_postgres_only() {
+        assert_eq!(use_copy(Dialect::Postgres, None), Ok(true));
+        assert_eq!(use_copy(Dialect::Postgres, Some(false)), Ok(false));
+        assert_eq!(use_copy(Dialect::Sqlite, None), Ok(false));
+        assert!(use_copy(Dialect::Sqlite, Some(true))
+            .unwrap_err()
+            .contains("Postgres-only"));
+        assert!(literal_dialect("${env:DB}").is_none());
     }
 
     #[test]

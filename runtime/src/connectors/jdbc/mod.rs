@@ -1,10 +1,11 @@
-//! `jdbc`: a Postgres sink (upsert, append or an explicit statement) and a bounded query source.
+//! `jdbc`: a Postgres or SQLite sink (upsert, append or an explicit statement) and a bounded
+//! Postgres query source. What differs between the databases is `dialect.rs`.
 //!
 //! ```yaml
 //! sinks:
 //!   - name: stats
 //!     type: jdbc
-//!     url: postgres://weir:${PGPASSWORD}@db:5432/app   # or url_env: DATABASE_URL
+//!     url: postgres://weir:${PGPASSWORD}@db:5432/app   # or sqlite://file.db; or url_env: DATABASE_URL
 //!     table: user_stats                               # or schema.table
 //!     mode: upsert                                    # upsert | append | sql
 //!     key: [user_id]                                  # default: the primary key
@@ -43,9 +44,13 @@
 //! `information_schema` before they are sent, so a missing field or a wrong type names the
 //! record and the column.
 //!
+//! SQLite has no COPY: every batch is the multi-row statement path, in one `BEGIN IMMEDIATE`
+//! transaction (writers queue for the database's one write lock), on WAL connections.
+//!
 //! Credentials: the URL's password is never logged; error texts are scrubbed of it.
 
 pub mod config;
+mod dialect;
 mod plan;
 mod retry;
 mod schema;

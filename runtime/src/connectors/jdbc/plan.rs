@@ -4,15 +4,19 @@
 use serde_json::Value;
 
 use super::config::{quote_ident, Mode, SinkSettings, TableName};
+use super::dialect::Dialect;
 use super::types::{copy_escape, encode, ColumnKind};
 use crate::record::Fields;
 
-/// A column as read from `information_schema.columns`.
+/// A column as read from `information_schema.columns` (Postgres) or `pragma_table_xinfo`
+/// (SQLite).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableColumn {
     pub name: String,
-    /// `"schema"."udt_name"`, usable in casts and in the staging table.
+    /// `"schema"."udt_name"`, usable in casts and in the staging table (Postgres); the
+    /// declared type (SQLite).
     pub sql_type: String,
+    /// What [`Dialect::column_kind`] reads: `udt_name`, or SQLite's declared type.
     pub udt: String,
     /// Generated or identity columns are never written by default.
     pub generated: bool,
@@ -45,7 +49,7 @@ pub struct Column {
     pub sql_type: String,
 }
 
-/// One record, encoded: a Postgres text value (or NULL) per column.
+/// One record, encoded: a text value (or NULL) per column, in the database's text input format.
 pub type Row = Box<[Option<String>]>;
 
 #[derive(Debug, Clone)]
@@ -63,6 +67,7 @@ pub enum Statement {
 
 #[derive(Debug, Clone)]
 pub struct Plan {
+    pub dialect: Dialect,
     pub columns: Vec<Column>,
     pub statement: Statement,
     /// Positions of the values that pick a writer (same key → same connection, in order).
@@ -72,12 +77,11 @@ pub struct Plan {
 /// Name of the per-connection staging table (temporary, emptied at every commit).
 pub const STAGE: &str = "weir_stage";
 const SEQ: &str = "weir_seq";
-/// Postgres accepts at most this many parameters per statement.
-const MAX_PARAMS: usize = 65_535;
 
 impl Plan {
     /// The plan for upsert or append into `table`, whose columns are `table_columns`.
     pub fn for_table(
+        dialect: Dialect,
         s: &SinkSettings,
         table: &TableName,
         table_columns: &[TableColumn],
@@ -110,7 +114,7 @@ impl Plan {
             columns.push(Column {
                 name: col.clone(),
                 field: FieldPath(field.clone()),
-                kind: ColumnKind::from_udt(&tc.udt),
+                kind: dialect.column_kind(&tc.udt),
                 sql_type: tc.sql_type.clone(),
             });
         }
@@ -139,6 +143,7 @@ impl Plan {
             key.clone()
         };
         Ok(Plan {
+            dialect,
             columns,
             statement: Statement::Table {
                 table: quoted,
@@ -149,22 +154,22 @@ impl Plan {
         })
     }
 
-    /// The plan for an explicit statement; `param_types` are the types Postgres inferred for
-    /// `$1…$n` (as `"schema"."udt"` and udt name), `route_fields` the `key` setting.
+    /// The plan for an explicit statement; `param_types` are the types the database inferred
+    /// for `$1…$n` (Postgres: `"schema"."udt"` and udt name; SQLite: empty, untyped),
+    /// `route_fields` the `key` setting.
     pub fn for_sql(
+        dialect: Dialect,
         sql: &str,
         param_types: &[(String, String)],
         route_fields: &[String],
     ) -> Result<Plan, String> {
         let (rewritten, names) = super::sql::rewrite(sql, |i| {
-            param_types
-                .get(i - 1)
-                .map(|(t, _)| format!("${i}::{t}"))
-                .unwrap_or_else(|| format!("${i}"))
+            let t = param_types.get(i - 1).map_or("", |(t, _)| t.as_str());
+            dialect.placeholder(i, t)
         });
         if names.len() != param_types.len() {
             return Err(format!(
-                "the statement has {} parameters but Postgres reported {}",
+                "the statement has {} parameters but the database reported {}",
                 names.len(),
                 param_types.len()
             ));
@@ -175,7 +180,7 @@ impl Plan {
             .map(|(n, (t, udt))| Column {
                 name: format!(":{n}"),
                 field: FieldPath(n.clone()),
-                kind: ColumnKind::from_udt(udt),
+                kind: dialect.column_kind(udt),
                 sql_type: t.clone(),
             })
             .collect();
@@ -188,6 +193,7 @@ impl Plan {
             route.push(i);
         }
         Ok(Plan {
+            dialect,
             columns,
             statement: Statement::Sql { sql: rewritten },
             route,
@@ -327,10 +333,11 @@ impl Plan {
 
     /// Rows per multi-row `VALUES` statement.
     pub fn rows_per_statement(&self, batch: usize) -> usize {
-        (MAX_PARAMS / self.columns.len().max(1)).clamp(1, batch.max(1))
+        (self.dialect.max_params() / self.columns.len().max(1)).clamp(1, batch.max(1))
     }
 
-    /// `INSERT … VALUES ($1::t, …), (…) [ON CONFLICT …]` for `rows` rows (table plans), or the
+    /// `INSERT … VALUES ($1::t, …), (…) [ON CONFLICT …]` (SQLite: `?1`, …) for `rows` rows
+    /// (table plans), or the
     /// user's statement (one row).
     pub fn values_statement(&self, rows: usize) -> String {
         if let Statement::Sql { sql } = &self.statement {
@@ -343,7 +350,7 @@ impl Plan {
                 .columns
                 .iter()
                 .enumerate()
-                .map(|(i, c)| format!("${}::{}", r * n + i + 1, c.sql_type))
+                .map(|(i, c)| self.dialect.placeholder(r * n + i + 1, &c.sql_type))
                 .collect();
             tuples.push(format!("({})", cells.join(", ")));
         }
@@ -443,6 +450,7 @@ mod tests {
     fn plan(config: Value) -> Plan {
         let s = settings(config);
         Plan::for_table(
+            Dialect::Postgres,
             &s,
             s.table.as_ref().unwrap(),
             &user_stats(),
@@ -472,6 +480,62 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_statements_use_numbered_parameters_and_the_same_conflict_clause() {
+        let s = settings(json!({"url": "sqlite:///tmp/x.db", "table": "user_stats"}));
+        let col = |n: &str, declared: &str| TableColumn {
+            name: n.into(),
+            sql_type: declared.into(),
+            udt: declared.into(),
+            generated: false,
+        };
+        let columns = [
+            col("user_id", "TEXT"),
+            col("event_count", "INTEGER"),
+            col("active", "BOOLEAN"),
+        ];
+        let p = Plan::for_table(
+            Dialect::Sqlite,
+            &s,
+            s.table.as_ref().unwrap(),
+            &columns,
+            &["user_id".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            p.values_statement(2),
+            "INSERT INTO \"user_stats\" (\"user_id\", \"event_count\", \"active\") \
+             VALUES (?1, ?2, ?3), (?4, ?5, ?6) ON CONFLICT (\"user_id\") DO UPDATE SET \
+             \"event_count\" = EXCLUDED.\"event_count\", \"active\" = EXCLUDED.\"active\""
+        );
+        assert_eq!(p.rows_per_statement(100_000), 10_922);
+        let row = p
+            .encode(
+                json!({"user_id": "u", "event_count": "7", "active": true})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            &*row,
+            [Some("u".into()), Some("7".into()), Some("1".into())]
+        );
+        let q = Plan::for_sql(
+            Dialect::Sqlite,
+            "INSERT INTO t (k, n) VALUES (:k, :n) ON CONFLICT (k) DO UPDATE SET n = n + :n",
+            &[
+                (String::new(), String::new()),
+                (String::new(), String::new()),
+            ],
+            &["k".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            q.values_statement(1),
+            "INSERT INTO t (k, n) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET n = n + ?2"
+        );
+    }
+
+    #[test]
     fn append_has_no_conflict_clause_and_defaults_to_every_column() {
         let p = plan(json!({"url": "postgres://h/db", "table": "user_stats", "mode": "append"}));
         assert_eq!(p.columns.len(), 3);
@@ -488,10 +552,24 @@ mod tests {
         let s = settings(
             json!({"url": "postgres://h/db", "table": "user_stats", "columns": ["user_id", "nope"]}),
         );
-        let e = Plan::for_table(&s, s.table.as_ref().unwrap(), &user_stats(), &[]).unwrap_err();
+        let e = Plan::for_table(
+            Dialect::Postgres,
+            &s,
+            s.table.as_ref().unwrap(),
+            &user_stats(),
+            &[],
+        )
+        .unwrap_err();
         assert!(e.contains("\"nope\" is not in \"user_stats\""), "{e}");
         let s = settings(json!({"url": "postgres://h/db", "table": "user_stats"}));
-        let e = Plan::for_table(&s, s.table.as_ref().unwrap(), &user_stats(), &[]).unwrap_err();
+        let e = Plan::for_table(
+            Dialect::Postgres,
+            &s,
+            s.table.as_ref().unwrap(),
+            &user_stats(),
+            &[],
+        )
+        .unwrap_err();
         assert!(e.contains("no primary key"), "{e}");
     }
 
@@ -530,6 +608,7 @@ mod tests {
             ("\"pg_catalog\".\"int8\"".to_string(), "int8".to_string()),
         ];
         let p = Plan::for_sql(
+            Dialect::Postgres,
             "INSERT INTO t (a, b) VALUES (:id, :n) ON CONFLICT (a) DO UPDATE SET b = t.b + :n",
             &types,
             &["id".into()],
@@ -542,6 +621,6 @@ mod tests {
         );
         assert_eq!(p.route, vec![0]);
         assert_eq!(p.columns[1].name, ":n");
-        assert!(Plan::for_sql("select :a", &[], &[]).is_err());
+        assert!(Plan::for_sql(Dialect::Postgres, "select :a", &[], &[]).is_err());
     }
 }

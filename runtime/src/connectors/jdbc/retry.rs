@@ -1,4 +1,4 @@
-//! Which database errors are worth a retry and which are about the data. How long to wait and
+//! Which database errors are worth a retry (per dialect: `Dialect::classify_code`) and which are about the data. How long to wait and
 //! how often is the node's `retry` setting (`crate::retry::RetryPolicy`, the one policy).
 
 /// What a failed statement means for the batch.
@@ -26,10 +26,17 @@ pub fn classify_sqlstate(code: &str) -> Failure {
 
 pub fn classify(e: &sqlx::Error) -> Failure {
     match e {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(code) => classify_sqlstate(&code),
-            None => Failure::Fatal,
-        },
+        sqlx::Error::Database(db) => {
+            let dialect = if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                super::dialect::Dialect::Sqlite
+            } else {
+                super::dialect::Dialect::Postgres
+            };
+            match db.code() {
+                Some(code) => dialect.classify_code(&code),
+                None => Failure::Fatal,
+            }
+        }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)

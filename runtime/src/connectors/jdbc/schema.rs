@@ -9,10 +9,106 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
 use sqlx::{AssertSqlSafe, Either, Executor, Statement, TypeInfo};
 
 use super::config::{redact, TableName};
+use super::dialect::Dialect;
 use super::plan::TableColumn;
+
+/// The sink's connections, of the dialect its URL names.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Pool {
+    /// A lazy pool of `size` connections for `url` (nothing connects yet).
+    pub async fn open(url: &str, size: u32, acquire_timeout: Duration) -> Result<Pool, String> {
+        Ok(match Dialect::from_url(url)? {
+            Dialect::Postgres => {
+                Pool::Postgres(pool(connect_options(url)?, size, acquire_timeout).await)
+            }
+            Dialect::Sqlite => Pool::Sqlite(sqlite_pool(url, size, acquire_timeout)?),
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Pool::Postgres(_) => Dialect::Postgres,
+            Pool::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Pool::Postgres(p) => p.close().await,
+            Pool::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+/// SQLite connections: the file must exist (a sink writes to a table someone created), WAL so
+/// readers never block the writers, `synchronous = FULL` so a committed batch survives a power
+/// loss, and writers that wait for each other's write lock up to `acquire_timeout` (then the
+/// batch is retried by the `retry` policy).
+fn sqlite_pool(url: &str, size: u32, acquire_timeout: Duration) -> Result<SqlitePool, String> {
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| format!("invalid URL {}: {e}", redact(url)))?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(acquire_timeout);
+    Ok(SqlitePoolOptions::new()
+        .max_connections(size)
+        .min_connections(0)
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy_with(opts))
+}
+
+/// Columns in table order and the primary key columns (SQLite); empty columns when there is no
+/// such table. Generated and hidden columns are never written by default.
+pub async fn sqlite_table_columns(
+    conn: &mut SqliteConnection,
+    table: &TableName,
+) -> sqlx::Result<(Vec<TableColumn>, Vec<String>)> {
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT name, type, pk, hidden FROM pragma_table_xinfo(?1, ?2) ORDER BY cid",
+    )
+    .bind(&table.name)
+    .bind(table.schema.as_deref().unwrap_or("main"))
+    .fetch_all(conn)
+    .await?;
+    let mut key: Vec<(i64, String)> = rows
+        .iter()
+        .filter(|r| r.2 > 0)
+        .map(|r| (r.2, r.0.clone()))
+        .collect();
+    key.sort();
+    let columns = rows
+        .into_iter()
+        .map(|(name, declared, _, hidden)| TableColumn {
+            name,
+            sql_type: declared.clone(),
+            udt: declared,
+            generated: hidden != 0,
+        })
+        .collect();
+    Ok((columns, key.into_iter().map(|(_, k)| k).collect()))
+}
+
+/// How many parameters SQLite counts in `sql` (it reports no types).
+pub async fn sqlite_param_count(conn: &mut SqliteConnection, sql: &str) -> sqlx::Result<usize> {
+    let stmt = conn.prepare(AssertSqlSafe(sql).into_sql_str()).await?;
+    Ok(match stmt.parameters() {
+        Some(Either::Right(n)) => n,
+        Some(Either::Left(types)) => types.len(),
+        None => 0,
+    })
+}
 
 /// Options for every connection: UTC and ISO dates (the source parses text results), and no
 /// NOTICE chatter (`CREATE TEMP TABLE IF NOT EXISTS` would send one per batch).

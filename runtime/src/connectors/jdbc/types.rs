@@ -21,6 +21,11 @@ pub enum ColumnKind {
     Json,
     /// Anything else (uuid, arrays, enums, …): strings go to Postgres as they are.
     Other,
+    /// A boolean stored as 1 or 0 (SQLite has no boolean type).
+    Flag,
+    /// No declared type (SQLite BLOB affinity, or a statement's parameter): any scalar as text,
+    /// booleans as 1/0, objects and arrays as JSON.
+    Any,
 }
 
 impl ColumnKind {
@@ -46,13 +51,14 @@ impl ColumnKind {
             ColumnKind::Text => "a string",
             ColumnKind::Int { .. } => "an integer",
             ColumnKind::Float | ColumnKind::Numeric => "a number",
-            ColumnKind::Bool => "a boolean",
+            ColumnKind::Bool | ColumnKind::Flag => "a boolean",
             ColumnKind::Timestamptz | ColumnKind::Timestamp => {
                 "an RFC 3339 time or epoch milliseconds"
             }
             ColumnKind::Date => "a date like 2024-01-31",
             ColumnKind::Json => "any JSON value",
             ColumnKind::Other => "a string",
+            ColumnKind::Any => "any value",
         }
     }
 }
@@ -120,6 +126,13 @@ pub fn encode(kind: ColumnKind, v: &Value) -> Result<Option<String>, String> {
         }
         (ColumnKind::Bool, Value::Bool(b)) => b.to_string(),
         (ColumnKind::Bool, Value::String(s)) if s == "true" || s == "false" => s.clone(),
+        (ColumnKind::Flag, Value::Bool(b)) => u8::from(*b).to_string(),
+        (ColumnKind::Flag, Value::String(s)) if s == "true" || s == "false" => {
+            u8::from(s == "true").to_string()
+        }
+        (ColumnKind::Any, Value::String(s)) => s.clone(),
+        (ColumnKind::Any, Value::Bool(b)) => u8::from(*b).to_string(),
+        (ColumnKind::Any, v) => v.to_string(),
         (ColumnKind::Timestamptz | ColumnKind::Timestamp, Value::Number(n)) => n
             .as_i64()
             .and_then(millis_to_text)
@@ -258,6 +271,12 @@ mod tests {
             Some("12.50".into())
         );
         assert!(encode(ColumnKind::Numeric, &json!("12,5")).is_err());
+        assert_eq!(ok(ColumnKind::Flag, json!(true)), Some("1".into()));
+        assert_eq!(ok(ColumnKind::Flag, json!("false")), Some("0".into()));
+        assert!(encode(ColumnKind::Flag, &json!(2)).is_err());
+        assert_eq!(ok(ColumnKind::Any, json!(7)), Some("7".into()));
+        assert_eq!(ok(ColumnKind::Any, json!("x")), Some("x".into()));
+        assert_eq!(ok(ColumnKind::Any, json!([1])), Some("[1]".into()));
         assert_eq!(
             ok(ColumnKind::Date, json!("2024-02-29")),
             Some("2024-02-29".into())

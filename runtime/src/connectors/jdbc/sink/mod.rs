@@ -1,7 +1,8 @@
-//! The `jdbc` sink: an idempotent [`Sink`] that writes rows to Postgres in batches through
+//! The `jdbc` sink: an idempotent [`Sink`] that writes rows to Postgres or SQLite in batches through
 //! `pool_size` writers, and flushes at every barrier (so a completed checkpoint means every row
 //! before it is committed).
 
+mod metrics;
 mod pending;
 mod writer;
 
@@ -10,18 +11,21 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 use sqlx::AssertSqlSafe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::config::{redact, Mode, Scrubber, SinkSettings};
+use super::config::{redact, use_copy, Mode, Scrubber, SinkSettings};
+use super::dialect::Dialect;
 use super::plan::{Plan, Row};
 use super::retry::{classify, Failure};
-use super::schema;
+use super::schema::{self, Pool};
 use crate::api::{Batch, NodeConfig, NodeContext, Record, Sink};
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
+use metrics::JdbcMetrics;
 use pending::{should_write, writer_for, Pending};
 use writer::{Msg, Writer};
 
@@ -51,9 +55,10 @@ pub struct JdbcSink {
     settings: SinkSettings,
     node: String,
     metrics: NodeMetrics,
+    jdbc_metrics: JdbcMetrics,
     plan: Option<Arc<Plan>>,
     lanes: Vec<Lane>,
-    pool: Option<PgPool>,
+    pool: Option<Pool>,
 }
 
 impl JdbcSink {
@@ -67,53 +72,83 @@ impl JdbcSink {
             settings,
             node: node.to_string(),
             metrics: NodeMetrics::detached(),
+            jdbc_metrics: JdbcMetrics::detached(),
             plan: None,
             lanes: Vec::new(),
             pool: None,
         }
     }
 
+    /// The plan on Postgres: the table's columns, and the real statements planned once
+    /// (conflict target, types, permissions) so a mistake fails at start, not at the first
+    /// barrier.
+    async fn plan_postgres(
+        &self,
+        pool: &PgPool,
+    ) -> sqlx::Result<std::result::Result<Plan, String>> {
+        let s = &self.settings;
+        let mut conn = pool.acquire().await?;
+        let (Some(table), Mode::Upsert | Mode::Append) = (&s.table, s.mode) else {
+            let sql = s.sql.as_deref().unwrap_or_default();
+            let (numbered, _) = super::sql::rewrite(sql, |i| format!("${i}"));
+            let types = schema::param_types(&mut conn, &numbered).await?;
+            let route = s.key.clone().unwrap_or_default();
+            return Ok(Plan::for_sql(Dialect::Postgres, sql, &types, &route));
+        };
+        let (columns, pk) = schema::table_columns(&mut conn, table).await?;
+        let plan = match Plan::for_table(Dialect::Postgres, s, table, &columns, &pk) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::raw_sql(AssertSqlSafe(plan.create_stage()))
+            .execute(&mut *tx)
+            .await?;
+        if plan.is_upsert() {
+            sqlx::raw_sql(AssertSqlSafe(plan.merge_from_stage()))
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            schema::param_types(&mut tx, &plan.values_statement(1)).await?;
+        }
+        tx.rollback().await?;
+        Ok(Ok(plan))
+    }
+
+    /// The plan on SQLite; preparing the statement checks the columns and the conflict target.
+    async fn plan_sqlite(
+        &self,
+        pool: &SqlitePool,
+    ) -> sqlx::Result<std::result::Result<Plan, String>> {
+        let s = &self.settings;
+        let mut conn = pool.acquire().await?;
+        let (Some(table), Mode::Upsert | Mode::Append) = (&s.table, s.mode) else {
+            let sql = s.sql.as_deref().unwrap_or_default();
+            let (numbered, _) = super::sql::rewrite(sql, |i| format!("?{i}"));
+            let n = schema::sqlite_param_count(&mut conn, &numbered).await?;
+            let route = s.key.clone().unwrap_or_default();
+            let untyped = vec![(String::new(), String::new()); n];
+            return Ok(Plan::for_sql(Dialect::Sqlite, sql, &untyped, &route));
+        };
+        let (columns, pk) = schema::sqlite_table_columns(&mut conn, table).await?;
+        let plan = match Plan::for_table(Dialect::Sqlite, s, table, &columns, &pk) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        schema::sqlite_param_count(&mut conn, &plan.values_statement(1)).await?;
+        Ok(Ok(plan))
+    }
+
     /// Reads the table (or statement) and builds the plan, retrying while the database is not
     /// reachable yet.
-    async fn load_plan(&self, pool: &PgPool, scrub: &Scrubber, url: &str) -> Result<Plan> {
+    async fn load_plan(&self, pool: &Pool, scrub: &Scrubber, url: &str) -> Result<Plan> {
         let s = &self.settings;
         let mut delays = s.retry.backoff();
         loop {
-            let r: sqlx::Result<std::result::Result<Plan, String>> = async {
-                let mut conn = pool.acquire().await?;
-                match (&s.table, s.mode) {
-                    (Some(table), Mode::Upsert | Mode::Append) => {
-                        let (columns, pk) = schema::table_columns(&mut conn, table).await?;
-                        let plan = match Plan::for_table(s, table, &columns, &pk) {
-                            Ok(p) => p,
-                            Err(e) => return Ok(Err(e)),
-                        };
-                        // Plans the real statements once (conflict target, types,
-                        // permissions) so a mistake fails at start, not at the first barrier.
-                        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                        sqlx::raw_sql(AssertSqlSafe(plan.create_stage()))
-                            .execute(&mut *tx)
-                            .await?;
-                        if plan.is_upsert() {
-                            sqlx::raw_sql(AssertSqlSafe(plan.merge_from_stage()))
-                                .execute(&mut *tx)
-                                .await?;
-                        } else {
-                            schema::param_types(&mut tx, &plan.values_statement(1)).await?;
-                        }
-                        tx.rollback().await?;
-                        Ok(Ok(plan))
-                    }
-                    _ => {
-                        let sql = s.sql.as_deref().unwrap_or_default();
-                        let (numbered, _) = super::sql::rewrite(sql, |i| format!("${i}"));
-                        let types = schema::param_types(&mut conn, &numbered).await?;
-                        let route = s.key.clone().unwrap_or_default();
-                        Ok(Plan::for_sql(sql, &types, &route))
-                    }
-                }
-            }
-            .await;
+            let r = match pool {
+                Pool::Postgres(p) => self.plan_postgres(p).await,
+                Pool::Sqlite(p) => self.plan_sqlite(p).await,
+            };
             let e = match r {
                 Ok(Ok(plan)) => return Ok(plan),
                 // The table does not fit the settings: a restart meets the same table.
@@ -199,14 +234,18 @@ impl Sink for JdbcSink {
     async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = ctx.metrics.clone();
+        self.jdbc_metrics = JdbcMetrics::new(ctx);
         let s = &self.settings;
         let url = s
             .url
             .resolve(|v| std::env::var(v).ok())
             .map_err(|e| Error::node(&self.node, e))?;
         let scrub = Scrubber::for_url(&url);
-        let opts = schema::connect_options(&url).map_err(|e| Error::node(&self.node, e))?;
-        let pool = schema::pool(opts, s.pool_size, s.connect_timeout).await;
+        let pool = Pool::open(&url, s.pool_size, s.connect_timeout)
+            .await
+            .map_err(|e| Error::fatal(&self.node, e))?;
+        let copy = use_copy(pool.dialect(), s.copy)
+            .map_err(|e| Error::fatal(&self.node, format!("copy: {e}")))?;
         let plan = Arc::new(self.load_plan(&pool, &scrub, &url).await?);
         let writers = match plan.statement {
             super::plan::Statement::Sql { .. } if plan.route.is_empty() => 1,
@@ -220,11 +259,12 @@ impl Sink for JdbcSink {
                 in_flight: in_flight.clone(),
                 pool: pool.clone(),
                 plan: plan.clone(),
-                copy: s.copy,
+                copy,
                 retry: s.retry,
                 on_error: s.on_error,
                 node: self.node.clone(),
                 metrics: self.metrics.clone(),
+                retried_batches: self.jdbc_metrics.retried_batches.clone(),
                 scrub: scrub.clone(),
                 full_chunk: (chunk, plan.values_statement(chunk).into()),
             };

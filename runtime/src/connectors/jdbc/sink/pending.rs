@@ -72,6 +72,22 @@ pub fn should_write(waiting: usize, in_flight: usize, batch_size: usize, max_bat
     waiting >= max_batch || (waiting >= batch_size && in_flight == 0)
 }
 
+/// Positions of `rows` ordered by their key values, for statements that lock rows in the order
+/// they list them (multi-row `INSERT … VALUES … ON CONFLICT`, or one row after another in a
+/// transaction). Two writers whose batches share keys (workers fed by overlapping splits) then
+/// take the row locks of their transactions in the same order, so one waits for the other
+/// instead of both deadlocking. Any total order shared by every writer does: the text order of
+/// the encoded values is one (no collation involved). Rows are deduplicated by key first, so no
+/// two compare equal; without a key (append) the arrival order stays.
+pub fn key_order(rows: &[Row], key: &[usize]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    if !key.is_empty() {
+        let values = |r: usize| key.iter().map(move |i| &rows[r][*i]);
+        order.sort_by(|a, b| values(*a).cmp(values(*b)));
+    }
+    order
+}
+
 /// The writer for a row: a stable hash of the routing values, so one key always goes through
 /// the same connection and its writes stay in order.
 pub fn writer_for(row: &Row, route: &[usize], writers: usize) -> usize {
@@ -115,6 +131,28 @@ mod tests {
         assert!(!should_write(9_999, 2, 1000, 10_000));
         assert!(should_write(10_000, 2, 1000, 10_000));
         assert!(should_write(1, 0, 1, 1));
+    }
+
+    #[test]
+    fn rows_go_out_in_key_order_whatever_order_they_arrived_in() {
+        let one = [row("c", 1), row("a", 2), row("b", 3)];
+        let other = [row("b", 4), row("c", 5), row("a", 6)];
+        // Two writers holding the same keys lock them in the same order.
+        assert_eq!(key_order(&one, &[0]), [1, 2, 0]);
+        assert_eq!(key_order(&other, &[0]), [2, 0, 1]);
+        // A composite key compares column by column; NULL sorts first.
+        let two = |a: Option<&str>, b: &str| -> Row {
+            vec![a.map(str::to_string), Some(b.to_string())].into_boxed_slice()
+        };
+        let rows = [
+            two(Some("x"), "2"),
+            two(Some("x"), "1"),
+            two(None, "9"),
+            two(Some("w"), "5"),
+        ];
+        assert_eq!(key_order(&rows, &[0, 1]), [2, 3, 1, 0]);
+        // No key (append): the arrival order stays.
+        assert_eq!(key_order(&one, &[]), [0, 1, 2]);
     }
 
     #[test]

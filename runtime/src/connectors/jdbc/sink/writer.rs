@@ -6,14 +6,16 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgPool};
-use sqlx::{AssertSqlSafe, Postgres};
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Postgres, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::config::{Mode, Scrubber};
 use super::super::plan::{Plan, Row, Statement};
 use super::super::retry::{classify, Failure};
+use super::super::schema::Pool;
+use super::pending::key_order;
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
@@ -26,13 +28,15 @@ pub enum Msg {
 }
 
 pub struct Writer {
-    pub pool: PgPool,
+    pub pool: Pool,
     pub plan: Arc<Plan>,
     pub copy: bool,
     pub retry: RetryPolicy,
     pub on_error: OnError,
     pub node: String,
     pub metrics: NodeMetrics,
+    /// `weir_sink_retried_batches_total`: every transient failure that sends a batch again.
+    pub retried_batches: prometheus::IntCounter,
     pub scrub: Scrubber,
     /// Multi-row statement for a full chunk, built once.
     pub full_chunk: (usize, Arc<str>),
@@ -80,19 +84,40 @@ impl Writer {
         let mut path = Path::Batch;
         let mut delays = self.retry.backoff();
         loop {
-            let result = match self.pool.acquire().await {
-                Ok(mut conn) => {
-                    let r = match path {
-                        Path::Batch => self.batch(&mut conn, rows).await.map(|()| Vec::new()),
-                        Path::RowByRow => self.row_by_row(&mut conn, rows).await,
-                    };
-                    if r.as_ref().is_err_and(|e| classify(e) == Failure::Transient) {
-                        // The connection may be dead (server restart): let the pool replace it.
-                        close_on_drop(&mut conn);
+            // A transient failure closes the connection: it may be dead (server restart), and
+            // the pool replaces it.
+            let dead =
+                |r: &sqlx::Result<_>| r.as_ref().is_err_and(|e| classify(e) == Failure::Transient);
+            let result = match &self.pool {
+                Pool::Postgres(pool) => match pool.acquire().await {
+                    Ok(mut conn) => {
+                        let r = match path {
+                            Path::Batch => self.batch(&mut conn, rows).await.map(|()| Vec::new()),
+                            Path::RowByRow => self.row_by_row(&mut conn, rows).await,
+                        };
+                        if dead(&r) {
+                            conn.close_on_drop();
+                        }
+                        r
                     }
-                    r
-                }
-                Err(e) => Err(e),
+                    Err(e) => Err(e),
+                },
+                Pool::Sqlite(pool) => match pool.acquire().await {
+                    Ok(mut conn) => {
+                        let r = match path {
+                            Path::Batch => self
+                                .batch_sqlite(&mut conn, rows)
+                                .await
+                                .map(|()| Vec::new()),
+                            Path::RowByRow => self.row_by_row_sqlite(&mut conn, rows).await,
+                        };
+                        if dead(&r) {
+                            conn.close_on_drop();
+                        }
+                        r
+                    }
+                    Err(e) => Err(e),
+                },
             };
             match result {
                 Ok(rejected) => {
@@ -113,6 +138,7 @@ impl Writer {
                     }
                     Failure::Transient => match delays.next() {
                         Some(wait) => {
+                            self.retried_batches.inc();
                             tracing::warn!(node = %self.node, attempt = delays.retries(), wait_ms = wait.as_millis() as u64,
                                 error = %self.scrub.scrub(&e.to_string()), "write failed, retrying");
                             tokio::time::sleep(wait).await;
@@ -173,16 +199,19 @@ impl Writer {
                         .await?;
                 }
             }
-            (Statement::Table { .. }, false) => {
-                for chunk in rows.chunks(self.full_chunk.0) {
+            (Statement::Table { key, .. }, false) => {
+                // In key order, so concurrent writers of overlapping keys cannot deadlock
+                // (the COPY path's set-based statement sorts by key itself).
+                let order = key_order(rows, key);
+                for chunk in order.chunks(self.full_chunk.0) {
                     let sql: Arc<str> = if chunk.len() == self.full_chunk.0 {
                         self.full_chunk.1.clone()
                     } else {
                         self.plan.values_statement(chunk.len()).into()
                     };
                     let mut q = sqlx::query(AssertSqlSafe(sql));
-                    for row in chunk {
-                        for cell in row.iter() {
+                    for &i in chunk {
+                        for cell in rows[i].iter() {
                             q = q.bind(cell.as_deref());
                         }
                     }
@@ -209,7 +238,9 @@ impl Writer {
         let sql: Arc<str> = self.plan.values_statement(1).into();
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let mut rejected = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
+        // Key order, as in the batch path: the row locks accumulate in this transaction.
+        for i in key_order(rows, self.plan.key()) {
+            let row = &rows[i];
             sqlx::raw_sql("SAVEPOINT weir_row")
                 .execute(&mut *tx)
                 .await?;
@@ -248,6 +279,88 @@ fn bind_row<'q>(
     q
 }
 
+/// SQLite: the same statements as Postgres's `copy: false` path, `?n` parameters.
+impl Writer {
+    /// One `BEGIN IMMEDIATE` transaction: it takes the write lock first, so two writers queue
+    /// for it (up to the busy timeout) instead of one failing at its first write.
+    async fn batch_sqlite(&self, conn: &mut SqliteConnection, rows: &[Row]) -> sqlx::Result<()> {
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+        match &self.plan.statement {
+            Statement::Table { key, .. } => {
+                let order = key_order(rows, key);
+                for chunk in order.chunks(self.full_chunk.0) {
+                    let sql: Arc<str> = if chunk.len() == self.full_chunk.0 {
+                        self.full_chunk.1.clone()
+                    } else {
+                        self.plan.values_statement(chunk.len()).into()
+                    };
+                    let mut q = sqlx::query::<Sqlite>(AssertSqlSafe(sql));
+                    for &i in chunk {
+                        for cell in rows[i].iter() {
+                            q = q.bind(cell.as_deref());
+                        }
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+            }
+            Statement::Sql { .. } => {
+                let sql: Arc<str> = self.plan.values_statement(1).into();
+                for row in rows {
+                    bind_row_sqlite(&sql, row).execute(&mut *tx).await?;
+                }
+            }
+        }
+        tx.commit().await
+    }
+
+    /// As [`Writer::row_by_row`], on SQLite (same savepoint statements).
+    async fn row_by_row_sqlite(
+        &self,
+        conn: &mut SqliteConnection,
+        rows: &[Row],
+    ) -> sqlx::Result<Vec<(usize, String)>> {
+        let sql: Arc<str> = self.plan.values_statement(1).into();
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+        let mut rejected = Vec::new();
+        for i in key_order(rows, self.plan.key()) {
+            sqlx::raw_sql("SAVEPOINT weir_row")
+                .execute(&mut *tx)
+                .await?;
+            match bind_row_sqlite(&sql, &rows[i]).execute(&mut *tx).await {
+                Ok(_) => {
+                    sqlx::raw_sql("RELEASE SAVEPOINT weir_row")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Err(e) if classify(&e) == Failure::Data => {
+                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT weir_row")
+                        .execute(&mut *tx)
+                        .await?;
+                    rejected.push((i, self.scrub.scrub(&db_message(&e))));
+                    if self.on_error == OnError::Fail {
+                        tx.rollback().await?;
+                        return Ok(rejected);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        Ok(rejected)
+    }
+}
+
+fn bind_row_sqlite<'q>(
+    sql: &Arc<str>,
+    row: &'q Row,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+    for cell in row.iter() {
+        q = q.bind(cell.as_deref());
+    }
+    q
+}
+
 /// The server's message with its detail (which names the failing values).
 fn db_message(e: &sqlx::Error) -> String {
     match e {
@@ -260,8 +373,4 @@ fn db_message(e: &sqlx::Error) -> String {
         }
         other => other.to_string(),
     }
-}
-
-fn close_on_drop(conn: &mut PoolConnection<Postgres>) {
-    conn.close_on_drop();
 }
