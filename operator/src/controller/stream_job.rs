@@ -863,6 +863,7 @@ fn finish_status(
         pending_upgrade: status.pending_upgrade.as_ref(),
         job: seen.job_state,
         workers: &status.workers,
+        rolling,
         problems: &problems,
         abandoned: status.abandoned_hash.is_some(),
         starting: seen.starting,
