@@ -151,11 +151,13 @@ pub struct Observation {
     pub owned: OwnedObjects,
 }
 
-/// The metadata of the job's Service, PodDisruptionBudget and NetworkPolicy as read (`None`: the
-/// object does not exist); their content hashes decide whether they are written
+/// The metadata of the job's StatefulSet, Service, PodDisruptionBudget and NetworkPolicy as read
+/// (`None`: the object does not exist). A missing StatefulSet is put back through the lifecycle
+/// ([`Observed::workload_missing`]); the others' content hashes decide whether they are written
 /// ([`owned_writes`]).
 #[derive(Clone, Debug, Default)]
 pub struct OwnedObjects {
+    pub stateful_set: Option<ObjectMeta>,
     pub service: Option<ObjectMeta>,
     pub pdb: Option<ObjectMeta>,
     pub network_policy: Option<ObjectMeta>,
@@ -165,13 +167,28 @@ async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<O
     let name = job.name_any();
     let ns = job.namespace().unwrap_or_else(|| "default".into());
     let status = job.status.clone().unwrap_or_default();
-    let (resolved, problems, tunings, mut digests) =
-        resolve_and_check(&ctx.client, &ns, job).await?;
     let secret_name = admin_secret::secret_name(&name);
-    let token_secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&secret_name)
-        .await
-        .kube_ctx(|| format!("reading Secret {ns}/{secret_name}"))?;
+    // The reads do not depend on each other: all at once, so that a reconcile waits for about
+    // one API round trip here rather than for each in turn (on a busy API server each takes
+    // long; see README, "Operator at scale").
+    let read_token = async {
+        Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&secret_name)
+            .await
+            .kube_ctx(|| format!("reading Secret {ns}/{secret_name}"))
+    };
+    let list_pods = async {
+        Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default().labels(&resources::selector(&name)))
+            .await
+            .kube_ctx(|| format!("listing the pods of StreamJob {ns}/{name}"))
+    };
+    let ((resolved, problems, tunings, mut digests), token_secret, pods, owned) = futures::try_join!(
+        resolve_and_check(&ctx.client, &ns, job),
+        read_token,
+        list_pods,
+        observe_owned(&ctx.client, &ns, &name),
+    )?;
     let admin_tokens = admin_secret::plan(
         job,
         token_secret.as_ref(),
@@ -183,19 +200,8 @@ async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<O
         admin_tokens.tokens.digest(),
     );
     let hash = resources::spec_hash(job, &resolved, &digests)?;
-
-    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods = pod_api
-        .list(&ListParams::default().labels(&resources::selector(&name)))
-        .await
-        .kube_ctx(|| format!("listing the pods of StreamJob {ns}/{name}"))?;
     let pods = pods::by_worker(&pods.items, &name, resources::HASH_ANNOTATION);
-    let workload_missing = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
-        .get_metadata_opt(&name)
-        .await
-        .kube_ctx(|| format!("reading StatefulSet {ns}/{name}"))?
-        .is_none();
-    let owned = observe_owned(&ctx.client, &ns, &name).await?;
+    let workload_missing = owned.stateful_set.is_none();
     let running = status
         .deployed
         .as_ref()
@@ -244,8 +250,8 @@ async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<O
     })
 }
 
-/// Reads the metadata (only: small answers) of the job's Service, disruption budget and
-/// NetworkPolicy, all three at once.
+/// Reads the metadata (only: small answers) of the job's StatefulSet, Service, disruption budget
+/// and NetworkPolicy, all at once.
 async fn observe_owned(client: &Client, ns: &str, name: &str) -> Result<OwnedObjects> {
     async fn meta<K>(
         client: &Client,
@@ -265,12 +271,14 @@ async fn observe_owned(client: &Client, ns: &str, name: &str) -> Result<OwnedObj
             .kube_ctx(|| format!("reading {what} {ns}/{name}"))?
             .map(|m| m.metadata))
     }
-    let (service, pdb, network_policy) = futures::try_join!(
+    let (stateful_set, service, pdb, network_policy) = futures::try_join!(
+        meta::<StatefulSet>(client, ns, name, "StatefulSet"),
         meta::<Service>(client, ns, name, "Service"),
         meta::<PodDisruptionBudget>(client, ns, name, "PodDisruptionBudget"),
         meta::<NetworkPolicy>(client, ns, name, "NetworkPolicy"),
     )?;
     Ok(OwnedObjects {
+        stateful_set,
         service,
         pdb,
         network_policy,
