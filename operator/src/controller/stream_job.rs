@@ -147,7 +147,7 @@ pub struct Observation {
     pub workload_missing: bool,
     /// The admin tokens to authenticate with, and the Secret to write if it is not right yet.
     pub admin_tokens: TokenPlan,
-    /// The job's Service, disruption budget and NetworkPolicy as they are.
+    /// The metadata of the job's StatefulSet, Service, disruption budget and NetworkPolicy.
     pub owned: OwnedObjects,
 }
 
