@@ -193,6 +193,9 @@ pub struct Inputs<'a> {
     pub pending_upgrade: Option<&'a PendingUpgrade>,
     pub job: JobState,
     pub workers: &'a [WorkerSummary],
+    /// Workers whose pod still runs an earlier pod template: a roll in progress (in a last-state
+    /// or stateless upgrade the old workers answer `running` until they are replaced).
+    pub rolling: u32,
     /// Problems of the job besides its workers (spec, resolution, tuning).
     pub problems: &'a [Problem],
     pub abandoned: bool,
@@ -223,6 +226,7 @@ pub fn phase(i: &Inputs) -> Phase {
         None if i.desired_suspended => Phase::Suspended,
         None => Phase::Pending,
         Some(d) if d.suspended => Phase::Suspended,
+        Some(_) if i.rolling > 0 && i.job == JobState::Running => Phase::Deploying,
         Some(_) => match i.job {
             JobState::Running => Phase::Running,
             JobState::Failed => Phase::Failed,
@@ -289,7 +293,7 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
         .collect();
     let blocked = blocking(i.problems);
 
-    let ready = if phase == Phase::Running && deployed_current && all_running {
+    let ready = if phase == Phase::Running && deployed_current && all_running && i.rolling == 0 {
         cond(
             READY,
             true,
@@ -346,6 +350,16 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
             true,
             "Deploying",
             "rolling out the spec".into(),
+        )
+    } else if deployed_current && i.rolling > 0 && bad_workers.is_empty() {
+        cond(
+            PROGRESSING,
+            true,
+            "Rolling",
+            format!(
+                "{} of {} workers still run the previous spec",
+                i.rolling, i.parallelism
+            ),
         )
     } else if deployed_current && !all_running && i.starting && bad_workers.is_empty() {
         cond(

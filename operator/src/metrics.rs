@@ -37,7 +37,9 @@ impl Metrics {
             histogram_opts!(
                 "weir_operator_reconcile_duration_seconds",
                 "Reconcile duration",
-                vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+                // Prometheus' defaults (5 ms to 10 s): a steady reconcile takes milliseconds,
+                // and the p99 needs buckets there.
+                prometheus::DEFAULT_BUCKETS.to_vec()
             ),
             &["kind"],
         )?;

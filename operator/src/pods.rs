@@ -163,6 +163,16 @@ pub fn by_worker(pods: &[Pod], job: &str, hash_annotation: &str) -> BTreeMap<u32
     out
 }
 
+/// How many of workers `0..parallelism` have a pod that runs another pod template than
+/// `hash` (the deployed spec): the StatefulSet has not replaced them yet. A worker without a pod
+/// is not counted (it is not running at all, which its status says).
+pub fn rolling(pods: &BTreeMap<u32, PodObservation>, parallelism: u32, hash: &str) -> u32 {
+    (0..parallelism)
+        .filter_map(|w| pods.get(&w))
+        .filter(|p| p.config_hash.as_deref() != Some(hash))
+        .count() as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +267,27 @@ mod tests {
         assert_eq!(m[&0].ip.as_deref(), Some("127.0.0.3"));
         let m = by_worker(&[new, old], "j", "h");
         assert_eq!(m[&0].ip.as_deref(), Some("127.0.0.3"));
+    }
+
+    #[test]
+    fn workers_whose_pods_run_an_earlier_template_are_rolling() {
+        let p = |name: &str, hash: &str| {
+            pod(json!({"metadata": {"name": name, "annotations": {"weir.dev/config-hash": hash}}}))
+        };
+        let pods = by_worker(
+            &[p("j-0", "old"), p("j-1", "new")],
+            "j",
+            "weir.dev/config-hash",
+        );
+        assert_eq!(rolling(&pods, 2, "new"), 1);
+        assert_eq!(rolling(&pods, 2, "old"), 1);
+        // Worker 2 has no pod yet (a scale-up): not running, but not an old pod either.
+        assert_eq!(rolling(&pods, 3, "new"), 1);
+        let pods = by_worker(
+            &[p("j-0", "new"), p("j-1", "new")],
+            "j",
+            "weir.dev/config-hash",
+        );
+        assert_eq!(rolling(&pods, 2, "new"), 0);
     }
 }

@@ -46,8 +46,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- /*
 Least privilege, proven by e2e/tests/it/operator/rbac.rs against the API server's audit log:
 every rule below is used and nothing else is asked for. The operator writes with server-side
-apply (a patch; one that creates the object is also checked against create), never gets single
-objects (its watches keep them), and lets owner references garbage-collect what a job owned.
+apply (a patch; one that creates the object is also checked against create), reads the metadata of
+a job's StatefulSet, Service, PodDisruptionBudget and NetworkPolicy (`get`: a deleted one is put
+back, and one whose content hash matches is not written again), and lets owner references
+garbage-collect what a job owned.
 */ -}}
 - apiGroups: ["weir.dev"]
   resources: ["streamjobs"]
@@ -67,8 +69,11 @@ objects (its watches keep them), and lets owner references garbage-collect what 
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]   # get: a deleted one is put back
 - apiGroups: [""]
-  resources: ["configmaps", "services"]
+  resources: ["configmaps"]
   verbs: ["list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   # get: the values a Connector references (read when resolving) and each job's admin token;
@@ -78,13 +83,13 @@ objects (its watches keep them), and lets owner references garbage-collect what 
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   # create/patch: each job's policy (server-side apply); delete: when a job switches it off.
-  verbs: ["create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]                 # judge silent workers by their pods
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]               # patch: a repeated event's series count

@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -146,19 +147,48 @@ pub struct Observation {
     pub workload_missing: bool,
     /// The admin tokens to authenticate with, and the Secret to write if it is not right yet.
     pub admin_tokens: TokenPlan,
+    /// The metadata of the job's StatefulSet, Service, disruption budget and NetworkPolicy.
+    pub owned: OwnedObjects,
+}
+
+/// The metadata of the job's StatefulSet, Service, PodDisruptionBudget and NetworkPolicy as read
+/// (`None`: the object does not exist). A missing StatefulSet is put back through the lifecycle
+/// ([`Observed::workload_missing`]); the others' content hashes decide whether they are written
+/// ([`owned_writes`]).
+#[derive(Clone, Debug, Default)]
+pub struct OwnedObjects {
+    pub stateful_set: Option<ObjectMeta>,
+    pub service: Option<ObjectMeta>,
+    pub pdb: Option<ObjectMeta>,
+    pub network_policy: Option<ObjectMeta>,
 }
 
 async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<Observation> {
     let name = job.name_any();
     let ns = job.namespace().unwrap_or_else(|| "default".into());
     let status = job.status.clone().unwrap_or_default();
-    let (resolved, problems, tunings, mut digests) =
-        resolve_and_check(&ctx.client, &ns, job).await?;
     let secret_name = admin_secret::secret_name(&name);
-    let token_secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&secret_name)
-        .await
-        .kube_ctx(|| format!("reading Secret {ns}/{secret_name}"))?;
+    // The reads do not depend on each other: all at once, so that a reconcile waits for about
+    // one API round trip here rather than for each in turn (on a busy API server each takes
+    // long; see README, "Operator at scale").
+    let read_token = async {
+        Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&secret_name)
+            .await
+            .kube_ctx(|| format!("reading Secret {ns}/{secret_name}"))
+    };
+    let list_pods = async {
+        Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default().labels(&resources::selector(&name)))
+            .await
+            .kube_ctx(|| format!("listing the pods of StreamJob {ns}/{name}"))
+    };
+    let ((resolved, problems, tunings, mut digests), token_secret, pods, owned) = futures::try_join!(
+        resolve_and_check(&ctx.client, &ns, job),
+        read_token,
+        list_pods,
+        observe_owned(&ctx.client, &ns, &name),
+    )?;
     let admin_tokens = admin_secret::plan(
         job,
         token_secret.as_ref(),
@@ -170,18 +200,8 @@ async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<O
         admin_tokens.tokens.digest(),
     );
     let hash = resources::spec_hash(job, &resolved, &digests)?;
-
-    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods = pod_api
-        .list(&ListParams::default().labels(&resources::selector(&name)))
-        .await
-        .kube_ctx(|| format!("listing the pods of StreamJob {ns}/{name}"))?;
     let pods = pods::by_worker(&pods.items, &name, resources::HASH_ANNOTATION);
-    let workload_missing = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
-        .get_metadata_opt(&name)
-        .await
-        .kube_ctx(|| format!("reading StatefulSet {ns}/{name}"))?
-        .is_none();
+    let workload_missing = owned.stateful_set.is_none();
     let running = status
         .deployed
         .as_ref()
@@ -226,6 +246,42 @@ async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<O
         poll,
         workload_missing,
         admin_tokens,
+        owned,
+    })
+}
+
+/// Reads the metadata (only: small answers) of the job's StatefulSet, Service, disruption budget
+/// and NetworkPolicy, all at once.
+async fn observe_owned(client: &Client, ns: &str, name: &str) -> Result<OwnedObjects> {
+    async fn meta<K>(
+        client: &Client,
+        ns: &str,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<ObjectMeta>>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Ok(Api::<K>::namespaced(client.clone(), ns)
+            .get_metadata_opt(name)
+            .await
+            .kube_ctx(|| format!("reading {what} {ns}/{name}"))?
+            .map(|m| m.metadata))
+    }
+    let (stateful_set, service, pdb, network_policy) = futures::try_join!(
+        meta::<StatefulSet>(client, ns, name, "StatefulSet"),
+        meta::<Service>(client, ns, name, "Service"),
+        meta::<PodDisruptionBudget>(client, ns, name, "PodDisruptionBudget"),
+        meta::<NetworkPolicy>(client, ns, name, "NetworkPolicy"),
+    )?;
+    Ok(OwnedObjects {
+        stateful_set,
+        service,
+        pdb,
+        network_policy,
     })
 }
 
@@ -467,15 +523,8 @@ pub fn plan(
     if !deleting && p.status.deployed.is_some() {
         // Only a job that runs (or is about to) gets its Service, disruption budget and
         // NetworkPolicy.
-        let policy = match resources::network_policy(job, network_policies) {
-            Some(np) => Write::NetworkPolicy(Box::new(np)),
-            None => Write::RemoveNetworkPolicy,
-        };
-        p.writes.insert(0, policy);
-        p.writes
-            .insert(0, Write::Pdb(Box::new(resources::pdb(job))));
-        p.writes
-            .insert(0, Write::Service(Box::new(resources::service(job))));
+        let owned = owned_writes(job, &seen.owned, network_policies)?;
+        p.writes.splice(0..0, owned);
     }
     // Before anything else: the pods read it at start, the savepoint calls need it.
     if let Some(secret) = &seen.admin_tokens.write {
@@ -487,6 +536,36 @@ pub fn plan(
     p.events
         .extend(job_status::transition_events(previous.as_ref(), &p.status));
     Ok(p)
+}
+
+/// The writes that make the job's Service, disruption budget and NetworkPolicy what the job
+/// wants, in that order: only those whose content hash differs from the one read (so none in the
+/// steady state), and the NetworkPolicy's deletion only while it exists.
+pub fn owned_writes(
+    job: &StreamJob,
+    observed: &OwnedObjects,
+    network_policies: &NetworkPolicySettings,
+) -> Result<Vec<Write>> {
+    let mut writes = Vec::new();
+    let service = resources::stamped(resources::service(job))?;
+    if !resources::up_to_date(&service, observed.service.as_ref()) {
+        writes.push(Write::Service(Box::new(service)));
+    }
+    let pdb = resources::stamped(resources::pdb(job))?;
+    if !resources::up_to_date(&pdb, observed.pdb.as_ref()) {
+        writes.push(Write::Pdb(Box::new(pdb)));
+    }
+    match resources::network_policy(job, network_policies) {
+        Some(np) => {
+            let np = resources::stamped(np)?;
+            if !resources::up_to_date(&np, observed.network_policy.as_ref()) {
+                writes.push(Write::NetworkPolicy(Box::new(np)));
+            }
+        }
+        None if observed.network_policy.is_some() => writes.push(Write::RemoveNetworkPolicy),
+        None => {}
+    }
+    Ok(writes)
 }
 
 /// What the savepoint poll found: the record, events and metrics.
@@ -774,6 +853,13 @@ fn finish_status(
         .enabled
         .then(|| (checkpoint.interval.as_std(), checkpoint.timeout.as_std()));
     let status = &p.status;
+    let rolling = status
+        .deployed
+        .as_ref()
+        .filter(|d| !d.suspended)
+        .map_or(0, |d| {
+            pods::rolling(&seen.pods, d.parallelism, &d.spec_hash)
+        });
     let inputs = job_status::Inputs {
         generation: job.metadata.generation,
         deleting,
@@ -785,6 +871,7 @@ fn finish_status(
         pending_upgrade: status.pending_upgrade.as_ref(),
         job: seen.job_state,
         workers: &status.workers,
+        rolling,
         problems: &problems,
         abandoned: status.abandoned_hash.is_some(),
         starting: seen.starting,
@@ -1103,4 +1190,127 @@ async fn secret_digests(
     }
     missing.dedup();
     Ok((digests, missing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(network_policy: bool, admin_port: u16) -> StreamJob {
+        serde_json::from_value(json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
+            "metadata": {"name": "orders", "namespace": "prod", "uid": "u-1"},
+            "spec": {"image": "weir:1", "parallelism": 2, "adminPort": admin_port,
+                     "networkPolicy": {"enabled": network_policy},
+                     "pipeline": {"sources": [{"name": "gen", "type": "datagen"}],
+                                  "sinks": [{"name": "out", "type": "blackhole"}]}}
+        }))
+        .unwrap()
+    }
+
+    fn settings() -> NetworkPolicySettings {
+        NetworkPolicySettings {
+            enabled: true,
+            operator_namespace: "weir-system".into(),
+            operator_pod_labels: BTreeMap::from([("app".to_string(), "weir-operator".to_string())]),
+            metrics_from: None,
+        }
+    }
+
+    fn kinds(writes: &[Write]) -> Vec<&'static str> {
+        writes
+            .iter()
+            .map(|w| match w {
+                Write::Service(_) => "Service",
+                Write::Pdb(_) => "Pdb",
+                Write::NetworkPolicy(_) => "NetworkPolicy",
+                Write::RemoveNetworkPolicy => "RemoveNetworkPolicy",
+                other => panic!("not an owned-object write: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// What the API server holds after the writes were applied: their metadata.
+    fn as_written(writes: &[Write]) -> OwnedObjects {
+        let mut seen = OwnedObjects::default();
+        for w in writes {
+            match w {
+                Write::Service(o) => seen.service = Some(o.metadata.clone()),
+                Write::Pdb(o) => seen.pdb = Some(o.metadata.clone()),
+                Write::NetworkPolicy(o) => seen.network_policy = Some(o.metadata.clone()),
+                Write::RemoveNetworkPolicy => seen.network_policy = None,
+                _ => {}
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn owned_objects_are_written_when_missing_and_then_left_alone() {
+        let j = job(true, 8081);
+        let first = owned_writes(&j, &OwnedObjects::default(), &settings()).unwrap();
+        assert_eq!(kinds(&first), ["Service", "Pdb", "NetworkPolicy"]);
+        let seen = as_written(&first);
+        let again = owned_writes(&j, &seen, &settings()).unwrap();
+        assert!(again.is_empty(), "nothing changed: {again:?}");
+    }
+
+    #[test]
+    fn only_the_objects_whose_content_changed_are_written() {
+        let seen = as_written(
+            &owned_writes(&job(true, 8081), &OwnedObjects::default(), &settings()).unwrap(),
+        );
+        // The admin port is in the Service and the NetworkPolicy, not in the disruption budget.
+        let writes = owned_writes(&job(true, 9000), &seen, &settings()).unwrap();
+        assert_eq!(kinds(&writes), ["Service", "NetworkPolicy"]);
+        let Write::Service(svc) = &writes[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+            9000
+        );
+        // Who may reach the workers changed (the operator's settings): only the policy.
+        let mut moved = settings();
+        moved.operator_namespace = "elsewhere".into();
+        let writes = owned_writes(&job(true, 8081), &seen, &moved).unwrap();
+        assert_eq!(kinds(&writes), ["NetworkPolicy"]);
+    }
+
+    #[test]
+    fn an_object_deleted_or_written_by_someone_else_is_put_back() {
+        let j = job(true, 8081);
+        let mut seen =
+            as_written(&owned_writes(&j, &OwnedObjects::default(), &settings()).unwrap());
+        seen.pdb = None;
+        assert_eq!(
+            kinds(&owned_writes(&j, &seen, &settings()).unwrap()),
+            ["Pdb"]
+        );
+        // Present, but without our hash (made by hand, or by an operator before hashes).
+        let mut seen =
+            as_written(&owned_writes(&j, &OwnedObjects::default(), &settings()).unwrap());
+        seen.service.as_mut().unwrap().annotations = None;
+        assert_eq!(
+            kinds(&owned_writes(&j, &seen, &settings()).unwrap()),
+            ["Service"]
+        );
+    }
+
+    #[test]
+    fn a_switched_off_network_policy_is_deleted_once() {
+        let seen = as_written(
+            &owned_writes(&job(true, 8081), &OwnedObjects::default(), &settings()).unwrap(),
+        );
+        let off = job(false, 8081);
+        let writes = owned_writes(&off, &seen, &settings()).unwrap();
+        assert_eq!(kinds(&writes), ["RemoveNetworkPolicy"]);
+        let gone = as_written(&writes);
+        let seen = OwnedObjects {
+            network_policy: gone.network_policy,
+            ..seen
+        };
+        assert!(owned_writes(&off, &seen, &settings()).unwrap().is_empty());
+    }
 }

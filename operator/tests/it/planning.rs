@@ -608,6 +608,7 @@ fn worker_states_aggregate_and_ready_needs_every_worker_running() {
         pending_upgrade: None,
         job,
         workers: &workers,
+        rolling: 0,
         problems: &[],
         abandoned: false,
         starting: false,
@@ -646,6 +647,29 @@ fn worker_states_aggregate_and_ready_needs_every_worker_running() {
         .for_each(|x| x.last_transition_time = "earlier".into());
     let again = job_status::conditions(&inputs, &prev);
     assert!(again.iter().all(|x| x.last_transition_time == "earlier"));
+
+    // A last-state or stateless roll: every worker answers `running`, but one still is an old
+    // pod. Not Ready until the StatefulSet has replaced it; Progressing says so.
+    let inputs = Inputs {
+        rolling: 1,
+        ..inputs
+    };
+    assert_eq!(format!("{:?}", job_status::phase(&inputs)), "Deploying");
+    let c = job_status::conditions(&inputs, &[]);
+    let get = |t: &str| c.iter().find(|x| x.type_ == t).unwrap().clone();
+    assert_eq!(get("Ready").status, "False");
+    assert_eq!(
+        (
+            get("Progressing").status.as_str(),
+            get("Progressing").reason.as_str()
+        ),
+        ("True", "Rolling")
+    );
+    assert_eq!(
+        get("Progressing").message,
+        "1 of 2 workers still run the previous spec"
+    );
+    assert_eq!(get("Degraded").status, "False", "a roll is no failure");
 }
 
 #[test]
@@ -907,6 +931,7 @@ fn conditions_follow_kstatus_through_a_first_deploy() {
                 pending_upgrade: None,
                 job,
                 workers: &workers,
+                rolling: 0,
                 problems: &[],
                 abandoned: false,
                 starting,

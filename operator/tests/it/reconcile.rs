@@ -213,6 +213,29 @@ async fn deploy_then_upgrade_through_a_savepoint() {
         find(&reqs, "PATCH", "secrets/orders-admin-token").is_empty(),
         "the token is kept"
     );
+    for kind in [
+        "services/orders",
+        "poddisruptionbudgets/orders",
+        "networkpolicies/orders",
+    ] {
+        assert!(
+            find(&reqs, "PATCH", kind).is_empty(),
+            "{kind} is unchanged, so not written again"
+        );
+    }
+
+    // 3b. The Service deleted by hand: put back, and only it.
+    api.objects
+        .lock()
+        .unwrap()
+        .remove("/api/v1/namespaces/prod/services/orders");
+    reconcile(Arc::new(stored_job(&api)), ctx.clone())
+        .await
+        .unwrap();
+    let reqs = api.take();
+    assert_eq!(find(&reqs, "PATCH", "services/orders").len(), 1, "{reqs:?}");
+    assert!(find(&reqs, "PATCH", "poddisruptionbudgets/orders").is_empty());
+    assert!(find(&reqs, "PATCH", "networkpolicies/orders").is_empty());
 
     // 4. A new image: savepoint with stop on every worker, nothing rolled yet.
     {

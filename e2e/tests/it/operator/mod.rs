@@ -8,6 +8,7 @@ mod faults;
 mod lifecycle;
 mod rbac;
 mod restart;
+mod scale;
 mod security;
 mod validation;
 
@@ -161,6 +162,29 @@ impl S3 {
             .await
             .is_ok()
     }
+}
+
+/// The pid of the process whose environment has `POD_IP=<ip>` and whose program is `program`
+/// (the test kubelet runs each container as a local process).
+pub fn pid_of(ip: &str, program: &str) -> Option<i32> {
+    let want = format!("POD_IP={ip}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        if !String::from_utf8_lossy(argv0).ends_with(program) {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// Every id in 0..n exactly once; names the first missing and duplicated ids.
