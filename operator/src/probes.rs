@@ -221,6 +221,10 @@ pub fn target(spec: &ConnectorSpec) -> Probe {
                 properties,
             }
         }
+        // A SQLite file lives in the worker's pod: nothing the operator could reach.
+        ConnectorType::Jdbc if url.starts_with("sqlite:") => {
+            Probe::None("a SQLite file in the workers' pods; not probed".into())
+        }
         ConnectorType::Postgres | ConnectorType::Jdbc => Probe::Postgres { url },
         ConnectorType::Http if url.starts_with("http://") => Probe::Http { url },
         ConnectorType::Http | ConnectorType::Elasticsearch => {

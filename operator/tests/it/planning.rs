@@ -501,6 +501,7 @@ fn in_process_restarts_and_open_breakers_reach_the_status_and_events() {
         problems: &[],
         abandoned: false,
         starting: false,
+        rolling: 0,
         checkpointing: None,
         last_checkpoint: None,
         now: Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap(),
@@ -735,6 +736,13 @@ fn probe_targets_and_validation() {
     );
     let pg = connector(json!({"type": "postgres", "url": "postgres://u:secret@h/db"}));
     assert!(probes::validate(&pg)[0].contains("contains a password"));
+    let sqlite = connector(json!({"type": "jdbc", "url": "sqlite:///data/out.db"}));
+    assert!(matches!(probes::target(&sqlite), probes::Probe::None(_)));
+    let jdbc = connector(json!({"type": "jdbc", "url": "postgres://h/db"}));
+    assert!(matches!(
+        probes::target(&jdbc),
+        probes::Probe::Postgres { .. }
+    ));
     let es = connector(json!({
         "type": "elasticsearch", "url": "https://es-0:9200",
         "elasticsearch": {"hosts": ["https://es-1:9200"],
