@@ -205,10 +205,15 @@ impl Generator {
                 Gen::Str { length, prefix } => {
                     let mut s = String::with_capacity(prefix.len() + length);
                     s.push_str(prefix);
-                    let mut r = self.rand(index, i);
+                    // 12 characters use up a 64-bit draw (36^12 ≈ 2^62); the next 12 come from
+                    // the next state, not from the draw's remainder (which has only 2 bits left:
+                    // mixing it gave every string one of 4 tails).
+                    let mut state = self.rand(index, i);
+                    let mut r = state;
                     for k in 0..*length {
                         if k > 0 && k % 12 == 0 {
-                            r = mix(r);
+                            state = mix(state);
+                            r = state;
                         }
                         s.push(ALPHABET[(r % ALPHABET.len() as u64) as usize] as char);
                         r /= ALPHABET.len() as u64;
@@ -250,6 +255,21 @@ mod tests {
 
     fn config(yaml: &str) -> DatagenConfig {
         serde_norway::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn long_strings_differ_past_the_first_twelve_characters() {
+        let g = Generator::new(&config("fields:\n  s: {kind: string, length: 40}\n")).unwrap();
+        let tails: std::collections::BTreeSet<String> = (0..1000)
+            .map(|i| g.record(i).0["s"].as_str().unwrap()[12..].to_string())
+            .collect();
+        assert_eq!(tails.len(), 1000, "every tail distinct");
+        let at = |k: usize| -> std::collections::BTreeSet<char> {
+            (0..1000)
+                .map(|i| g.record(i).0["s"].as_str().unwrap().as_bytes()[k] as char)
+                .collect()
+        };
+        assert!(at(30).len() > 30, "characters past 24 vary: {:?}", at(30));
     }
 
     #[test]
