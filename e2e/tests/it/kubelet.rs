@@ -541,7 +541,11 @@ async fn a_killed_kubelet_leaves_no_container_process_behind() {
         .await;
     let log = crate::harness::wait_for(&env, "pids logged", T, || {
         let log = env.log("parent", "main");
-        async move { log.contains("PID=").then_some(log) }
+        // Lines that start with them: the kubelet's header line quotes the command, which
+        // holds "PID=" too.
+        let printed = |key: &str| log.lines().any(|l| l.starts_with(key));
+        let both = printed("PID=") && printed("CHILD=");
+        async move { both.then_some(log) }
     })
     .await;
     let pid = |key: &str| -> i32 {
