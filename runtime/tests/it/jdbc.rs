@@ -469,6 +469,55 @@ fn upsert_rides_out_a_database_restart() {
     assert_state(&target, table, N);
 }
 
+/// Postgres stopped for 20 s mid-run, longer than the sink's retries last: the worker fails,
+/// the restart strategy restarts it from its latest checkpoint until the database is back, and
+/// the table ends exactly as an uninterrupted run leaves it.
+#[test]
+fn upsert_rides_out_a_20s_database_outage_through_restarts() {
+    const N: i64 = 40_000;
+    let db = PrivatePostgres::up("outage");
+    let table = "user_stats";
+    let target = Db::Postgres(db.url.clone());
+    create_user_stats(&target, table);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = upsert_spec(
+        dir.path(),
+        &db.url,
+        table,
+        N,
+        2_000,
+        "    connect_timeout: 300ms\n",
+    );
+    let spec_text = std::fs::read_to_string(&spec).unwrap().replace(
+        "checkpoint: {",
+        "restart: { strategy: exponential-delay, backoff: 500ms, max_backoff: 4s }\ncheckpoint: {",
+    );
+    std::fs::write(&spec, spec_text).unwrap();
+    let job = Running::start(&spec, &[]);
+    std::thread::sleep(Duration::from_secs(4));
+    for (cmd, pause) in [("stop", 20), ("start", 0)] {
+        let o = db.script(cmd);
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(pause));
+    }
+    let out = job.wait();
+    let log = stderr(&out);
+    assert!(
+        out.status.success(),
+        "the job did not survive the outage: {}\n{log}",
+        out.status
+    );
+    assert!(
+        log.contains("restarting from its latest complete checkpoint"),
+        "20 s outlasted no retry budget (no restart):\n{log}"
+    );
+    assert_state(&target, table, N);
+}
+
 /// JSON lines for the bad-input tests: ids 0..200 are good, a few in the middle are not.
 fn bad_input(dir: &Path) -> PathBuf {
     let mut lines = Vec::new();
