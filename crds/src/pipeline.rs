@@ -195,8 +195,15 @@ impl PipelineSpec {
         crate::input::check_text(text)?;
         // Parsed untyped first: the typed parse cannot see `.nan` in settings, which become null
         // in their `serde_json::Value`; the document is at most 1 MiB, so twice is cheap.
-        let untyped: serde_norway::Value = serde_norway::from_str(text)
-            .map_err(|e| crate::input::serde_error("", &e.to_string()))?;
+        let untyped: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
+            // The parser leaves the position out of its message at line 1, column 1 (a tab
+            // or a stray character first): say it anyway.
+            let mut message = e.to_string();
+            if let Some(at) = e.location().filter(|_| !message.contains(" line ")) {
+                message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
+            }
+            crate::input::serde_error("", &message)
+        })?;
         if !untyped.is_mapping() {
             let got = match untyped {
                 serde_norway::Value::Null => "empty",
@@ -508,6 +515,19 @@ sinks:
   - { name: out, type: blackhole }
   - { name: raw, type: blackhole, input: a }
 "#;
+
+    #[test]
+    fn a_bad_first_character_is_placed_at_line_1() {
+        // Found by the mutated-spec property test: a tab first, the parser's message had no
+        // position.
+        let e = PipelineSpec::from_yaml("\tnull\n").unwrap_err().to_string();
+        assert!(e.contains("line 1 column 1"), "{e}");
+        let e = PipelineSpec::from_yaml("name: x\n\tsources: []\n")
+            .unwrap_err()
+            .to_string();
+        // A message that has its position keeps it, once.
+        assert_eq!(e.matches(" line ").count(), 2, "{e}");
+    }
 
     #[test]
     fn defaults_chain_the_transforms() {
