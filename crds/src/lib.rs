@@ -5,6 +5,7 @@
 pub mod failure;
 pub mod input;
 pub mod pipeline;
+pub mod transactions;
 pub mod units;
 
 #[cfg(feature = "kube")]

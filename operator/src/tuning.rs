@@ -14,8 +14,6 @@ use weir_crds::{CheckpointMode, PipelineSpec};
 pub const TRANSACTION_TIMEOUT: &str = "transaction.timeout.ms";
 /// Kafka's default `transaction.max.timeout.ms` (15 minutes), assumed when nothing else is known.
 pub const DEFAULT_BROKER_MAX_MS: u64 = 900_000;
-/// At least this much on top of interval + timeout (commit and restart time).
-pub const MIN_MARGIN: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tuning {
@@ -26,7 +24,13 @@ pub enum Tuning {
     /// The user's value is too low: transactions would be aborted before their commit.
     TooLow { sink: String, ms: u64, needed: u64 },
     /// The value (set or needed) is above what the broker allows.
-    AboveBrokerMax { sink: String, ms: u64, max: u64 },
+    AboveBrokerMax {
+        sink: String,
+        ms: u64,
+        max: u64,
+        /// What the checkpoint settings need.
+        needed: u64,
+    },
 }
 
 impl Tuning {
@@ -51,18 +55,38 @@ impl Tuning {
             Tuning::TooLow { sink, ms, needed } => format!(
                 "sink {sink}: {TRANSACTION_TIMEOUT} {ms} is below checkpoint interval + timeout + margin ({needed}); raise it to at least {needed} or remove it so the operator sets it"
             ),
-            Tuning::AboveBrokerMax { sink, ms, max } => format!(
-                "sink {sink}: {TRANSACTION_TIMEOUT} {ms} is above the brokers' transaction.max.timeout.ms ({max}); lower checkpoint.interval/checkpoint.timeout or raise transaction.max.timeout.ms on the brokers"
+            // The user's own value is above the maximum but what the checkpoints need fits.
+            Tuning::AboveBrokerMax {
+                sink,
+                ms,
+                max,
+                needed,
+            } if needed <= max => format!(
+                "sink {sink}: {TRANSACTION_TIMEOUT} {ms} is above the brokers' transaction.max.timeout.ms ({max}); lower it to between {needed} and {max}, or remove it so the operator sets it"
             ),
+            Tuning::AboveBrokerMax {
+                sink, ms, max, ..
+            } => {
+                let shorten = match weir_crds::transactions::longest_checkpoint_within(
+                    Duration::from_millis(*max),
+                ) {
+                    Some(l) => format!(
+                        "lower checkpoint.interval + checkpoint.timeout to at most {} ms together",
+                        l.as_millis()
+                    ),
+                    None => "no checkpoint settings fit such a small maximum".into(),
+                };
+                format!(
+                    "sink {sink}: {TRANSACTION_TIMEOUT} {ms} is above the brokers' transaction.max.timeout.ms ({max}); {shorten}, or raise transaction.max.timeout.ms on the brokers to at least {ms}"
+                )
+            }
         }
     }
 }
 
-/// The smallest safe transaction timeout: interval + timeout + max(1 min, 10 %).
+/// The smallest safe transaction timeout (`weir_crds::transactions::required`), in ms.
 pub fn required_ms(interval: Duration, timeout: Duration) -> u64 {
-    let base = interval + timeout;
-    let margin = (base / 10).max(MIN_MARGIN);
-    (base + margin).as_millis() as u64
+    weir_crds::transactions::required(interval, timeout).as_millis() as u64
 }
 
 fn parse_ms(v: &Value) -> Option<u64> {
@@ -142,6 +166,7 @@ pub fn tune(pipeline: &mut PipelineSpec, broker_max: &BTreeMap<String, u64>) -> 
                 sink: sink.name.clone(),
                 ms,
                 max,
+                needed,
             });
         } else {
             out.push(result);

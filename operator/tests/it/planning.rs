@@ -246,9 +246,10 @@ fn transaction_timeouts_are_set_checked_and_bounded_by_the_broker() {
         required_ms(Duration::from_secs(30), Duration::from_secs(600)),
         693_000
     );
+    // 1s + 10s = 11s, margin the 20 s floor → 31s: a broker allowing 60 s takes it.
     assert_eq!(
         required_ms(Duration::from_secs(1), Duration::from_secs(10)),
-        71_000
+        31_000
     );
 
     let mut p = kafka_pipeline(json!({}), "exactly-once");
@@ -322,11 +323,28 @@ fn transaction_timeouts_are_set_checked_and_bounded_by_the_broker() {
         [Tuning::AboveBrokerMax {
             sink: "k".into(),
             ms: 693_000,
-            max: 600_000
+            max: 600_000,
+            needed: 693_000,
         }]
     );
     assert!(t[0].is_problem());
-    assert!(t[0].message().contains("transaction.max.timeout.ms"));
+    // The fix named fits: 545,454 ms of interval + timeout need 599,999 ms.
+    assert!(
+        t[0].message().contains(
+            "lower checkpoint.interval + checkpoint.timeout to at most 545454 ms together"
+        ),
+        "{}",
+        t[0].message()
+    );
+    // A value of the user's own above the maximum: lower it, the checkpoints fit.
+    let mut p = kafka_pipeline(json!({"transaction.timeout.ms": 800000}), "exactly-once");
+    let t = tune(&mut p, &BTreeMap::from([("k".to_string(), 750_000)]));
+    assert!(
+        t[0].message()
+            .contains("lower it to between 693000 and 750000"),
+        "{}",
+        t[0].message()
+    );
 
     let mut p = kafka_pipeline(json!({}), "at-least-once");
     assert!(tune(&mut p, &BTreeMap::new()).is_empty());

@@ -223,9 +223,16 @@ impl TwoPhaseSink for TxnKafkaSink {
             Some(known) => Some(known),
             None => cluster.max_transaction_timeout().await?,
         };
+        // The field named is the one to change: the user's timeout when there is one, else
+        // the checkpoint settings that need a longer transaction than the broker allows.
+        let field = if s.transaction_timeout.is_some() {
+            format!("{}.transaction_timeout", self.path)
+        } else {
+            "checkpoint".to_string()
+        };
         self.transaction_timeout =
             timeout::choose(s.transaction_timeout, &ctx.checkpoint, broker_max)
-                .map_err(|m| Error::spec(format!("{}.transaction_timeout", self.path), m))?;
+                .map_err(|m| Error::spec(field, m))?;
         config.set(
             TRANSACTION_TIMEOUT_MS,
             self.transaction_timeout.as_millis().to_string(),
