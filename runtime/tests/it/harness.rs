@@ -246,6 +246,22 @@ impl Running {
         alive
     }
 
+    /// The sum of the series of `name` on the job's `/metrics` page (0 when it has none).
+    pub fn metric(&self, name: &str) -> f64 {
+        let o = Command::new("curl")
+            .args(["-sf", "--max-time", "5", &format!("{}/metrics", self.admin)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The exit status, if the job has ended.
     pub fn child_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()

@@ -39,9 +39,56 @@ fn item_level_429s_are_retried_alone_until_every_document_lands() {
         &index,
         "    id_field: seq\n    max_actions: 100\n    retry: { backoff: 20ms, max_backoff: 200ms, max_attempts: 40 }\n",
     );
-    let log = run_logged(&spec);
+    // Kept up after the end, so its /metrics can be read (the sink's own counters).
+    let job = Running::start_with_env(&spec, &["--idle-when-done"], &[("WEIR_LOG", LOG)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while job.metric("weir_elasticsearch_docs_acked_total") < N as f64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {N} documents acknowledged after 2 min",
+            job.metric("weir_elasticsearch_docs_acked_total")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let m = |name: &str| job.metric(name) as u64;
+    let (sent, acked, failed) = (
+        m("weir_elasticsearch_docs_sent_total"),
+        m("weir_elasticsearch_docs_acked_total"),
+        m("weir_elasticsearch_docs_failed_total"),
+    );
+    let retried_429 = {
+        let o = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "5", &format!("{}/metrics", job.admin)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| {
+                l.starts_with("weir_elasticsearch_docs_retried_total{")
+                    && l.contains("status=\"429\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let retried_all = m("weir_elasticsearch_docs_retried_total");
+    let limit = m("weir_elasticsearch_concurrency_limit");
+    let o = stop(job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
     assert_exact(&base, &index, N);
     assert!(proxy.rejected_items() > 0, "the proxy rejected nothing");
+    // Every rejected item was counted as a 429 retry and sent again; every document acked once.
+    assert_eq!(acked, N as u64, "acknowledged documents");
+    assert_eq!(failed, 0, "failed documents");
+    // (A response lost to a client timeout on a loaded machine is retried whole, as
+    // `transport`, and its rejected items never reach the sink as 429s.)
+    if retried_all == retried_429 {
+        assert_eq!(retried_429, proxy.rejected_items(), "429 retries counted");
+    } else {
+        assert!(retried_429 <= proxy.rejected_items());
+    }
+    assert_eq!(sent, acked + retried_all, "sent = acked + retried");
+    assert!(limit >= 1, "the concurrency limit gauge: {limit}");
     assert!(
         log.contains("concurrency limit lowered"),
         "the limit never shrank:\n{log}"

@@ -13,19 +13,6 @@ use super::server::*;
 const N: i64 = 3_000;
 const KEYS: i64 = 20;
 
-/// The sum of the series of `name` on the job's `/metrics` page.
-fn metric(job: &Running, name: &str) -> f64 {
-    let o = std::process::Command::new("curl")
-        .args(["-sf", "--max-time", "5", &format!("{}/metrics", job.admin)])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn throttled_shards_back_off_and_lose_nothing() {
     let proxy = Proxy::start(&endpoint());
@@ -50,7 +37,7 @@ fn throttled_shards_back_off_and_lose_nothing() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (mut throttles, mut seen) = (0.0, 0);
     while Instant::now() < deadline {
-        throttles = metric(&running, "weir_kinesis_shard_throttles_total");
+        throttles = running.metric("weir_kinesis_shard_throttles_total");
         seen = count_json_field(&dir.path().join("out"), "id").len();
         if throttles >= 3.0 && seen > 0 {
             break;
