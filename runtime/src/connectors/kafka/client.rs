@@ -1,15 +1,102 @@
 //! Settings shared by the Kafka source and sink: the bootstrap servers plus any librdkafka
 //! property, passed through as given (security, SASL, TLS, tuning).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Deserializer};
+
+/// How often one kind of client line is logged at most; the ones in between are counted.
+const FOLD_EVERY: Duration = Duration::from_secs(10);
+
+/// The decision of [`fold`], pure: `seen` maps a line to when it was last logged and how many
+/// times it came since. `Some(n)`: log it now, after `n` that were held back; `None`: count it.
+pub fn fold_decision(
+    seen: &mut HashMap<String, (Instant, u64)>,
+    key: &str,
+    now: Instant,
+    every: Duration,
+) -> Option<u64> {
+    match seen.get_mut(key) {
+        Some((at, held)) if now.duration_since(*at) < every => {
+            *held += 1;
+            None
+        }
+        Some((at, held)) => {
+            let n = *held;
+            (*at, *held) = (now, 0);
+            Some(n)
+        }
+        None => {
+            // A bound on distinct lines kept (each broker's address makes its own).
+            if seen.len() >= 1024 {
+                seen.retain(|_, (at, _)| now.duration_since(*at) < every);
+            }
+            seen.insert(key.to_string(), (now, 0));
+            Some(0)
+        }
+    }
+}
+
+/// Whether to log this client line now, and how many of it were held back before: a broker
+/// outage makes librdkafka repeat the same error for every connection attempt (~150 identical
+/// lines a minute), which buries what matters. Shared by every Kafka client of the process.
+fn fold(key: &str) -> Option<u64> {
+    static SEEN: OnceLock<Mutex<HashMap<String, (Instant, u64)>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock().ok()?;
+    fold_decision(&mut seen, key, Instant::now(), FOLD_EVERY)
+}
+
+/// " (and 12 more like it in 10s)" after a folded line.
+fn held_back(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" (and {n} more like it since it was last logged)")
+    }
+}
+
+/// A librdkafka log line at its weight, folded.
+pub fn log_line(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    let Some(n) = fold(&format!("{fac}|{message}")) else {
+        return;
+    };
+    let more = held_back(n);
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac}: {message}{more}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}{more}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", "{fac}: {message}{more}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {message}{more}"),
+    }
+}
+
+/// A client error event at its weight, folded.
+pub fn error_event(error: &KafkaError, reason: &str) {
+    match error {
+        // Reported as a partition error or, from the fetcher, as a global one.
+        KafkaError::PartitionEOF(_)
+        | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
+            tracing::debug!(%reason, "end of partition")
+        }
+        // The client retries these itself (a broker down, a connection reset); a call that
+        // cannot succeed fails on its own.
+        e => {
+            if let Some(n) = fold(&format!("{e}|{reason}")) {
+                tracing::warn!(error = %e, %reason, "Kafka client error{}", held_back(n))
+            }
+        }
+    }
+}
 
 /// The source's consumer: client events go to weir's log at their real weight, and the last
 /// client error is kept so that a failure can say why.
@@ -21,17 +108,12 @@ pub type KafkaConsumer = BaseConsumer<RecordingContext>;
 pub struct LogContext;
 
 impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log_line(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        match error {
-            // Reported as a partition error or, from the fetcher, as a global one.
-            KafkaError::PartitionEOF(_)
-            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
-                tracing::debug!(%reason, "end of partition")
-            }
-            // The client retries these itself (a broker down, a connection reset); a
-            // call that cannot succeed fails on its own.
-            e => tracing::warn!(error = %e, %reason, "Kafka client error"),
-        }
+        error_event(&error, reason);
     }
 }
 
@@ -64,7 +146,7 @@ impl ClientContext for RecordingContext {
     // librdkafka reports a refused login or certificate as a log line at error level, often
     // before any error event.
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        DefaultClientContext.log(level, fac, message);
+        log_line(level, fac, message);
         if matches!(
             level,
             RDKafkaLogLevel::Emerg
@@ -77,7 +159,7 @@ impl ClientContext for RecordingContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        LogContext.error(error.clone(), reason);
+        error_event(&error, reason);
         self.record(format!("{error}: {reason}"));
     }
 }
@@ -133,6 +215,21 @@ pub fn deserialize_properties<'de, D: Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_lines_are_logged_once_per_interval_with_the_count_held_back() {
+        let (mut seen, t0, every) = (HashMap::new(), Instant::now(), Duration::from_secs(10));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(fold_decision(&mut seen, "down", at(0), every), Some(0));
+        for s in 1..=9 {
+            assert_eq!(fold_decision(&mut seen, "down", at(s), every), None);
+        }
+        // Another line is its own kind.
+        assert_eq!(fold_decision(&mut seen, "auth", at(5), every), Some(0));
+        assert_eq!(fold_decision(&mut seen, "down", at(10), every), Some(9));
+        assert_eq!(fold_decision(&mut seen, "down", at(11), every), None);
+        assert_eq!(fold_decision(&mut seen, "down", at(30), every), Some(1));
+    }
 
     #[derive(Deserialize)]
     struct P {

@@ -34,7 +34,15 @@ impl Deliveries {
 
 pub struct Context(pub Arc<Deliveries>);
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::connectors::kafka::client::log_line(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::connectors::kafka::client::error_event(&error, reason);
+    }
+}
 
 impl ProducerContext for Context {
     type DeliveryOpaque = ();
