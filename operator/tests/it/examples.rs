@@ -160,7 +160,8 @@ fn examples_validate_against_the_generated_crds() {
                 sink["bootstrap_servers"],
                 "kafka-0.kafka:9092,kafka-1.kafka:9092"
             );
-            assert_eq!(sink["properties"]["transaction.timeout.ms"], "210000");
+            // 30s + 2m + max(10 %, 20s), as the example's header says.
+            assert_eq!(sink["properties"]["transaction.timeout.ms"], "170000");
             assert_eq!(sink["properties"]["client.id"], "weir");
         }
         if job_name == "telemetry-archive" {
