@@ -97,6 +97,10 @@ fn children_cpu_seconds() -> f64 {
 }
 
 fn run_case(case: &str, args: &BenchArgs) -> Result<CaseResult, String> {
+    // Every round starts fresh: a kept checkpoint would resume a finished job (0 rows).
+    for d in [format!("out-{case}"), format!("state-{case}")] {
+        let _ = std::fs::remove_dir_all(args.dir.join(d));
+    }
     let file = args.dir.join(format!("{case}.yaml"));
     std::fs::write(&file, spec(case, args.rows, args.parallelism, &args.dir))
         .map_err(|e| e.to_string())?;
