@@ -54,6 +54,39 @@ fn scrape(addr: &str) -> Option<String> {
     Some(body)
 }
 
+/// Every hash `events:<run>_*` with its fields, and its TTL, read back through a connection of
+/// the test's own.
+fn read_hashes(
+    url: &str,
+    run: &str,
+) -> (
+    BTreeMap<String, HashMap<String, String>>,
+    BTreeMap<String, i64>,
+) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = redis::Client::open(url).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("events:{run}_*"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let mut hashes = BTreeMap::new();
+        let mut ttls = BTreeMap::new();
+        for k in keys {
+            let h: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let ttl: i64 = redis::cmd("TTL").arg(&k).query_async(&mut c).await.unwrap();
+            hashes.insert(k.clone(), h);
+            ttls.insert(k, ttl);
+        }
+        (hashes, ttls)
+    })
+}
+
 const N: i64 = 3000;
 
 #[test]
@@ -127,28 +160,7 @@ sinks:
     );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (hashes, ttls) = rt.block_on(async {
-        let client = redis::Client::open(url.as_str()).unwrap();
-        let mut c = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("events:{run}_*"))
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        let mut hashes = BTreeMap::new();
-        let mut ttls = BTreeMap::new();
-        for k in keys {
-            let h: HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(&k)
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            let ttl: i64 = redis::cmd("TTL").arg(&k).query_async(&mut c).await.unwrap();
-            hashes.insert(k.clone(), h);
-            ttls.insert(k, ttl);
-        }
-        (hashes, ttls)
-    });
+    let (hashes, ttls) = read_hashes(&url, &run);
     assert_eq!(hashes.len(), 50, "one hash per user");
     let mut events = BTreeMap::new();
     for (key, fields) in &hashes {
@@ -287,30 +299,15 @@ sinks:
         err.contains("restarting from its latest complete checkpoint"),
         "the outage never reached the job (no restart):\n{err}"
     );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let events = rt.block_on(async {
-        let client = redis::Client::open(url.as_str()).unwrap();
-        let mut c = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("events:{run}_*"))
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        let mut events = BTreeMap::new();
-        for k in keys {
-            let h: HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(&k)
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            for (field, json) in h {
-                let v: Value = serde_json::from_str(&json).unwrap();
-                assert_eq!(v["event_id"].to_string(), field, "{k}: {json}");
-                *events.entry(field.parse::<i64>().unwrap()).or_insert(0) += 1;
-            }
+    let (hashes, _) = read_hashes(&url, &run);
+    let mut events = BTreeMap::new();
+    for (k, h) in hashes {
+        for (field, json) in h {
+            let v: Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(v["event_id"].to_string(), field, "{k}: {json}");
+            *events.entry(field.parse::<i64>().unwrap()).or_insert(0) += 1;
         }
-        events
-    });
+    }
     assert_eq!(
         events.keys().copied().collect::<Vec<_>>(),
         (0..N).collect::<Vec<_>>(),

@@ -421,71 +421,30 @@ impl Drop for PrivatePostgres {
     }
 }
 
-#[test]
-fn upsert_rides_out_a_database_restart() {
-    const N: i64 = 60_000;
-    let db = PrivatePostgres::up("restart");
+/// Runs `n` upserts at `rate`/s against a private Postgres that stops `after` into the run
+/// for `down`; the job must survive, and the table must be exactly what an uninterrupted run
+/// leaves. Returns the job's log.
+fn upsert_through_an_outage(
+    name: &str,
+    n: i64,
+    rate: u32,
+    after: Duration,
+    down: Duration,
+) -> String {
+    let db = PrivatePostgres::up(name);
     let table = "user_stats";
     let target = Db::Postgres(db.url.clone());
     create_user_stats(&target, table);
     let dir = tempfile::tempdir().unwrap();
     // A short acquire timeout, so the outage reaches the sink's own retries rather than being
-    // absorbed by the pool's wait for a connection.
+    // absorbed by the pool's wait for a connection; restarts close together, so the job is back
+    // soon after the database.
     let spec = upsert_spec(
         dir.path(),
         &db.url,
         table,
-        N,
-        20_000,
-        "    connect_timeout: 300ms\n",
-    );
-    let job = Running::start(&spec, &[]);
-    std::thread::sleep(Duration::from_millis(1000));
-    let o = db.script("stop");
-    assert!(
-        o.status.success(),
-        "stop: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    let o = db.script("start");
-    assert!(
-        o.status.success(),
-        "start: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let out = job.wait();
-    let log = stderr(&out);
-    assert!(
-        out.status.success(),
-        "the job did not survive the restart: {}\n{log}",
-        out.status
-    );
-    assert!(
-        log.contains("retrying"),
-        "the restart never hit the sink (no retry logged):\n{log}"
-    );
-    assert!(!log.contains("hunter2"));
-    assert_state(&target, table, N);
-}
-
-/// Postgres stopped for 20 s mid-run, longer than the sink's retries last: the worker fails,
-/// the restart strategy restarts it from its latest checkpoint until the database is back, and
-/// the table ends exactly as an uninterrupted run leaves it.
-#[test]
-fn upsert_rides_out_a_20s_database_outage_through_restarts() {
-    const N: i64 = 40_000;
-    let db = PrivatePostgres::up("outage");
-    let table = "user_stats";
-    let target = Db::Postgres(db.url.clone());
-    create_user_stats(&target, table);
-    let dir = tempfile::tempdir().unwrap();
-    let spec = upsert_spec(
-        dir.path(),
-        &db.url,
-        table,
-        N,
-        2_000,
+        n,
+        rate,
         "    connect_timeout: 300ms\n",
     );
     let spec_text = std::fs::read_to_string(&spec).unwrap().replace(
@@ -494,15 +453,15 @@ fn upsert_rides_out_a_20s_database_outage_through_restarts() {
     );
     std::fs::write(&spec, spec_text).unwrap();
     let job = Running::start(&spec, &[]);
-    std::thread::sleep(Duration::from_secs(4));
-    for (cmd, pause) in [("stop", 20), ("start", 0)] {
+    std::thread::sleep(after);
+    for (cmd, pause) in [("stop", down), ("start", Duration::ZERO)] {
         let o = db.script(cmd);
         assert!(
             o.status.success(),
             "{cmd}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        std::thread::sleep(Duration::from_secs(pause));
+        std::thread::sleep(pause);
     }
     let out = job.wait();
     let log = stderr(&out);
@@ -511,11 +470,42 @@ fn upsert_rides_out_a_20s_database_outage_through_restarts() {
         "the job did not survive the outage: {}\n{log}",
         out.status
     );
+    assert!(!log.contains("hunter2"));
+    assert_state(&target, table, n);
+    log
+}
+
+/// A restart of the database within the sink's retries: ridden out by retrying.
+#[test]
+fn upsert_rides_out_a_database_restart() {
+    let log = upsert_through_an_outage(
+        "restart",
+        60_000,
+        20_000,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    assert!(
+        log.contains("retrying"),
+        "the restart never hit the sink (no retry logged):\n{log}"
+    );
+}
+
+/// Postgres stopped for 20 s mid-run, longer than the sink's retries last: the worker fails and
+/// the restart strategy restarts it from its latest checkpoint until the database is back.
+#[test]
+fn upsert_rides_out_a_20s_database_outage_through_restarts() {
+    let log = upsert_through_an_outage(
+        "outage",
+        40_000,
+        2_000,
+        Duration::from_secs(4),
+        Duration::from_secs(20),
+    );
     assert!(
         log.contains("restarting from its latest complete checkpoint"),
         "20 s outlasted no retry budget (no restart):\n{log}"
     );
-    assert_state(&target, table, N);
 }
 
 /// JSON lines for the bad-input tests: ids 0..200 are good, a few in the middle are not.
