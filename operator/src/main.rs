@@ -14,7 +14,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CRDs as YAML, or write them to crds/generated/ and the Helm chart.
     Crds {
         /// Write the files under this workspace root instead of printing.
@@ -35,6 +35,10 @@ struct RunArgs {
         default_value = ""
     )]
     watch_namespaces: Vec<String>,
+    /// A label selector (`team=a,tier in (gold)`): only StreamJobs and Connectors it matches are
+    /// managed, so several operators can share a namespace or a cluster. Empty: all.
+    #[arg(long, env = "JOB_SELECTOR", default_value = "")]
+    job_selector: String,
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: String,
     #[arg(long, env = "LEADER_ELECTION", default_value_t = false)]
@@ -90,7 +94,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Crds { write, root }) => crds(write, &root),
-        Some(Command::Run(args)) => serve(args).await,
+        Some(Command::Run(args)) => serve(*args).await,
         None => serve(RunArgs::parse_from(["weir-operator"])).await,
     }
 }
@@ -146,6 +150,7 @@ async fn serve(args: RunArgs) -> ExitCode {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect(),
+        job_selector: Some(args.job_selector.trim().to_string()).filter(|s| !s.is_empty()),
         metrics_addr: args.metrics_addr,
         leader_election: args.leader_election,
         lease_namespace: args.lease_namespace,

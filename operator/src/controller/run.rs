@@ -26,6 +26,8 @@ use crate::resources;
 pub struct Settings {
     /// Empty: every namespace.
     pub watch_namespaces: Vec<String>,
+    /// Only StreamJobs and Connectors with matching labels are managed (`--job-selector`).
+    pub job_selector: Option<String>,
     pub metrics_addr: String,
     pub leader_election: bool,
     pub lease_namespace: String,
@@ -87,9 +89,17 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
             .map(Some)
             .collect()
     };
+    if let Some(selector) = &settings.job_selector {
+        check_selector(&client, &namespaces[0], selector).await?;
+    }
     let mut tasks = Vec::new();
     for ns in namespaces {
-        tasks.push(tokio::spawn(run_namespace(client.clone(), ns, ctx.clone())));
+        tasks.push(tokio::spawn(run_namespace(
+            client.clone(),
+            ns,
+            settings.job_selector.clone(),
+            ctx.clone(),
+        )));
     }
     let all = futures::future::join_all(tasks);
     match leadership {
@@ -142,10 +152,36 @@ where
     }
 }
 
-async fn run_namespace(client: Client, ns: Option<String>, ctx: Arc<stream_job::Context>) {
+/// A malformed selector would otherwise fail every watch, retried forever, with the operator
+/// looking healthy: ask the API server (the one parser of selectors) once, before starting.
+async fn check_selector(client: &Client, ns: &Option<String>, selector: &str) -> Result<()> {
+    let params = kube::api::ListParams::default().labels(selector).limit(1);
+    match api::<StreamJob>(client, ns).list(&params).await {
+        Err(kube::Error::Api(e)) if e.code == 400 => Err(Error::Other(format!(
+            "--job-selector (JOB_SELECTOR) {selector:?}: {}",
+            e.message
+        ))),
+        // Anything else (RBAC, a server away) shows up in the watches as it would without a
+        // selector.
+        _ => Ok(()),
+    }
+}
+
+async fn run_namespace(
+    client: Client,
+    ns: Option<String>,
+    selector: Option<String>,
+    ctx: Arc<stream_job::Context>,
+) {
     let wc = watcher::Config::default();
+    // The jobs and Connectors this operator manages; everything they refer to (Secrets, the
+    // Connectors a job uses) is watched unfiltered, as a user would not label those.
+    let managed = match &selector {
+        Some(s) => watcher::Config::default().labels(s),
+        None => wc.clone(),
+    };
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=weir-operator");
-    let jobs = Controller::new(api::<StreamJob>(&client, &ns), wc.clone());
+    let jobs = Controller::new(api::<StreamJob>(&client, &ns), managed.clone());
     let store = jobs.store();
     let store2 = store.clone();
     let jobs = jobs
@@ -190,7 +226,7 @@ async fn run_namespace(client: Client, ns: Option<String>, ctx: Arc<stream_job::
                 tracing::debug!(error = %e, "StreamJob controller");
             }
         });
-    let connectors = Controller::new(api::<Connector>(&client, &ns), wc)
+    let connectors = Controller::new(api::<Connector>(&client, &ns), managed)
         .trigger_backoff(WatchRetry)
         .shutdown_on_signal()
         .run(connector::reconcile, connector::error_policy, ctx)

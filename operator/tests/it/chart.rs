@@ -157,6 +157,8 @@ fn chart_lints_and_renders_least_privilege_rbac() {
             "--set",
             "watchNamespaces={team-a,team-b}",
             "--set",
+            "jobSelector=weir.dev/operator=team-a",
+            "--set",
             "metrics.serviceMonitor.enabled=true",
             "--set",
             "logLevel=debug",
@@ -180,6 +182,10 @@ fn chart_lints_and_renders_least_privilege_rbac() {
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
     assert!(env.contains("team-a,team-b"), "{env}");
+    assert!(
+        env.contains(r#"{"name":"JOB_SELECTOR","value":"weir.dev/operator=team-a"}"#),
+        "{env}"
+    );
     assert!(env.contains("\"LOG_LEVEL\",\"value\":\"debug\""), "{env}");
     assert!(
         env.contains(r#"{"name":"METRICS_NAMESPACE_LABELS","value":"team=monitoring"}"#)

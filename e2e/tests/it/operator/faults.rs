@@ -120,6 +120,7 @@ async fn two_operators_elect_one_leader_and_hand_over_on_shutdown() {
         "leader",
         Install {
             values: vec!["replicaCount=2".into()],
+            ..Default::default()
         },
     )
     .await;

@@ -203,7 +203,14 @@ pub fn assert_exactly_once(counts: &BTreeMap<i64, usize>, n: i64) {
 pub struct Install {
     /// `--set` values besides the namespace's own.
     pub values: Vec<String>,
+    /// Install cluster-wide (`watchNamespaces` empty: a ClusterRole, every namespace watched),
+    /// managing only the jobs and Connectors labelled with [`Op::label`]: other tests' jobs share
+    /// this control plane, and the selector keeps this operator off them.
+    pub cluster_wide: bool,
 }
+
+/// The label a cluster-wide test operator selects its jobs by.
+const SELECTOR_LABEL: &str = "weir.dev/e2e-operator";
 
 /// A namespace with its own kubelet, the operator chart installed into it (watching only it)
 /// and an S3 bucket. The namespace enforces the "restricted" Pod Security Standard, so a worker
@@ -212,6 +219,10 @@ pub struct Op {
     pub env: TestEnv,
     pub s3: S3,
     pub release: String,
+    /// The chart's fullname: its ServiceAccount, Roles and Deployment are named so.
+    pub fullname: String,
+    /// Cluster-wide: the `k: v` label (YAML) its jobs must carry; see [`Op::label`].
+    selector: Option<(String, String)>,
 }
 
 impl Op {
@@ -233,10 +244,28 @@ impl Op {
             .await
             .expect("labelling the test namespace restricted");
         let s3 = S3::create(&env.ns);
+        // Cluster-scoped objects (the ClusterRole and its binding) outlive a namespace: a unique
+        // fullname keeps a crashed run's leftovers from blocking the next install.
+        let (fullname, selector) = match install.cluster_wide {
+            true => (
+                format!("weir-operator-{}", env.ns),
+                Some((SELECTOR_LABEL.to_string(), env.ns.clone())),
+            ),
+            false => ("weir-operator".to_string(), None),
+        };
         let op = Op {
             env,
             s3,
             release: "weir-operator".into(),
+            fullname,
+            selector,
+        };
+        let scope = match &op.selector {
+            Some((k, v)) => vec![
+                format!("fullnameOverride={}", op.fullname),
+                format!("jobSelector={k}={v}"),
+            ],
+            None => vec![format!("watchNamespaces={{{}}}", op.env.ns)],
         };
         let mut args: Vec<String> = vec![
             "install".into(),
@@ -248,8 +277,6 @@ impl Op {
             "--namespace".into(),
             op.env.ns.clone(),
             "--set".into(),
-            format!("watchNamespaces={{{}}}", op.env.ns),
-            "--set".into(),
             "logFormat=text".into(),
             "--set".into(),
             "logLevel=info\\,weir_operator=debug".into(),
@@ -257,7 +284,7 @@ impl Op {
             "--timeout".into(),
             "120s".into(),
         ];
-        for v in &install.values {
+        for v in scope.iter().chain(&install.values) {
             args.push("--set".into());
             args.push(v.clone());
         }
@@ -270,6 +297,46 @@ impl Op {
             op.env.diagnostics()
         );
         op
+    }
+
+    /// Another namespace (its own kubelet, "restricted" like the first) for a cluster-wide
+    /// operator's jobs, writing to the same bucket; no operator is installed into it.
+    pub async fn another_namespace(&self, name: &str) -> Op {
+        let env = TestEnv::start(
+            name,
+            KubeletOptions {
+                bin_dir: Some(bin_dir()),
+                ..Default::default()
+            },
+        )
+        .await;
+        let restricted = serde_json::json!({"metadata": {"labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }}});
+        Api::<Namespace>::all(env.client.clone())
+            .patch(&env.ns, &PatchParams::default(), &Patch::Merge(&restricted))
+            .await
+            .expect("labelling the test namespace restricted");
+        Op {
+            env,
+            s3: S3 {
+                endpoint: self.s3.endpoint.clone(),
+                bucket: self.s3.bucket.clone(),
+            },
+            release: String::new(),
+            fullname: self.fullname.clone(),
+            selector: self.selector.clone(),
+        }
+    }
+
+    /// The `metadata:` line of a resource with `name` this operator manages: with the selector's label
+    /// when it is cluster-wide (YAML flow style, for the tests' templates).
+    pub fn metadata(&self, name: &str) -> String {
+        match &self.selector {
+            Some((k, v)) => format!("metadata: {{ name: {name}, labels: {{ {k}: {v} }} }}"),
+            None => format!("metadata: {{ name: {name} }}"),
+        }
     }
 
     pub fn helm(&self, args: &[String]) -> Output {
@@ -480,6 +547,22 @@ impl Op {
             ],
             None,
         );
+        // A cluster-wide install's ClusterRole and binding outlive the namespace.
+        if self.selector.is_some() && !self.release.is_empty() {
+            let args = [
+                "uninstall",
+                &self.release,
+                "--namespace",
+                &self.env.ns,
+                "--wait",
+            ];
+            let out = self.helm(&args.map(String::from));
+            assert!(
+                out.status.success(),
+                "helm uninstall: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         self.env.finish().await;
     }
 }

@@ -6,15 +6,17 @@
 //! - no request of it was refused (a missing rule would fail it, and this test), and
 //! - every verb the chart grants it was used (an excess rule fails this test).
 //!
-//! The chart renders the cluster-wide ClusterRole from the same rule list as the per-namespace
-//! Roles (`weir-operator.rules`), so what holds for a namespace holds cluster-wide; a cluster-wide
-//! install is not run here because its operator would act on every other test's namespace.
+//! Both scopes are run: the chart installed for its own namespace (a Role), and cluster-wide (a
+//! ClusterRole) with a job selector, the job living in another namespace next to an unlabelled job
+//! that the operator must leave alone (other tests' jobs share this control plane too).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use kube::api::Api;
 
 use super::connectors::{connector, deployed_hash, job, secret, wait_upgraded};
 use super::{Install, Op};
@@ -33,10 +35,10 @@ const NOT_EXERCISED: [(&str, &str, &str, &str); 1] = [(
      API server does not enable",
 )];
 
-fn granted(roles: &[Role]) -> BTreeSet<Grant> {
+fn granted(rules: &[&Option<Vec<PolicyRule>>]) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
-    for role in roles {
-        for rule in role.rules.iter().flatten() {
+    for rules in rules {
+        for rule in rules.iter().flatten() {
             for group in rule.api_groups.iter().flatten() {
                 for resource in rule.resources.iter().flatten() {
                     for verb in &rule.verbs {
@@ -88,18 +90,20 @@ fn audited(log: &str, user: &str) -> (BTreeMap<Grant, usize>, Vec<String>) {
     (used, refused)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_uses_every_rule_it_is_granted_and_needs_no_other() {
-    let audit_log = std::env::var("KUBE_AUDIT_LOG")
-        .expect("KUBE_AUDIT_LOG (e2e/services/kube.sh env) names the API server's audit log");
-    let op = Op::install("rbac", Install::default()).await;
-    let ns = op.env.ns.clone();
+/// One job's whole life in `jobs`' namespace, driven through the operator: every verb the chart
+/// grants is needed somewhere in it.
+async fn a_jobs_life(jobs: &Op) {
+    let op = jobs;
     op.apply(&secret("testing"));
-    op.apply(&connector(&op.s3, "a"));
-    op.apply(&job(&op.s3, 1_000_000).replace(
-        "  parallelism: 2\n",
-        "  parallelism: 2\n  deleteWithSavepoint: true\n",
-    ));
+    op.apply(&connector(&op.s3, "a").replace("metadata: { name: lake }", &op.metadata("lake")));
+    op.apply(
+        &job(&op.s3, 1_000_000)
+            .replace("metadata: { name: c }", &op.metadata("c"))
+            .replace(
+                "  parallelism: 2\n",
+                "  parallelism: 2\n  deleteWithSavepoint: true\n",
+            ),
+    );
     let j = op
         .wait_job("c", "deployed", 2 * MINUTE, |j| {
             super::ready(j) && deployed_hash(j).is_some()
@@ -108,7 +112,7 @@ async fn the_operator_uses_every_rule_it_is_granted_and_needs_no_other() {
     // A Secret rotation: savepoint upgrade.
     op.apply(&secret("rotated"));
     wait_upgraded(
-        &op,
+        op,
         &deployed_hash(&j).unwrap(),
         "restarted for the rotation",
     )
@@ -148,15 +152,15 @@ async fn the_operator_uses_every_rule_it_is_granted_and_needs_no_other() {
         assert!(start.elapsed() < 2 * MINUTE, "finalizer never released");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
 
-    let roles = op.env.api::<Role>();
-    let grants = granted(&[
-        roles.get("weir-operator").await.unwrap(),
-        roles.get("weir-operator-leader-election").await.unwrap(),
-    ]);
-    let user = format!("system:serviceaccount:{ns}:weir-operator");
+/// Every request of `user` (the operator's ServiceAccount) in the audit log was allowed, every
+/// grant was used and nothing was used without one.
+fn assert_least_privilege(user: &str, grants: &BTreeSet<Grant>) {
+    let audit_log = std::env::var("KUBE_AUDIT_LOG")
+        .expect("KUBE_AUDIT_LOG (e2e/services/kube.sh env) names the API server's audit log");
     let log = std::fs::read_to_string(&audit_log).unwrap();
-    let (used, refused) = audited(&log, &user);
+    let (used, refused) = audited(&log, user);
     assert!(!used.is_empty(), "no request of {user} in {audit_log}");
     assert!(
         refused.is_empty(),
@@ -177,5 +181,84 @@ async fn the_operator_uses_every_rule_it_is_granted_and_needs_no_other() {
     );
     let ungranted: Vec<&Grant> = used.keys().filter(|k| !grants.contains(*k)).collect();
     assert!(ungranted.is_empty(), "used without a rule: {ungranted:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_uses_every_rule_it_is_granted_and_needs_no_other() {
+    let op = Op::install("rbac", Install::default()).await;
+    a_jobs_life(&op).await;
+    let roles = op.env.api::<Role>();
+    let role = roles.get(&op.fullname).await.unwrap();
+    let election = roles
+        .get(&format!("{}-leader-election", op.fullname))
+        .await
+        .unwrap();
+    let grants = granted(&[&role.rules, &election.rules]);
+    assert_least_privilege(
+        &format!("system:serviceaccount:{}:{}", op.env.ns, op.fullname),
+        &grants,
+    );
     op.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_wide_the_operator_runs_selected_jobs_in_any_namespace_with_the_same_rules() {
+    let op = Op::install(
+        "rbac-cw",
+        Install {
+            cluster_wide: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let team = op.another_namespace("rbac-team").await;
+    // Not labelled: the operator must never touch it.
+    team.apply(
+        &job(&team.s3, 10)
+            .replace("metadata: { name: c }", "metadata: { name: not-mine }")
+            .replace("/c/", "/not-mine/"),
+    );
+    a_jobs_life(&team).await;
+    let ignored = team.job("not-mine").await;
+    assert!(
+        ignored.status.is_none() && ignored.metadata.finalizers.is_none(),
+        "the operator acted on a job its selector does not match: {:?}",
+        ignored.status
+    );
+    assert!(team
+        .env
+        .api::<StatefulSet>()
+        .get_opt("not-mine")
+        .await
+        .unwrap()
+        .is_none());
+    // The namespace-scoped Role is absent; the ClusterRole carries the same rules.
+    let cluster_role = Api::<ClusterRole>::all(op.env.client.clone())
+        .get(&op.fullname)
+        .await
+        .unwrap();
+    assert!(op
+        .env
+        .api::<Role>()
+        .get_opt(&op.fullname)
+        .await
+        .unwrap()
+        .is_none());
+    let election = op
+        .env
+        .api::<Role>()
+        .get(&format!("{}-leader-election", op.fullname))
+        .await
+        .unwrap();
+    let grants = granted(&[&cluster_role.rules, &election.rules]);
+    assert_least_privilege(
+        &format!("system:serviceaccount:{}:{}", op.env.ns, op.fullname),
+        &grants,
+    );
+    let cluster_roles = Api::<ClusterRole>::all(op.env.client.clone());
+    let fullname = op.fullname.clone();
+    team.finish().await;
+    op.finish().await;
+    // The uninstall took the cluster-scoped objects along.
+    assert!(cluster_roles.get_opt(&fullname).await.unwrap().is_none());
 }

@@ -82,3 +82,45 @@ async fn examples_apply_strictly_and_every_rule_refuses_its_case() {
     }
     op.finish().await;
 }
+
+/// A malformed job selector stops the operator at start with the API server's message, naming
+/// the setting, instead of an operator that looks healthy while every watch fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_job_selector_stops_the_operator_at_start_naming_it() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(super::bin_dir().join("weir-operator"))
+        .arg("run")
+        .env("KUBECONFIG", crate::harness::kubeconfig())
+        .env("WATCH_NAMESPACES", "default")
+        .env("JOB_SELECTOR", "team in (a")
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "text")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = child.wait_with_output().unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = status.unwrap_or_else(|| panic!("still running after 30 s: {log}"));
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("JOB_SELECTOR") && log.contains("team in (a"),
+        "names the setting and the selector: {log}"
+    );
+}
