@@ -93,6 +93,55 @@ pub fn open(
     }
 }
 
+/// `weir validate --connect`: the location answers, without writing anything. A URL's store
+/// must list under its prefix (a missing bucket, refused credentials or an unreachable
+/// endpoint fail here); a local directory, or the nearest existing directory above it, must
+/// be writable (the job creates the rest).
+pub async fn check_reachable(text: &str, options: &BTreeMap<String, String>) -> Result<String> {
+    match Location::parse(text)? {
+        Location::Local(dir) => {
+            let existing = dir
+                .ancestors()
+                .find(|a| a.as_os_str().is_empty() || a.exists())
+                .map(|a| {
+                    if a.as_os_str().is_empty() {
+                        std::path::Path::new(".")
+                    } else {
+                        a
+                    }
+                })
+                .unwrap_or(&dir);
+            let meta = std::fs::metadata(existing)
+                .map_err(|e| Error::io(format!("reading {}", existing.display()), e))?;
+            if !meta.is_dir() {
+                return Err(Error::Other(format!(
+                    "{text}: {} is not a directory",
+                    existing.display()
+                )));
+            }
+            if meta.permissions().readonly() {
+                return Err(Error::Other(format!(
+                    "{text}: {} is read-only",
+                    existing.display()
+                )));
+            }
+            Ok(format!("{text}: local directory, writable"))
+        }
+        location => {
+            let (store, prefix) = open(&location, options)?;
+            let listing = store
+                .list_with_delimiter(Some(&prefix))
+                .await
+                .map_err(|e| Error::store(format!("listing {text}"), e))?;
+            Ok(format!(
+                "{text}: answers ({} objects, {} prefixes at the top)",
+                listing.objects.len(),
+                listing.common_prefixes.len()
+            ))
+        }
+    }
+}
+
 /// Joins `rel` ("a/b/c") under `prefix`.
 pub fn join(prefix: &Path, rel: &str) -> Path {
     let mut p = prefix.clone();

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::node::NodeContext;
+use super::node::{NodeConfig, NodeContext};
 use crate::error::{Error, Result};
 use crate::record::{Barrier, Batch};
 
@@ -26,6 +26,13 @@ pub trait Sink: Send + 'static {
     }
     async fn close(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// `weir validate --connect`: asks the live system what only it can answer (the topic
+    /// exists, the table has the columns, the bucket answers) without reading records, writing
+    /// or opening transactions. Returns what was checked, one line each; an error names the
+    /// setting to change. The default checks nothing.
+    async fn preflight(&mut self, _cfg: &NodeConfig) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 }
 
@@ -66,6 +73,13 @@ pub trait TwoPhaseSink: Send + 'static {
     async fn close(&mut self) -> Result<()> {
         Ok(())
     }
+    /// `weir validate --connect`: asks the live system what only it can answer (the topic
+    /// exists, the table has the columns, the bucket answers) without reading records, writing
+    /// or opening transactions. Returns what was checked, one line each; an error names the
+    /// setting to change. The default checks nothing.
+    async fn preflight(&mut self, _cfg: &NodeConfig) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A sink of either kind, type-erased for the runtime.
@@ -81,6 +95,10 @@ impl SinkBox {
     /// Whether the sink commits through checkpoints ([`TwoPhaseSink`]).
     pub fn transactional(&self) -> bool {
         self.0.transactional()
+    }
+    /// [`Sink::preflight`] / [`TwoPhaseSink::preflight`].
+    pub async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        self.0.preflight(cfg).await
     }
 }
 
@@ -98,6 +116,7 @@ pub trait DynSink: Send {
     async fn abort(&mut self) -> Result<()>;
     async fn on_tick(&mut self) -> Result<()>;
     async fn close(&mut self) -> Result<()>;
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>>;
 }
 
 struct PlainSink<S>(S);
@@ -132,6 +151,9 @@ impl<S: Sink> DynSink for PlainSink<S> {
     }
     async fn close(&mut self) -> Result<()> {
         self.0.close().await
+    }
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        self.0.preflight(cfg).await
     }
 }
 
@@ -192,5 +214,8 @@ impl<S: TwoPhaseSink> DynSink for TwoPhase<S> {
     }
     async fn close(&mut self) -> Result<()> {
         self.0.close().await
+    }
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        self.0.preflight(cfg).await
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::node::NodeContext;
+use super::node::{NodeConfig, NodeContext};
 use crate::error::Result;
 use crate::record::Batch;
 
@@ -42,5 +42,12 @@ pub trait Source: Send + 'static {
     }
     async fn close(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// `weir validate --connect`: asks the live system what only it can answer (the topic
+    /// exists, the table has the columns, the bucket answers) without reading records, writing
+    /// or opening transactions. Returns what was checked, one line each; an error names the
+    /// setting to change. The default checks nothing.
+    async fn preflight(&mut self, _cfg: &NodeConfig) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 }

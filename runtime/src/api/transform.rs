@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::node::NodeContext;
+use super::node::{NodeConfig, NodeContext};
 use crate::error::Result;
 use crate::record::{Barrier, Batch};
 
@@ -82,6 +82,13 @@ pub trait AsyncTransform: Send + 'static {
     /// Input ended (after the last barrier): emit anything left.
     async fn finish(&mut self, _out: &mut Output) -> Result<()> {
         Ok(())
+    }
+    /// `weir validate --connect`: asks the live system what only it can answer (the lookup
+    /// table has the key column, the service answers) without reading records, writing
+    /// or opening transactions. Returns what was checked, one line each; an error names the
+    /// setting to change. The default checks nothing.
+    async fn preflight(&mut self, _cfg: &NodeConfig) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 }
 

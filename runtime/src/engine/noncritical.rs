@@ -256,6 +256,13 @@ impl DynSink for NonCriticalSink {
         self.dead_letter.transactional()
     }
 
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        match &mut self.inner {
+            Some(sink) => sink.preflight(cfg).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
         self.ctx = Some(ctx.clone());
         self.dead_letter

@@ -4,7 +4,7 @@
 //! input id counted.
 #![cfg(feature = "kafka")]
 
-mod kafka;
+pub(crate) mod kafka;
 
 mod crashes;
 mod errors;

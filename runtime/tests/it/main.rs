@@ -17,3 +17,4 @@ mod pubsub;
 mod s3;
 mod savepoints;
 mod spec_errors;
+mod validate_connect;

@@ -204,6 +204,17 @@ impl ElasticsearchService {
         self.send(i, req).await.map_err(|e| (i, e))
     }
 
+    /// `HEAD /<index>` on the next node: 200 when the index (or alias, or data stream) exists.
+    pub async fn index(&self, name: &str) -> std::result::Result<Answer, (usize, reqwest::Error)> {
+        let i = self.pick();
+        // Roots end in `/`; an index name has no `/`, `?` or `#` (invalid_index_name).
+        let url = self.roots[i]
+            .join(name)
+            .unwrap_or_else(|_| self.roots[i].clone());
+        let req = self.client.head(url);
+        self.send(i, req).await.map_err(|e| (i, e))
+    }
+
     /// `GET /` on the next node (cluster name and version).
     pub async fn info(&self) -> std::result::Result<Answer, (usize, reqwest::Error)> {
         let i = self.pick();

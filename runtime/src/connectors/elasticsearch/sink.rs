@@ -221,6 +221,51 @@ fn excerpt(doc: &str) -> String {
 
 #[async_trait]
 impl Sink for ElasticsearchSink {
+    /// A node answers (distribution and version, with the configured credentials) and a fixed
+    /// index is looked up; a missing one is reported, not refused: the cluster creates it on
+    /// the first write unless `action.auto_create_index` forbids it.
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        let service =
+            ElasticsearchService::new(&self.settings).map_err(|e| Error::node(cfg.name(), e))?;
+        let unreachable = |(i, e): (usize, reqwest::Error)| {
+            Error::node(
+                cfg.name(),
+                format!("{}: {}", service.host(i), super::service::error_chain(&e)),
+            )
+        };
+        let info = service.info().await.map_err(unreachable)?;
+        if !(200..300).contains(&info.status) {
+            return Err(Error::fatal(
+                cfg.name(),
+                format!(
+                    "GET / answered HTTP {}: {}",
+                    info.status,
+                    super::retry::error_summary(&info.body)
+                ),
+            ));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap_or_default();
+        let mut out = vec![format!(
+            "{} {} answers",
+            v["version"]["distribution"]
+                .as_str()
+                .unwrap_or("elasticsearch"),
+            v["version"]["number"].as_str().unwrap_or("?")
+        )];
+        if let Some(index) = self.settings.index.literal() {
+            let a = service.index(index).await.map_err(unreachable)?;
+            out.push(match a.status {
+                200 => format!("index {index:?} exists"),
+                404 => format!(
+                    "index {index:?} does not exist yet: the cluster creates it on the first \
+                     write unless action.auto_create_index forbids it"
+                ),
+                s => return Err(Error::fatal(cfg.name(), format!("HEAD /{index}: HTTP {s}"))),
+            });
+        }
+        Ok(out)
+    }
+
     async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = ctx.metrics.clone();

@@ -467,6 +467,19 @@ impl TwoPhaseSink for FileSink {
     type Committable = FileCommittable;
     type State = FileSinkState;
 
+    /// The path answers without anything written: the bucket lists under the prefix, or the
+    /// local directory (or the nearest one above it) is writable.
+    async fn preflight(&mut self, _cfg: &NodeConfig) -> Result<Vec<String>> {
+        let path = match &self.settings.target {
+            Target::Local(p) => p.display().to_string(),
+            Target::S3(url) => url.to_string(),
+        };
+        let line = crate::storage::check_reachable(&path, &self.settings.storage_options)
+            .await
+            .map_err(|e| Error::Other(format!("path: {e}")))?;
+        Ok(vec![line])
+    }
+
     async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
         self.node = ctx.node.clone();
         self.worker = ctx.worker;

@@ -128,6 +128,37 @@ pub fn to_fields(row: &PgRow) -> std::result::Result<Map<String, Value>, sqlx::E
 
 #[async_trait]
 impl Source for JdbcSource {
+    /// The database answers and the query prepares (its tables and columns exist); no row is
+    /// read.
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        use sqlx::{Executor, SqlSafeStr};
+        let url = self
+            .settings
+            .url
+            .resolve(|v| std::env::var(v).ok())
+            .map_err(|e| cfg.error("url", e))?;
+        let scrub = Scrubber::for_url(&url);
+        let opts = schema::connect_options(&url).map_err(|e| cfg.error("url", e))?;
+        let mut conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
+            .await
+            .map_err(|_| Error::node(cfg.name(), format!("{}: no answer", redact(&url))))?
+            .map_err(|e| {
+                Error::node(
+                    cfg.name(),
+                    format!("{}: {}", redact(&url), scrub.scrub(&e.to_string())),
+                )
+            })?;
+        let statement = conn
+            .prepare(AssertSqlSafe(self.settings.query.clone()).into_sql_str())
+            .await
+            .map_err(|e| cfg.error("query", scrub.scrub(&e.to_string())))?;
+        Ok(vec![format!(
+            "{}: the query prepares ({} columns)",
+            redact(&url),
+            sqlx::Statement::columns(&statement).len()
+        )])
+    }
+
     async fn open(&mut self, ctx: &NodeContext, restored: BTreeMap<String, Value>) -> Result<()> {
         self.node = ctx.node.clone();
         self.owned = ctx.owns_index(0);

@@ -18,7 +18,9 @@ use super::mapping::{cache_key, enrich, key_values};
 use super::metrics::LookupMetrics;
 use super::queue::{CompletionQueue, Emit, Held, OrderedQueue, UnorderedQueue};
 use super::state::{self, HeldRecord};
-use crate::api::{AsyncTransform, Barrier, Batch, NodeContext, Output, Record, SplitId};
+use crate::api::{
+    AsyncTransform, Barrier, Batch, NodeConfig, NodeContext, Output, Record, SplitId,
+};
 use crate::checkpoint::key_group_range;
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
@@ -319,6 +321,14 @@ impl AsyncLookup {
 
 #[async_trait]
 impl AsyncTransform for AsyncLookup {
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        match clients::preflight(&self.settings).await {
+            Ok(line) => Ok(line.into_iter().collect()),
+            Err((Some(field), why)) => Err(cfg.error(field, why)),
+            Err((None, why)) => Err(Error::node(cfg.name(), why)),
+        }
+    }
+
     async fn open(&mut self, ctx: &NodeContext, restored: BTreeMap<u32, Value>) -> Result<()> {
         self.node = ctx.node.clone();
         self.node_metrics = ctx.metrics.clone();

@@ -231,6 +231,40 @@ impl JdbcSink {
 
 #[async_trait]
 impl Sink for JdbcSink {
+    /// The database answers and the table fits the settings: the plan `open` makes (columns,
+    /// key, types; on Postgres the staging statements run in a transaction that is rolled back).
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        let s = &self.settings;
+        let url = s
+            .url
+            .resolve(|v| std::env::var(v).ok())
+            .map_err(|e| cfg.error("url", e))?;
+        let scrub = Scrubber::for_url(&url);
+        let pool = Pool::open(&url, 1, s.connect_timeout)
+            .await
+            .map_err(|e| cfg.error("url", e))?;
+        let r = match &pool {
+            Pool::Postgres(p) => self.plan_postgres(p).await,
+            Pool::Sqlite(p) => self.plan_sqlite(p).await,
+        };
+        match r {
+            Ok(Ok(plan)) => Ok(vec![format!(
+                "{}: {} columns written ({})",
+                redact(&url),
+                plan.columns.len(),
+                if plan.is_upsert() { "upsert" } else { "append" }
+            )]),
+            Ok(Err(e)) => Err(cfg.error("", e)),
+            Err(e) => {
+                let message = format!("{}: {}", redact(&url), scrub.scrub(&e.to_string()));
+                Err(match classify(&e) {
+                    Failure::Transient => Error::node(cfg.name(), message),
+                    Failure::Data | Failure::Fatal => Error::fatal(cfg.name(), message),
+                })
+            }
+        }
+    }
+
     async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = ctx.metrics.clone();

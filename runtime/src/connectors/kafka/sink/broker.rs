@@ -60,19 +60,28 @@ impl Cluster {
         })
     }
 
-    /// Fails unless `topic` exists (the sink never creates topics).
-    pub async fn require_topic(&self, topic: &str) -> Result<()> {
+    /// The partition count of `topic`; `None` when it does not exist.
+    pub async fn partitions(&self, topic: &str) -> Result<Option<usize>> {
         let md = self.metadata(Some(topic.to_string())).await?;
         let t = md.topics().iter().find(|t| t.name() == topic);
         match t.and_then(|t| t.error()) {
-            None if t.is_some_and(|t| !t.partitions().is_empty()) => Ok(()),
+            None => Ok(t.map(|t| t.partitions().len()).filter(|n| *n > 0)),
             Some(e) if RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition => {
                 Err(Error::node(&self.node, format!("topic {topic:?}: {e:?}")))
             }
-            _ => Err(Error::node(
-                &self.node,
-                format!("topic {topic:?} does not exist on {}", self.bootstrap),
-            )),
+            Some(_) => Ok(None),
+        }
+    }
+
+    pub fn missing_topic(&self, topic: &str) -> String {
+        format!("topic {topic:?} does not exist on {}", self.bootstrap)
+    }
+
+    /// Fails unless `topic` exists (the sink never creates topics).
+    pub async fn require_topic(&self, topic: &str) -> Result<()> {
+        match self.partitions(topic).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::node(&self.node, self.missing_topic(topic))),
         }
     }
 

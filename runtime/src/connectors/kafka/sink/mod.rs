@@ -51,7 +51,8 @@ pub use recovery::{KafkaCommittable, KafkaSinkState};
 
 use rdkafka::config::ClientConfig;
 
-use crate::api::SinkBox;
+use crate::api::{NodeConfig, SinkBox};
+use crate::error::Result;
 use crate::registry::Registry;
 
 /// The producer settings every delivery mode shares.
@@ -79,4 +80,57 @@ pub fn register(r: &mut Registry) {
             }
         })
     });
+}
+
+/// `weir validate --connect` for both kinds of Kafka sink: the cluster answers, the topic exists
+/// and, exactly-once, the transaction timeout the sink would choose fits the broker's
+/// `transaction.max.timeout.ms` (the check `open` makes, before any producer exists: opening a
+/// transactional producer would fence a running job's).
+async fn preflight(s: &Settings, cfg: &NodeConfig, exactly_once: bool) -> Result<Vec<String>> {
+    let cluster = broker::Cluster::connect(&producer_config(s), cfg.name(), &s.bootstrap_servers)?;
+    let mut out = Vec::new();
+    match &s.topic {
+        config::TopicSpec::Fixed(t) => match cluster.partitions(t).await? {
+            Some(n) => out.push(format!("topic {t:?} exists ({n} partitions)")),
+            None => return Err(cfg.error("topic", cluster.missing_topic(t))),
+        },
+        _ => out.push(format!(
+            "{} answers (the topic comes from each record)",
+            s.bootstrap_servers
+        )),
+    }
+    if exactly_once {
+        let broker_max = match s.broker_max_timeout {
+            Some(known) => Some(known),
+            None => cluster.max_transaction_timeout().await?,
+        };
+        let chosen = transaction_timeout(s, &cfg.path, &cfg.checkpoint, broker_max)?;
+        out.push(format!(
+            "transaction timeout {} ms fits the broker's {} ({})",
+            chosen.as_millis(),
+            timeout::BROKER_MAX_CONFIG,
+            broker_max.map_or(
+                "not readable: the broker checks it at start".to_string(),
+                |m| { format!("{} ms", m.as_millis()) }
+            )
+        ));
+    }
+    Ok(out)
+}
+
+/// The exactly-once sink's transaction timeout for these checkpoint settings and broker maximum.
+/// The field an error names is the one to change: the user's timeout when there is one, else the
+/// checkpoint settings that need a longer transaction than the broker allows.
+fn transaction_timeout(
+    s: &Settings,
+    path: &str,
+    cp: &weir_crds::CheckpointSpec,
+    broker_max: Option<std::time::Duration>,
+) -> Result<std::time::Duration> {
+    let field = match s.transaction_timeout {
+        Some(_) => format!("{path}.transaction_timeout"),
+        None => "checkpoint".to_string(),
+    };
+    timeout::choose(s.transaction_timeout, cp, broker_max)
+        .map_err(|m| crate::error::Error::spec(field, m))
 }

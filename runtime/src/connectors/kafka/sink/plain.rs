@@ -10,7 +10,7 @@ use super::broker::Cluster;
 use super::config::{Delivery, Settings, TopicSpec};
 use super::encode::encode;
 use super::producer::Producer;
-use crate::api::{Batch, NodeContext, Sink};
+use crate::api::{Batch, NodeConfig, NodeContext, Sink};
 use crate::error::{Error, Result};
 
 pub struct PlainKafkaSink {
@@ -110,5 +110,9 @@ impl Sink for PlainKafkaSink {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        super::preflight(&self.settings, cfg, false).await
     }
 }

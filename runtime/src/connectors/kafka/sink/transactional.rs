@@ -27,8 +27,8 @@ use super::recovery::{
     fence, probe, recommit, KafkaCommittable, KafkaSinkState, Probe, Recommitted,
 };
 use super::security::{Security, Transport};
-use super::timeout::{self, TRANSACTION_TIMEOUT_MS};
-use crate::api::{Barrier, Batch, NodeContext, TwoPhaseSink};
+use super::timeout::TRANSACTION_TIMEOUT_MS;
+use crate::api::{Barrier, Batch, NodeConfig, NodeContext, TwoPhaseSink};
 use crate::error::{Error, Result};
 
 /// How long recovery keeps retrying a coordinator that is unreachable or loading.
@@ -223,16 +223,8 @@ impl TwoPhaseSink for TxnKafkaSink {
             Some(known) => Some(known),
             None => cluster.max_transaction_timeout().await?,
         };
-        // The field named is the one to change: the user's timeout when there is one, else
-        // the checkpoint settings that need a longer transaction than the broker allows.
-        let field = if s.transaction_timeout.is_some() {
-            format!("{}.transaction_timeout", self.path)
-        } else {
-            "checkpoint".to_string()
-        };
         self.transaction_timeout =
-            timeout::choose(s.transaction_timeout, &ctx.checkpoint, broker_max)
-                .map_err(|m| Error::spec(field, m))?;
+            super::transaction_timeout(s, &self.path, &ctx.checkpoint, broker_max)?;
         config.set(
             TRANSACTION_TIMEOUT_MS,
             self.transaction_timeout.as_millis().to_string(),
@@ -418,5 +410,9 @@ impl TwoPhaseSink for TxnKafkaSink {
         self.abort().await?;
         self.producers.clear();
         Ok(())
+    }
+
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        super::preflight(&self.settings, cfg, true).await
     }
 }

@@ -20,7 +20,7 @@ use super::dead_letter::DeadLetterQueue;
 use super::decode::{Decoder, RawMessage};
 use super::lookup;
 use super::splits::{owner_index, split_id, Position};
-use crate::api::{Batch, NodeContext, Record, Result, Source, SourcePoll, SplitId};
+use crate::api::{Batch, NodeConfig, NodeContext, Record, Result, Source, SourcePoll, SplitId};
 use crate::connectors::kafka::client::{client_config, KafkaConsumer, RecordingContext};
 use crate::error::Error;
 use crate::on_error::OnError;
@@ -385,6 +385,37 @@ fn raw_message<'a>(m: &'a BorrowedMessage<'a>) -> RawMessage<'a> {
 
 #[async_trait]
 impl Source for KafkaSource {
+    /// The brokers answer and the topics (or the pattern) select at least one partition.
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        let c = self.settings.config.clone();
+        let selection = self.settings.topics.clone();
+        let consumer: KafkaConsumer = client_config(&c.bootstrap_servers, &c.properties)
+            .create_with_context(RecordingContext::default())
+            .map_err(|e| cfg.error("properties", format!("creating the Kafka consumer: {e}")))?;
+        let field = match selection {
+            super::config::TopicSelection::List(_) => "topics",
+            super::config::TopicSelection::Pattern(_) => "topic_pattern",
+        };
+        // Outer: the cluster did not answer; inner: the selection does not fit it.
+        let found = tokio::task::spawn_blocking(move || {
+            let all = lookup::topics(&consumer, &c.bootstrap_servers, c.request_timeout.as_std())?;
+            Ok::<_, String>(lookup::select(&all, &selection))
+        })
+        .await
+        .map_err(|e| Error::Other(e.to_string()))?
+        .map_err(Error::Other)?;
+        let partitions = found.map_err(|m| cfg.error(field, m))?;
+        if partitions.is_empty() {
+            return Err(cfg.error(field, "selects no partition on the cluster"));
+        }
+        let topics: BTreeSet<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
+        Ok(vec![format!(
+            "{} partitions of {}",
+            partitions.len(),
+            topics.into_iter().collect::<Vec<_>>().join(", ")
+        )])
+    }
+
     async fn open(&mut self, ctx: &NodeContext, restored: BTreeMap<String, Value>) -> Result<()> {
         self.node = ctx.node.clone();
         self.ctx = Some(ctx.clone());

@@ -78,3 +78,41 @@ pub async fn connect(settings: &Settings) -> Result<Arc<dyn LookupClient>, Strin
         _ => Err("this lookup client is not compiled into this build".into()),
     }
 }
+
+/// `weir validate --connect`: connects as `open` does; Postgres also prepares the query, so a
+/// missing table or column shows. `Err((Some(field), why))` when a setting does not fit the
+/// server, `Err((None, why))` when it cannot be reached. HTTP lookups have nothing to check
+/// before a key exists (`Ok(None)`).
+pub async fn preflight(
+    settings: &Settings,
+) -> Result<Option<String>, (Option<&'static str>, String)> {
+    match &settings.client {
+        ClientSettings::Http { .. } => Ok(None),
+        #[cfg(feature = "jdbc")]
+        ClientSettings::Postgres {
+            connection, query, ..
+        } => {
+            let url = connection
+                .resolve()
+                .map_err(|e| (Some("client.connection"), e))?;
+            let pool = postgres::pool(&url, 1).await.map_err(|e| (None, e))?;
+            let params = postgres::prepare(&pool, query)
+                .await
+                .map_err(|e| (Some("client.query"), e))?;
+            Ok(Some(format!(
+                "Postgres answers; the query prepares with parameters ({})",
+                params.join(", ")
+            )))
+        }
+        #[cfg(feature = "redis")]
+        ClientSettings::Redis { .. } => {
+            connect(settings).await.map_err(|e| (None, e))?;
+            Ok(Some("Redis answers".to_string()))
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err((
+            None,
+            "this lookup client is not compiled into this build".into(),
+        )),
+    }
+}

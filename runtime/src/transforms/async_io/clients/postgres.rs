@@ -15,26 +15,35 @@ pub struct PgLookup {
 
 impl PgLookup {
     pub async fn connect(url: &str, query: &str, pool_size: u32) -> Result<Self, String> {
-        let pool = PgPoolOptions::new()
-            .max_connections(pool_size)
-            .connect(url)
-            .await
-            // The URL may hold a password: never put it in a message.
-            .map_err(|e| format!("connecting to Postgres: {e}"))?;
-        let statement = (&pool)
-            .prepare(AssertSqlSafe(query.to_string()).into_sql_str())
-            .await
-            .map_err(|e| format!("client.query: {e}"))?;
-        let param_types = match statement.parameters() {
-            Some(Either::Left(types)) => types.iter().map(|t| t.name().to_string()).collect(),
-            _ => Vec::new(),
-        };
+        let pool = pool(url, pool_size).await?;
+        let param_types = prepare(&pool, query).await?;
         Ok(PgLookup {
             pool,
             query: query.to_string(),
             param_types,
         })
     }
+}
+
+pub async fn pool(url: &str, size: u32) -> Result<PgPool, String> {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .connect(url)
+        .await
+        // The URL may hold a password: never put it in a message.
+        .map_err(|e| format!("connecting to Postgres: {e}"))
+}
+
+/// Prepares the query (the server checks its tables and columns); returns its parameter types.
+pub async fn prepare(pool: &PgPool, query: &str) -> Result<Vec<String>, String> {
+    let statement = pool
+        .prepare(AssertSqlSafe(query.to_string()).into_sql_str())
+        .await
+        .map_err(|e| format!("client.query: {e}"))?;
+    Ok(match statement.parameters() {
+        Some(Either::Left(types)) => types.iter().map(|t| t.name().to_string()).collect(),
+        _ => Vec::new(),
+    })
 }
 
 /// A key value converted to a parameter of Postgres type `ty`.

@@ -1,0 +1,174 @@
+//! `weir validate --connect` against the real services: a pipeline whose settings fit the live
+//! systems passes and says what it checked; each setting that does not fit (a missing topic,
+//! table column or bucket, checkpoint settings beyond the broker's transaction maximum) exits 2
+//! naming the field; an unreachable broker exits 1. Nothing is written anywhere.
+#![cfg(all(feature = "kafka", feature = "jdbc"))]
+
+use std::process::Output;
+use std::time::Duration;
+
+use super::harness::*;
+use super::jdbc::exec;
+use crate::kafka_sink::kafka::{bootstrap, create_topic, unique};
+
+struct Live {
+    kafka: String,
+    input: String,
+    output: String,
+    pg: String,
+    table: String,
+    s3: String,
+    bucket: String,
+}
+
+impl Live {
+    fn spec(&self) -> String {
+        let Live {
+            kafka,
+            input,
+            output,
+            pg,
+            table,
+            s3,
+            bucket,
+        } = self;
+        format!(
+            r#"name: preflight
+checkpoint: {{ interval: 1s, storage: "s3://{bucket}/state", storage_options: {{ aws_endpoint: "{s3}", aws_allow_http: "true", aws_region: us-east-1, aws_access_key_id: testing, aws_secret_access_key: testing }} }}
+sources:
+  - {{ name: in, type: kafka, bootstrap_servers: "{kafka}", topics: [{input}], format: json }}
+sinks:
+  - {{ name: out, type: kafka, bootstrap_servers: "{kafka}", topic: {output}, delivery: exactly-once }}
+  - {{ name: db, type: jdbc, url: "{pg}", table: {table}, mode: upsert, key: [id] }}
+  - {{ name: lake, type: filesystem, path: "s3://{bucket}/out", format: json, storage_options: {{ aws_endpoint: "{s3}", aws_allow_http: "true", aws_region: us-east-1, aws_access_key_id: testing, aws_secret_access_key: testing }} }}
+"#
+        )
+    }
+}
+
+fn validate_connect(yaml: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "p.yaml", yaml);
+    let mut c = weir();
+    c.args(["validate", "--connect", "--connect-timeout", "20s"])
+        .arg(&p);
+    let o: Output = output_within(c, Duration::from_secs(60), "weir validate --connect");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr(&o),
+    )
+}
+
+#[test]
+fn validate_connect_checks_what_only_the_live_systems_know() {
+    let kafka = bootstrap();
+    let live = Live {
+        input: unique("pre-in"),
+        output: unique("pre-out"),
+        table: unique("pre_t").replace('-', "_"),
+        bucket: unique("pre-bucket"),
+        pg: service_env("postgres", "DATABASE_URL"),
+        s3: service_env("moto", "S3_ENDPOINT"),
+        kafka,
+    };
+    create_topic(&live.kafka, &live.input, 3);
+    create_topic(&live.kafka, &live.output, 1);
+    exec(
+        &live.pg,
+        &format!(
+            "CREATE TABLE {} (id bigint PRIMARY KEY, name text)",
+            live.table
+        ),
+    );
+    let made = std::process::Command::new("curl")
+        .args(["-sf", "-X", "PUT", &format!("{}/{}", live.s3, live.bucket)])
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    // Everything fits: exit 0, and each check says what it found.
+    let (code, out, err) = validate_connect(&live.spec());
+    assert_eq!(code, 0, "{out}\n{err}");
+    for want in [
+        "checkpoint.storage: s3://",
+        &format!("sources[0] (in): 3 partitions of {}", live.input),
+        &format!(
+            "sinks[0] (out): topic {:?} exists (1 partitions)",
+            live.output
+        ),
+        "sinks[0] (out): transaction timeout",
+        "sinks[1] (db):",
+        "upsert",
+        "sinks[2] (lake): s3://",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+
+    // Each misfit names its field, exit 2.
+    let cases = [
+        (
+            live.spec().replace(
+                &format!("topics: [{}]", live.input),
+                "topics: [no-such-topic-in]",
+            ),
+            "sources[0].topics: topic \"no-such-topic-in\" does not exist",
+        ),
+        (
+            live.spec().replace(
+                &format!("topic: {}", live.output),
+                "topic: no-such-topic-out",
+            ),
+            "sinks[0].topic: topic \"no-such-topic-out\" does not exist",
+        ),
+        (
+            // 10 min + 10 min + margin exceeds the broker's 15-minute transaction maximum.
+            live.spec()
+                .replace("interval: 1s,", "interval: 10min, timeout: 10min,"),
+            "checkpoint: checkpoint interval",
+        ),
+        (
+            live.spec()
+                .replace("key: [id]", "key: [id], columns: [id, colour]"),
+            "colour",
+        ),
+    ];
+    for (spec, want) in cases {
+        let (code, out, err) = validate_connect(&spec);
+        assert_eq!(code, 2, "{want}: {out}\n{err}");
+        assert!(err.contains(want), "{want:?} not in:\n{err}");
+    }
+
+    // A bucket that does not exist: the listing fails (the sink's path is named).
+    let (code, _, err) = validate_connect(&live.spec().replace(
+        &format!("path: \"s3://{}/out\"", live.bucket),
+        "path: \"s3://no-such-bucket-preflight/out\"",
+    ));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("sinks[2] (lake): path:") && err.contains("no-such-bucket-preflight"),
+        "{err}"
+    );
+
+    // A broker that does not answer: exit 1, the address named; nothing hangs.
+    let port = free_port();
+    let (code, _, err) = validate_connect(
+        &live
+            .spec()
+            .replace(&live.kafka, &format!("127.0.0.1:{port}")),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+
+    // Nothing was written: the table has no rows, no object appeared in the bucket.
+    assert!(super::jdbc::ids(&live.pg, &live.table).is_empty());
+    let listing = std::process::Command::new("curl")
+        .args(["-sf", &format!("{}/{}", live.s3, live.bucket)])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("ListBucketResult") && !listing.contains("<Key>"),
+        "{listing}"
+    );
+}
