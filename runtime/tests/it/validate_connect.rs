@@ -172,3 +172,72 @@ fn validate_connect_checks_what_only_the_live_systems_know() {
         "{listing}"
     );
 }
+
+/// The query-driven checks and the search cluster: the `jdbc` source's query and a Postgres
+/// lookup's query prepare (a missing column names `query` / `client.query`), OpenSearch answers
+/// and reports whether the index exists, and one that does not answer exits 1.
+#[test]
+fn validate_connect_prepares_queries_and_asks_the_search_cluster() {
+    let pg = service_env("postgres", "DATABASE_URL");
+    let search = service_env("opensearch", "OPENSEARCH_URL");
+    let table = unique("pre_q").replace('-', "_");
+    exec(
+        &pg,
+        &format!("CREATE TABLE {table} (id bigint PRIMARY KEY, name text)"),
+    );
+    let spec = format!(
+        r#"name: preflight-q
+checkpoint: {{ storage: /tmp/weir-preflight-never-written }}
+sources:
+  - {{ name: rows, type: jdbc, url: "{pg}", query: "SELECT id, name FROM {table} ORDER BY id" }}
+transforms:
+  - name: enrich
+    type: async_lookup
+    key: id
+    client: {{ type: postgres, url: "{pg}", query: "SELECT name FROM {table} WHERE id = $1" }}
+    fields: {{ name2: name }}
+sinks:
+  - {{ name: search, type: elasticsearch, url: "{search}", index: pre-missing-index, id_field: id }}
+"#
+    );
+    let (code, out, err) = validate_connect(&spec);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for want in [
+        "sources[0] (rows): ",
+        "the query prepares (2 columns)",
+        "transforms[0] (enrich): Postgres answers; the query prepares with parameters (INT8)",
+        "sinks[0] (search): opensearch 2.",
+        "index \"pre-missing-index\" does not exist yet",
+        "checkpoint.storage: /tmp/weir-preflight-never-written: local directory, writable",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    assert!(!std::path::Path::new("/tmp/weir-preflight-never-written").exists());
+
+    let cases = [
+        (
+            spec.replace("SELECT id, name FROM", "SELECT id, colour FROM"),
+            "sources[0].query: ",
+        ),
+        (
+            spec.replace("SELECT name FROM", "SELECT colour FROM"),
+            "transforms[0].client.query: ",
+        ),
+    ];
+    for (bad, want) in cases {
+        let (code, out, err) = validate_connect(&bad);
+        assert_eq!(code, 2, "{want}: {out}\n{err}");
+        assert!(
+            err.contains(want) && err.contains("colour"),
+            "{want:?} not in:\n{err}"
+        );
+    }
+    let port = free_port();
+    let (code, _, err) =
+        validate_connect(&spec.replace(&search, &format!("http://127.0.0.1:{port}")));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("sinks[0] (search)") && err.contains(&port.to_string()),
+        "{err}"
+    );
+}
