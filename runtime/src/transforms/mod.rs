@@ -4,6 +4,7 @@ pub mod async_io;
 pub mod cel;
 mod filter;
 mod map;
+pub mod preloaded;
 pub mod split_watermarks;
 pub mod watermark;
 
@@ -13,5 +14,6 @@ pub fn register(r: &mut Registry) {
     async_io::register(r);
     filter::register(r);
     map::register(r);
+    preloaded::register(r);
     watermark::register(r);
 }

@@ -13,6 +13,7 @@ mod kafka_sink;
 mod kafka_source;
 mod kinesis;
 mod mutated_specs;
+mod preloaded;
 mod pubsub;
 mod s3;
 mod savepoints;

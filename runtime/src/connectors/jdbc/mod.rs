@@ -53,7 +53,7 @@ pub mod config;
 mod dialect;
 mod plan;
 mod retry;
-mod schema;
+pub(crate) mod schema;
 pub mod sink;
 pub mod source;
 mod sql;

@@ -164,10 +164,16 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn checked(cfg: &NodeConfig, url: Option<String>, url_env: Option<String>) -> Result<Self> {
+    /// `field`: where the two settings sit (`client`, `table`).
+    pub fn checked(
+        cfg: &NodeConfig,
+        field: &str,
+        url: Option<String>,
+        url_env: Option<String>,
+    ) -> Result<Self> {
         match (&url, &url_env) {
             (Some(_), None) | (None, Some(_)) => Ok(Connection { url, url_env }),
-            _ => Err(cfg.error("client", "give exactly one of `url` and `url_env`")),
+            _ => Err(cfg.error(field, "give exactly one of `url` and `url_env`")),
         }
     }
 
@@ -290,7 +296,7 @@ impl Settings {
                 query,
                 pool_size,
             } => {
-                let connection = Connection::checked(cfg, url, url_env)?;
+                let connection = Connection::checked(cfg, "client", url, url_env)?;
                 if !cfg!(feature = "jdbc") {
                     return Err(cfg.error(
                         "client.type",
@@ -320,7 +326,7 @@ impl Settings {
                 redis_key,
                 format,
             } => {
-                let connection = Connection::checked(cfg, url, url_env)?;
+                let connection = Connection::checked(cfg, "client", url, url_env)?;
                 if !cfg!(feature = "redis") {
                     return Err(cfg.error(
                         "client.type",

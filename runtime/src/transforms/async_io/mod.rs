@@ -30,9 +30,9 @@
 
 mod cache;
 mod clients;
-mod config;
+pub(crate) mod config;
 mod fetch;
-mod mapping;
+pub(crate) mod mapping;
 mod metrics;
 mod operator;
 mod queue;
