@@ -3,7 +3,12 @@
 //! keeping exactly `capacity` requests in flight with no engine around it. Then 1 % of requests
 //! at 500 ms, ordered against unordered.
 //!
-//! `cargo bench -p weir-runtime --bench async_io` (env `ROWS` to change the record count).
+//! Last, `preloaded_lookup` (the table in memory on every worker) on 100,000 users, against the
+//! engine's own throughput on the same records without the join (datagen → blackhole): the
+//! preloaded path should reach the engine's speed, where `async_lookup` is bound by its server.
+//!
+//! `cargo bench -p weir-runtime --bench async_io` (env `ROWS` to change the record count of the
+//! lookups, `PRELOADED_ROWS` that of the preloaded comparison, default 2,000,000).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,8 +102,32 @@ async fn raw(url: &str, rows: i64) -> f64 {
 
 /// datagen → async_lookup → blackhole on the real engine, in this process.
 async fn weir(url: &str, mode: &str, rows: i64, dir: &std::path::Path) -> f64 {
+    let transforms = format!(
+        r#"transforms:
+  - name: enrich
+    type: async_lookup
+    mode: {mode}
+    key: id
+    client: {{ type: http, url: "{url}/user/{{id}}" }}
+    fields: {{ name: name, tier: tier }}
+    capacity: {CAPACITY}
+    timeout: 5s
+"#
+    );
+    run_job(&format!("bench-{mode}"), "", &transforms, rows, dir).await
+}
+
+/// datagen (with a `user` field) → `transforms` → blackhole; records/s, every record counted out
+/// of the last node.
+async fn run_job(
+    name: &str,
+    fields: &str,
+    transforms: &str,
+    rows: i64,
+    dir: &std::path::Path,
+) -> f64 {
     let yaml = format!(
-        r#"name: bench-{mode}
+        r#"name: {name}
 parallelism: 1
 checkpoint: {{ interval: 1s, storage: {state} }}
 sources:
@@ -108,20 +137,11 @@ sources:
     splits: 1
     fields:
       id: {{ kind: sequence }}
-transforms:
-  - name: enrich
-    type: async_lookup
-    mode: {mode}
-    key: id
-    client: {{ type: http, url: "{url}/user/{{id}}" }}
-    fields: {{ name: name, tier: tier }}
-    capacity: {CAPACITY}
-    timeout: 5s
-sinks:
+{fields}{transforms}sinks:
   - {{ name: out, type: blackhole }}
 "#,
         state = dir
-            .join(format!("state-{mode}-{}", rand_suffix()))
+            .join(format!("state-{name}-{}", rand_suffix()))
             .display(),
     );
     let spec = weir_crds::PipelineSpec::from_yaml(&yaml).unwrap();
@@ -145,12 +165,49 @@ sinks:
     let text = metrics.render();
     let out = text
         .lines()
-        .find(|l| l.starts_with("weir_node_records_out_total") && l.contains("node=\"enrich\""))
+        .find(|l| l.starts_with("weir_node_records_in_total") && l.contains("node=\"out\""))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    assert_eq!(out as i64, rows, "every record enriched and emitted");
+    assert_eq!(out as i64, rows, "every record reached the sink");
     rows as f64 / secs
+}
+
+/// `preloaded_lookup` on `users` users against the same job without the join.
+fn preloaded(rt: &tokio::runtime::Runtime, rows: i64, dir: &std::path::Path, async_rate: f64) {
+    const USERS: i64 = 100_000;
+    let table = dir.join("users.jsonl");
+    let text: String = (0..USERS)
+        .map(|i| format!("{{\"id\":{i},\"name\":\"user-{i}\",\"tier\":{}}}\n", i % 3))
+        .collect();
+    std::fs::write(&table, text).unwrap();
+    let fields = format!("      user: {{ kind: int, min: 0, max: {} }}\n", USERS - 1);
+    let join = format!(
+        r#"transforms:
+  - name: enrich
+    type: preloaded_lookup
+    key: user
+    table: {{ type: file, path: {}, key: id }}
+    fields: {{ name: name, tier: tier }}
+"#,
+        table.display()
+    );
+    println!("preloaded_lookup: {USERS} users in memory, {rows} records");
+    let mut base = Vec::new();
+    let mut pre = Vec::new();
+    // Interleaved rounds: the machine's load drifts alike for both.
+    for _ in 0..3 {
+        base.push(rt.block_on(run_job("bench-engine", &fields, "", rows, dir)));
+        pre.push(rt.block_on(run_job("bench-preloaded", &fields, &join, rows, dir)));
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let (b, p) = (best(&base), best(&pre));
+    println!("  engine alone (datagen → blackhole) {b:>9.0} rec/s  (best of 3)");
+    println!(
+        "  with preloaded_lookup             {p:>9.0} rec/s  ({:.1} % of the engine alone; {:.0}x async_lookup unordered)",
+        100.0 * p / b,
+        p / async_rate
+    );
 }
 
 fn rand_suffix() -> u128 {
@@ -181,8 +238,12 @@ fn main() {
         100.0 * raw_fixed / limit,
         CAPACITY as f64 * 1000.0 / raw_fixed
     );
+    let mut unordered = 0.0;
     for mode in ["unordered", "ordered"] {
         let r = rt.block_on(weir(&fixed, mode, rows, dir.path()));
+        if mode == "unordered" {
+            unordered = r;
+        }
         println!(
             "  weir {mode:<9}                     {r:>9.0} rec/s  ({:.1} % of limit, {:.1} % of raw)",
             100.0 * r / limit,
@@ -222,4 +283,9 @@ fn main() {
         "  unordered / ordered               {:>9.2}x",
         rates[0] / rates[1]
     );
+    let preloaded_rows: i64 = std::env::var("PRELOADED_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
+    preloaded(&rt, preloaded_rows, dir.path(), unordered);
 }

@@ -150,14 +150,15 @@ impl Snapshots {
         self.dir.clone().join(format!("{version}.jsonl"))
     }
 
-    /// Writes `table` as `version` unless it is there already, then prunes old versions.
-    pub async fn save(&self, version: &str, table: &Table) -> Result<(), String> {
+    /// Writes a table's `lines` ([`Table::to_lines`]) as `version` unless it is there already,
+    /// then prunes old versions.
+    pub async fn save(&self, version: &str, lines: Vec<u8>) -> Result<(), String> {
         let path = self.path(version);
         if self.store.head(&path).await.is_ok() {
             return Ok(());
         }
         self.store
-            .put(&path, PutPayload::from(table.to_lines()))
+            .put(&path, PutPayload::from(lines))
             .await
             .map_err(|e| format!("writing the table snapshot {path}: {e}"))?;
         self.prune(version).await;

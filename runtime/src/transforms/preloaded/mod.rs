@@ -45,10 +45,9 @@ use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
 use crate::registry::Registry;
 use crate::transforms::async_io::config::Policy;
-use crate::transforms::async_io::mapping::enrich;
 use config::{Settings, TableSource};
 use load::{LoadError, Snapshots};
-use table::{key_text, Table};
+use table::Table;
 
 pub fn register(r: &mut Registry) {
     r.async_transform("preloaded_lookup", |cfg| {
@@ -99,12 +98,13 @@ impl PreloadedLookup {
     /// Makes `table` the one records are joined against, written to checkpoint storage first
     /// so that a checkpoint naming its version can always be restored.
     async fn install(&mut self, table: Table) -> Result<()> {
-        let version = table.version();
+        let lines = table.to_lines();
+        let version = table::version_of(&lines);
         if version == self.version {
             return Ok(());
         }
         if let Some(s) = &self.snapshots {
-            s.save(&version, &table)
+            s.save(&version, lines)
                 .await
                 .map_err(|e| Error::node(&self.node, e))?;
         }
@@ -155,27 +155,23 @@ impl PreloadedLookup {
         }));
     }
 
-    /// The row for a record, or why the record cannot be joined.
-    fn row_of(&self, r: &Record) -> std::result::Result<Option<&Value>, String> {
-        let values = self
-            .settings
-            .key
-            .iter()
-            .map(|f| {
+    /// The row for a record (`key` is a buffer for its key text), or why the record cannot be
+    /// joined.
+    fn row_of(&self, r: &Record, key: &mut String) -> std::result::Result<Option<&Value>, String> {
+        let mut values = Vec::with_capacity(self.settings.key.len());
+        for f in &self.settings.key {
+            values.push(
                 r.get(f)
-                    .ok_or_else(|| format!("no field {f:?} (a field of the lookup `key`)"))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+                    .ok_or_else(|| format!("no field {f:?} (a field of the lookup `key`)"))?,
+            );
+        }
         let refs: Vec<&Value> = values.iter().map(|v| v.as_ref()).collect();
-        Ok(self.lookup(&refs))
-    }
-
-    fn lookup(&self, values: &[&Value]) -> Option<&Value> {
+        table::key_into(&refs, key);
         #[cfg(feature = "kafka")]
         if let Some(f) = &self.follower {
-            return f.table().get(&key_text(values));
+            return Ok(f.table().get(key));
         }
-        self.table.get(&key_text(values))
+        Ok(self.table.get(key))
     }
 
     fn restored_state(&self, restored: &BTreeMap<u32, Value>) -> Option<Value> {
@@ -247,30 +243,40 @@ impl AsyncTransform for PreloadedLookup {
             f.apply_updates().map_err(|e| Error::fatal(&self.node, e))?;
         }
         let mut kept = Vec::with_capacity(batch.records.len());
-        for r in batch.records {
-            let row = self.row_of(&r).map_err(|message| Error::Record {
+        let mut key = String::new();
+        for mut r in batch.records {
+            let row = self.row_of(&r, &mut key).map_err(|message| Error::Record {
                 node: self.node.clone(),
                 record: r.describe(),
                 message,
             })?;
-            let enrichment = match row {
-                Some(row) => self.settings.mapping.extract(row),
-                None => match self.settings.on_miss {
-                    Policy::Null => self.settings.mapping.nulls(),
-                    Policy::Drop => {
-                        self.metrics.record_errors.inc();
-                        continue;
+            match (row, self.settings.on_miss) {
+                (Some(row), _) => {
+                    // Straight into the record: no intermediate map per record.
+                    let fields = r.fields_mut();
+                    for (name, path) in &self.settings.mapping.0 {
+                        fields.insert(name.clone(), path.get(row).cloned().unwrap_or(Value::Null));
                     }
-                    Policy::Fail => {
-                        return Err(Error::Record {
-                            node: self.node.clone(),
-                            record: r.describe(),
-                            message: "its key is not in the lookup table (on_miss: fail)".into(),
-                        })
+                }
+                (None, Policy::Null) => {
+                    let fields = r.fields_mut();
+                    for (name, _) in &self.settings.mapping.0 {
+                        fields.insert(name.clone(), Value::Null);
                     }
-                },
-            };
-            kept.push(enrich(r, &enrichment));
+                }
+                (None, Policy::Drop) => {
+                    self.metrics.record_errors.inc();
+                    continue;
+                }
+                (None, Policy::Fail) => {
+                    return Err(Error::Record {
+                        node: self.node.clone(),
+                        record: r.describe(),
+                        message: "its key is not in the lookup table (on_miss: fail)".into(),
+                    })
+                }
+            }
+            kept.push(r);
         }
         out.batches.push(Batch::new(batch.split, kept));
         Ok(())
