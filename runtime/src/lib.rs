@@ -22,6 +22,7 @@ pub mod record;
 pub mod registry;
 pub mod retry;
 pub mod storage;
+pub mod testkit;
 pub mod tls;
 pub mod transforms;
 
