@@ -248,17 +248,25 @@ impl Running {
 
     /// The sum of the series of `name` on the job's `/metrics` page (0 when it has none).
     pub fn metric(&self, name: &str) -> f64 {
+        self.metric_with(name, "")
+    }
+
+    /// The sum of the series of `name` whose labels contain `label` (e.g. `shard="s/x"`).
+    pub fn metric_with(&self, name: &str, label: &str) -> f64 {
         let o = Command::new("curl")
             .args(["-sf", "--max-time", "5", &format!("{}/metrics", self.admin)])
             .output()
             .unwrap();
         String::from_utf8_lossy(&o.stdout)
             .lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let labels = rest
+                    .strip_prefix('{')
+                    .map_or("", |r| r.split('}').next().unwrap_or(""));
+                let ours = rest.starts_with(['{', ' ']) && labels.contains(label);
+                ours.then(|| l.rsplit(' ').next()?.parse::<f64>().ok())?
             })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
 

@@ -1,14 +1,16 @@
 //! A fault proxy in front of kinesis-mock or moto, which enforce no limits: it throttles a share
-//! of GetRecords calls, fails a share of PutRecords / PutRecordBatch entries the way a busy
-//! service does (the failed entries are not forwarded, so they are really not written), and cuts
-//! or stalls SubscribeToShard streams. Every fault is counted.
+//! of GetRecords calls, or every GetRecords call of one shard for a while, fails a share of
+//! PutRecords / PutRecordBatch entries the way a busy service does (the failed entries are not
+//! forwarded, so they are really not written), and cuts or stalls SubscribeToShard streams.
+//! Every fault is counted.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,90 @@ pub struct Faults {
     pub throttled: AtomicU64,
     pub failed_entries: AtomicU64,
     pub cut: AtomicU64,
+    /// One shard whose GetRecords calls are all throttled until the instant (see
+    /// [`Faults::throttle_shard`]).
+    shard_throttle: Mutex<Option<(String, Instant)>>,
+    /// Which shard each iterator handed out belongs to. Iterators are opaque, so the proxy
+    /// learns it from GetShardIterator (request ShardId → answer ShardIterator) and from each
+    /// GetRecords answer's NextShardIterator (same shard as the iterator it was asked with).
+    iterator_shards: Mutex<HashMap<String, String>>,
+    /// GetRecords calls throttled per shard (by the share or by `throttle_shard`), of the calls
+    /// whose shard the proxy knew.
+    throttled_shards: Mutex<HashMap<String, u64>>,
+}
+
+impl Faults {
+    /// Throttles every GetRecords call of shard `shard` (`shardId-000000000001`) for `window`.
+    pub fn throttle_shard(&self, shard: &str, window: Duration) {
+        *self.shard_throttle.lock().unwrap() = Some((shard.to_string(), Instant::now() + window));
+    }
+
+    /// GetRecords calls of `shard` throttled so far.
+    pub fn throttled_in(&self, shard: &str) -> u64 {
+        self.throttled_shards
+            .lock()
+            .unwrap()
+            .get(shard)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The shard `iterator` belongs to, when the proxy saw it handed out.
+    fn shard_of(&self, iterator: &str) -> Option<String> {
+        self.iterator_shards.lock().unwrap().get(iterator).cloned()
+    }
+
+    /// Whether a GetRecords call of `shard` is to be throttled now.
+    fn throttles(&self, shard: Option<&str>) -> bool {
+        if chance(self.throttle_get_records.load(Ordering::Relaxed)) {
+            return true;
+        }
+        let window = self.shard_throttle.lock().unwrap();
+        matches!((&*window, shard), (Some((s, until)), Some(shard)) if s == shard && Instant::now() < *until)
+    }
+
+    fn count_throttle(&self, shard: Option<String>) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        if let Some(shard) = shard {
+            *self
+                .throttled_shards
+                .lock()
+                .unwrap()
+                .entry(shard)
+                .or_insert(0) += 1;
+        }
+    }
+
+    /// Learns the shard of the iterator in a GetShardIterator or GetRecords answer.
+    fn learn_iterator(&self, op: &str, request: &Value, answer: &Bytes) {
+        let shard = match op {
+            "GetShardIterator" => request
+                .get("ShardId")
+                .and_then(Value::as_str)
+                .map(String::from),
+            "GetRecords" => request
+                .get("ShardIterator")
+                .and_then(Value::as_str)
+                .and_then(|it| self.shard_of(it)),
+            _ => None,
+        };
+        let Some(shard) = shard else { return };
+        let Ok(answer) = serde_json::from_slice::<Value>(answer) else {
+            return;
+        };
+        let field = if op == "GetRecords" {
+            "NextShardIterator"
+        } else {
+            "ShardIterator"
+        };
+        let mut known = self.iterator_shards.lock().unwrap();
+        if let Some(used) = request.get("ShardIterator").and_then(Value::as_str) {
+            known.remove(used); // one call per iterator: keep the map small
+        }
+        if let Some(next) = answer.get(field).and_then(Value::as_str) {
+            known.insert(next.to_string(), shard);
+        }
+    }
 }
 
 pub struct Proxy {
@@ -123,8 +209,17 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    if op == "GetRecords" && chance(faults.throttle_get_records.load(Ordering::Relaxed)) {
-        faults.throttled.fetch_add(1, Ordering::Relaxed);
+    // Only the calls whose iterators the proxy follows are parsed.
+    let request: Value = match op.as_str() {
+        "GetShardIterator" | "GetRecords" => serde_json::from_slice(&body).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    let shard = request
+        .get("ShardIterator")
+        .and_then(Value::as_str)
+        .and_then(|it| faults.shard_of(it));
+    if op == "GetRecords" && faults.throttles(shard.as_deref()) {
+        faults.count_throttle(shard);
         return Ok(json_response(
             400,
             &json!({"__type": "ProvisionedThroughputExceededException",
@@ -175,6 +270,9 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if rparts.status.is_success() {
+        faults.learn_iterator(&op, &request, &rbytes);
+    }
     let rbytes = if failed.is_empty() {
         rbytes
     } else {
