@@ -9,7 +9,7 @@ use backon::Retryable;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::config::Settings;
-use crate::api::NodeContext;
+use crate::api::{NodeConfig, NodeContext};
 use crate::connectors::aws::errors::{classify, code, describe, Failure};
 use crate::connectors::aws::put::encode::payload;
 use crate::connectors::aws::put::{Entry, Outcome, PutService, RequestError};
@@ -91,6 +91,42 @@ impl PutService for FirehoseService {
     fn encode(&self, record: &Record) -> std::result::Result<Entry, String> {
         let s = &self.settings;
         entry(s.value_field.as_deref(), &s.record_delimiter, record)
+    }
+
+    async fn preflight(&self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        let s = &self.settings;
+        let sdk = s.connection.sdk_config(s.request_timeout).await;
+        let answer = Client::new(&sdk)
+            .describe_delivery_stream()
+            .delivery_stream_name(&s.delivery_stream)
+            .send()
+            .await;
+        match answer {
+            Ok(d) => Ok(vec![format!(
+                "{} is {}",
+                self.target(),
+                d.delivery_stream_description()
+                    .map(|d| d.delivery_stream_status().as_str().to_string())
+                    .unwrap_or_else(|| "described".into())
+            )]),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => Err(cfg.error(
+                "delivery_stream",
+                format!(
+                    "{} does not exist ({})",
+                    self.target(),
+                    s.connection.describe(&sdk)
+                ),
+            )),
+            Err(e) => Err(Error::node(
+                cfg.name(),
+                format!(
+                    "{} ({}): {}",
+                    self.target(),
+                    s.connection.describe(&sdk),
+                    describe(&e)
+                ),
+            )),
+        }
     }
 
     async fn put(&self, entries: &[Entry]) -> std::result::Result<Vec<Outcome>, RequestError> {

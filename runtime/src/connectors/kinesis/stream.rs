@@ -73,6 +73,41 @@ impl StreamRef {
     }
 }
 
+/// `weir validate --connect`: one DescribeStreamSummary of `stream`. `Err((true, why))` when the
+/// stream does not exist (the setting is wrong), `Err((false, why))` when the service did not
+/// answer; `endpoint` names where it was asked.
+pub async fn preflight(
+    client: &aws_sdk_kinesis::Client,
+    stream: &StreamRef,
+    endpoint: &str,
+) -> Result<String, (bool, String)> {
+    let mut call = client.describe_stream_summary();
+    call = match &stream.arn {
+        Some(arn) => call.stream_arn(arn),
+        None => call.stream_name(&stream.name),
+    };
+    match call.send().await {
+        Ok(d) => Ok(match d.stream_description_summary() {
+            Some(s) => format!(
+                "{stream} is {} with {} open shards",
+                s.stream_status().as_str(),
+                s.open_shard_count()
+            ),
+            None => format!("{stream} exists"),
+        }),
+        Err(e) if crate::connectors::aws::errors::code(&e) == Some("ResourceNotFoundException") => {
+            Err((true, format!("{stream} does not exist ({endpoint})")))
+        }
+        Err(e) => Err((
+            false,
+            format!(
+                "{stream} ({endpoint}): {}",
+                crate::connectors::aws::errors::describe(&e)
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,3 +144,53 @@ fn the_examples_validate() {
         assert!(o.status.success(), "{f}: {}", stderr(&o));
     }
 }
+
+/// `weir validate --connect` asks Kinesis and Firehose before anything runs: an existing stream
+/// is reported with its shards; a missing stream or delivery stream names its setting, exit 2.
+#[test]
+fn validate_connect_names_a_missing_stream_before_the_job_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let present = unique("present");
+    create_stream(&present, 2);
+    let missing = unique("missing");
+    let s3 = service_env("moto", "S3_ENDPOINT");
+    let connect = |sources: &str| {
+        let spec = spec(dir.path(), "job.yaml", 1, &endpoint(), sources);
+        let text = std::fs::read_to_string(&spec).unwrap().replace(
+            "sinks:\n",
+            &format!(
+                "sinks:\n  - {{ name: k, type: kinesis, stream: {missing}, region: us-east-1, endpoint_url: {url}, credentials: {{ access_key_id: test, secret_access_key: test }} }}\n  - {{ name: fh, type: firehose, delivery_stream: {missing}, region: us-east-1, endpoint_url: {s3}, credentials: {{ access_key_id: testing, secret_access_key: testing }} }}\n",
+                url = endpoint()
+            ),
+        );
+        std::fs::write(&spec, text).unwrap();
+        let o = weir()
+            .args(["validate", "--connect"])
+            .arg(&spec)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr(&o),
+        )
+    };
+    let (code, out, err) = connect(&format!("    streams: [{present}]"));
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "stream \"{present}\" is ACTIVE with 2 open shards"
+        )),
+        "{out}\n{err}"
+    );
+    let (code, out, err) = connect(&format!("    streams: [{present}, {missing}]"));
+    assert_eq!(code, 2, "{out}\n{err}");
+    for needle in [
+        format!("sources[0].streams[1]: stream \"{missing}\" does not exist"),
+        format!("sinks[0].stream: stream \"{missing}\" does not exist"),
+        format!("sinks[1].delivery_stream: delivery stream \"{missing}\" does not exist"),
+    ] {
+        assert!(err.contains(&needle), "{needle:?} not in:\n{err}");
+    }
+    delete_stream(&present);
+}

@@ -22,7 +22,7 @@ pub use config::{BatchConfig, Ordering, PutSettings};
 pub use sink::PutSink;
 
 use super::errors::Failure;
-use crate::api::NodeContext;
+use crate::api::{NodeConfig, NodeContext};
 use crate::error::Result;
 use crate::record::Record;
 
@@ -51,4 +51,6 @@ pub trait PutService: Clone + Send + Sync + 'static {
     async fn put(&self, entries: &[Entry]) -> std::result::Result<Vec<Outcome>, RequestError>;
     /// The target in messages: `stream "orders"`.
     fn target(&self) -> String;
+    /// `weir validate --connect`: the target exists (one describe call, no retries, no write).
+    async fn preflight(&self, cfg: &NodeConfig) -> Result<Vec<String>>;
 }

@@ -17,7 +17,7 @@ use super::config::{Ordering, PutSettings};
 use super::dead_letter::DeadLetterFiles;
 use super::metrics::PutMetrics;
 use super::{Outcome, PutService, RequestError};
-use crate::api::{Batch, NodeContext, Sink};
+use crate::api::{Batch, NodeConfig, NodeContext, Sink};
 use crate::connectors::aws::errors::{failure_of, Failure};
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
@@ -344,6 +344,10 @@ impl<S: PutService> PutSink<S> {
 
 #[async_trait]
 impl<S: PutService> Sink for PutSink<S> {
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        self.service.preflight(cfg).await
+    }
+
     async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = ctx.metrics.clone();
@@ -442,6 +446,9 @@ mod tests {
     impl PutService for Scripted {
         async fn open(&mut self, _: &NodeContext) -> Result<()> {
             Ok(())
+        }
+        async fn preflight(&self, _: &NodeConfig) -> Result<Vec<String>> {
+            Ok(Vec::new())
         }
         fn encode(&self, r: &Record) -> std::result::Result<Entry, String> {
             let k = r

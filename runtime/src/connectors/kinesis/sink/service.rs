@@ -8,7 +8,7 @@ use aws_sdk_kinesis::Client;
 use backon::Retryable;
 
 use super::config::{EntrySpec, Settings};
-use crate::api::NodeContext;
+use crate::api::{NodeConfig, NodeContext};
 use crate::connectors::aws::errors::{classify, code, describe};
 use crate::connectors::aws::put::encode::{field_text, payload};
 use crate::connectors::aws::put::{Entry, Outcome, PutService, RequestError};
@@ -104,6 +104,22 @@ impl PutService for KinesisService {
 
     fn encode(&self, record: &Record) -> std::result::Result<Entry, String> {
         entry(&self.settings.entry, record)
+    }
+
+    async fn preflight(&self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        let s = &self.settings;
+        let sdk = s.connection.sdk_config(s.request_timeout).await;
+        let line = crate::connectors::kinesis::stream::preflight(
+            &Client::new(&sdk),
+            &s.stream,
+            &s.connection.describe(&sdk),
+        )
+        .await
+        .map_err(|(setting, m)| match setting {
+            true => cfg.error("stream", m),
+            false => Error::node(cfg.name(), m),
+        })?;
+        Ok(vec![line])
     }
 
     async fn put(&self, entries: &[Entry]) -> std::result::Result<Vec<Outcome>, RequestError> {

@@ -22,7 +22,7 @@ use super::position::{parse_key, split_id, stream_marker, Position, StateKey};
 use super::reader::{ReaderEvent, Shared, Target};
 use super::shards::{droppable, owner, plan, ready, FirstStart, ShardGraph, ShardInfo, Status};
 use super::{efo, listing, polling};
-use crate::api::{Batch, NodeContext, Result, Source, SourcePoll, SplitId};
+use crate::api::{Batch, NodeConfig, NodeContext, Result, Source, SourcePoll, SplitId};
 use crate::error::Error;
 use crate::transforms::split_watermarks::SplitWatermarks;
 
@@ -463,6 +463,29 @@ impl KinesisSource {
 
 #[async_trait]
 impl Source for KinesisSource {
+    /// Every stream exists (one DescribeStreamSummary each).
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        let s = &self.settings;
+        let sdk = s
+            .connection
+            .sdk_config(s.config.request_timeout.as_std())
+            .await;
+        let client = aws_sdk_kinesis::Client::new(&sdk);
+        let endpoint = s.connection.describe(&sdk);
+        let mut lines = Vec::new();
+        for (i, st) in s.streams.iter().enumerate() {
+            let line =
+                crate::connectors::kinesis::stream::preflight(&client, &st.stream, &endpoint)
+                    .await
+                    .map_err(|(setting, m)| match setting {
+                        true => cfg.error(&format!("streams[{i}]"), m),
+                        false => crate::error::Error::node(cfg.name(), m),
+                    })?;
+            lines.push(line);
+        }
+        Ok(lines)
+    }
+
     async fn open(&mut self, ctx: &NodeContext, restored: BTreeMap<String, Value>) -> Result<()> {
         self.node = ctx.node.clone();
         self.ctx = Some(ctx.clone());
