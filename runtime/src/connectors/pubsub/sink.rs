@@ -3,23 +3,28 @@
 //! batched and waits until Pub/Sub acknowledged every message, so a completed checkpoint never
 //! covers an unpublished record (at-least-once).
 //!
+//! The client's handles wait in a queue in publish order and are taken from its front: a batch
+//! of the client's is acknowledged as a whole, so once the oldest handle is ready the rest of its
+//! batch is too and is collected without waiting. (A boxed future per message in a
+//! `FuturesUnordered` cost two allocations and a task wake-up per message: the sink ran at a
+//! quarter of the raw publisher's rate.)
+//!
 //! Retries are weir's: the client is built with `NeverRetry`, and failed messages are published
 //! again under the sink's `RetryPolicy` when `retry.rs` calls the failure transient. With
 //! ordering keys, the client pauses a key after a failure and fails that key's later messages
 //! too; a retry round therefore waits for every message in flight, resumes the keys, and
 //! publishes the failed messages again in their original order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model::Message;
+use google_cloud_pubsub::publisher::PublishFuture;
 
 use super::client;
 use super::config::SinkSettings;
@@ -30,12 +35,12 @@ use crate::api::{Batch, NodeContext, Result, Sink};
 use crate::error::Error;
 use crate::retry::Backoff;
 
-/// A message handed to the publisher: its place in the sink's order and the message itself
-/// (kept to publish it again), with the outcome.
-struct Outcome {
+/// A message handed to the publisher and not yet acknowledged: its place in the sink's order,
+/// the message (kept to publish it again) and the client's handle to its outcome.
+struct Pending {
     seq: u64,
     msg: Message,
-    result: std::result::Result<String, PublishError>,
+    ack: PublishFuture,
 }
 
 pub struct PubsubSink {
@@ -44,7 +49,8 @@ pub struct PubsubSink {
     node: String,
     target: String,
     publisher: Option<Publisher>,
-    in_flight: FuturesUnordered<BoxFuture<'static, Outcome>>,
+    /// In publish order.
+    in_flight: VecDeque<Pending>,
     failed: Vec<(u64, Message, PublishError)>,
     next_seq: u64,
     backoff: Option<Backoff>,
@@ -60,7 +66,7 @@ impl PubsubSink {
             node: String::new(),
             target: String::new(),
             publisher: None,
-            in_flight: FuturesUnordered::new(),
+            in_flight: VecDeque::new(),
             failed: Vec::new(),
             next_seq: 0,
             backoff: None,
@@ -76,29 +82,34 @@ impl PubsubSink {
     }
 
     fn publish(&mut self, seq: u64, msg: Message) -> Result<()> {
-        let fut = self.publisher()?.publish(msg.clone());
-        self.in_flight.push(
-            async move {
-                let result = fut.await;
-                Outcome { seq, msg, result }
-            }
-            .boxed(),
-        );
-        self.metrics.in_flight.set(self.in_flight.len() as i64);
+        // A clone shares the data (`Bytes`); only attributes and an ordering key are copied.
+        let ack = self.publisher()?.publish(msg.clone());
+        self.in_flight.push_back(Pending { seq, msg, ack });
         Ok(())
     }
 
-    fn take(&mut self, o: Outcome) {
-        match o.result {
+    fn take(&mut self, p: Pending, result: std::result::Result<String, PublishError>) {
+        match result {
             Ok(_) => self.metrics.published.inc(),
-            Err(e) => self.failed.push((o.seq, o.msg, e)),
+            Err(e) => self.failed.push((p.seq, p.msg, e)),
         }
     }
 
-    /// Waits for one publish to finish.
-    async fn settle_one(&mut self) {
-        if let Some(o) = self.in_flight.next().await {
-            self.take(o);
+    /// Waits for the oldest publish to finish, then collects every later one already finished
+    /// (the rest of its batch) without waiting.
+    async fn settle_oldest(&mut self) {
+        let Some(front) = self.in_flight.front_mut() else {
+            return;
+        };
+        let result = (&mut front.ack).await;
+        let p = self.in_flight.pop_front().expect("front exists");
+        self.take(p, result);
+        while let Some(front) = self.in_flight.front_mut() {
+            let Some(result) = (&mut front.ack).now_or_never() else {
+                break;
+            };
+            let p = self.in_flight.pop_front().expect("front exists");
+            self.take(p, result);
         }
         self.metrics.in_flight.set(self.in_flight.len() as i64);
     }
@@ -106,8 +117,9 @@ impl PubsubSink {
     /// Waits until every message handed over is acknowledged, retrying failures by policy.
     async fn settle_all(&mut self) -> Result<()> {
         loop {
-            while let Some(o) = self.in_flight.next().await {
-                self.take(o);
+            while let Some(mut p) = self.in_flight.pop_front() {
+                let result = (&mut p.ack).await;
+                self.take(p, result);
             }
             self.metrics.in_flight.set(0);
             if self.failed.is_empty() {
@@ -117,7 +129,6 @@ impl PubsubSink {
             self.retry_failed().await?;
         }
     }
-
     /// One retry round: fails on a permanent error or when the policy gives up, else waits
     /// the next delay and publishes every failed message again, in order.
     async fn retry_failed(&mut self) -> Result<()> {
@@ -206,8 +217,8 @@ impl Sink for PubsubSink {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.publish(seq, msg)?;
-            while self.in_flight.len() >= self.settings.config.max_in_flight {
-                self.settle_one().await;
+            if self.in_flight.len() >= self.settings.config.max_in_flight {
+                self.settle_oldest().await;
             }
             if !self.failed.is_empty() {
                 // Keep the order of an ordering key: nothing new until the failures are
@@ -215,6 +226,7 @@ impl Sink for PubsubSink {
                 self.settle_all().await?;
             }
         }
+        self.metrics.in_flight.set(self.in_flight.len() as i64);
         if let Some(b) = &self.bytes_out {
             b.inc_by(bytes);
         }
