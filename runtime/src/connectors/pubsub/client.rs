@@ -95,6 +95,45 @@ pub async fn subscription_admin(node: &str, endpoint: &Endpoint) -> Result<Subsc
         .map_err(|e| failed(node, "subscription admin client", endpoint, e))
 }
 
+/// `weir validate --connect`: one GetTopic (`subscription: false`) or GetSubscription of `name`.
+/// `Err((true, why))` when it does not exist (the setting is wrong), `Err((false, why))` when
+/// the service did not answer.
+pub async fn preflight(
+    endpoint: &Endpoint,
+    name: &str,
+    subscription: bool,
+) -> std::result::Result<String, (bool, String)> {
+    use google_cloud_gax::error::rpc::Code;
+    let endpoint = effective(endpoint);
+    let at = describe(&endpoint);
+    let answer = if subscription {
+        subscription_admin("preflight", &endpoint)
+            .await
+            .map_err(|e| (false, e.to_string()))?
+            .get_subscription()
+            .set_subscription(name)
+            .send()
+            .await
+            .map(|_| ())
+    } else {
+        topic_admin("preflight", &endpoint)
+            .await
+            .map_err(|e| (false, e.to_string()))?
+            .get_topic()
+            .set_topic(name)
+            .send()
+            .await
+            .map(|_| ())
+    };
+    match answer {
+        Ok(()) => Ok(format!("{name} exists ({at})")),
+        Err(e) if e.status().is_some_and(|s| s.code == Code::NotFound) => {
+            Err((true, format!("{name} does not exist ({at})")))
+        }
+        Err(e) => Err((false, format!("{name} ({at}): {e}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ use super::config::SinkSettings;
 use super::encode::Encoder;
 use super::metrics::SinkMetrics;
 use super::retry::{classify, Failure};
-use crate::api::{Batch, NodeContext, Result, Sink};
+use crate::api::{Batch, NodeConfig, NodeContext, Result, Sink};
 use crate::error::Error;
 use crate::retry::Backoff;
 
@@ -189,6 +189,18 @@ impl PubsubSink {
 
 #[async_trait]
 impl Sink for PubsubSink {
+    /// The topic exists.
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        let s = &self.settings;
+        client::preflight(&s.endpoint, &s.topic, false)
+            .await
+            .map(|l| vec![l])
+            .map_err(|(setting, m)| match setting {
+                true => cfg.error("topic", m),
+                false => Error::node(cfg.name(), m),
+            })
+    }
+
     async fn open(&mut self, ctx: &NodeContext) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = SinkMetrics::for_node(ctx);

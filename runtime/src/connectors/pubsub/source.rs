@@ -31,7 +31,7 @@ use super::decode::{Decoder, RawMessage};
 use super::ledger::{Delivery, Ledger};
 use super::metrics::SourceMetrics;
 use super::watermark::Watermark;
-use crate::api::{Batch, NodeContext, Record, Result, Source, SourcePoll, SplitId};
+use crate::api::{Batch, NodeConfig, NodeContext, Record, Result, Source, SourcePoll, SplitId};
 use crate::error::Error;
 use crate::on_error::OnError;
 
@@ -286,6 +286,18 @@ async fn read(mut stream: MessageStream, tx: mpsc::Sender<Chunk>, max: usize) {
 
 #[async_trait]
 impl Source for PubsubSource {
+    /// The subscription exists.
+    async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
+        let s = &self.settings;
+        client::preflight(&s.endpoint, &s.subscription, true)
+            .await
+            .map(|l| vec![l])
+            .map_err(|(setting, m)| match setting {
+                true => cfg.error("subscription", m),
+                false => Error::node(cfg.name(), m),
+            })
+    }
+
     async fn open(&mut self, ctx: &NodeContext, restored: BTreeMap<String, Value>) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = SourceMetrics::for_node(ctx);

@@ -42,3 +42,57 @@ fn a_missing_topic_fails_the_sink_naming_it() {
         "{log}"
     );
 }
+
+/// `weir validate --connect` asks the emulator before anything runs: the subscription and the
+/// topic that exist are reported, a missing one names its setting (exit 2).
+#[test]
+fn validate_connect_names_a_missing_subscription_or_topic() {
+    let Some(host) = emulator("validate_connect_names_a_missing_subscription_or_topic") else {
+        return;
+    };
+    let id = unique("pre");
+    create(&host, &id, 10, false);
+    let dir = tempfile::tempdir().unwrap();
+    let check = |sub: &str, topic: &str| {
+        let spec = spec(dir.path(), &host, sub, 1, "1s", "");
+        let text = std::fs::read_to_string(&spec).unwrap().replace(
+            "sinks:\n",
+            &format!(
+                "sinks:\n  - {{ name: p, type: pubsub, topic: {}, emulator_host: \"{host}\" }}\n",
+                topic_path(topic)
+            ),
+        );
+        std::fs::write(&spec, text).unwrap();
+        let o = weir()
+            .args(["validate", "--connect"])
+            .arg(&spec)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr(&o),
+        )
+    };
+    let (code, out, err) = check(&id, &id);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("sources[0] (in): {} exists", sub_path(&id)))
+            && out.contains(&format!("sinks[0] (p): {} exists", topic_path(&id))),
+        "{out}"
+    );
+    let (code, out, err) = check("no-such-sub", "no-such-topic");
+    assert_eq!(code, 2, "{out}\n{err}");
+    for needle in [
+        format!(
+            "sources[0].subscription: {} does not exist",
+            sub_path("no-such-sub")
+        ),
+        format!(
+            "sinks[0].topic: {} does not exist",
+            topic_path("no-such-topic")
+        ),
+    ] {
+        assert!(err.contains(&needle), "{needle:?} not in:\n{err}");
+    }
+}
