@@ -15,8 +15,12 @@
 //! transaction each, WAL, `synchronous = FULL` as the sink uses) against the sink on a
 //! `sqlite://` URL.
 //!
+//! Then MariaDB: a raw loop (1000-row `INSERT … ON DUPLICATE KEY UPDATE` statements, each
+//! deduplicated and in key order, autocommit) against the sink on a `mysql://` URL, with 1000-row
+//! transactions, with its defaults, and with two workers on overlapping keys.
+//!
 //! `cargo bench -p weir-runtime --bench jdbc`. Env: `DATABASE_URL` (else e2e/services/postgres.sh
-//! starts one), `WEIR_BENCH_JDBC_ROWS` (default 2,000,000), `WEIR_BENCH_JDBC_KEYS` (10,000).
+//! starts one), `MYSQL_URL` (else e2e/services/mariadb.sh starts one), `WEIR_BENCH_JDBC_ROWS` (default 2,000,000), `WEIR_BENCH_JDBC_KEYS` (10,000).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -28,6 +32,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use sqlx::mysql::MySqlConnection;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Connection};
@@ -206,6 +211,55 @@ async fn sqlite_state(c: &mut SqliteConnection) -> State {
     rows.into_iter()
         .map(|(k, n, t)| (k, (n, millis(&t))))
         .collect()
+}
+
+/// The MariaDB raw loop: as [`raw_loop`], each statement's rows deduplicated and in key order
+/// (what keeps concurrent writers from deadlocking), times as UTC DATETIME text.
+async fn raw_loop_mysql(c: &mut MySqlConnection, rows: &[Row]) {
+    for chunk in rows.chunks(1000) {
+        let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, r) in chunk.iter().enumerate() {
+            last.insert(&r.user_id, i);
+        }
+        let tuples = vec!["(?, ?, ?)"; last.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO bench_weir (user_id, event_count, last_seen) VALUES {tuples} \
+             ON DUPLICATE KEY UPDATE event_count = VALUES(event_count), last_seen = VALUES(last_seen)"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for i in last.into_values() {
+            let r = &chunk[i];
+            let ts = DateTime::parse_from_rfc3339(&r.last_seen)
+                .unwrap()
+                .naive_utc()
+                .format("%Y-%m-%d %H:%M:%S%.f")
+                .to_string();
+            q = q.bind(r.user_id.as_str()).bind(r.event_count).bind(ts);
+        }
+        q.execute(&mut *c).await.unwrap();
+    }
+}
+
+async fn mysql_fresh(url: &str) -> MySqlConnection {
+    let mut c = MySqlConnection::connect(url).await.unwrap();
+    for sql in [
+        "DROP TABLE IF EXISTS bench_weir",
+        "CREATE TABLE bench_weir (user_id varchar(32) PRIMARY KEY, event_count bigint, last_seen datetime(3))",
+    ] {
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+    }
+    c
+}
+
+async fn mysql_state(c: &mut MySqlConnection) -> State {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT user_id, event_count, \
+         CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01', last_seen) DIV 1000 AS SIGNED) FROM bench_weir",
+    )
+    .fetch_all(c)
+    .await
+    .unwrap();
+    rows.into_iter().map(|(k, n, t)| (k, (n, t))).collect()
 }
 
 /// Raw path 2: COPY everything into a staging table, then one set-based upsert.
@@ -397,4 +451,45 @@ fn main() {
         rate(secs),
         lite_loop / secs
     );
+
+    let my = service_env("mariadb", "MYSQL_URL");
+    let rows = rt.block_on(generate(&spec_default));
+    let mut c = rt.block_on(mysql_fresh(&my));
+    let t = Instant::now();
+    rt.block_on(raw_loop_mysql(&mut c, &rows));
+    let my_loop = t.elapsed().as_secs_f64();
+    check("mariadb raw loop", &rt.block_on(mysql_state(&mut c)), &want);
+    println!(
+        "  MariaDB raw INSERT … ON DUPLICATE KEY UPDATE loop (1000/stmt): {:>9.0} rows/s ({my_loop:.2} s)",
+        rate(my_loop)
+    );
+    drop(rows);
+    let variants = [
+        (
+            "weir jdbc sink on MariaDB, 1000-row transactions (max_batch_size 1000)",
+            1,
+            "    max_batch_size: 1000\n",
+        ),
+        ("weir jdbc sink on MariaDB, defaults", 1, ""),
+        (
+            "weir jdbc sink on MariaDB, parallelism 2 on overlapping keys",
+            2,
+            "",
+        ),
+    ];
+    for (label, workers, extra) in variants {
+        let mut c = rt.block_on(mysql_fresh(&my));
+        let (secs, retried) = run_weir(&pipeline(n, keys, &my, workers, extra));
+        let got = rt.block_on(mysql_state(&mut c));
+        if workers == 1 {
+            check(label, &got, &want);
+        } else {
+            assert!(got.keys().eq(want.keys()), "{label}: keys differ");
+        }
+        println!(
+            "  {label}: {:>9.0} rows/s ({secs:.2} s, {retried} batches retried)\n    ratio to the MariaDB raw loop {:.2}",
+            rate(secs),
+            my_loop / secs
+        );
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use std::str::FromStr;
 
+use sqlx::mysql::MySqlConnection;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, Connection};
@@ -18,7 +19,7 @@ fn pg() -> String {
     service_env("postgres", "DATABASE_URL")
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(super) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -37,7 +38,7 @@ pub(super) fn exec(url: &str, sql: &str) {
 }
 
 /// A table name no other test (or earlier run) uses.
-fn unique(prefix: &str) -> String {
+pub(super) fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -46,9 +47,11 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Where an upsert test writes, and the independent reader that checks it (a connection of
-/// the test's own): the shared Postgres, or a SQLite file in a directory of the test's own.
+/// the test's own): the shared Postgres or MariaDB, or a SQLite file in a directory of the
+/// test's own.
 pub(super) enum Db {
     Postgres(String),
+    Mysql(String),
     Sqlite {
         _dir: tempfile::TempDir,
         url: String,
@@ -58,6 +61,11 @@ pub(super) enum Db {
 impl Db {
     fn postgres() -> Db {
         Db::Postgres(pg())
+    }
+
+    /// The shared MariaDB (`MYSQL_URL`, or `e2e/services/mariadb.sh up`).
+    pub(super) fn mysql() -> Db {
+        Db::Mysql(service_env("mariadb", "MYSQL_URL"))
     }
 
     /// A new, empty SQLite database file.
@@ -75,13 +83,20 @@ impl Db {
 
     pub(super) fn url(&self) -> &str {
         match self {
-            Db::Postgres(url) | Db::Sqlite { url, .. } => url,
+            Db::Postgres(url) | Db::Mysql(url) | Db::Sqlite { url, .. } => url,
         }
     }
 
     pub(super) fn exec(&self, sql: &str) {
         match self {
             Db::Postgres(url) => exec(url, sql),
+            Db::Mysql(url) => block_on(async {
+                let mut c = MySqlConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+                    .execute(&mut c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }),
             Db::Sqlite { url, .. } => block_on(async {
                 let mut c = SqliteConnection::connect(url).await.unwrap();
                 sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
@@ -92,17 +107,24 @@ impl Db {
         }
     }
 
-    /// One integer from a query (SQLite).
+    /// One integer from a query (SQLite, MySQL).
     pub(super) fn query_i64(&self, sql: &str) -> i64 {
-        let Db::Sqlite { url, .. } = self else {
-            panic!("query_i64 reads SQLite")
-        };
         block_on(async {
-            let mut c = SqliteConnection::connect(url).await.unwrap();
-            sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
-                .fetch_one(&mut c)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            let q = sqlx::query_scalar::<_, i64>;
+            match self {
+                Db::Sqlite { url, .. } => {
+                    let mut c = SqliteConnection::connect(url).await.unwrap();
+                    q(AssertSqlSafe(sql.to_string())).fetch_one(&mut c).await
+                }
+                Db::Mysql(url) => {
+                    let mut c = MySqlConnection::connect(url).await.unwrap();
+                    sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
+                        .fetch_one(&mut c)
+                        .await
+                }
+                Db::Postgres(_) => panic!("query_i64 reads SQLite or MySQL"),
+            }
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
         })
     }
 
@@ -113,6 +135,18 @@ impl Db {
                 let mut c = PgConnection::connect(url).await.unwrap();
                 let rows: Vec<(String, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
                     "SELECT user_id, event_count, (extract(epoch FROM last_seen) * 1000)::bigint FROM {table}"
+                )))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+                rows.into_iter().map(|(k, n, t)| (k, (n, t))).collect()
+            }),
+            // DATETIME(3) in UTC (the sink's sessions run in UTC).
+            Db::Mysql(url) => block_on(async {
+                let mut c = MySqlConnection::connect(url).await.unwrap();
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT user_id, event_count, \
+                     CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01', last_seen) DIV 1000 AS SIGNED) FROM {table}"
                 )))
                 .fetch_all(&mut c)
                 .await
@@ -155,17 +189,26 @@ fn expected_state(n: i64) -> BTreeMap<String, (i64, i64)> {
     m
 }
 
-/// The same DDL for both databases: SQLite reads `bigint` as INTEGER affinity and
-/// `timestamptz` as a time.
-fn create_user_stats(db: &Db, table: &str) {
-    db.exec(
-        &format!(
-            "CREATE TABLE {table} (user_id text PRIMARY KEY, event_count bigint NOT NULL, last_seen timestamptz)"
-        ),
-    );
+/// The same DDL for Postgres and SQLite (which reads `bigint` as INTEGER affinity and
+/// `timestamptz` as a time); MySQL's key needs a length and its times are DATETIME.
+pub(super) fn create_user_stats(db: &Db, table: &str) {
+    let columns = match db {
+        Db::Mysql(_) => {
+            "user_id varchar(64) PRIMARY KEY, event_count bigint NOT NULL, last_seen datetime(3)"
+        }
+        _ => "user_id text PRIMARY KEY, event_count bigint NOT NULL, last_seen timestamptz",
+    };
+    db.exec(&format!("CREATE TABLE {table} ({columns})"));
 }
 
-fn upsert_spec(dir: &Path, url: &str, table: &str, n: i64, rate: u32, sink_extra: &str) -> PathBuf {
+pub(super) fn upsert_spec(
+    dir: &Path,
+    url: &str,
+    table: &str,
+    n: i64,
+    rate: u32,
+    sink_extra: &str,
+) -> PathBuf {
     write(
         dir,
         "p.yaml",
@@ -202,7 +245,7 @@ sinks:
     )
 }
 
-fn assert_state(db: &Db, table: &str, n: i64) {
+pub(super) fn assert_state(db: &Db, table: &str, n: i64) {
     let got = db.user_stats(table);
     let want = expected_state(n);
     assert_eq!(got.len(), want.len(), "distinct keys in {table}");
@@ -421,27 +464,25 @@ impl Drop for PrivatePostgres {
     }
 }
 
-/// Runs `n` upserts at `rate`/s against a private Postgres that stops `after` into the run
-/// for `down`; the job must survive, and the table must be exactly what an uninterrupted run
-/// leaves. Returns the job's log.
-fn upsert_through_an_outage(
-    name: &str,
+/// Runs `n` upserts at `rate`/s into `target` (a database of the test's own) and calls
+/// `outage` `after` into the run (it stops and starts the database); the job must survive, and
+/// the table must be exactly what an uninterrupted run leaves. Returns the job's log.
+pub(super) fn upsert_through_an_outage(
+    target: &Db,
     n: i64,
     rate: u32,
     after: Duration,
-    down: Duration,
+    outage: impl FnOnce(),
 ) -> String {
-    let db = PrivatePostgres::up(name);
     let table = "user_stats";
-    let target = Db::Postgres(db.url.clone());
-    create_user_stats(&target, table);
+    create_user_stats(target, table);
     let dir = tempfile::tempdir().unwrap();
     // A short acquire timeout, so the outage reaches the sink's own retries rather than being
     // absorbed by the pool's wait for a connection; restarts close together, so the job is back
     // soon after the database.
     let spec = upsert_spec(
         dir.path(),
-        &db.url,
+        target.url(),
         table,
         n,
         rate,
@@ -454,15 +495,7 @@ fn upsert_through_an_outage(
     std::fs::write(&spec, spec_text).unwrap();
     let job = Running::start(&spec, &[]);
     std::thread::sleep(after);
-    for (cmd, pause) in [("stop", down), ("start", Duration::ZERO)] {
-        let o = db.script(cmd);
-        assert!(
-            o.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        std::thread::sleep(pause);
-    }
+    outage();
     let out = job.wait();
     let log = stderr(&out);
     assert!(
@@ -471,14 +504,30 @@ fn upsert_through_an_outage(
         out.status
     );
     assert!(!log.contains("hunter2"));
-    assert_state(&target, table, n);
+    assert_state(target, table, n);
     log
+}
+
+/// A private Postgres stopped for `down`, then started again.
+fn postgres_outage(name: &str, n: i64, rate: u32, after: Duration, down: Duration) -> String {
+    let db = PrivatePostgres::up(name);
+    upsert_through_an_outage(&Db::Postgres(db.url.clone()), n, rate, after, || {
+        for (cmd, pause) in [("stop", down), ("start", Duration::ZERO)] {
+            let o = db.script(cmd);
+            assert!(
+                o.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(pause);
+        }
+    })
 }
 
 /// A restart of the database within the sink's retries: ridden out by retrying.
 #[test]
 fn upsert_rides_out_a_database_restart() {
-    let log = upsert_through_an_outage(
+    let log = postgres_outage(
         "restart",
         60_000,
         20_000,
@@ -495,7 +544,7 @@ fn upsert_rides_out_a_database_restart() {
 /// the restart strategy restarts it from its latest checkpoint until the database is back.
 #[test]
 fn upsert_rides_out_a_20s_database_outage_through_restarts() {
-    let log = upsert_through_an_outage(
+    let log = postgres_outage(
         "outage",
         40_000,
         2_000,
@@ -523,7 +572,7 @@ fn bad_input(dir: &Path) -> PathBuf {
     write(dir, "in.jsonl", &(lines.join("\n") + "\n"))
 }
 
-fn bad_input_spec(dir: &Path, url: &str, table: &str, on_error: &str) -> PathBuf {
+pub(super) fn bad_input_spec(dir: &Path, url: &str, table: &str, on_error: &str) -> PathBuf {
     let input = bad_input(dir);
     write(
         dir,

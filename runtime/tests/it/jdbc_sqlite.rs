@@ -61,9 +61,9 @@ fn sqlite_settings_that_cannot_apply_are_refused_naming_the_field() {
         e.contains("sinks[0].url: sqlite://: names no database file"),
         "{e}"
     );
-    let e = validate(&spec(dir.path(), "mysql://h/db", "table: t"));
+    let e = validate(&spec(dir.path(), "oracle://h/db", "table: t"));
     assert!(
-        e.contains("sinks[0].url: MySQL/MariaDB is not supported yet"),
+        e.contains("sinks[0].url: unsupported scheme \"oracle\""),
         "{e}"
     );
 

@@ -8,6 +8,7 @@ mod failures;
 mod harness;
 mod idle;
 mod jdbc;
+mod jdbc_mysql;
 mod jdbc_sqlite;
 mod kafka_sink;
 mod kafka_source;

@@ -44,7 +44,8 @@ impl Columns {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JdbcSinkConfig {
-    /// `postgres://user:pass@host:port/db` or `sqlite://path/to/file.db` (the sink only);
+    /// `postgres://user:pass@host:port/db`, `mysql://user:pass@host:port/db` or
+    /// `sqlite://path/to/file.db` (the sink only);
     /// `${VAR}` is replaced from the environment at open.
     pub url: Option<String>,
     /// The name of an environment variable holding the whole URL.
@@ -346,18 +347,17 @@ impl TableName {
         }
     }
 
-    /// `"schema"."table"` or `"table"`.
-    pub fn quoted(&self) -> String {
+    /// `"schema"."table"` or `"table"` (MySQL: `` `database`.`table` ``).
+    pub fn quoted(&self, dialect: Dialect) -> String {
         match &self.schema {
-            Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&self.name)),
-            None => quote_ident(&self.name),
+            Some(s) => format!(
+                "{}.{}",
+                dialect.quote_ident(s),
+                dialect.quote_ident(&self.name)
+            ),
+            None => dialect.quote_ident(&self.name),
         }
     }
-}
-
-/// A Postgres identifier in double quotes.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// The sink's settings, resolved and checked.
@@ -380,15 +380,15 @@ pub struct SinkSettings {
     pub on_error: OnError,
 }
 
-/// Whether batches go through COPY: Postgres by default; SQLite has no COPY, so asking for it
-/// is a mistake worth naming (the error is about the `copy` setting).
+/// Whether batches go through COPY: Postgres by default; SQLite and MySQL have no COPY, so
+/// asking for it is a mistake worth naming (the error is about the `copy` setting).
 pub fn use_copy(dialect: Dialect, copy: Option<bool>) -> std::result::Result<bool, String> {
     match (dialect, copy) {
         (Dialect::Postgres, c) => Ok(c.unwrap_or(true)),
-        (Dialect::Sqlite, Some(true)) => {
-            Err("COPY is Postgres-only (SQLite writes multi-row INSERT statements)".into())
+        (Dialect::Sqlite | Dialect::Mysql, Some(true)) => {
+            Err("COPY is Postgres-only (SQLite and MySQL write multi-row INSERT statements)".into())
         }
-        (Dialect::Sqlite, _) => Ok(false),
+        (Dialect::Sqlite | Dialect::Mysql, _) => Ok(false),
     }
 }
 
@@ -514,10 +514,12 @@ impl JdbcSourceConfig {
             self.username.as_deref(),
             self.password.as_deref(),
         )?;
-        if let Some(Ok(Dialect::Sqlite)) = self.url.as_deref().and_then(literal_dialect) {
+        if let Some(Ok(Dialect::Sqlite | Dialect::Mysql)) =
+            self.url.as_deref().and_then(literal_dialect)
+        {
             return Err(cfg.error(
                 "url",
-                "the jdbc source reads Postgres only (sqlite:// is for the jdbc sink)",
+                "the jdbc source reads Postgres only (sqlite:// and mysql:// are for the jdbc sink)",
             ));
         }
         let query = self.query.trim().trim_end_matches(';').trim().to_string();
@@ -592,6 +594,8 @@ mod tests {
         assert_eq!(use_copy(Dialect::Postgres, None), Ok(true));
         assert_eq!(use_copy(Dialect::Postgres, Some(false)), Ok(false));
         assert_eq!(use_copy(Dialect::Sqlite, None), Ok(false));
+        assert_eq!(use_copy(Dialect::Mysql, Some(false)), Ok(false));
+        assert!(use_copy(Dialect::Mysql, Some(true)).is_err());
         assert!(use_copy(Dialect::Sqlite, Some(true))
             .unwrap_err()
             .contains("Postgres-only"));
@@ -616,9 +620,9 @@ mod tests {
     #[test]
     fn table_names_are_quoted_as_given() {
         let t = TableName::parse("analytics.User_Stats").unwrap();
-        assert_eq!(t.quoted(), "\"analytics\".\"User_Stats\"");
+        assert_eq!(t.quoted(Dialect::Postgres), "\"analytics\".\"User_Stats\"");
+        assert_eq!(t.quoted(Dialect::Mysql), "`analytics`.`User_Stats`");
         assert!(TableName::parse("a.b.c").is_err());
         assert!(TableName::parse("").is_err());
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
     }
 }

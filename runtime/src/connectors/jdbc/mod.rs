@@ -1,11 +1,11 @@
-//! `jdbc`: a Postgres or SQLite sink (upsert, append or an explicit statement) and a bounded
+//! `jdbc`: a Postgres, MySQL/MariaDB or SQLite sink (upsert, append or an explicit statement) and a bounded
 //! Postgres query source. What differs between the databases is `dialect.rs`.
 //!
 //! ```yaml
 //! sinks:
 //!   - name: stats
 //!     type: jdbc
-//!     url: postgres://weir:${PGPASSWORD}@db:5432/app   # or sqlite://file.db; or url_env: DATABASE_URL
+//!     url: postgres://weir:${PGPASSWORD}@db:5432/app   # or mysql://…/db, sqlite://file.db; or url_env
 //!     table: user_stats                               # or schema.table
 //!     mode: upsert                                    # upsert | append | sql
 //!     key: [user_id]                                  # default: the primary key
@@ -46,6 +46,10 @@
 //!
 //! SQLite has no COPY: every batch is the multi-row statement path, in one `BEGIN IMMEDIATE`
 //! transaction (writers queue for the database's one write lock), on WAL connections.
+//!
+//! MySQL/MariaDB has no COPY either: multi-row `INSERT … ON DUPLICATE KEY UPDATE` in key order,
+//! one READ COMMITTED transaction per batch; `key` must be a unique index (there is no conflict
+//! target to name).
 //!
 //! Credentials: the URL's password is never logged; error texts are scrubbed of it.
 

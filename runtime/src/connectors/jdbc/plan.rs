@@ -3,20 +3,21 @@
 
 use serde_json::Value;
 
-use super::config::{quote_ident, Mode, SinkSettings, TableName};
+use super::config::{Mode, SinkSettings, TableName};
 use super::dialect::Dialect;
 use super::types::{copy_escape, encode, ColumnKind};
 use crate::record::Fields;
 
-/// A column as read from `information_schema.columns` (Postgres) or `pragma_table_xinfo`
-/// (SQLite).
+/// A column as read from `information_schema.columns` (Postgres, MySQL) or
+/// `pragma_table_xinfo` (SQLite).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableColumn {
     pub name: String,
     /// `"schema"."udt_name"`, usable in casts and in the staging table (Postgres); the
     /// declared type (SQLite).
     pub sql_type: String,
-    /// What [`Dialect::column_kind`] reads: `udt_name`, or SQLite's declared type.
+    /// What [`Dialect::column_kind`] reads: `udt_name`, SQLite's declared type, or MySQL's
+    /// `COLUMN_TYPE`.
     pub udt: String,
     /// Generated or identity columns are never written by default.
     pub generated: bool,
@@ -87,7 +88,7 @@ impl Plan {
         table_columns: &[TableColumn],
         primary_key: &[String],
     ) -> Result<Plan, String> {
-        let quoted = table.quoted();
+        let quoted = table.quoted(dialect);
         if table_columns.is_empty() {
             return Err(format!(
                 "table {quoted} does not exist or has no columns you can see"
@@ -163,10 +164,14 @@ impl Plan {
         param_types: &[(String, String)],
         route_fields: &[String],
     ) -> Result<Plan, String> {
-        let (rewritten, names) = super::sql::rewrite(sql, |i| {
+        let (rewritten, mut names) = super::sql::rewrite(sql, |i| {
             let t = param_types.get(i - 1).map_or("", |(t, _)| t.as_str());
             dialect.placeholder(i, t)
         });
+        if !dialect.numbered_params() {
+            // One `?` per occurrence: a field used twice is bound twice.
+            names = super::sql::occurrences(sql);
+        }
         if names.len() != param_types.len() {
             return Err(format!(
                 "the statement has {} parameters but the database reported {}",
@@ -198,6 +203,33 @@ impl Plan {
             statement: Statement::Sql { sql: rewritten },
             route,
         })
+    }
+
+    /// MySQL upserts have no conflict target: `ON DUPLICATE KEY UPDATE` fires on whichever
+    /// unique index a row collides with. So the `key` must be one of the table's unique indexes
+    /// (`unique`: each index's columns), or the upsert would silently append.
+    pub fn check_unique_key(&self, unique: &[Vec<String>]) -> Result<(), String> {
+        if !self.is_upsert() {
+            return Ok(());
+        }
+        let sorted = |cols: &mut dyn Iterator<Item = &str>| {
+            // MySQL column names are case-insensitive.
+            let mut v: Vec<String> = cols.map(str::to_lowercase).collect();
+            v.sort_unstable();
+            v
+        };
+        let key = sorted(&mut self.key().iter().map(|i| self.columns[*i].name.as_str()));
+        let matches = unique
+            .iter()
+            .any(|index| sorted(&mut index.iter().map(String::as_str)) == key);
+        if matches {
+            return Ok(());
+        }
+        Err(format!(
+            "key ({}) is not the primary key or a unique index of {}: an upsert needs one",
+            key.join(", "),
+            self.table()
+        ))
     }
 
     pub fn is_upsert(&self) -> bool {
@@ -248,12 +280,16 @@ impl Plan {
         r.describe()
     }
 
+    fn quote(&self, column: usize) -> String {
+        self.dialect.quote_ident(&self.columns[column].name)
+    }
+
     fn column_list(&self) -> String {
-        let names: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let names: Vec<String> = (0..self.columns.len()).map(|i| self.quote(i)).collect();
         names.join(", ")
     }
 
-    /// `ON CONFLICT …` for an upsert; empty for append.
+    /// `ON CONFLICT …` (MySQL: `ON DUPLICATE KEY UPDATE …`) for an upsert; empty for append.
     fn conflict_clause(&self) -> String {
         let Statement::Table {
             mode: Mode::Upsert,
@@ -263,16 +299,23 @@ impl Plan {
         else {
             return String::new();
         };
-        let keys: Vec<String> = key
-            .iter()
-            .map(|i| quote_ident(&self.columns[*i].name))
-            .collect();
-        let sets: Vec<String> = (0..self.columns.len())
-            .filter(|i| !key.contains(i))
-            .map(|i| {
-                let c = quote_ident(&self.columns[i].name);
-                format!("{c} = EXCLUDED.{c}")
-            })
+        let keys: Vec<String> = key.iter().map(|i| self.quote(*i)).collect();
+        let non_key = (0..self.columns.len()).filter(|i| !key.contains(i));
+        if self.dialect == Dialect::Mysql {
+            // MySQL has no conflict target: any unique index fires it (the plan checks that
+            // `key` is one). `VALUES(c)` is the row's new value (MariaDB 10.11 and MySQL 8 both
+            // take it); with nothing else to set, `k = k` keeps the row, as DO NOTHING does,
+            // where INSERT IGNORE would also hide data errors.
+            let sets: Vec<String> = non_key
+                .map(|i| format!("{c} = VALUES({c})", c = self.quote(i)))
+                .collect();
+            return match sets.is_empty() {
+                true => format!(" ON DUPLICATE KEY UPDATE {k} = {k}", k = keys[0]),
+                false => format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")),
+            };
+        }
+        let sets: Vec<String> = non_key
+            .map(|i| format!("{c} = EXCLUDED.{c}", c = self.quote(i)))
             .collect();
         if sets.is_empty() {
             format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "))
@@ -297,7 +340,7 @@ impl Plan {
         let cols: Vec<String> = self
             .columns
             .iter()
-            .map(|c| format!("{} {}", quote_ident(&c.name), c.sql_type))
+            .map(|c| format!("{} {}", self.dialect.quote_ident(&c.name), c.sql_type))
             .collect();
         format!(
             "CREATE TEMP TABLE IF NOT EXISTS {STAGE} ({}, {SEQ} bigint) ON COMMIT DELETE ROWS",
@@ -318,11 +361,7 @@ impl Plan {
     /// even for keys equal only after the column type's own comparison (e.g. citext).
     pub fn merge_from_stage(&self) -> String {
         let cols = self.column_list();
-        let keys: Vec<String> = self
-            .key()
-            .iter()
-            .map(|i| quote_ident(&self.columns[*i].name))
-            .collect();
+        let keys: Vec<String> = self.key().iter().map(|i| self.quote(*i)).collect();
         format!(
             "INSERT INTO {} ({cols}) SELECT DISTINCT ON ({k}) {cols} FROM {STAGE} ORDER BY {k}, {SEQ} DESC{}",
             self.table(),
@@ -533,6 +572,83 @@ mod tests {
             q.values_statement(1),
             "INSERT INTO t (k, n) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET n = n + ?2"
         );
+    }
+
+    #[test]
+    fn mysql_statements_use_question_marks_backquotes_and_on_duplicate_key() {
+        let s = settings(json!({"url": "mysql://h/db", "table": "weir.user_stats"}));
+        let col = |n: &str, t: &str| TableColumn {
+            name: n.into(),
+            sql_type: t.into(),
+            udt: t.into(),
+            generated: false,
+        };
+        let columns = [
+            col("user_id", "varchar(64)"),
+            col("event_count", "bigint(20)"),
+            col("last_seen", "datetime(3)"),
+        ];
+        let p = Plan::for_table(
+            Dialect::Mysql,
+            &s,
+            s.table.as_ref().unwrap(),
+            &columns,
+            &["user_id".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            p.values_statement(2),
+            "INSERT INTO `weir`.`user_stats` (`user_id`, `event_count`, `last_seen`) \
+             VALUES (?, ?, ?), (?, ?, ?) ON DUPLICATE KEY UPDATE \
+             `event_count` = VALUES(`event_count`), `last_seen` = VALUES(`last_seen`)"
+        );
+        assert_eq!(p.rows_per_statement(100_000), 21_845);
+        assert_eq!(p.check_unique_key(&[vec!["USER_ID".into()]]), Ok(()));
+        let e = p
+            .check_unique_key(&[vec!["user_id".into(), "event_count".into()]])
+            .unwrap_err();
+        assert!(
+            e.contains("key (user_id) is not the primary key or a unique index"),
+            "{e}"
+        );
+        let row = p
+            .encode(
+                json!({"user_id": "u", "event_count": 7, "last_seen": "2024-01-01T00:00:00Z"})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(row[2].as_deref(), Some("2024-01-01 00:00:00"));
+
+        let keys_only =
+            settings(json!({"url": "mysql://h/db", "table": "seen", "columns": ["user_id"]}));
+        let p = Plan::for_table(
+            Dialect::Mysql,
+            &keys_only,
+            keys_only.table.as_ref().unwrap(),
+            &columns,
+            &["user_id".into()],
+        )
+        .unwrap();
+        assert!(p
+            .values_statement(1)
+            .ends_with("ON DUPLICATE KEY UPDATE `user_id` = `user_id`"));
+
+        // `?` is positional: a field used twice is bound twice.
+        let q = Plan::for_sql(
+            Dialect::Mysql,
+            "INSERT INTO t (k, n) VALUES (:k, :n) ON DUPLICATE KEY UPDATE n = n + :n",
+            &vec![(String::new(), String::new()); 3],
+            &["k".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            q.values_statement(1),
+            "INSERT INTO t (k, n) VALUES (?, ?) ON DUPLICATE KEY UPDATE n = n + ?"
+        );
+        let names: Vec<&str> = q.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, [":k", ":n", ":n"]);
+        assert_eq!(q.route, vec![0]);
     }
 
     #[test]

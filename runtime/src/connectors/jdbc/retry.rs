@@ -27,10 +27,16 @@ pub fn classify_sqlstate(code: &str) -> Failure {
 pub fn classify(e: &sqlx::Error) -> Failure {
     match e {
         sqlx::Error::Database(db) => {
+            use super::dialect::Dialect;
+            // MySQL's `code()` is the SQLSTATE, too coarse (a lock wait timeout is HY000): its
+            // error number tells.
+            if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                return Dialect::Mysql.classify_code(&my.number().to_string());
+            }
             let dialect = if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                super::dialect::Dialect::Sqlite
+                Dialect::Sqlite
             } else {
-                super::dialect::Dialect::Postgres
+                Dialect::Postgres
             };
             match db.code() {
                 Some(code) => dialect.classify_code(&code),

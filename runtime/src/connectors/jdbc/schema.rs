@@ -1,5 +1,6 @@
 //! Connection settings and what the sink asks the database at open: the table's columns and
-//! primary key, or the parameter types of an explicit statement.
+//! primary key (and, for MySQL, its unique indexes), or the parameter types of an explicit
+//! statement.
 
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpStream};
@@ -8,6 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -24,6 +26,7 @@ use super::plan::TableColumn;
 pub enum Pool {
     Postgres(PgPool),
     Sqlite(SqlitePool),
+    Mysql(MySqlPool),
 }
 
 impl Pool {
@@ -34,6 +37,7 @@ impl Pool {
                 Pool::Postgres(pool(connect_options(url)?, size, acquire_timeout).await)
             }
             Dialect::Sqlite => Pool::Sqlite(sqlite_pool(url, size, acquire_timeout)?),
+            Dialect::Mysql => Pool::Mysql(mysql_pool(url, size, acquire_timeout).await?),
         })
     }
 
@@ -41,6 +45,7 @@ impl Pool {
         match self {
             Pool::Postgres(_) => Dialect::Postgres,
             Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Mysql(_) => Dialect::Mysql,
         }
     }
 
@@ -48,6 +53,7 @@ impl Pool {
         match self {
             Pool::Postgres(p) => p.close().await,
             Pool::Sqlite(p) => p.close().await,
+            Pool::Mysql(p) => p.close().await,
         }
     }
 }
@@ -100,14 +106,114 @@ pub async fn sqlite_table_columns(
     Ok((columns, key.into_iter().map(|(_, k)| k).collect()))
 }
 
-/// How many parameters SQLite counts in `sql` (it reports no types).
+/// How many parameters SQLite counts in `sql` (it reports no types). Preparing also checks
+/// the statement: its table, columns and syntax.
 pub async fn sqlite_param_count(conn: &mut SqliteConnection, sql: &str) -> sqlx::Result<usize> {
     let stmt = conn.prepare(AssertSqlSafe(sql).into_sql_str()).await?;
-    Ok(match stmt.parameters() {
+    Ok(count(stmt.parameters()))
+}
+
+/// As [`sqlite_param_count`], on MySQL (which reports no useful types either).
+pub async fn mysql_param_count(conn: &mut MySqlConnection, sql: &str) -> sqlx::Result<usize> {
+    let stmt = conn.prepare(AssertSqlSafe(sql).into_sql_str()).await?;
+    Ok(count(stmt.parameters()))
+}
+
+fn count<T>(params: Option<Either<&[T], usize>>) -> usize {
+    match params {
         Some(Either::Right(n)) => n,
         Some(Either::Left(types)) => types.len(),
         None => 0,
-    })
+    }
+}
+
+/// MySQL/MariaDB connections. Every session runs in UTC (sqlx's default `time_zone`, which
+/// DATETIME values are written in), with the server's `sql_mode` kept but strict (a value that
+/// does not fit is an error, not a silent truncation) and without sqlx's PIPES_AS_CONCAT (a
+/// user's statement means what it means in MySQL), in READ COMMITTED: an upsert then takes
+/// record locks on the keys it touches and no gap locks on a primary key, so writers of
+/// disjoint keys do not block each other.
+async fn mysql_pool(url: &str, size: u32, acquire_timeout: Duration) -> Result<MySqlPool, String> {
+    let opts = MySqlConnectOptions::from_str(url)
+        .map_err(|e| format!("invalid URL {}: {e}", redact(url)))?
+        .pipes_as_concat(false)
+        .timezone(Some("+00:00".to_string()));
+    let peers = peers(opts.get_host(), opts.get_port()).await;
+    Ok(MySqlPoolOptions::new()
+        .max_connections(size)
+        .min_connections(0)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(true)
+        .after_connect(move |conn, _| {
+            let peers = peers.clone();
+            Box::pin(async move {
+                disable_nagle(&peers);
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await?;
+                conn.execute(
+                    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_ALL_TABLES')",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(opts))
+}
+
+/// Columns in table order, the primary key, and the columns of every unique index (MySQL);
+/// empty columns when there is no such table. `schema.table` names a database; a bare name is
+/// looked up in the URL's database.
+pub async fn mysql_table_columns(
+    conn: &mut MySqlConnection,
+    table: &TableName,
+) -> sqlx::Result<(Vec<TableColumn>, Vec<String>, Vec<Vec<String>>)> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), \
+                CAST(EXTRA LIKE '%GENERATED%' AS SIGNED) \
+         FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? \
+         ORDER BY ORDINAL_POSITION",
+    )
+    .bind(table.schema.as_deref())
+    .bind(&table.name)
+    .fetch_all(&mut *conn)
+    .await?;
+    let columns = rows
+        .into_iter()
+        .map(|(name, column_type, generated)| TableColumn {
+            name,
+            sql_type: column_type.clone(),
+            udt: column_type,
+            generated: generated != 0,
+        })
+        .collect();
+    let index_columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(INDEX_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) \
+         FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
+         ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+    )
+    .bind(table.schema.as_deref())
+    .bind(&table.name)
+    .fetch_all(conn)
+    .await?;
+    let mut unique: Vec<(String, Vec<String>)> = Vec::new();
+    for (index, column) in index_columns {
+        match unique.last_mut() {
+            Some((name, cols)) if *name == index => cols.push(column),
+            _ => unique.push((index, vec![column])),
+        }
+    }
+    let primary = unique
+        .iter()
+        .find(|(name, _)| name == "PRIMARY")
+        .map(|(_, cols)| cols.clone())
+        .unwrap_or_default();
+    Ok((
+        columns,
+        primary,
+        unique.into_iter().map(|(_, cols)| cols).collect(),
+    ))
 }
 
 /// Options for every connection: UTC and ISO dates (the source parses text results), and no
@@ -125,12 +231,7 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, String> {
 /// A pool that connects on demand, so that open succeeds only once a connection does (the
 /// caller retries), and replaces connections lost to a database restart.
 pub async fn pool(opts: PgConnectOptions, size: u32, acquire_timeout: Duration) -> PgPool {
-    let peers: Arc<Vec<SocketAddr>> = Arc::new(
-        tokio::net::lookup_host((opts.get_host(), opts.get_port()))
-            .await
-            .map(|a| a.collect())
-            .unwrap_or_default(),
-    );
+    let peers = peers(opts.get_host(), opts.get_port()).await;
     PgPoolOptions::new()
         .max_connections(size)
         .min_connections(0)
@@ -146,10 +247,20 @@ pub async fn pool(opts: PgConnectOptions, size: u32, acquire_timeout: Duration) 
         .connect_lazy_with(opts)
 }
 
+/// The addresses a host name resolves to (for [`disable_nagle`]).
+async fn peers(host: &str, port: u16) -> Arc<Vec<SocketAddr>> {
+    Arc::new(
+        tokio::net::lookup_host((host, port))
+            .await
+            .map(|a| a.collect())
+            .unwrap_or_default(),
+    )
+}
+
 /// Sets TCP_NODELAY on this process's sockets connected to `peers`.
 ///
 /// sqlx 0.9.0 stopped setting it (transact-rs/sqlx#4335; fixed by #4336, not released yet), and
-/// exposes no socket. Without it every COPY stalls ~40 ms: the 5-byte CopyDone waits, by Nagle's
+/// exposes no socket (for Postgres and MySQL alike). Without it every COPY stalls ~40 ms: the 5-byte CopyDone waits, by Nagle's
 /// algorithm, for the ACK of the data before it, which the server delays. Remove once sqlx sets
 /// it again.
 pub fn disable_nagle(peers: &[SocketAddr]) {
@@ -185,7 +296,7 @@ async fn resolve_table(
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.oid = to_regclass($1)",
     )
-    .bind(table.quoted())
+    .bind(table.quoted(Dialect::Postgres))
     .fetch_optional(conn)
     .await
 }
@@ -214,8 +325,8 @@ pub async fn table_columns(
         .map(|(name, udt_schema, udt, generated)| TableColumn {
             sql_type: format!(
                 "{}.{}",
-                super::config::quote_ident(&udt_schema),
-                super::config::quote_ident(&udt)
+                Dialect::Postgres.quote_ident(&udt_schema),
+                Dialect::Postgres.quote_ident(&udt)
             ),
             name,
             udt,

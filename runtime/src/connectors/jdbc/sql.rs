@@ -1,5 +1,6 @@
 //! `:name` parameters in a user's SQL statement, found by a small lexer that skips string
-//! literals, quoted identifiers, comments, dollar quotes and `::` casts.
+//! literals, quoted identifiers (`"x"`, MySQL's `` `x` ``), comments, dollar quotes and `::`
+//! casts.
 
 /// One piece of a statement: text to keep, or a parameter name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,8 @@ fn lex(sql: &str) -> Vec<Piece<'_>> {
             // '' and "" inside quotes are escapes; scanning to the next quote twice handles them.
             b'\'' => i = skip_to(i + 1, b"'"),
             b'"' => i = skip_to(i + 1, b"\""),
+            // MySQL's quoted identifiers.
+            b'`' => i = skip_to(i + 1, b"`"),
             b'-' if b.get(i + 1) == Some(&b'-') => i = skip_to(i + 2, b"\n"),
             b'/' if b.get(i + 1) == Some(&b'*') => i = skip_to(i + 2, b"*/"),
             b'$' => {
@@ -86,6 +89,17 @@ pub fn named_params(sql: &str) -> Vec<String> {
     names
 }
 
+/// Parameter names in order of use, repeated where a name is used again (one MySQL `?` each).
+pub fn occurrences(sql: &str) -> Vec<String> {
+    lex(sql)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Param(n) => Some(n.to_string()),
+            Piece::Text(_) => None,
+        })
+        .collect()
+}
+
 /// The statement with each `:name` replaced by `render(position)` (1-based, one position per
 /// distinct name), and the names by position.
 pub fn rewrite(sql: &str, render: impl Fn(usize) -> String) -> (String, Vec<String>) {
@@ -113,6 +127,8 @@ mod tests {
                    ON CONFLICT (a) DO UPDATE SET b = :id::text -- :comment\n \
                    /* :block */ , d = $q$ :dollar $q$, e = $1";
         assert_eq!(named_params(sql), vec!["id", "user.name"]);
+        assert_eq!(occurrences(sql), vec!["id", "user.name", "id"]);
+        assert_eq!(named_params("SELECT `a:b`, :c"), vec!["c"]);
         let (out, names) = rewrite(sql, |i| format!("${i}"));
         assert_eq!(names, vec!["id", "user.name"]);
         assert!(out.contains("VALUES ($1, $2, ':no')"), "{out}");

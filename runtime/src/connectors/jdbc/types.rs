@@ -23,6 +23,9 @@ pub enum ColumnKind {
     Other,
     /// A boolean stored as 1 or 0 (SQLite has no boolean type).
     Flag,
+    /// MySQL DATETIME / TIMESTAMP: a time written as UTC `YYYY-MM-DD HH:MM:SS[.ffffff]` (the
+    /// sink's sessions run with `time_zone = '+00:00'`); MySQL refuses RFC 3339's `T…Z`.
+    DateTime,
     /// No declared type (SQLite BLOB affinity, or a statement's parameter): any scalar as text,
     /// booleans as 1/0, objects and arrays as JSON.
     Any,
@@ -52,7 +55,7 @@ impl ColumnKind {
             ColumnKind::Int { .. } => "an integer",
             ColumnKind::Float | ColumnKind::Numeric => "a number",
             ColumnKind::Bool | ColumnKind::Flag => "a boolean",
-            ColumnKind::Timestamptz | ColumnKind::Timestamp => {
+            ColumnKind::Timestamptz | ColumnKind::Timestamp | ColumnKind::DateTime => {
                 "an RFC 3339 time or epoch milliseconds"
             }
             ColumnKind::Date => "a date like 2024-01-31",
@@ -81,6 +84,9 @@ fn millis_to_text(ms: i64) -> Option<String> {
         .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
+/// MySQL's literal form of a DATETIME (no `T`, no zone; fraction only when there is one).
+const MYSQL_DATETIME: &str = "%Y-%m-%d %H:%M:%S%.f";
+
 /// The value in Postgres text input format, `None` for SQL NULL, or why it does not fit.
 /// Output is canonical (one text per value), so equal keys compare equal as text.
 pub fn encode(kind: ColumnKind, v: &Value) -> Result<Option<String>, String> {
@@ -104,6 +110,7 @@ pub fn encode(kind: ColumnKind, v: &Value) -> Result<Option<String>, String> {
             }
             .ok_or_else(|| mismatch(kind, v))?;
             let (min, max) = match bits {
+                8 => (i8::MIN as i64, i8::MAX as i64),
                 16 => (i16::MIN as i64, i16::MAX as i64),
                 32 => (i32::MIN as i64, i32::MAX as i64),
                 _ => (i64::MIN, i64::MAX),
@@ -150,6 +157,21 @@ pub fn encode(kind: ColumnKind, v: &Value) -> Result<Option<String>, String> {
                 Err(_) => NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
                     .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
                     .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+                    .map_err(|_| mismatch(kind, v))?,
+            }
+        }
+        (ColumnKind::DateTime, Value::Number(n)) => n
+            .as_i64()
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .map(|t| t.naive_utc().format(MYSQL_DATETIME).to_string())
+            .ok_or_else(|| mismatch(kind, v))?,
+        (ColumnKind::DateTime, Value::String(s)) => {
+            let s = s.trim();
+            match DateTime::parse_from_rfc3339(s) {
+                Ok(t) => t.naive_utc().format(MYSQL_DATETIME).to_string(),
+                Err(_) => NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                    .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+                    .map(|t| t.format(MYSQL_DATETIME).to_string())
                     .map_err(|_| mismatch(kind, v))?,
             }
         }
@@ -301,6 +323,23 @@ mod tests {
             ok(ColumnKind::Timestamp, json!("2024-01-01 10:00:00")),
             Some("2024-01-01T10:00:00".into())
         );
+        let dt = ColumnKind::DateTime;
+        assert_eq!(
+            ok(dt, json!("2024-01-01T01:00:00.250+01:00")),
+            Some("2024-01-01 00:00:00.250".into())
+        );
+        assert_eq!(
+            ok(dt, json!(1_704_067_200_000i64)),
+            Some("2024-01-01 00:00:00".into())
+        );
+        assert_eq!(
+            ok(dt, json!("2024-01-01T10:00:00")),
+            Some("2024-01-01 10:00:00".into())
+        );
+        assert!(encode(dt, &json!(true)).unwrap_err().contains("RFC 3339"));
+        assert!(encode(ColumnKind::Int { bits: 8 }, &json!(200))
+            .unwrap_err()
+            .contains("out of range"));
     }
 
     #[test]

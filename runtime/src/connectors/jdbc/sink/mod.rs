@@ -1,4 +1,4 @@
-//! The `jdbc` sink: an idempotent [`Sink`] that writes rows to Postgres or SQLite in batches through
+//! The `jdbc` sink: an idempotent [`Sink`] that writes rows to Postgres, MySQL/MariaDB or SQLite in batches through
 //! `pool_size` writers, and flushes at every barrier (so a completed checkpoint means every row
 //! before it is committed).
 
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use sqlx::mysql::MySqlPool;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::AssertSqlSafe;
@@ -139,16 +140,49 @@ impl JdbcSink {
         Ok(Ok(plan))
     }
 
+    /// The plan on MySQL/MariaDB: the `key` must be a unique index (MySQL has no conflict
+    /// target), and preparing the statement checks the table and its columns.
+    async fn plan_mysql(
+        &self,
+        pool: &MySqlPool,
+    ) -> sqlx::Result<std::result::Result<Plan, String>> {
+        let s = &self.settings;
+        let mut conn = pool.acquire().await?;
+        let (Some(table), Mode::Upsert | Mode::Append) = (&s.table, s.mode) else {
+            let sql = s.sql.as_deref().unwrap_or_default();
+            let (positional, _) = super::sql::rewrite(sql, |_| "?".into());
+            let n = schema::mysql_param_count(&mut conn, &positional).await?;
+            let route = s.key.clone().unwrap_or_default();
+            let untyped = vec![(String::new(), String::new()); n];
+            return Ok(Plan::for_sql(Dialect::Mysql, sql, &untyped, &route));
+        };
+        let (columns, pk, unique) = schema::mysql_table_columns(&mut conn, table).await?;
+        let plan = match Plan::for_table(Dialect::Mysql, s, table, &columns, &pk)
+            .and_then(|p| p.check_unique_key(&unique).map(|()| p))
+        {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        schema::mysql_param_count(&mut conn, &plan.values_statement(1)).await?;
+        Ok(Ok(plan))
+    }
+
+    /// The plan for this sink's database.
+    async fn plan_for(&self, pool: &Pool) -> sqlx::Result<std::result::Result<Plan, String>> {
+        match pool {
+            Pool::Postgres(p) => self.plan_postgres(p).await,
+            Pool::Sqlite(p) => self.plan_sqlite(p).await,
+            Pool::Mysql(p) => self.plan_mysql(p).await,
+        }
+    }
+
     /// Reads the table (or statement) and builds the plan, retrying while the database is not
     /// reachable yet.
     async fn load_plan(&self, pool: &Pool, scrub: &Scrubber, url: &str) -> Result<Plan> {
         let s = &self.settings;
         let mut delays = s.retry.backoff();
         loop {
-            let r = match pool {
-                Pool::Postgres(p) => self.plan_postgres(p).await,
-                Pool::Sqlite(p) => self.plan_sqlite(p).await,
-            };
+            let r = self.plan_for(pool).await;
             let e = match r {
                 Ok(Ok(plan)) => return Ok(plan),
                 // The table does not fit the settings: a restart meets the same table.
@@ -243,10 +277,7 @@ impl Sink for JdbcSink {
         let pool = Pool::open(&url, 1, s.connect_timeout)
             .await
             .map_err(|e| cfg.error("url", e))?;
-        let r = match &pool {
-            Pool::Postgres(p) => self.plan_postgres(p).await,
-            Pool::Sqlite(p) => self.plan_sqlite(p).await,
-        };
+        let r = self.plan_for(&pool).await;
         match r {
             Ok(Ok(plan)) => Ok(vec![format!(
                 "{}: {} columns written ({})",

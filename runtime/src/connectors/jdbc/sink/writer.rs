@@ -6,9 +6,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use sqlx::mysql::MySqlConnection;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{AssertSqlSafe, Postgres, Sqlite};
+use sqlx::{AssertSqlSafe, MySql, Postgres, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::config::{Mode, Scrubber};
@@ -94,6 +95,21 @@ impl Writer {
                         let r = match path {
                             Path::Batch => self.batch(&mut conn, rows).await.map(|()| Vec::new()),
                             Path::RowByRow => self.row_by_row(&mut conn, rows).await,
+                        };
+                        if dead(&r) {
+                            conn.close_on_drop();
+                        }
+                        r
+                    }
+                    Err(e) => Err(e),
+                },
+                Pool::Mysql(pool) => match pool.acquire().await {
+                    Ok(mut conn) => {
+                        let r = match path {
+                            Path::Batch => {
+                                self.batch_mysql(&mut conn, rows).await.map(|()| Vec::new())
+                            }
+                            Path::RowByRow => self.row_by_row_mysql(&mut conn, rows).await,
                         };
                         if dead(&r) {
                             conn.close_on_drop();
@@ -279,87 +295,114 @@ fn bind_row<'q>(
     q
 }
 
-/// SQLite: the same statements as Postgres's `copy: false` path, `?n` parameters.
-impl Writer {
-    /// One `BEGIN IMMEDIATE` transaction: it takes the write lock first, so two writers queue
-    /// for it (up to the busy timeout) instead of one failing at its first write.
-    async fn batch_sqlite(&self, conn: &mut SqliteConnection, rows: &[Row]) -> sqlx::Result<()> {
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-        match &self.plan.statement {
-            Statement::Table { key, .. } => {
-                let order = key_order(rows, key);
-                for chunk in order.chunks(self.full_chunk.0) {
-                    let sql: Arc<str> = if chunk.len() == self.full_chunk.0 {
-                        self.full_chunk.1.clone()
-                    } else {
-                        self.plan.values_statement(chunk.len()).into()
-                    };
-                    let mut q = sqlx::query::<Sqlite>(AssertSqlSafe(sql));
-                    for &i in chunk {
-                        for cell in rows[i].iter() {
-                            q = q.bind(cell.as_deref());
+/// The multi-row statement path of SQLite and MySQL: the same statements as Postgres's
+/// `copy: false` path, one transaction per batch opened by `$begin`, chunks in key order, and
+/// the same savepoint statements for row by row. One body, instantiated per database (sqlx's
+/// generic executor bounds would say the same thing less readably).
+macro_rules! values_path {
+    ($db:ty, $conn:ty, $args:ty, $begin:literal, $batch:ident, $row_by_row:ident, $bind_row:ident) => {
+        impl Writer {
+            async fn $batch(&self, conn: &mut $conn, rows: &[Row]) -> sqlx::Result<()> {
+                let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin).await?;
+                match &self.plan.statement {
+                    Statement::Table { key, .. } => {
+                        // In key order, so concurrent writers of overlapping keys cannot
+                        // deadlock.
+                        let order = key_order(rows, key);
+                        for chunk in order.chunks(self.full_chunk.0) {
+                            let sql: Arc<str> = if chunk.len() == self.full_chunk.0 {
+                                self.full_chunk.1.clone()
+                            } else {
+                                self.plan.values_statement(chunk.len()).into()
+                            };
+                            let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                            for &i in chunk {
+                                for cell in rows[i].iter() {
+                                    q = q.bind(cell.as_deref());
+                                }
+                            }
+                            q.execute(&mut *tx).await?;
                         }
                     }
-                    q.execute(&mut *tx).await?;
-                }
-            }
-            Statement::Sql { .. } => {
-                let sql: Arc<str> = self.plan.values_statement(1).into();
-                for row in rows {
-                    bind_row_sqlite(&sql, row).execute(&mut *tx).await?;
-                }
-            }
-        }
-        tx.commit().await
-    }
-
-    /// As [`Writer::row_by_row`], on SQLite (same savepoint statements).
-    async fn row_by_row_sqlite(
-        &self,
-        conn: &mut SqliteConnection,
-        rows: &[Row],
-    ) -> sqlx::Result<Vec<(usize, String)>> {
-        let sql: Arc<str> = self.plan.values_statement(1).into();
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-        let mut rejected = Vec::new();
-        for i in key_order(rows, self.plan.key()) {
-            sqlx::raw_sql("SAVEPOINT weir_row")
-                .execute(&mut *tx)
-                .await?;
-            match bind_row_sqlite(&sql, &rows[i]).execute(&mut *tx).await {
-                Ok(_) => {
-                    sqlx::raw_sql("RELEASE SAVEPOINT weir_row")
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Err(e) if classify(&e) == Failure::Data => {
-                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT weir_row")
-                        .execute(&mut *tx)
-                        .await?;
-                    rejected.push((i, self.scrub.scrub(&db_message(&e))));
-                    if self.on_error == OnError::Fail {
-                        tx.rollback().await?;
-                        return Ok(rejected);
+                    Statement::Sql { .. } => {
+                        let sql: Arc<str> = self.plan.values_statement(1).into();
+                        for row in rows {
+                            $bind_row(&sql, row).execute(&mut *tx).await?;
+                        }
                     }
                 }
-                Err(e) => return Err(e),
+                tx.commit().await
+            }
+
+            /// As [`Writer::row_by_row`] (same savepoint statements).
+            async fn $row_by_row(
+                &self,
+                conn: &mut $conn,
+                rows: &[Row],
+            ) -> sqlx::Result<Vec<(usize, String)>> {
+                let sql: Arc<str> = self.plan.values_statement(1).into();
+                let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin).await?;
+                let mut rejected = Vec::new();
+                for i in key_order(rows, self.plan.key()) {
+                    sqlx::raw_sql("SAVEPOINT weir_row")
+                        .execute(&mut *tx)
+                        .await?;
+                    match $bind_row(&sql, &rows[i]).execute(&mut *tx).await {
+                        Ok(_) => {
+                            sqlx::raw_sql("RELEASE SAVEPOINT weir_row")
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Err(e) if classify(&e) == Failure::Data => {
+                            sqlx::raw_sql("ROLLBACK TO SAVEPOINT weir_row")
+                                .execute(&mut *tx)
+                                .await?;
+                            rejected.push((i, self.scrub.scrub(&db_message(&e))));
+                            if self.on_error == OnError::Fail {
+                                tx.rollback().await?;
+                                return Ok(rejected);
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                tx.commit().await?;
+                Ok(rejected)
             }
         }
-        tx.commit().await?;
-        Ok(rejected)
-    }
+
+        fn $bind_row<'q>(sql: &Arc<str>, row: &'q Row) -> sqlx::query::Query<'q, $db, $args> {
+            let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+            for cell in row.iter() {
+                q = q.bind(cell.as_deref());
+            }
+            q
+        }
+    };
 }
 
-fn bind_row_sqlite<'q>(
-    sql: &Arc<str>,
-    row: &'q Row,
-) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
-    let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
-    for cell in row.iter() {
-        q = q.bind(cell.as_deref());
-    }
-    q
-}
+// SQLite: `BEGIN IMMEDIATE` takes the write lock first, so two writers queue for it (up to the
+// busy timeout) instead of one failing at its first write.
+values_path!(
+    Sqlite,
+    SqliteConnection,
+    sqlx::sqlite::SqliteArguments,
+    "BEGIN IMMEDIATE",
+    batch_sqlite,
+    row_by_row_sqlite,
+    bind_row_sqlite
+);
+// MySQL: row locks are taken as the sorted rows are written (READ COMMITTED, see
+// `schema::mysql_pool`).
+values_path!(
+    MySql,
+    MySqlConnection,
+    sqlx::mysql::MySqlArguments,
+    "BEGIN",
+    batch_mysql,
+    row_by_row_mysql,
+    bind_row_mysql
+);
 
 /// The server's message with its detail (which names the failing values).
 fn db_message(e: &sqlx::Error) -> String {
