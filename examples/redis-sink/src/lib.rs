@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 use weir_runtime::api::{
     Batch, Error, NodeConfig, NodeContext, Record, Result, Sink, SinkBox, Value,
@@ -287,7 +287,11 @@ impl Sink for RedisEvents {
         // The URL may hold a password: it is never part of a message.
         let client = redis::Client::open(self.url.as_str())
             .map_err(|e| Error::node(&self.node, format!("redis client: {e}")))?;
-        let conn = ConnectionManager::new(client)
+        // The sink's `retry` policy decides how long a write keeps trying. The manager's own
+        // reconnect retries (6, doubling from 100 ms, 1 s connect timeout each: about 10 s per
+        // command by default) would stretch every attempt of that policy while Redis is away.
+        let config = ConnectionManagerConfig::new().set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| Error::node(&self.node, format!("connecting to redis: {e}")))?;
         self.conn = Some(conn);
