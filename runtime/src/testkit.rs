@@ -10,7 +10,8 @@
 //!
 //! # fn read_my_store() -> BTreeMap<i64, usize> { BTreeMap::new() }
 //! # fn clear_my_store() {}
-//! let job = Job::new(env!("CARGO_BIN_EXE_weir"), "/tmp/my-pipeline.yaml");
+//! // In an integration test of your crate: `env!("CARGO_BIN_EXE_<your binary>")`.
+//! let job = Job::new("target/debug/my-weir", "/tmp/my-pipeline.yaml");
 //! prove_recovery(
 //!     &job,
 //!     &[("after_precommit", 3), ("after_manifest", 3)],
