@@ -221,28 +221,34 @@ pub struct Op {
     pub release: String,
     /// The chart's fullname: its ServiceAccount, Roles and Deployment are named so.
     pub fullname: String,
-    /// Cluster-wide: the `k: v` label (YAML) its jobs must carry; see [`Op::label`].
+    /// Cluster-wide: the `k: v` label (YAML) its jobs must carry; see [`Op::metadata`].
     selector: Option<(String, String)>,
+}
+
+/// A test namespace with its own kubelet that enforces the "restricted" Pod Security Standard.
+async fn restricted_env(name: &str) -> TestEnv {
+    let env = TestEnv::start(
+        name,
+        KubeletOptions {
+            bin_dir: Some(bin_dir()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let restricted = serde_json::json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}});
+    Api::<Namespace>::all(env.client.clone())
+        .patch(&env.ns, &PatchParams::default(), &Patch::Merge(&restricted))
+        .await
+        .expect("labelling the test namespace restricted");
+    env
 }
 
 impl Op {
     pub async fn install(name: &str, install: Install) -> Op {
-        let env = TestEnv::start(
-            name,
-            KubeletOptions {
-                bin_dir: Some(bin_dir()),
-                ..Default::default()
-            },
-        )
-        .await;
-        let restricted = serde_json::json!({"metadata": {"labels": {
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/enforce-version": "latest",
-        }}});
-        Api::<Namespace>::all(env.client.clone())
-            .patch(&env.ns, &PatchParams::default(), &Patch::Merge(&restricted))
-            .await
-            .expect("labelling the test namespace restricted");
+        let env = restricted_env(name).await;
         let s3 = S3::create(&env.ns);
         // Cluster-scoped objects (the ClusterRole and its binding) outlive a namespace: a unique
         // fullname keeps a crashed run's leftovers from blocking the next install.
@@ -302,22 +308,7 @@ impl Op {
     /// Another namespace (its own kubelet, "restricted" like the first) for a cluster-wide
     /// operator's jobs, writing to the same bucket; no operator is installed into it.
     pub async fn another_namespace(&self, name: &str) -> Op {
-        let env = TestEnv::start(
-            name,
-            KubeletOptions {
-                bin_dir: Some(bin_dir()),
-                ..Default::default()
-            },
-        )
-        .await;
-        let restricted = serde_json::json!({"metadata": {"labels": {
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/enforce-version": "latest",
-        }}});
-        Api::<Namespace>::all(env.client.clone())
-            .patch(&env.ns, &PatchParams::default(), &Patch::Merge(&restricted))
-            .await
-            .expect("labelling the test namespace restricted");
+        let env = restricted_env(name).await;
         Op {
             env,
             s3: S3 {
