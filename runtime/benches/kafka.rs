@@ -10,8 +10,6 @@
 //!      50 % of the throughput measured in 1; p50/p99 from produce to visible for a
 //!      read_committed consumer (a record becomes visible when its checkpoint commits).
 //!
-//! Memory: the peak RSS of the weir processes (getrusage of the waited-for children).
-//!
 //! `cargo bench -p weir-runtime --bench kafka`. Env: `KAFKA_BOOTSTRAP` (else
 //! e2e/services/kafka.sh starts a broker), `WEIR_BENCH_KAFKA_RECORDS` (default 1,000,000),
 //! `WEIR_BENCH_KAFKA_ROUNDS` (default 3),
@@ -143,14 +141,6 @@ fn cpu_seconds(who: i32) -> f64 {
     unsafe { libc::getrusage(who, &mut u) };
     let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
-}
-
-/// The peak resident memory of the largest child waited for so far (the weir runs), in MiB.
-fn children_peak_rss_mib() -> f64 {
-    // SAFETY: getrusage only writes the struct we pass.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
-    u.ru_maxrss as f64 / 1024.0
 }
 
 struct Measure {
@@ -465,8 +455,8 @@ fn main() {
             raw.rate(), raw.per_cpu(), raw.seconds, raw.cpu
         );
         println!(
-            "  round {round}: weir exactly-once, 1 s checkpoints {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s, start-up included; peak RSS of the weir runs so far {:.0} MiB)",
-            weir.rate(), weir.per_cpu(), weir.seconds, weir.cpu, children_peak_rss_mib()
+            "  round {round}: weir exactly-once, 1 s checkpoints {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s, start-up included)",
+            weir.rate(), weir.per_cpu(), weir.seconds, weir.cpu
         );
         let (rs, ws) = (
             &raw_steady[raw_steady.len() - 1],

@@ -179,41 +179,6 @@ pub fn client_config(
     c
 }
 
-/// librdkafka's buffer sizes for a consumer that reads each partition through its own queue, as
-/// weir's source does, returning at most `batch_size` records per poll. librdkafka's defaults
-/// apply per partition queue there: up to 64 MiB and 100,000 messages prefetched for every
-/// partition, which made a Kafka → Kafka job hold 400–600 MiB. Prefetching four polls' worth of
-/// records, and at most 8 MiB, per partition keeps every partition busy without that. Properties
-/// the user set win.
-pub fn consumer_buffers(
-    batch_size: usize,
-    properties: &BTreeMap<String, String>,
-) -> Vec<(&'static str, String)> {
-    let chosen = [
-        (
-            "queued.min.messages",
-            (4 * batch_size).clamp(1_000, 100_000).to_string(),
-        ),
-        ("queued.max.messages.kbytes", "8192".to_string()),
-    ];
-    chosen
-        .into_iter()
-        .filter(|(k, _)| !properties.contains_key(*k))
-        .collect()
-}
-
-/// librdkafka's producer queue for a sink that flushes at every checkpoint: its defaults
-/// (100,000 messages, 1 GiB) let a fast source park hundreds of MiB in the producer between two
-/// checkpoints. 32 MiB still holds more than a second of full-speed batches (`linger.ms` 5,
-/// `batch.size` 1 MB per partition); the sink waits while the queue is full. Properties the user
-/// set win.
-pub fn producer_buffers(properties: &BTreeMap<String, String>) -> Vec<(&'static str, String)> {
-    [("queue.buffering.max.kbytes", "32768".to_string())]
-        .into_iter()
-        .filter(|(k, _)| !properties.contains_key(*k))
-        .collect()
-}
-
 /// Deserializes librdkafka properties, accepting YAML numbers and booleans as well as strings
 /// (`session.timeout.ms: 6000`, `enable.idempotence: true`), since librdkafka takes every value
 /// as text. Use with `#[serde(default, deserialize_with = "deserialize_properties")]`.
@@ -245,31 +210,6 @@ pub fn deserialize_properties<'de, D: Deserializer<'de>>(
             Ok((k, v))
         })
         .collect()
-}
-
-#[cfg(test)]
-mod buffer_tests {
-    use super::*;
-
-    #[test]
-    fn buffers_follow_the_batch_and_yield_to_the_user() {
-        let none = BTreeMap::new();
-        let c = consumer_buffers(2048, &none);
-        assert!(c.contains(&("queued.min.messages", "8192".into())));
-        assert!(c.contains(&("queued.max.messages.kbytes", "8192".into())));
-        assert!(consumer_buffers(1, &none).contains(&("queued.min.messages", "1000".into())));
-        let user: BTreeMap<String, String> = [(
-            "queued.max.messages.kbytes".to_string(),
-            "65536".to_string(),
-        )]
-        .into();
-        let c = consumer_buffers(2048, &user);
-        assert!(c.iter().all(|(k, _)| *k != "queued.max.messages.kbytes"));
-        assert_eq!(
-            producer_buffers(&none),
-            vec![("queue.buffering.max.kbytes", "32768".into())]
-        );
-    }
 }
 
 #[cfg(test)]

@@ -58,9 +58,6 @@ use crate::registry::Registry;
 /// The producer settings every delivery mode shares.
 fn producer_config(s: &Settings) -> ClientConfig {
     let mut c = super::client::client_config(&s.bootstrap_servers, &s.properties);
-    for (k, v) in super::client::producer_buffers(&s.properties) {
-        c.set(k, v);
-    }
     // Java clients hash keys with murmur2; matching them keeps keyed data co-partitioned with
     // topics other applications write.
     if !s.properties.contains_key("partitioner") {
