@@ -41,7 +41,7 @@ fn crash_then_finish(test: &str, point: &str, hit: u32, pause: Duration) -> Opti
     );
     // The job stays down meanwhile: leases of what the killed run held run out.
     std::thread::sleep(pause);
-    let log = run_until_drained(&spec, &out, N);
+    let log = run_until_drained(&host, &id, &spec, &out, N);
     assert_once(&out, N);
     Some(log)
 }
@@ -147,7 +147,7 @@ fn kill_repeatedly_at_random_moments() {
         count_json_field(&out, "id").values().all(|c| *c == 1),
         "duplicates after the kills"
     );
-    run_until_drained(&spec, &out, N);
+    run_until_drained(&host, &id, &spec, &out, N);
     assert_once(&out, N);
 }
 
