@@ -25,7 +25,11 @@ fn test_dir(name: &str) -> String {
 }
 
 fn client() -> Client {
-    ClientBuilder::new().with_url(namenode()).build().unwrap()
+    client_of(&namenode())
+}
+
+fn client_of(namenode: &str) -> Client {
+    ClientBuilder::new().with_url(namenode).build().unwrap()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -38,7 +42,11 @@ fn rt() -> tokio::runtime::Runtime {
 /// Two workers, checkpoints every 100 ms stored on HDFS, parts that roll by size between
 /// checkpoints (several pending parts per checkpoint) in hourly buckets.
 fn spec(local: &Path, hdfs_dir: &str, format: &str) -> PathBuf {
-    let nn = namenode();
+    spec_on(local, &namenode(), hdfs_dir, format, 20_000)
+}
+
+/// `rate` records/s: 20,000 ends in about 1.5 s, 2,000 runs long enough for an outage.
+fn spec_on(local: &Path, nn: &str, hdfs_dir: &str, format: &str, rate: u32) -> PathBuf {
     write(
         local,
         "p.yaml",
@@ -50,7 +58,7 @@ sources:
   - name: gen
     type: datagen
     count: {N}
-    rate: 20000
+    rate: {rate}
     splits: 4
     fields:
       id: {{ kind: sequence }}
@@ -90,8 +98,12 @@ async fn files(client: &Client, dir: &str) -> (Vec<(String, bytes::Bytes)>, Vec<
 /// How often each id occurs in the visible output under `<dir>/out`; no hidden part may be
 /// left once the job has finished.
 fn count_ids(hdfs_dir: &str, format: &str) -> BTreeMap<i64, usize> {
+    count_ids_on(&client(), hdfs_dir, format)
+}
+
+fn count_ids_on(client: &Client, hdfs_dir: &str, format: &str) -> BTreeMap<i64, usize> {
     let out = format!("{hdfs_dir}/out");
-    let (visible, hidden) = rt().block_on(files(&client(), &out));
+    let (visible, hidden) = rt().block_on(files(client, &out));
     assert!(
         hidden.is_empty(),
         "hidden parts left after the job finished: {hidden:?}"
@@ -274,4 +286,31 @@ fn validate_connect_checks_hdfs_paths() {
             "{all}"
         );
     }
+}
+
+/// The namenode goes away for 10 s mid-run (stopped, then started again on its port with its
+/// data), under both the checkpoint storage and the sink: the job rides it out (the client's
+/// retries, failed checkpoints, in-process restarts) and every record is on HDFS exactly once.
+#[test]
+fn a_namenode_outage_under_storage_and_sink_keeps_exactly_once() {
+    let hdfs = PrivateService::up("hdfs", "HDFS_URL", "outage", &[]);
+    let local = tempfile::tempdir().unwrap();
+    let dir = test_dir("outage");
+    let spec = spec_on(local.path(), &hdfs.value, &dir, "json", 2_000);
+    let mut job = Running::start(&spec, &[]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        job.child_status().is_none(),
+        "the job ended before the outage"
+    );
+    hdfs.must("stop");
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    hdfs.must("start");
+    let o = job.wait();
+    assert!(
+        o.status.success(),
+        "the job did not survive: {}",
+        stderr(&o)
+    );
+    assert_exactly_once(&count_ids_on(&client_of(&hdfs.value), &dir, "json"), N);
 }
