@@ -39,8 +39,9 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Two workers, checkpoints every 100 ms stored on HDFS, parts that roll by size between
-/// checkpoints (several pending parts per checkpoint) in hourly buckets.
+/// Two workers, checkpoints every 100 ms stored on HDFS (one kept, so older ones are deleted
+/// during the run), parts that roll by size between checkpoints (several pending parts per
+/// checkpoint) in hourly buckets.
 fn spec(local: &Path, hdfs_dir: &str, format: &str) -> PathBuf {
     spec_on(local, &namenode(), hdfs_dir, format, 20_000)
 }
@@ -53,7 +54,7 @@ fn spec_on(local: &Path, nn: &str, hdfs_dir: &str, format: &str, rate: u32) -> P
         &format!(
             r#"name: hdfs-eo
 parallelism: 2
-checkpoint: {{ interval: 100ms, storage: "{nn}{hdfs_dir}/state" }}
+checkpoint: {{ interval: 100ms, retained: 1, storage: "{nn}{hdfs_dir}/state" }}
 sources:
   - name: gen
     type: datagen
@@ -188,14 +189,29 @@ fn parts_become_visible_only_when_their_checkpoint_commits() {
     );
     run_to_completion(&spec, &[]);
     assert_exactly_once(&count_ids(&dir, "json"), N);
-    // The checkpoints were on HDFS too.
-    let state = rt().block_on(client().list_status(&format!("{dir}/state"), true));
-    let manifests = state
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.path.contains("/worker-1/chk-") && s.path.ends_with("/_MANIFEST.json"))
-        .count();
-    assert!(manifests > 0, "no checkpoint of worker 1 under {dir}/state");
+    // The checkpoints were on HDFS too, and those past the retained ones are gone, directories
+    // included.
+    let state = rt()
+        .block_on(client().list_status(&format!("{dir}/state"), true))
+        .unwrap();
+    for worker in ["worker-0", "worker-1"] {
+        let chk_dirs: Vec<&str> = state
+            .iter()
+            .filter(|s| s.isdir && s.path.contains(&format!("/{worker}/chk-")))
+            .map(|s| s.path.as_str())
+            .collect();
+        assert!(
+            !chk_dirs.is_empty(),
+            "no checkpoint of {worker} under {dir}/state"
+        );
+        for chk in &chk_dirs {
+            let manifest = format!("{chk}/_MANIFEST.json");
+            assert!(
+                state.iter().any(|s| s.path == manifest),
+                "{chk} has no manifest: a deleted checkpoint left its directory ({chk_dirs:?})"
+            );
+        }
+    }
 }
 
 #[test]
