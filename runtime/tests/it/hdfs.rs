@@ -330,3 +330,49 @@ fn a_namenode_outage_under_storage_and_sink_keeps_exactly_once() {
     );
     assert_exactly_once(&count_ids_on(&client_of(&hdfs.value), &dir, "json"), N);
 }
+
+/// `weir savepoint --stop` writes the savepoint on HDFS and names it by its URL; the job
+/// resumes from that URL at another parallelism and ends with every record once.
+#[test]
+fn a_savepoint_on_hdfs_resumes_at_another_parallelism() {
+    let local = tempfile::tempdir().unwrap();
+    let dir = test_dir("savepoint");
+    let p2 = spec_on(local.path(), &namenode(), &dir, "json", 10_000);
+    let job = Running::start(&p2, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let o = job.savepoint(true);
+    assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
+    let path = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let out = job.wait();
+    assert!(
+        out.status.success(),
+        "stop-with-savepoint: {}",
+        stderr(&out)
+    );
+    let prefix = format!("{}{dir}/state/", namenode());
+    let on_hdfs = path.strip_prefix(&namenode()).unwrap_or_else(|| {
+        panic!("the savepoint is not named by its HDFS URL ({prefix}…): {path}")
+    });
+    rt().block_on(async {
+        let marker = format!("{on_hdfs}/_SAVEPOINT.json");
+        client()
+            .get_file_info(&marker)
+            .await
+            .unwrap_or_else(|e| panic!("{marker}: {e}"));
+    });
+    let partial = rt()
+        .block_on(files(&client(), &format!("{dir}/out")))
+        .0
+        .iter()
+        .map(|(p, body)| json_ids(p, body).len())
+        .sum::<usize>() as i64;
+    assert!(partial > 0 && partial < N, "stopped part way: {partial}");
+    let text = std::fs::read_to_string(&p2).unwrap();
+    let p1 = write(
+        local.path(),
+        "p1.yaml",
+        &text.replace("parallelism: 2", "parallelism: 1"),
+    );
+    run_to_completion(&p1, &["--from-savepoint", &path]);
+    assert_exactly_once(&count_ids(&dir, "json"), N);
+}
