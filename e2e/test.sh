@@ -10,7 +10,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 t0=$SECONDS
 phase() { echo "test.sh: [$((SECONDS - t0)) s] $*" >&2; }
 
-services=(moto kafka postgres mariadb redis opensearch kinesis pubsub kube)
+services=(moto kafka postgres mariadb redis opensearch hdfs kinesis pubsub kube)
 # Started in the background, awaited before the tests: kube's first start builds the control
 # plane from Go modules (~10 min on a fresh 2-core machine), which overlaps the cargo builds.
 background=(kube)

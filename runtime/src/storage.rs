@@ -1,4 +1,5 @@
-//! Opening object stores from a location string: a local directory or a URL (`s3://bucket/prefix`).
+//! Opening object stores from a location string: a local directory or a URL (`s3://bucket/prefix`,
+//! `hdfs://namenode:port/path` with the `hdfs` feature).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,6 +69,48 @@ pub fn s3(url: &Url, options: &BTreeMap<String, String>) -> Result<(Arc<AmazonS3
     Ok((Arc::new(store), prefix))
 }
 
+/// Whether `url` names HDFS.
+pub fn is_hdfs(url: &Url) -> bool {
+    url.scheme() == "hdfs"
+}
+
+/// An HDFS client for `hdfs://namenode:port/path` (or `hdfs://nameservice/path` with the HA
+/// settings in `options` or in `HADOOP_CONF_DIR`'s `core-site.xml`/`hdfs-site.xml`); `options`
+/// are Hadoop configuration keys (`dfs.ha.namenodes.ns`, `dfs.client.use.datanode.hostname`, …).
+/// Returns the client and the URL's absolute path.
+#[cfg(feature = "hdfs")]
+pub fn hdfs(
+    url: &Url,
+    options: &BTreeMap<String, String>,
+) -> Result<(hdfs_native::Client, String)> {
+    let authority = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) if !h.is_empty() => format!("hdfs://{h}:{p}"),
+        (Some(h), None) if !h.is_empty() => format!("hdfs://{h}"),
+        _ => {
+            return Err(Error::Other(format!(
+                "{url}: an HDFS URL needs a namenode (hdfs://host:port/path) or a nameservice"
+            )))
+        }
+    };
+    let client = hdfs_native::ClientBuilder::new()
+        .with_url(&authority)
+        .with_config(options.clone())
+        .build()
+        .map_err(|e| Error::Other(format!("opening {authority}: {e}")))?;
+    let path = match url.path().trim_end_matches('/') {
+        "" => "/".to_string(),
+        p => p.to_string(),
+    };
+    Ok((client, path))
+}
+
+#[cfg(not(feature = "hdfs"))]
+fn hdfs_unavailable(url: &Url) -> Error {
+    Error::Other(format!(
+        "{url}: this weir was built without the `hdfs` feature"
+    ))
+}
+
 /// Opens any store; local directories are created (and must be writable).
 pub fn open(
     location: &Location,
@@ -85,6 +128,14 @@ pub fn open(
             let (s3, prefix) = s3(url, options)?;
             Ok((s3 as Arc<dyn ObjectStore>, prefix))
         }
+        #[cfg(feature = "hdfs")]
+        Location::Url(url) if is_hdfs(url) => {
+            let (client, path) = hdfs(url, options)?;
+            let store = hdfs_native_object_store::HdfsObjectStore::new(client);
+            Ok((Arc::new(store), Path::from(path.trim_start_matches('/'))))
+        }
+        #[cfg(not(feature = "hdfs"))]
+        Location::Url(url) if is_hdfs(url) => Err(hdfs_unavailable(url)),
         Location::Url(url) => {
             let (store, prefix) = object_store::parse_url_opts(url, options.iter())
                 .map_err(|e| Error::store(format!("opening {url}"), e))?;
@@ -127,6 +178,17 @@ pub async fn check_reachable(text: &str, options: &BTreeMap<String, String>) -> 
             }
             Ok(format!("{text}: local directory, writable"))
         }
+        #[cfg(feature = "hdfs")]
+        Location::Url(url) if is_hdfs(&url) => {
+            // The client retries a namenode that refuses 15 times, sleeping up to 15 s between
+            // tries (Hadoop's defaults, right for a running job); a check says "no" in seconds.
+            let mut options = options.clone();
+            options
+                .entry("dfs.client.failover.max.attempts".into())
+                .or_insert_with(|| "2".into());
+            let (client, path) = hdfs(&url, &options)?;
+            check_hdfs(&client, text, &path).await
+        }
         location => {
             let (store, prefix) = open(&location, options)?;
             let listing = store
@@ -138,6 +200,36 @@ pub async fn check_reachable(text: &str, options: &BTreeMap<String, String>) -> 
                 listing.objects.len(),
                 listing.common_prefixes.len()
             ))
+        }
+    }
+}
+
+/// HDFS answers when the path, or the nearest directory above it that exists, is a directory
+/// (the job creates the rest); nothing is written.
+#[cfg(feature = "hdfs")]
+async fn check_hdfs(client: &hdfs_native::Client, text: &str, path: &str) -> Result<String> {
+    let mut at = std::path::Path::new(path);
+    loop {
+        let shown = at.display().to_string();
+        match client.get_file_info(&shown).await {
+            Ok(status) if status.isdir => {
+                return Ok(match shown == path {
+                    true => format!("{text}: HDFS answers, directory exists"),
+                    false => {
+                        format!("{text}: HDFS answers, {shown} exists (the job creates the rest)")
+                    }
+                })
+            }
+            Ok(_) => {
+                return Err(Error::Other(format!(
+                    "{text}: {shown} is a file, not a directory"
+                )))
+            }
+            Err(hdfs_native::HdfsError::FileNotFound(_)) => match at.parent() {
+                Some(parent) => at = parent,
+                None => return Err(Error::Other(format!("{text}: HDFS has no root directory"))),
+            },
+            Err(e) => return Err(Error::Other(format!("{text}: HDFS does not answer: {e}"))),
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct CheckpointStore {
     root: Path,
     /// How users see `root` (a directory or URL), for messages and savepoint paths.
     display: String,
+    /// HDFS has real directories, which its object store leaves behind when their last file is
+    /// deleted: a deleted checkpoint's directory is removed too, or one would stay per checkpoint.
+    remove_empty_dirs: bool,
 }
 
 /// Where a savepoint was written, as the user passes it back to `--from-savepoint`.
@@ -60,6 +63,7 @@ impl CheckpointStore {
             store,
             root: prefix.clone().join(job),
             display,
+            remove_empty_dirs: matches!(&location, Location::Url(url) if storage::is_hdfs(url)),
         })
     }
 
@@ -165,7 +169,12 @@ impl CheckpointStore {
     async fn delete_dir(&self, dir: &Path) -> Result<()> {
         let locations = self.store.list(Some(dir)).map_ok(|m| m.location).boxed();
         let deleted: Vec<_> = self.store.delete_stream(locations).collect().await;
-        for d in deleted {
+        let emptied = match self.remove_empty_dirs {
+            // hdfs-native-object-store deletes a path non-recursively: an empty directory goes.
+            true => vec![self.store.delete(dir).await],
+            false => Vec::new(),
+        };
+        for d in deleted.into_iter().map(|d| d.map(|_| ())).chain(emptied) {
             if let Err(e) = d {
                 if !matches!(e, object_store::Error::NotFound { .. }) {
                     return Err(Error::store(format!("deleting {}", self.describe(dir)), e));

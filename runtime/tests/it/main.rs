@@ -6,6 +6,7 @@ mod elasticsearch;
 mod exactly_once;
 mod failures;
 mod harness;
+mod hdfs;
 mod idle;
 mod jdbc;
 mod jdbc_mysql;

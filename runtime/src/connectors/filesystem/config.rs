@@ -16,10 +16,11 @@ use crate::storage::Location;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// A local directory, or `s3://bucket/prefix`.
+    /// A local directory, `s3://bucket/prefix` or `hdfs://namenode:port/path`.
     pub path: String,
-    /// object_store S3 options (`aws_endpoint`, `aws_allow_http`, `aws_region`, …); `AWS_*`
-    /// environment variables apply too.
+    /// S3: object_store options (`aws_endpoint`, `aws_allow_http`, `aws_region`, …); `AWS_*`
+    /// environment variables apply too. HDFS: Hadoop configuration keys (HA nameservices,
+    /// `dfs.client.use.datanode.hostname`, …) over those of `HADOOP_CONF_DIR`.
     #[serde(default)]
     pub storage_options: BTreeMap<String, String>,
     pub format: Format,
@@ -206,6 +207,8 @@ pub enum Target {
     Local(std::path::PathBuf),
     /// `s3://bucket/prefix`.
     S3(url::Url),
+    /// `hdfs://namenode:port/path`.
+    Hdfs(url::Url),
 }
 
 /// Everything the sink needs, resolved and checked.
@@ -242,20 +245,44 @@ impl FileSinkConfig {
                 }
                 Target::S3(url)
             }
+            Location::Url(url) if crate::storage::is_hdfs(&url) => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(cfg.error(
+                        "path",
+                        "an HDFS URL needs a namenode: hdfs://namenode:port/path",
+                    ));
+                }
+                if !cfg!(feature = "hdfs") {
+                    return Err(cfg.error(
+                        "path",
+                        "this weir was built without the `hdfs` feature",
+                    ));
+                }
+                Target::Hdfs(url)
+            }
             Location::Url(url) => {
                 return Err(cfg.error(
                     "path",
                     format!(
-                        "unsupported scheme {:?}: use a local directory or s3://bucket/prefix",
+                        "unsupported scheme {:?}: use a local directory, s3://bucket/prefix or hdfs://namenode:port/path",
                         url.scheme()
                     ),
                 ))
             }
         };
         if !self.storage_options.is_empty() && matches!(target, Target::Local(_)) {
-            return Err(cfg.error("storage_options", "only applies to an s3:// path"));
+            return Err(cfg.error(
+                "storage_options",
+                "only applies to an s3:// or hdfs:// path",
+            ));
         }
-        for key in self.storage_options.keys() {
+        // Hadoop's configuration keys are open-ended (per nameservice, per namenode), so only
+        // S3's are checked by name.
+        for key in self
+            .storage_options
+            .keys()
+            .filter(|_| matches!(target, Target::S3(_)))
+        {
             if key.parse::<object_store::aws::AmazonS3ConfigKey>().is_err() {
                 return Err(cfg.error(
                     format!("storage_options.{key}").as_str(),
@@ -287,6 +314,7 @@ impl FileSinkConfig {
         }
 
         let object_store = matches!(target, Target::S3(_));
+        let hdfs = matches!(target, Target::Hdfs(_));
         let rolling = &self.rolling;
         if rolling.max_part_size.0 == 0 {
             return Err(cfg.error("rolling.max_part_size", "must be more than 0"));
@@ -303,6 +331,8 @@ impl FileSinkConfig {
             Some("a Parquet file cannot be appended to, so parts close at every checkpoint")
         } else if object_store {
             Some("an object store upload cannot stay open across checkpoints, so parts close at every checkpoint")
+        } else if hdfs {
+            Some("an HDFS part cannot be cut back to its checkpoint on restore (the HDFS client has no truncate), so parts close at every checkpoint")
         } else {
             None
         };
@@ -454,6 +484,18 @@ mod tests {
         let s = resolve(serde_json::json!({"path": "s3://b/p", "format": "csv"})).unwrap();
         assert!(s.rolling.on_checkpoint);
         assert!(matches!(s.target, Target::S3(_)));
+        if cfg!(feature = "hdfs") {
+            let s = resolve(
+                serde_json::json!({"path": "hdfs://nn:8020/lake", "format": "json",
+                "storage_options": {"dfs.client.use.datanode.hostname": "true"}}),
+            )
+            .unwrap();
+            assert!(
+                s.rolling.on_checkpoint,
+                "HDFS parts close at every checkpoint"
+            );
+            assert!(matches!(s.target, Target::Hdfs(_)));
+        }
     }
 
     #[test]
@@ -507,5 +549,19 @@ mod tests {
             serde_json::json!({"path": "s3://b/p", "format": "json", "storage_options": {"aws_colour": "red"}}),
         );
         assert!(e.contains("sinks[0].storage_options.aws_colour"), "{e}");
+        let e = err(serde_json::json!({"path": "hdfs:///lake", "format": "json"}));
+        assert!(
+            e.contains("sinks[0].path: an HDFS URL needs a namenode"),
+            "{e}"
+        );
+        if cfg!(feature = "hdfs") {
+            let e = err(
+                serde_json::json!({"path": "hdfs://nn:8020/lake", "format": "json", "rolling": {"roll_on_checkpoint": false}}),
+            );
+            assert!(
+                e.contains("sinks[0].rolling.roll_on_checkpoint: must be true here: an HDFS part"),
+                "{e}"
+            );
+        }
     }
 }

@@ -128,18 +128,35 @@ pub enum Published {
 
 /// Publishes a pending part under its visible name; idempotent.
 pub fn publish(pending: &Path, visible: &Path) -> Result<Published> {
-    match (exists(pending), exists(visible)) {
-        (true, false) => rename(pending, visible).map(|_| Published::Now),
+    let plan = publish_plan(
+        &pending.display().to_string(),
+        &visible.display().to_string(),
+        exists(pending),
+        exists(visible),
+    )?;
+    if plan == Published::Now {
+        rename(pending, visible)?;
+    }
+    Ok(plan)
+}
+
+/// Whether publishing a part renames it now (`Now`) or finds it done (`Before`), from which of
+/// its two names exist; shared by local disk and HDFS. Both or neither existing is an error: a
+/// visible part is never overwritten, and a committed part that vanished is data lost.
+pub fn publish_plan(
+    pending: &str,
+    visible: &str,
+    pending_exists: bool,
+    visible_exists: bool,
+) -> Result<Published> {
+    match (pending_exists, visible_exists) {
+        (true, false) => Ok(Published::Now),
         (false, true) => Ok(Published::Before),
         (true, true) => Err(Error::Other(format!(
-            "cannot publish {}: {} already exists and is not overwritten",
-            pending.display(),
-            visible.display()
+            "cannot publish {pending}: {visible} already exists and is not overwritten"
         ))),
         (false, false) => Err(Error::Other(format!(
-            "cannot publish {}: neither it nor {} exists; the data of a completed checkpoint is lost",
-            pending.display(),
-            visible.display()
+            "cannot publish {pending}: neither it nor {visible} exists; the data of a completed checkpoint is lost"
         ))),
     }
 }

@@ -1,5 +1,5 @@
 //! `filesystem`: an exactly-once sink writing JSON lines, CSV or Parquet part files to a local
-//! directory or to S3, bucketed into sub-directories by time or by a field.
+//! directory, to S3 or to HDFS, bucketed into sub-directories by time or by a field.
 //!
 //! ```yaml
 //! sinks:
@@ -27,12 +27,18 @@
 //! A part is a multipart upload to its final key (see `object.rs`). Parts close at every
 //! checkpoint and `commit` completes the uploads.
 //!
+//! # Part lifecycle (HDFS)
+//! As on local disk (hidden `.inprogress`, `.pending`, an atomic rename at commit), but parts
+//! close at every checkpoint, as on S3 (see `hdfs.rs` for why).
+//!
 //! Two sinks (or jobs) must not share a `path` with the same `part_prefix`: each treats the
 //! other's hidden parts with its own worker numbers as its own leftovers.
 
 mod bucket;
 mod config;
 mod format;
+#[cfg(feature = "hdfs")]
+mod hdfs;
 mod local;
 mod names;
 mod object;

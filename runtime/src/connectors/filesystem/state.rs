@@ -17,6 +17,8 @@ pub enum FileCommittable {
     Local { pending: PathBuf, visible: PathBuf },
     /// Complete the multipart upload.
     S3(StagedUpload),
+    /// Rename `pending` to `visible` on the sink's HDFS (absolute paths on its namenode).
+    Hdfs { pending: String, visible: String },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
