@@ -120,8 +120,14 @@ pub fn open(
         Location::Local(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
+            // A checkpoint is the only copy of what was acknowledged upstream: it must outlive
+            // a power loss, not only a killed process (the file sink syncs its parts likewise).
+            // Deleting an old checkpoint's files would otherwise leave its directory behind,
+            // one per checkpoint, and every restart lists them all.
             let fs = LocalFileSystem::new_with_prefix(dir)
-                .map_err(|e| Error::store(format!("opening directory {}", dir.display()), e))?;
+                .map_err(|e| Error::store(format!("opening directory {}", dir.display()), e))?
+                .with_fsync(true)
+                .with_automatic_cleanup(true);
             Ok((Arc::new(fs), Path::default()))
         }
         Location::Url(url) if url.scheme() == "s3" || url.scheme() == "s3a" => {

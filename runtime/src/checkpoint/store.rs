@@ -344,3 +344,39 @@ pub async fn load_savepoint(
     }
     Ok(parts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(id: u64) -> WorkerCheckpoint {
+        WorkerCheckpoint {
+            version: FORMAT_VERSION,
+            job: "j".into(),
+            id,
+            parallelism: 1,
+            max_parallelism: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Old checkpoints go with their directories: a long-running job at a 1 s interval would
+    /// otherwise leave 86,400 empty directories a day, all listed at every restart.
+    #[tokio::test]
+    async fn retain_keeps_the_newest_and_removes_the_rest_with_their_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            CheckpointStore::open(dir.path().to_str().unwrap(), &BTreeMap::new(), "j").unwrap();
+        for id in 1..=5 {
+            store.write(&checkpoint(id), None).await.unwrap();
+        }
+        store.retain(0, 5, 2).await.unwrap();
+        assert_eq!(store.checkpoint_ids(0).await.unwrap(), vec![4, 5]);
+        let left: Vec<String> = std::fs::read_dir(dir.path().join("j/worker-0"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 2, "directories left: {left:?}");
+        assert_eq!(store.latest(0).await.unwrap().map(|c| c.id), Some(5));
+    }
+}
