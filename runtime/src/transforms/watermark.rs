@@ -39,6 +39,22 @@ pub struct WatermarkConfig {
     pub on_error: OnError,
 }
 
+/// `watermark:` of a source that reads event time itself (Kafka, Kinesis, Pub/Sub): one
+/// definition for all of them, so the setting means the same wherever it is written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkSettings {
+    /// How late (in event time) a record may arrive behind the newest one seen.
+    pub max_out_of_orderness: Duration,
+    /// A split without records for this long stops holding the watermark back: a Kafka
+    /// partition or Kinesis shard that never receives a record would otherwise hold it forever
+    /// (a Kinesis shard that ended never holds it), and a Pub/Sub worker without messages follows
+    /// the wall clock (minus `max_out_of_orderness`) so a drained subscription does not hold
+    /// event time back.
+    #[serde(default)]
+    pub idle_timeout: Option<Duration>,
+}
+
 /// Parses an event time; an error says why.
 pub fn parse_time(v: &Value, format: TimeFormat) -> std::result::Result<i64, String> {
     match (v, format) {

@@ -13,6 +13,7 @@ use crate::api::NodeConfig;
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
+use crate::transforms::watermark::WatermarkSettings;
 use crate::transforms::watermark::{parse_time, TimeFormat};
 
 /// Where the Pub/Sub API is. Shared by the source and the sink.
@@ -221,17 +222,6 @@ impl EventTime {
         };
         parse_time(&v, format)
     }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WatermarkSettings {
-    /// How late (in event time) a record may arrive behind the newest one seen.
-    pub max_out_of_orderness: Duration,
-    /// After this long without a message the watermark follows the wall clock (minus
-    /// `max_out_of_orderness`): a drained subscription does not hold event time back.
-    #[serde(default)]
-    pub idle_timeout: Option<Duration>,
 }
 
 /// A checked source configuration.

@@ -15,6 +15,7 @@ use crate::connectors::kafka::client::deserialize_properties;
 use crate::connectors::kafka::eventhubs::{self, EventHubsConfig};
 use crate::error::Result;
 use crate::on_error::OnError;
+use crate::transforms::watermark::WatermarkSettings;
 use crate::transforms::watermark::{parse_time, TimeFormat};
 
 /// Settings of a `kafka` source.
@@ -223,16 +224,6 @@ impl TryFrom<Value> for EventTime {
             )),
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatermarkSettings {
-    pub max_out_of_orderness: Duration,
-    /// A partition without records for this long stops holding the watermark back. Without it,
-    /// a partition that never receives a record holds the watermark forever.
-    #[serde(default)]
-    pub idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

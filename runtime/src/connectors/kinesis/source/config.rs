@@ -12,6 +12,7 @@ use crate::connectors::kinesis::stream::StreamRef;
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
+use crate::transforms::watermark::WatermarkSettings;
 use crate::transforms::watermark::{parse_time, TimeFormat};
 
 /// Settings of a `kinesis` source.
@@ -330,16 +331,6 @@ impl TryFrom<Value> for EventTime {
             )),
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatermarkSettings {
-    pub max_out_of_orderness: Duration,
-    /// A shard without records for this long stops holding the watermark back. Shards that
-    /// ended never hold it back.
-    #[serde(default)]
-    pub idle_timeout: Option<Duration>,
 }
 
 /// A stream to read and where it starts.
