@@ -93,8 +93,10 @@ impl Writer {
                 Pool::Postgres(pool) => match pool.acquire().await {
                     Ok(mut conn) => {
                         let r = match path {
-                            Path::Batch => self.batch(&mut conn, rows).await.map(|()| Vec::new()),
-                            Path::RowByRow => self.row_by_row(&mut conn, rows).await,
+                            Path::Batch => {
+                                self.batch_pg(&mut conn, rows).await.map(|()| Vec::new())
+                            }
+                            Path::RowByRow => self.row_by_row_pg(&mut conn, rows).await,
                         };
                         if dead(&r) {
                             conn.close_on_drop();
@@ -193,111 +195,40 @@ impl Writer {
         Ok(())
     }
 
-    async fn batch(&self, conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<()> {
+    /// Postgres: COPY when `copy` is on (a set-based statement that sorts by key itself), else
+    /// the multi-row statements every database shares.
+    async fn batch_pg(&self, conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<()> {
+        let Statement::Table { mode, .. } = &self.plan.statement else {
+            return self.batch_pg_values(conn, rows).await;
+        };
+        if !self.copy {
+            return self.batch_pg_values(conn, rows).await;
+        }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        match (&self.plan.statement, self.copy) {
-            (Statement::Table { mode, .. }, true) => {
-                let upsert = *mode == Mode::Upsert;
-                let copy_sql = if upsert {
-                    sqlx::raw_sql(AssertSqlSafe(self.plan.create_stage()))
-                        .execute(&mut *tx)
-                        .await?;
-                    self.plan.copy_into_stage()
-                } else {
-                    self.plan.copy_into_table()
-                };
-                let mut copy = tx.copy_in_raw(&copy_sql).await?;
-                copy.send(self.plan.copy_data(rows, upsert)).await?;
-                copy.finish().await?;
-                if upsert {
-                    sqlx::raw_sql(AssertSqlSafe(self.plan.merge_from_stage()))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            (Statement::Table { key, .. }, false) => {
-                // In key order, so concurrent writers of overlapping keys cannot deadlock
-                // (the COPY path's set-based statement sorts by key itself).
-                let order = key_order(rows, key);
-                for chunk in order.chunks(self.full_chunk.0) {
-                    let sql: Arc<str> = if chunk.len() == self.full_chunk.0 {
-                        self.full_chunk.1.clone()
-                    } else {
-                        self.plan.values_statement(chunk.len()).into()
-                    };
-                    let mut q = sqlx::query(AssertSqlSafe(sql));
-                    for &i in chunk {
-                        for cell in rows[i].iter() {
-                            q = q.bind(cell.as_deref());
-                        }
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-            }
-            (Statement::Sql { .. }, _) => {
-                let sql: Arc<str> = self.plan.values_statement(1).into();
-                for row in rows {
-                    bind_row(&sql, row).execute(&mut *tx).await?;
-                }
-            }
+        let upsert = *mode == Mode::Upsert;
+        let copy_sql = if upsert {
+            sqlx::raw_sql(AssertSqlSafe(self.plan.create_stage()))
+                .execute(&mut *tx)
+                .await?;
+            self.plan.copy_into_stage()
+        } else {
+            self.plan.copy_into_table()
+        };
+        let mut copy = tx.copy_in_raw(&copy_sql).await?;
+        copy.send(self.plan.copy_data(rows, upsert)).await?;
+        copy.finish().await?;
+        if upsert {
+            sqlx::raw_sql(AssertSqlSafe(self.plan.merge_from_stage()))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }
-
-    /// Every row under its own savepoint in one transaction; returns the rejected rows. With
-    /// `on_error: fail` it stops at the first (and commits nothing: the job fails anyway).
-    async fn row_by_row(
-        &self,
-        conn: &mut PgConnection,
-        rows: &[Row],
-    ) -> sqlx::Result<Vec<(usize, String)>> {
-        let sql: Arc<str> = self.plan.values_statement(1).into();
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let mut rejected = Vec::new();
-        // Key order, as in the batch path: the row locks accumulate in this transaction.
-        for i in key_order(rows, self.plan.key()) {
-            let row = &rows[i];
-            sqlx::raw_sql("SAVEPOINT weir_row")
-                .execute(&mut *tx)
-                .await?;
-            match bind_row(&sql, row).execute(&mut *tx).await {
-                Ok(_) => {
-                    sqlx::raw_sql("RELEASE SAVEPOINT weir_row")
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Err(e) if classify(&e) == Failure::Data => {
-                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT weir_row")
-                        .execute(&mut *tx)
-                        .await?;
-                    rejected.push((i, self.scrub.scrub(&db_message(&e))));
-                    if self.on_error == OnError::Fail {
-                        tx.rollback().await?;
-                        return Ok(rejected);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        tx.commit().await?;
-        Ok(rejected)
-    }
 }
 
-fn bind_row<'q>(
-    sql: &Arc<str>,
-    row: &'q Row,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
-    for cell in row.iter() {
-        q = q.bind(cell.as_deref());
-    }
-    q
-}
-
-/// The multi-row statement path of SQLite and MySQL: the same statements as Postgres's
-/// `copy: false` path, one transaction per batch opened by `$begin`, chunks in key order, and
-/// the same savepoint statements for row by row. One body, instantiated per database (sqlx's
+/// The multi-row statement path (Postgres with `copy: false`, SQLite, MySQL): one transaction
+/// per batch opened by `$begin`, chunks in key order, and row by row under a savepoint per row
+/// (on a data error only that row is rejected). One body, instantiated per database (sqlx's
 /// generic executor bounds would say the same thing less readably).
 macro_rules! values_path {
     ($db:ty, $conn:ty, $args:ty, $begin:literal, $batch:ident, $row_by_row:ident, $bind_row:ident) => {
@@ -334,7 +265,9 @@ macro_rules! values_path {
                 tx.commit().await
             }
 
-            /// As [`Writer::row_by_row`] (same savepoint statements).
+            /// Every row under its own savepoint in one transaction; returns the rejected rows.
+            /// With `on_error: fail` it stops at the first (and commits nothing: the job fails
+            /// anyway).
             async fn $row_by_row(
                 &self,
                 conn: &mut $conn,
@@ -343,6 +276,7 @@ macro_rules! values_path {
                 let sql: Arc<str> = self.plan.values_statement(1).into();
                 let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin).await?;
                 let mut rejected = Vec::new();
+                // Key order, as in the batch path: the row locks accumulate in this transaction.
                 for i in key_order(rows, self.plan.key()) {
                     sqlx::raw_sql("SAVEPOINT weir_row")
                         .execute(&mut *tx)
@@ -381,6 +315,15 @@ macro_rules! values_path {
     };
 }
 
+values_path!(
+    Postgres,
+    PgConnection,
+    sqlx::postgres::PgArguments,
+    "BEGIN",
+    batch_pg_values,
+    row_by_row_pg,
+    bind_row_pg
+);
 // SQLite: `BEGIN IMMEDIATE` takes the write lock first, so two writers queue for it (up to the
 // busy timeout) instead of one failing at its first write.
 values_path!(
