@@ -4,7 +4,6 @@
 //! rows the database rejects, the append and explicit-statement modes, and settings that do not
 //! fit named by field — at start and by `weir validate --connect`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,8 +12,8 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use super::harness::*;
 use super::jdbc::{
-    bad_input_spec, block_on, crash_then_finish, kills_at_random_moments_then_finish, unique,
-    upsert_through_an_outage, Db,
+    bad_input_spec, block_on, crash_then_finish, kills_at_random_moments_then_finish,
+    overlapping_keys_never_deadlock, unique, upsert_through_an_outage, Db,
 };
 
 #[test]
@@ -61,79 +60,7 @@ fn mysql_upsert_rides_out_a_database_restart() {
 /// InnoDB's row locks are taken in one global order and no batch is ever retried.
 #[test]
 fn mysql_parallel_upserts_of_overlapping_keys_never_deadlock() {
-    const N: i64 = 120_000;
-    const KEYS: i64 = 1009;
-    let db = Db::mysql();
-    let table = unique("overlap");
-    db.exec(&format!(
-        "CREATE TABLE {table} (k varchar(16) PRIMARY KEY, v bigint NOT NULL)"
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let spec = write(
-        dir.path(),
-        "p.yaml",
-        &format!(
-            r#"name: jdbc-overlap
-parallelism: 2
-checkpoint: {{ interval: 200ms, storage: {state} }}
-sources:
-  - name: gen
-    type: datagen
-    count: {N}
-    splits: 2
-    batch_size: 500
-    fields:
-      seq: {{ kind: sequence }}
-transforms:
-  - name: key
-    type: map
-    fields:
-      k: "'k' + string(seq * 7919 % {KEYS})"
-      v: "seq * 7919 % {KEYS} * 3"
-sinks:
-  - name: db
-    type: jdbc
-    url: {url}
-    table: {table}
-    columns: [k, v]
-    batch_size: 500
-    pool_size: 2
-    retry: {{ backoff: 10ms, max_backoff: 200ms, max_attempts: 50 }}
-"#,
-            state = dir.path().join("state").display(),
-            url = db.url(),
-        ),
-    );
-    let summary = dir.path().join("summary.json");
-    let o = run(
-        &spec,
-        &["--summary-json", summary.to_str().unwrap()],
-        &[("WEIR_LOG", "warn")],
-    );
-    let log = stderr(&o);
-    assert!(o.status.success(), "{}\n{log}", o.status);
-    let rows: BTreeMap<String, i64> = block_on(async {
-        let mut c = MySqlConnection::connect(db.url()).await.unwrap();
-        sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(format!("SELECT k, v FROM {table}")))
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect()
-    });
-    let want: BTreeMap<String, i64> = (0..KEYS).map(|k| (format!("k{k}"), k * 3)).collect();
-    assert_eq!(rows, want);
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-    let sink = s["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "db")
-        .unwrap();
-    assert_eq!(sink["records_in"], N, "{s}");
-    assert_eq!(sink["retried"], 0, "batches retried:\n{log}");
-    assert!(!log.to_lowercase().contains("deadlock"), "{log}");
+    overlapping_keys_never_deadlock(&Db::mysql(), "varchar(16)", "");
 }
 
 fn create_checked(db: &Db, table: &str) {
