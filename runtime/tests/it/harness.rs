@@ -236,6 +236,20 @@ impl Running {
         c.output().unwrap()
     }
 
+    /// `weir savepoint --stop`, then waits for the job to exit 0; returns the savepoint's path.
+    pub fn stop_with_savepoint(self) -> String {
+        let o = self.savepoint(true);
+        assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
+        let path = String::from_utf8(o.stdout).unwrap().trim().to_string();
+        let out = self.wait();
+        assert!(
+            out.status.success(),
+            "stop-with-savepoint must exit 0: {}",
+            stderr(&out)
+        );
+        path
+    }
+
     /// SIGKILL; returns false when the process had already exited by itself.
     pub fn kill9(mut self) -> bool {
         let alive = self.child.try_wait().unwrap().is_none();

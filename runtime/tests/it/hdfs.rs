@@ -340,15 +340,7 @@ fn a_savepoint_on_hdfs_resumes_at_another_parallelism() {
     let p2 = spec_on(local.path(), &namenode(), &dir, "json", 10_000);
     let job = Running::start(&p2, &[]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let o = job.savepoint(true);
-    assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
-    let path = String::from_utf8(o.stdout).unwrap().trim().to_string();
-    let out = job.wait();
-    assert!(
-        out.status.success(),
-        "stop-with-savepoint: {}",
-        stderr(&out)
-    );
+    let path = job.stop_with_savepoint();
     let prefix = format!("{}{dir}/state/", namenode());
     let on_hdfs = path.strip_prefix(&namenode()).unwrap_or_else(|| {
         panic!("the savepoint is not named by its HDFS URL ({prefix}…): {path}")

@@ -39,15 +39,7 @@ sinks:
 fn run_then_stop_with_savepoint(spec: &Path, args: &[&str]) -> String {
     let job = Running::start(spec, args);
     std::thread::sleep(Duration::from_millis(700));
-    let o = job.savepoint(true);
-    assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
-    let path = String::from_utf8(o.stdout).unwrap().trim().to_string();
-    let out = job.wait();
-    assert!(
-        out.status.success(),
-        "stop-with-savepoint must exit 0: {}",
-        stderr(&out)
-    );
+    let path = job.stop_with_savepoint();
     assert!(Path::new(&path).join("_SAVEPOINT.json").exists(), "{path}");
     path
 }

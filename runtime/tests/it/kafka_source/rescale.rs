@@ -13,16 +13,7 @@ const N: i64 = 30_000;
 fn run_then_stop_with_savepoint(spec: &Path, args: &[&str]) -> String {
     let job = Running::start(spec, args);
     std::thread::sleep(Duration::from_millis(900));
-    let o = job.savepoint(true);
-    assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
-    let path = String::from_utf8(o.stdout).unwrap().trim().to_string();
-    let out = job.wait();
-    assert!(
-        out.status.success(),
-        "stop-with-savepoint: {}",
-        stderr(&out)
-    );
-    path
+    job.stop_with_savepoint()
 }
 
 #[test]

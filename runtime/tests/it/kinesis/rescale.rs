@@ -21,16 +21,7 @@ fn run_then_stop_with_savepoint(spec: &Path, args: &[&str], out: &Path, beyond: 
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let o = job.savepoint(true);
-    assert!(o.status.success(), "savepoint failed: {}", stderr(&o));
-    let path = String::from_utf8(o.stdout).unwrap().trim().to_string();
-    let out = job.wait();
-    assert!(
-        out.status.success(),
-        "stop-with-savepoint: {}",
-        stderr(&out)
-    );
-    path
+    job.stop_with_savepoint()
 }
 
 #[test]
