@@ -26,6 +26,20 @@ pub fn run(spec: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     output_within(c, RUN_LIMIT, &format!("weir run {}", spec.display()))
 }
 
+/// `weir validate --connect` on `spec` (a 20 s connect timeout, a minute at most in all): its
+/// exit code, stdout and stderr.
+pub fn validate_connect(spec: &Path) -> (i32, String, String) {
+    let mut c = weir();
+    c.args(["validate", "--connect", "--connect-timeout", "20s"])
+        .arg(spec);
+    let o = output_within(c, Duration::from_secs(60), "weir validate --connect");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr(&o),
+    )
+}
+
 /// No single `weir run` of a test takes this long: past it the job is killed and the test fails
 /// with its log, instead of hanging the whole suite.
 pub const RUN_LIMIT: Duration = Duration::from_secs(300);

@@ -263,17 +263,7 @@ fn mysql_validate_connect_checks_the_table() {
         "CREATE TABLE {table} (id bigint PRIMARY KEY, name varchar(20), UNIQUE KEY by_name (name))"
     ));
     let dir = tempfile::tempdir().unwrap();
-    let connect = |sink: &str| {
-        let mut c = weir();
-        c.args(["validate", "--connect", "--connect-timeout", "20s"])
-            .arg(spec(dir.path(), db.url(), sink));
-        let o = output_within(c, Duration::from_secs(60), "weir validate --connect");
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr(&o),
-        )
-    };
+    let connect = |sink: &str| validate_connect(&spec(dir.path(), db.url(), sink));
     let (code, out, err) = connect(&format!("table: {table}, columns: {{id: seq, name: seq}}"));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(

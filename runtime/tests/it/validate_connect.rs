@@ -4,9 +4,6 @@
 //! naming the field; an unreachable broker exits 1. Nothing is written anywhere.
 #![cfg(all(feature = "kafka", feature = "jdbc"))]
 
-use std::process::Output;
-use std::time::Duration;
-
 use super::harness::*;
 use super::jdbc::exec;
 use crate::kafka_sink::kafka::{bootstrap, create_topic, unique};
@@ -46,18 +43,9 @@ sinks:
     }
 }
 
-fn validate_connect(yaml: &str) -> (i32, String, String) {
+fn validate_yaml(yaml: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "p.yaml", yaml);
-    let mut c = weir();
-    c.args(["validate", "--connect", "--connect-timeout", "20s"])
-        .arg(&p);
-    let o: Output = output_within(c, Duration::from_secs(60), "weir validate --connect");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr(&o),
-    )
+    validate_connect(&write(dir.path(), "p.yaml", yaml))
 }
 
 #[test]
@@ -88,7 +76,7 @@ fn validate_connect_checks_what_only_the_live_systems_know() {
     assert!(made.success());
 
     // Everything fits: exit 0, and each check says what it found.
-    let (code, out, err) = validate_connect(&live.spec());
+    let (code, out, err) = validate_yaml(&live.spec());
     assert_eq!(code, 0, "{out}\n{err}");
     for want in [
         "checkpoint.storage: s3://",
@@ -134,13 +122,13 @@ fn validate_connect_checks_what_only_the_live_systems_know() {
         ),
     ];
     for (spec, want) in cases {
-        let (code, out, err) = validate_connect(&spec);
+        let (code, out, err) = validate_yaml(&spec);
         assert_eq!(code, 2, "{want}: {out}\n{err}");
         assert!(err.contains(want), "{want:?} not in:\n{err}");
     }
 
     // A bucket that does not exist: the listing fails (the sink's path is named).
-    let (code, _, err) = validate_connect(&live.spec().replace(
+    let (code, _, err) = validate_yaml(&live.spec().replace(
         &format!("path: \"s3://{}/out\"", live.bucket),
         "path: \"s3://no-such-bucket-preflight/out\"",
     ));
@@ -152,7 +140,7 @@ fn validate_connect_checks_what_only_the_live_systems_know() {
 
     // A broker that does not answer: exit 1, the address named; nothing hangs.
     let port = free_port();
-    let (code, _, err) = validate_connect(
+    let (code, _, err) = validate_yaml(
         &live
             .spec()
             .replace(&live.kafka, &format!("127.0.0.1:{port}")),
@@ -200,7 +188,7 @@ sinks:
   - {{ name: search, type: elasticsearch, url: "{search}", index: pre-missing-index, id_field: id }}
 "#
     );
-    let (code, out, err) = validate_connect(&spec);
+    let (code, out, err) = validate_yaml(&spec);
     assert_eq!(code, 0, "{out}\n{err}");
     for want in [
         "sources[0] (rows): ",
@@ -225,7 +213,7 @@ sinks:
         ),
     ];
     for (bad, want) in cases {
-        let (code, out, err) = validate_connect(&bad);
+        let (code, out, err) = validate_yaml(&bad);
         assert_eq!(code, 2, "{want}: {out}\n{err}");
         assert!(
             err.contains(want) && err.contains("colour"),
@@ -233,8 +221,7 @@ sinks:
         );
     }
     let port = free_port();
-    let (code, _, err) =
-        validate_connect(&spec.replace(&search, &format!("http://127.0.0.1:{port}")));
+    let (code, _, err) = validate_yaml(&spec.replace(&search, &format!("http://127.0.0.1:{port}")));
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("sinks[0] (search)") && err.contains(&port.to_string()),

@@ -164,16 +164,7 @@ fn validate_connect_names_a_missing_stream_before_the_job_runs() {
             ),
         );
         std::fs::write(&spec, text).unwrap();
-        let o = weir()
-            .args(["validate", "--connect"])
-            .arg(&spec)
-            .output()
-            .unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr(&o),
-        )
+        validate_connect(&spec)
     };
     let (code, out, err) = connect(&format!("    streams: [{present}]"));
     assert_eq!(code, 2, "{out}\n{err}");

@@ -63,16 +63,7 @@ fn validate_connect_names_a_missing_subscription_or_topic() {
             ),
         );
         std::fs::write(&spec, text).unwrap();
-        let o = weir()
-            .args(["validate", "--connect"])
-            .arg(&spec)
-            .output()
-            .unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr(&o),
-        )
+        validate_connect(&spec)
     };
     let (code, out, err) = check(&id, &id);
     assert_eq!(code, 0, "{out}\n{err}");
