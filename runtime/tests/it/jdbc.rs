@@ -991,3 +991,75 @@ sinks:
         .collect();
     assert_eq!(totals, want_sum);
 }
+
+/// Append, and an explicit statement (`upsert`: the database's own conflict clause) that uses
+/// `:id` twice, write every record; booleans land as 1/0. The casts make MySQL's DECIMAL sums
+/// integers (SQLite reads `SIGNED` as a numeric type and keeps them integers).
+pub(super) fn append_and_sql_modes_write_every_record(db: &Db, upsert: &str) {
+    let (events, totals) = (unique("events"), unique("totals"));
+    db.exec(&format!(
+        "CREATE TABLE {events} (id bigint, even boolean); \
+         CREATE TABLE {totals} (k varchar(8) PRIMARY KEY, n bigint NOT NULL, c bigint NOT NULL)"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            r#"name: jdbc-modes
+parallelism: 2
+checkpoint: {{ interval: 200ms, storage: {state} }}
+sources:
+  - name: gen
+    type: datagen
+    count: 1000
+    splits: 2
+    fields:
+      id: {{ kind: sequence }}
+transforms:
+  - name: m
+    type: map
+    fields:
+      even: "id % 2 == 0"
+      k: "'k' + string(id % 10)"
+sinks:
+  - name: log
+    type: jdbc
+    input: m
+    url: {url}
+    table: {events}
+    mode: append
+    columns: [id, even]
+  - name: sum
+    type: jdbc
+    input: m
+    url: {url}
+    mode: sql
+    key: [k]
+    sql: "INSERT INTO {totals} (k, n, c) VALUES (:k, :id, 1) {upsert}"
+"#,
+            state = dir.path().join("state").display(),
+            url = db.url(),
+        ),
+    );
+    run_to_completion(&spec, &[]);
+    let q = |sql: String| db.query_i64(&sql);
+    assert_eq!(q(format!("SELECT count(*) FROM {events}")), 1000);
+    assert_eq!(
+        q(format!("SELECT CAST(sum(even) AS SIGNED) FROM {events}")),
+        500
+    );
+    assert_eq!(q(format!("SELECT count(DISTINCT id) FROM {events}")), 1000);
+    assert_eq!(
+        q(format!("SELECT CAST(sum(c) AS SIGNED) FROM {totals}")),
+        1000
+    );
+    assert_eq!(
+        q(format!("SELECT CAST(sum(n) AS SIGNED) FROM {totals}")),
+        (0..1000).sum::<i64>()
+    );
+    assert_eq!(
+        q(format!("SELECT count(*) FROM {totals} WHERE c = 100")),
+        10
+    );
+}

@@ -12,8 +12,9 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use super::harness::*;
 use super::jdbc::{
-    bad_input_spec, block_on, crash_then_finish, kills_at_random_moments_then_finish,
-    overlapping_keys_never_deadlock, unique, upsert_through_an_outage, Db,
+    append_and_sql_modes_write_every_record, bad_input_spec, block_on, crash_then_finish,
+    kills_at_random_moments_then_finish, overlapping_keys_never_deadlock, unique,
+    upsert_through_an_outage, Db,
 };
 
 #[test]
@@ -109,76 +110,13 @@ fn mysql_bad_rows_are_skipped_and_the_rest_of_the_batch_lands() {
     );
 }
 
-/// Append, and an explicit statement that uses `:n` twice (MySQL's `?` is bound once per
+/// Append, and an explicit statement that uses `:id` twice (MySQL's `?` is bound once per
 /// occurrence); booleans land in a BOOLEAN (TINYINT(1)) column as 1/0.
 #[test]
 fn mysql_append_and_explicit_sql_modes_write_every_record() {
-    let db = Db::mysql();
-    let (events, totals) = (unique("events"), unique("totals"));
-    db.exec(&format!(
-        "CREATE TABLE {events} (id bigint, even boolean); \
-         CREATE TABLE {totals} (k varchar(8) PRIMARY KEY, n bigint NOT NULL, c bigint NOT NULL)"
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let spec = write(
-        dir.path(),
-        "p.yaml",
-        &format!(
-            r#"name: mysql-modes
-parallelism: 2
-checkpoint: {{ interval: 200ms, storage: {state} }}
-sources:
-  - name: gen
-    type: datagen
-    count: 1000
-    splits: 2
-    fields:
-      id: {{ kind: sequence }}
-transforms:
-  - name: m
-    type: map
-    fields:
-      even: "id % 2 == 0"
-      k: "'k' + string(id % 10)"
-sinks:
-  - name: log
-    type: jdbc
-    input: m
-    url: {url}
-    table: {events}
-    mode: append
-    columns: [id, even]
-  - name: sum
-    type: jdbc
-    input: m
-    url: {url}
-    mode: sql
-    key: [k]
-    sql: "INSERT INTO {totals} (k, n, c) VALUES (:k, :id, 1) ON DUPLICATE KEY UPDATE n = n + :id, c = c + 1"
-"#,
-            state = dir.path().join("state").display(),
-            url = db.url(),
-        ),
-    );
-    run_to_completion(&spec, &[]);
-    let q = |sql: String| db.query_i64(&sql);
-    assert_eq!(q(format!("SELECT count(*) FROM {events}")), 1000);
-    assert_eq!(
-        q(format!("SELECT CAST(sum(even) AS SIGNED) FROM {events}")),
-        500
-    );
-    assert_eq!(q(format!("SELECT count(DISTINCT id) FROM {events}")), 1000);
-    assert_eq!(
-        q(format!("SELECT CAST(sum(c) AS SIGNED) FROM {totals}")),
-        1000
-    );
-    assert_eq!(
-        q(format!("SELECT CAST(sum(n) AS SIGNED) FROM {totals}")),
-        (0..1000).sum::<i64>()
-    );
-    assert_eq!(
-        q(format!("SELECT count(*) FROM {totals} WHERE c = 100")),
-        10
+    append_and_sql_modes_write_every_record(
+        &Db::mysql(),
+        "ON DUPLICATE KEY UPDATE n = n + :id, c = c + 1",
     );
 }
 

@@ -3,7 +3,10 @@
 //! the test's own — and settings that cannot apply to SQLite, refused by name.
 
 use super::harness::*;
-use super::jdbc::{crash_then_finish, kills_at_random_moments_then_finish, Db};
+use super::jdbc::{
+    append_and_sql_modes_write_every_record, crash_then_finish,
+    kills_at_random_moments_then_finish, Db,
+};
 
 #[test]
 fn sqlite_upsert_survives_kill_before_pre_commit() {
@@ -100,59 +103,8 @@ fn sqlite_settings_that_cannot_apply_are_refused_naming_the_field() {
 /// Append and an explicit statement write every record; booleans land as 1/0.
 #[test]
 fn sqlite_append_and_explicit_sql_modes_write_every_record() {
-    let db = Db::sqlite();
-    db.exec(
-        "CREATE TABLE events (id INTEGER, even BOOLEAN); \
-         CREATE TABLE totals (k TEXT PRIMARY KEY, n INTEGER NOT NULL)",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let spec = write(
-        dir.path(),
-        "p.yaml",
-        &format!(
-            r#"name: sqlite-modes
-parallelism: 2
-checkpoint: {{ interval: 200ms, storage: {state} }}
-sources:
-  - name: gen
-    type: datagen
-    count: 1000
-    splits: 2
-    fields:
-      id: {{ kind: sequence }}
-transforms:
-  - name: m
-    type: map
-    fields:
-      even: "id % 2 == 0"
-      k: "'k' + string(id % 10)"
-sinks:
-  - name: log
-    type: jdbc
-    input: m
-    url: {url}
-    table: events
-    mode: append
-    columns: [id, even]
-  - name: sum
-    type: jdbc
-    input: m
-    url: {url}
-    mode: sql
-    key: [k]
-    sql: INSERT INTO totals (k, n) VALUES (:k, 1) ON CONFLICT (k) DO UPDATE SET n = n + 1
-"#,
-            state = dir.path().join("state").display(),
-            url = db.url(),
-        ),
-    );
-    run_to_completion(&spec, &[]);
-    assert_eq!(db.query_i64("SELECT count(*) FROM events"), 1000);
-    assert_eq!(db.query_i64("SELECT sum(even) FROM events"), 500);
-    assert_eq!(db.query_i64("SELECT count(DISTINCT id) FROM events"), 1000);
-    assert_eq!(db.query_i64("SELECT sum(n) FROM totals"), 1000);
-    assert_eq!(
-        db.query_i64("SELECT count(*) FROM totals WHERE n = 100"),
-        10
+    append_and_sql_modes_write_every_record(
+        &Db::sqlite(),
+        "ON CONFLICT (k) DO UPDATE SET n = n + :id, c = c + 1",
     );
 }
