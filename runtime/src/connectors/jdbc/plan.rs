@@ -472,13 +472,29 @@ mod tests {
         );
     }
 
-    fn user_stats() -> Vec<TableColumn> {
-        let col = |n: &str, udt: &str| TableColumn {
-            name: n.into(),
-            sql_type: format!("\"pg_catalog\".\"{udt}\""),
+    /// A column as the database describes it.
+    fn column(name: &str, sql_type: &str, udt: &str) -> TableColumn {
+        TableColumn {
+            name: name.into(),
+            sql_type: sql_type.into(),
             udt: udt.into(),
             generated: false,
-        };
+        }
+    }
+
+    /// The plan for `s`'s table with these columns and primary key.
+    fn table_plan(
+        dialect: Dialect,
+        s: &SinkSettings,
+        columns: &[TableColumn],
+        key: &[&str],
+    ) -> std::result::Result<Plan, String> {
+        let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
+        Plan::for_table(dialect, s, s.table.as_ref().unwrap(), columns, &key)
+    }
+
+    fn user_stats() -> Vec<TableColumn> {
+        let col = |n: &str, udt: &str| column(n, &format!("\"pg_catalog\".\"{udt}\""), udt);
         vec![
             col("user_id", "text"),
             col("event_count", "int8"),
@@ -488,14 +504,7 @@ mod tests {
 
     fn plan(config: Value) -> Plan {
         let s = settings(config);
-        Plan::for_table(
-            Dialect::Postgres,
-            &s,
-            s.table.as_ref().unwrap(),
-            &user_stats(),
-            &["user_id".into()],
-        )
-        .unwrap()
+        table_plan(Dialect::Postgres, &s, &user_stats(), &["user_id"]).unwrap()
     }
 
     #[test]
@@ -521,25 +530,13 @@ mod tests {
     #[test]
     fn sqlite_statements_use_numbered_parameters_and_the_same_conflict_clause() {
         let s = settings(json!({"url": "sqlite:///tmp/x.db", "table": "user_stats"}));
-        let col = |n: &str, declared: &str| TableColumn {
-            name: n.into(),
-            sql_type: declared.into(),
-            udt: declared.into(),
-            generated: false,
-        };
+        let col = |n: &str, declared: &str| column(n, declared, declared);
         let columns = [
             col("user_id", "TEXT"),
             col("event_count", "INTEGER"),
             col("active", "BOOLEAN"),
         ];
-        let p = Plan::for_table(
-            Dialect::Sqlite,
-            &s,
-            s.table.as_ref().unwrap(),
-            &columns,
-            &["user_id".into()],
-        )
-        .unwrap();
+        let p = table_plan(Dialect::Sqlite, &s, &columns, &["user_id"]).unwrap();
         assert_eq!(
             p.values_statement(2),
             "INSERT INTO \"user_stats\" (\"user_id\", \"event_count\", \"active\") \
@@ -577,25 +574,13 @@ mod tests {
     #[test]
     fn mysql_statements_use_question_marks_backquotes_and_on_duplicate_key() {
         let s = settings(json!({"url": "mysql://h/db", "table": "weir.user_stats"}));
-        let col = |n: &str, t: &str| TableColumn {
-            name: n.into(),
-            sql_type: t.into(),
-            udt: t.into(),
-            generated: false,
-        };
+        let col = |n: &str, t: &str| column(n, t, t);
         let columns = [
             col("user_id", "varchar(64)"),
             col("event_count", "bigint(20)"),
             col("last_seen", "datetime(3)"),
         ];
-        let p = Plan::for_table(
-            Dialect::Mysql,
-            &s,
-            s.table.as_ref().unwrap(),
-            &columns,
-            &["user_id".into()],
-        )
-        .unwrap();
+        let p = table_plan(Dialect::Mysql, &s, &columns, &["user_id"]).unwrap();
         assert_eq!(
             p.values_statement(2),
             "INSERT INTO `weir`.`user_stats` (`user_id`, `event_count`, `last_seen`) \
@@ -622,14 +607,7 @@ mod tests {
 
         let keys_only =
             settings(json!({"url": "mysql://h/db", "table": "seen", "columns": ["user_id"]}));
-        let p = Plan::for_table(
-            Dialect::Mysql,
-            &keys_only,
-            keys_only.table.as_ref().unwrap(),
-            &columns,
-            &["user_id".into()],
-        )
-        .unwrap();
+        let p = table_plan(Dialect::Mysql, &keys_only, &columns, &["user_id"]).unwrap();
         assert!(p
             .values_statement(1)
             .ends_with("ON DUPLICATE KEY UPDATE `user_id` = `user_id`"));
@@ -668,24 +646,10 @@ mod tests {
         let s = settings(
             json!({"url": "postgres://h/db", "table": "user_stats", "columns": ["user_id", "nope"]}),
         );
-        let e = Plan::for_table(
-            Dialect::Postgres,
-            &s,
-            s.table.as_ref().unwrap(),
-            &user_stats(),
-            &[],
-        )
-        .unwrap_err();
+        let e = table_plan(Dialect::Postgres, &s, &user_stats(), &[]).unwrap_err();
         assert!(e.contains("\"nope\" is not in \"user_stats\""), "{e}");
         let s = settings(json!({"url": "postgres://h/db", "table": "user_stats"}));
-        let e = Plan::for_table(
-            Dialect::Postgres,
-            &s,
-            s.table.as_ref().unwrap(),
-            &user_stats(),
-            &[],
-        )
-        .unwrap_err();
+        let e = table_plan(Dialect::Postgres, &s, &user_stats(), &[]).unwrap_err();
         assert!(e.contains("no primary key"), "{e}");
     }
 
