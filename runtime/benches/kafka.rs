@@ -9,7 +9,6 @@
 //!   3. latency: weir running unbounded while records carrying their produce time arrive at
 //!      50 % of the throughput measured in 1; p50/p99 from produce to visible for a
 //!      read_committed consumer (a record becomes visible when its checkpoint commits).
-//!
 //!   4. with `WEIR_BENCH_FLINK=1`, Apache Flink beside weir: after weir's run in each round, a
 //!      Flink 2.3.0 job (PyFlink's local MiniCluster, `flink-sql-connector-kafka` 5.0.0-2.2)
 //!      over the same input topic, exactly-once (transactional id prefix), 1 s checkpoints,
@@ -21,24 +20,25 @@
 //!      VmHWM) plus the Python driver's CPU; weir's from wait4. Flink is installed once under
 //!      `~/.cache/weir-flink` by `benches/flink/setup.sh` (venv + Maven).
 //!
-//!      Measured (2 shared cores, load 3–6 from other builds; every output exactly once):
-//!      `WEIR_BENCH_FLINK=1 WEIR_BENCH_KAFKA_RECORDS=500000 WEIR_BENCH_KAFKA_ROUNDS=3`
-//!      ```text
-//!                  records/s  rec/s process  rec/s past start  rec/CPU-s  rec/CPU-s past start  start CPU-s  peak RSS MiB
-//!      weir           135822         135822            180390     160610                163864          0.1           532
-//!      Flink raw       50541          27197             64616      21130                 57254         14.8           944
-//!      Flink json      32202          20420             37509      15482                 28793         14.8           935
-//!      weir/raw        2.69×          4.99×             2.79×      7.60×                 2.86×                      0.56×
-//!      weir/json       4.22×          6.65×             4.81×     10.37×                 5.69×                      0.57×
-//!      ```
-//!      (Flink's records/s over its net job runtime; "process" includes JVM, MiniCluster start
-//!      and planning; "past start" subtracts the empty-topic run's time or CPU.)//!
 //! `cargo bench -p weir-runtime --bench kafka`. Env: `KAFKA_BOOTSTRAP` (else
 //! e2e/services/kafka.sh starts a broker), `WEIR_BENCH_KAFKA_RECORDS` (default 1,000,000),
 //! `WEIR_BENCH_KAFKA_ROUNDS` (default 3),
 //! `WEIR_BENCH_KAFKA_LATENCY_SECS` (default 15), `WEIR_BENCH_FLINK` (`1`: run Flink too),
 //! `WEIR_BENCH_FLINK_FORMATS` (default `raw,json`), `WEIR_FLINK_HOME` (default
 //! `~/.cache/weir-flink`).
+//!
+//! Measured (2 shared cores, load 3–6 from other builds; every output exactly once):
+//! `WEIR_BENCH_FLINK=1 WEIR_BENCH_KAFKA_RECORDS=500000 WEIR_BENCH_KAFKA_ROUNDS=3`
+//! ```text
+//!             records/s  rec/s process  rec/s past start  rec/CPU-s  rec/CPU-s past start  start CPU-s  peak RSS MiB
+//! weir           135822         135822            180390     160610                163864          0.1           532
+//! Flink raw       50541          27197             64616      21130                 57254         14.8           944
+//! Flink json      32202          20420             37509      15482                 28793         14.8           935
+//! weir/raw        2.69×          4.99×             2.79×      7.60×                 2.86×                      0.56×
+//! weir/json       4.22×          6.65×             4.81×     10.37×                 5.69×                      0.57×
+//! ```
+//! (Flink's records/s over its net job runtime; "process" includes JVM, MiniCluster start
+//! and planning; "past start" subtracts the empty-topic run's time or CPU.)
 
 #[path = "common/mod.rs"]
 mod common;
