@@ -9,16 +9,43 @@
 //!   3. latency: weir running unbounded while records carrying their produce time arrive at
 //!      50 % of the throughput measured in 1; p50/p99 from produce to visible for a
 //!      read_committed consumer (a record becomes visible when its checkpoint commits).
+//!   4. with `WEIR_BENCH_FLINK=1`, Apache Flink beside weir: after weir's run in each round, a
+//!      Flink 2.3.0 job (PyFlink's local MiniCluster, `flink-sql-connector-kafka` 5.0.0-2.2)
+//!      over the same input topic, exactly-once (transactional id prefix), 1 s checkpoints,
+//!      parallelism 1, in `raw` format (bytes passed through) and `json` (every field parsed);
+//!      each output, weir's too, read back by a read_committed reader, every id exactly once.
+//!      Both also run over an empty topic: the CPU and time a process costs before its first
+//!      record. Printed: weir/Flink for records/s, records per CPU-second and peak RSS, median
+//!      over the rounds. Flink's CPU and peak RSS are its JVM's from /proc (utime+stime,
+//!      VmHWM) plus the Python driver's CPU; weir's from wait4. Flink is installed once under
+//!      `~/.cache/weir-flink` by `benches/flink/setup.sh` (venv + Maven).
 //!
 //! `cargo bench -p weir-runtime --bench kafka`. Env: `KAFKA_BOOTSTRAP` (else
 //! e2e/services/kafka.sh starts a broker), `WEIR_BENCH_KAFKA_RECORDS` (default 1,000,000),
 //! `WEIR_BENCH_KAFKA_ROUNDS` (default 3),
-//! `WEIR_BENCH_KAFKA_LATENCY_SECS` (default 15).
+//! `WEIR_BENCH_KAFKA_LATENCY_SECS` (default 15), `WEIR_BENCH_FLINK` (`1`: run Flink too),
+//! `WEIR_BENCH_FLINK_FORMATS` (default `raw,json`), `WEIR_FLINK_HOME` (default
+//! `~/.cache/weir-flink`).
+//!
+//! Measured (2 shared cores, load 3–6 from other builds; every output exactly once):
+//! `WEIR_BENCH_FLINK=1 WEIR_BENCH_KAFKA_RECORDS=500000 WEIR_BENCH_KAFKA_ROUNDS=3`
+//! ```text
+//!             records/s  rec/s process  rec/s past start  rec/CPU-s  rec/CPU-s past start  start CPU-s  peak RSS MiB
+//! weir           135822         135822            180390     160610                163864          0.1           532
+//! Flink raw       50541          27197             64616      21130                 57254         14.8           944
+//! Flink json      32202          20420             37509      15482                 28793         14.8           935
+//! weir/raw        2.69×          4.99×             2.79×      7.60×                 2.86×                      0.56×
+//! weir/json       4.22×          6.65×             4.81×     10.37×                 5.69×                      0.57×
+//! ```
+//! (Flink's records/s over its net job runtime; "process" includes JVM, MiniCluster start
+//! and planning; "past start" subtracts the empty-topic run's time or CPU.)
 
 #[path = "common/mod.rs"]
 mod common;
+mod flink;
 
 use common::{env_num, service_env};
+use flink::{Flink, FlinkRun};
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -317,32 +344,111 @@ fn weir(spec: &str) -> Child {
         .unwrap()
 }
 
-fn weir_bounded(dir: &std::path::Path, b: &str, input: &str, output: &str, n: u64) -> Measure {
-    let spec = spec(dir, b, input, output, true);
-    let cpu0 = cpu_seconds(libc::RUSAGE_CHILDREN);
-    let t0 = Instant::now();
-    let status = weir(&spec).wait().unwrap();
-    let seconds = t0.elapsed().as_secs_f64();
-    assert!(status.success(), "weir failed: {status}");
-    Measure {
-        records: n,
-        seconds,
-        cpu: cpu_seconds(libc::RUSAGE_CHILDREN) - cpu0,
+/// Waits for `child`: its exit status, CPU seconds and peak RSS in KiB, from the kernel's
+/// account of that one process.
+fn wait_rusage(child: Child) -> (std::process::ExitStatus, f64, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: wait4 writes only the status and the rusage we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut u) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::Interrupted,
+            "wait4({pid}): {e}"
+        );
     }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    let cpu = t(u.ru_utime) + t(u.ru_stime);
+    // Linux counts ru_maxrss in KiB.
+    (
+        std::process::ExitStatus::from_raw(status),
+        cpu,
+        u.ru_maxrss as u64,
+    )
 }
 
-/// Counts what a read_committed consumer sees in `topic` (the check that the job wrote it all).
-fn committed_count(b: &str, topic: &str, expect: u64) -> u64 {
-    let c = consumer(b, topic, "read_committed");
-    let mut n = 0;
-    let mut last = Instant::now();
-    while n < expect && last.elapsed() < Duration::from_secs(10) {
-        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
-            n += 1;
-            last = Instant::now();
+/// `weir run` over the whole input, to its end (`stop_at: latest`): the measure and its peak
+/// RSS in KiB.
+fn weir_bounded(
+    dir: &std::path::Path,
+    b: &str,
+    input: &str,
+    output: &str,
+    n: u64,
+) -> (Measure, u64) {
+    let spec = spec(dir, b, input, output, true);
+    let t0 = Instant::now();
+    let (status, cpu, rss) = wait_rusage(weir(&spec));
+    let seconds = t0.elapsed().as_secs_f64();
+    assert!(status.success(), "weir failed: {status}");
+    (
+        Measure {
+            records: n,
+            seconds,
+            cpu,
+        },
+        rss,
+    )
+}
+
+/// Reads `topic` to its end as a read_committed consumer: the records it holds and the distinct
+/// `id`s among them. Both equal to the input's count is every record exactly once. Run after the
+/// job has ended, so that the end a read_committed reader sees is the topic's end.
+fn committed_ids(b: &str, topic: &str) -> (u64, u64) {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: u64,
+    }
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("group.id", unique("bench-reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let (mut records, mut ids, mut ended) = (0, std::collections::HashSet::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while ended.len() < PARTITIONS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} back took over 300 s"
+        );
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let id: Id = serde_json::from_slice(m.payload().unwrap_or_default())
+                    .unwrap_or_else(|e| panic!("{topic}: a record without a numeric id: {e}"));
+                records += 1;
+                ids.insert(id.id);
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) if !ended.contains(&p) => ended.push(p),
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => panic!("reading {topic} back: {e}"),
         }
     }
-    n
+    (records, ids.len() as u64)
+}
+
+/// Panics unless `topic` holds each of the `n` input records exactly once.
+fn assert_exactly_once(b: &str, topic: &str, n: u64, who: &str) {
+    let (records, distinct) = committed_ids(b, topic);
+    assert!(
+        records == n && distinct == n,
+        "{who}: {topic} holds {records} committed records with {distinct} distinct ids, expected {n}"
+    );
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -419,6 +525,175 @@ fn latency(dir: &std::path::Path, b: &str, rate: f64, secs: u64) -> (Vec<i64>, u
     (lat, sent.saturating_sub(received))
 }
 
+/// `WEIR_BENCH_FLINK_FORMATS`: Flink's variants, `raw` (bytes passed through) and `json` (every
+/// field parsed and written back); default both.
+fn flink_formats() -> Vec<String> {
+    let v = std::env::var("WEIR_BENCH_FLINK_FORMATS").unwrap_or_else(|_| "raw,json".into());
+    let formats: Vec<String> = v.split(',').map(|f| f.trim().to_string()).collect();
+    for f in &formats {
+        assert!(
+            f == "raw" || f == "json",
+            "WEIR_BENCH_FLINK_FORMATS: expected raw and/or json, comma-separated, got {f:?}"
+        );
+    }
+    formats
+}
+
+/// One side's figures in one round of weir against Flink.
+#[derive(Clone, Copy)]
+struct Side {
+    /// Records over the job's time: weir's whole process, Flink's net job runtime.
+    rate: f64,
+    /// Records over the whole process's wall time, start-up included.
+    process_rate: f64,
+    /// Records over the job's time beyond the same over an empty topic.
+    rate_past_startup: f64,
+    /// Records per CPU-second of the whole process.
+    per_cpu: f64,
+    /// Records per CPU-second beyond the same process's run over an empty topic.
+    per_cpu_past_startup: f64,
+    startup_cpu: f64,
+    rss_mib: f64,
+}
+
+/// A column of the weir/Flink table: its heading and its figure.
+type Column = (&'static str, fn(&Side) -> f64);
+
+/// Per side (`weir`, `Flink raw`, `Flink json`), its figures round by round.
+#[derive(Default)]
+struct Versus {
+    sides: Vec<(String, Vec<Side>)>,
+}
+
+impl Versus {
+    fn push(&mut self, name: &str, side: Side) {
+        match self.sides.iter_mut().find(|(s, _)| s == name) {
+            Some((_, v)) => v.push(side),
+            None => self.sides.push((name.to_string(), vec![side])),
+        }
+    }
+
+    fn add_weir(
+        &mut self,
+        weir: &Measure,
+        rss_kib: u64,
+        dir: &std::path::Path,
+        b: &str,
+        empty: &str,
+    ) {
+        let out = unique("bench-weir-empty-out");
+        create_topic(b, &out);
+        let (idle, _) = weir_bounded(dir, b, empty, &out, 0);
+        delete_topics(b, &[&out]);
+        self.push(
+            "weir",
+            Side {
+                rate: weir.rate(),
+                process_rate: weir.rate(),
+                rate_past_startup: weir.records as f64 / (weir.seconds - idle.seconds),
+                per_cpu: weir.per_cpu(),
+                per_cpu_past_startup: weir.records as f64 / (weir.cpu - idle.cpu),
+                startup_cpu: idle.cpu,
+                rss_mib: rss_kib as f64 / 1024.0,
+            },
+        );
+    }
+
+    fn print_round(&self, round: u64) {
+        for (name, v) in &self.sides {
+            let s = v[v.len() - 1];
+            println!(
+                "  round {round}: {name:<10} {:>7.0} records/s ({:.0} past start-up, {:.0} whole process) {:>7.0} records/CPU-s ({:.0} past start-up, start-up {:.1} CPU-s), peak RSS {:.0} MiB",
+                s.rate, s.rate_past_startup, s.process_rate, s.per_cpu, s.per_cpu_past_startup, s.startup_cpu, s.rss_mib
+            );
+        }
+    }
+
+    /// Medians over the rounds, and weir's over each Flink variant's.
+    fn print(&self, n: u64, rounds: u64) {
+        let med = |v: &[Side], f: fn(&Side) -> f64| median(v.iter().map(f).collect());
+        let cols: [Column; 7] = [
+            ("records/s", |s| s.rate),
+            ("rec/s process", |s| s.process_rate),
+            ("rec/s past start", |s| s.rate_past_startup),
+            ("rec/CPU-s", |s| s.per_cpu),
+            ("rec/CPU-s past start", |s| s.per_cpu_past_startup),
+            ("start CPU-s", |s| s.startup_cpu),
+            ("peak RSS MiB", |s| s.rss_mib),
+        ];
+        println!(
+            "  weir vs Flink 2.3.0 (PyFlink MiniCluster, flink-sql-connector-kafka 5.0.0-2.2), {n} records, parallelism 1, exactly-once, 1 s checkpoints, median of {rounds} rounds:"
+        );
+        print!("    {:<16}", "");
+        cols.iter().for_each(|(c, _)| print!("{c:>21}"));
+        println!();
+        for (name, v) in &self.sides {
+            print!("    {name:<16}");
+            cols.iter()
+                .for_each(|(_, f)| print!("{:>21.1}", med(v, *f)));
+            println!();
+        }
+        let Some((_, weir)) = self.sides.iter().find(|(s, _)| s == "weir") else {
+            return;
+        };
+        for (name, v) in self.sides.iter().filter(|(s, _)| s != "weir") {
+            print!("    {:<16}", format!("weir/{name}"));
+            cols.iter()
+                .for_each(|(_, f)| print!("{:>20.2}×", med(weir, *f) / med(v, *f)));
+            println!();
+        }
+        println!(
+            "    (Flink's records/s over its net job runtime, JVM and MiniCluster start and planning excluded; \"rec/s process\" includes them; weir's both are its whole process. \"past start\": time or CPU beyond the same run over an empty topic; \"start CPU-s\": that run's CPU. Flink's CPU is its JVM's plus the Python driver's, its RSS the JVM's VmHWM.)"
+        );
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[m - 1] + v[m]) / 2.0
+    } else {
+        v[m]
+    }
+}
+
+/// Flink's runs of one round: over the empty topic (its start-up), then each format over the
+/// `n` records of `input`, each output checked for every record exactly once.
+fn versus_flink(
+    versus: &mut Versus,
+    flink: &Flink,
+    dir: &std::path::Path,
+    b: &str,
+    (input, n): (&str, u64),
+    empty: &str,
+    formats: &[String],
+) {
+    let out = unique("bench-flink-empty-out");
+    create_topic(b, &out);
+    let idle = flink.kafka(dir, b, empty, &out, "raw");
+    delete_topics(b, &[&out]);
+    for format in formats {
+        let out = unique(&format!("bench-flink-{format}-out"));
+        create_topic(b, &out);
+        let run: FlinkRun = flink.kafka(dir, b, input, &out, format);
+        assert_exactly_once(b, &out, n, &format!("Flink {format}"));
+        delete_topics(b, &[&out]);
+        versus.push(
+            &format!("Flink {format}"),
+            Side {
+                rate: n as f64 / run.net_seconds,
+                process_rate: n as f64 / run.process_seconds,
+                rate_past_startup: n as f64 / (run.net_seconds - idle.net_seconds),
+                per_cpu: n as f64 / run.cpu,
+                per_cpu_past_startup: n as f64 / (run.cpu - idle.cpu),
+                startup_cpu: idle.cpu,
+                rss_mib: run.peak_rss_kib as f64 / 1024.0,
+            },
+        );
+    }
+}
+
 fn main() {
     let n = env_num("WEIR_BENCH_KAFKA_RECORDS", 1_000_000);
     let rounds = env_num("WEIR_BENCH_KAFKA_ROUNDS", 3).max(1);
@@ -437,6 +712,15 @@ fn main() {
     // the machine's noise fall on both alike; the ratio is of the totals.
     let (mut raws, mut weirs) = (Vec::new(), Vec::new());
     let (mut raw_steady, mut weir_steadies) = (Vec::new(), Vec::new());
+    // With WEIR_BENCH_FLINK=1 each round runs Flink's job after weir's, on the same input, and
+    // both once more over an empty topic: the CPU a run costs before its first record.
+    let flink = flink::enabled().then(Flink::setup);
+    let formats = flink_formats();
+    let empty = unique("bench-empty");
+    let mut versus = Versus::default();
+    if flink.is_some() {
+        create_topic(&b, &empty);
+    }
     for round in 1..=rounds {
         let (raw_out, weir_out) = (unique("bench-raw-out"), unique("bench-weir-out"));
         create_topic(&b, &raw_out);
@@ -446,10 +730,21 @@ fn main() {
         let steady_out = unique("bench-weir-steady-out");
         create_topic(&b, &steady_out);
         weir_steadies.push(weir_steady(dir.path(), &b, &input, &steady_out, n));
-        let weir = weir_bounded(dir.path(), &b, &input, &weir_out, n);
-        let visible = committed_count(&b, &weir_out, n);
-        assert_eq!(visible, n, "weir's output is incomplete");
+        let (weir, weir_rss) = weir_bounded(dir.path(), &b, &input, &weir_out, n);
+        assert_exactly_once(&b, &weir_out, n, "weir");
         delete_topics(&b, &[&raw_out, &weir_out, &steady_out]);
+        if let Some(flink) = &flink {
+            versus.add_weir(&weir, weir_rss, dir.path(), &b, &empty);
+            versus_flink(
+                &mut versus,
+                flink,
+                dir.path(),
+                &b,
+                (&input, n),
+                &empty,
+                &formats,
+            );
+        }
         println!(
             "  round {round}: raw rdkafka loop (no transactions) {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s)",
             raw.rate(), raw.per_cpu(), raw.seconds, raw.cpu
@@ -466,6 +761,7 @@ fn main() {
             "  round {round}: steady state (10 %–90 % of the records): raw {:>7.0} records/s ({:.0}/CPU-s), weir {:>7.0} records/s ({:.0}/CPU-s)",
             rs.rate(), rs.per_cpu(), ws.rate(), ws.per_cpu()
         );
+        versus.print_round(round);
         raws.push(raw);
         weirs.push(weir);
     }
@@ -495,6 +791,11 @@ fn main() {
         rs.rate(),
         100.0 * ws.per_cpu() / rs.per_cpu()
     );
+
+    if flink.is_some() {
+        versus.print(n, rounds);
+        delete_topics(&b, &[&empty]);
+    }
 
     delete_topics(&b, &[&input]);
     let rate = weir.rate() / 2.0;
