@@ -145,12 +145,14 @@ fn fill(b: &str, topic: &str, n: u64) {
     p.flush(Duration::from_secs(120)).unwrap();
 }
 
-fn consumer(b: &str, topic: &str, isolation: &str) -> BaseConsumer {
+/// A consumer of every partition of `topic` from its beginning; `eof`: partition ends are reported.
+fn consumer(b: &str, topic: &str, isolation: &str, eof: bool) -> BaseConsumer {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", b)
         .set("group.id", unique("bench-reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation)
+        .set("enable.partition.eof", eof.to_string())
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -190,7 +192,7 @@ impl Measure {
 fn raw_loop(b: &str, input: &str, output: &str, n: u64) -> (Measure, Measure) {
     let cpu0 = cpu_seconds(libc::RUSAGE_SELF);
     let t0 = Instant::now();
-    let c = consumer(b, input, "read_uncommitted");
+    let c = consumer(b, input, "read_uncommitted", false);
     let p = producer(b);
     let mut seen = 0;
     let (from, to) = window(n);
@@ -406,20 +408,7 @@ fn committed_ids(b: &str, topic: &str) -> (u64, u64) {
     struct Id {
         id: u64,
     }
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", b)
-        .set("group.id", unique("bench-reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let c = consumer(b, topic, "read_committed", true);
     let (mut records, mut ids, mut ended) = (0, std::collections::HashSet::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(300);
     while ended.len() < PARTITIONS as usize {
@@ -471,7 +460,7 @@ fn latency(dir: &std::path::Path, b: &str, rate: f64, secs: u64) -> (Vec<i64>, u
     let reader = {
         let (b, output, stop, seen) = (b.to_string(), output.clone(), stop.clone(), seen.clone());
         std::thread::spawn(move || {
-            let c = consumer(&b, &output, "read_committed");
+            let c = consumer(&b, &output, "read_committed", false);
             while !stop.load(Ordering::Relaxed) {
                 match c.poll(Duration::from_millis(50)) {
                     Some(Ok(m)) => {
