@@ -2,6 +2,7 @@
 //! sits in a StreamJob or in a file for `weir run`) and, with the `kube` feature, the Kubernetes
 //! custom resources `StreamJob` and `Connector` (group `weir.dev`, version `v1alpha1`).
 
+pub mod contract;
 pub mod failure;
 pub mod input;
 pub mod pipeline;

@@ -1,84 +1,18 @@
 //! Client of the worker admin API (`GET /v1/status`, `POST /v1/savepoints`,
 //! `GET /v1/savepoints/{id}`): the only way the operator talks to workers.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+pub use weir_crds::contract::{JobStatus, SavepointStatus};
+use weir_crds::contract::{SavepointAccepted, SavepointRequest, SAVEPOINTS_PATH, STATUS_PATH};
 
 use crate::admin_secret::AdminTokens;
 use crate::error::{Error, Result};
 
-/// `GET /v1/status`; fields the operator does not use are ignored, missing ones default.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct JobStatus {
-    #[serde(default)]
-    pub job: String,
-    #[serde(default)]
-    pub parallelism: u32,
-    #[serde(default)]
-    pub state: String,
-    #[serde(default)]
-    pub workers: Vec<WorkerStatus>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct WorkerStatus {
-    #[serde(default)]
-    pub worker: u32,
-    #[serde(default)]
-    pub state: String,
-    #[serde(default)]
-    pub last_checkpoint: Option<CheckpointInfo>,
-    #[serde(default)]
-    pub last_error: Option<String>,
-    /// In-process restarts by the restart strategy since the process started.
-    #[serde(default)]
-    pub restarts: u32,
-    /// The latest failures, oldest first.
-    #[serde(default)]
-    pub failures: Vec<FailureInfo>,
-    /// Circuit breakers of `critical: false` sinks, by sink.
-    #[serde(default)]
-    pub breakers: BTreeMap<String, BreakerInfo>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct FailureInfo {
-    #[serde(default)]
-    pub cause: String,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct BreakerInfo {
-    /// `closed`, `open` or `half_open`.
-    #[serde(default)]
-    pub state: String,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct CheckpointInfo {
-    pub id: u64,
-    #[serde(default)]
-    pub completed_at: String,
-}
-
-/// `GET /v1/savepoints/{id}`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct SavepointState {
-    pub id: String,
-    /// `pending`, `completed` or `failed`.
-    pub state: String,
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
 /// One worker's answer about a savepoint.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SavepointAnswer {
-    State(SavepointState),
+    State(SavepointStatus),
     /// 404: the worker does not know the id (it restarted since the trigger).
     Unknown,
     /// No answer (connection refused, timeout): the pod may be restarting or already gone.
@@ -113,7 +47,7 @@ impl AdminClient {
     }
 
     pub async fn status(&self, base: &str) -> Result<JobStatus> {
-        let url = format!("{}/v1/status", base.trim_end_matches('/'));
+        let url = format!("{}{STATUS_PATH}", base.trim_end_matches('/'));
         let resp = self
             .http
             .get(&url)
@@ -135,14 +69,17 @@ impl AdminClient {
         stop: bool,
         tokens: &AdminTokens,
     ) -> Result<String> {
-        let url = format!("{}/v1/savepoints", base.trim_end_matches('/'));
+        let url = format!("{}{SAVEPOINTS_PATH}", base.trim_end_matches('/'));
         let mut refused = 0;
         for token in tokens.all() {
             let resp = self
                 .http
                 .post(&url)
                 .bearer_auth(token.expose())
-                .json(&serde_json::json!({ "stop": stop, "id": id }))
+                .json(&SavepointRequest {
+                    stop,
+                    id: Some(id.to_string()),
+                })
                 .send()
                 .await
                 .map_err(|e| Self::transport(&url, e))?;
@@ -151,16 +88,15 @@ impl AdminClient {
                 refused += 1;
                 continue;
             }
-            let body: serde_json::Value =
-                resp.json().await.map_err(|e| Self::transport(&url, e))?;
             if !status.is_success() {
+                let body = resp.text().await.unwrap_or_default();
                 return Err(Self::err(&url, format!("HTTP {status}: {body}")));
             }
-            return body
-                .get("id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-                .ok_or_else(|| Self::err(&url, format!("no id in the answer {body}")));
+            let accepted: SavepointAccepted = resp
+                .json()
+                .await
+                .map_err(|e| Self::err(&url, format!("no savepoint id in the answer: {e}")))?;
+            return Ok(accepted.id);
         }
         // The tokens themselves never go into the error.
         Err(Self::err(
@@ -172,7 +108,7 @@ impl AdminClient {
     }
 
     pub async fn savepoint(&self, base: &str, id: &str) -> SavepointAnswer {
-        let url = format!("{}/v1/savepoints/{id}", base.trim_end_matches('/'));
+        let url = format!("{}{SAVEPOINTS_PATH}/{id}", base.trim_end_matches('/'));
         let resp = match self.http.get(&url).send().await {
             Ok(r) => r,
             Err(e) => return SavepointAnswer::Unreachable(crate::error::chain(&e)),

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use weir_crds::contract::BreakerState;
 use weir_crds::status::Condition;
 use weir_crds::stream_job::{
     CheckpointRef, Deployment, Operation, OperationKind, PendingUpgrade, Phase, StreamJobStatus,
@@ -12,8 +13,8 @@ use weir_crds::stream_job::{
 };
 
 use crate::admin::JobStatus;
+use crate::lifecycle::JobState;
 use crate::pods::PodObservation;
-use crate::upgrade::JobState;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -113,9 +114,7 @@ pub fn job_state(
                 WorkerSummary {
                     worker: *w,
                     pod,
-                    state: own
-                        .map(|o| o.state.clone())
-                        .unwrap_or_else(|| s.state.clone()),
+                    state: own.map_or(s.state, |o| o.state).as_str().into(),
                     last_checkpoint_id: own.and_then(|o| o.last_checkpoint.as_ref().map(|c| c.id)),
                     last_error: own.and_then(|o| o.last_error.clone()),
                     restarts,
@@ -125,8 +124,8 @@ pub fn job_state(
                         .map(|o| {
                             o.breakers
                                 .iter()
-                                .filter(|(_, b)| b.state != "closed")
-                                .map(|(sink, b)| (sink.clone(), b.state.clone()))
+                                .filter(|(_, b)| b.state != BreakerState::Closed)
+                                .map(|(sink, b)| (sink.clone(), b.state.name().into()))
                                 .collect()
                         })
                         .unwrap_or_default(),

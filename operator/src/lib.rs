@@ -1,5 +1,5 @@
 //! The weir operator: runs `StreamJob`s as StatefulSets of `weir` workers and keeps them in step
-//! with their spec through savepoints. Decisions are pure functions (`upgrade`, `tuning`,
+//! with their spec through savepoints. Decisions are pure functions (`lifecycle`, `tuning`,
 //! `resolve`, `job_status`, `resources`, `savepoint::aggregate`); Kubernetes and worker I/O
 //! sits in `controller`, `admin`, `savepoint` and `probes`.
 
@@ -9,6 +9,7 @@ pub mod controller;
 pub mod error;
 pub mod job_status;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod pods;
 pub mod probes;
@@ -16,6 +17,5 @@ pub mod resolve;
 pub mod resources;
 pub mod savepoint;
 pub mod tuning;
-pub mod upgrade;
 
 pub use error::{Error, Result};

@@ -22,9 +22,9 @@ use weir_crds::stream_job::UpgradeMode;
 use weir_crds::{PipelineSpec, StreamJob};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::Restore;
 use crate::pods::PodObservation;
 use crate::resolve::Resolved;
-use crate::upgrade::Restore;
 
 pub const JOB_LABEL: &str = "weir.dev/job";
 pub const HASH_ANNOTATION: &str = "weir.dev/config-hash";

@@ -10,18 +10,16 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use serde::Serialize;
+use weir_crds::contract::{SavepointManifest, SavepointPhase};
 use weir_crds::status::SavepointRecord;
 use weir_crds::stream_job::{OperationKind, SavepointRetention};
 
 use crate::admin::{AdminClient, SavepointAnswer};
 use crate::admin_secret::AdminTokens;
 use crate::error::{Error, Result};
-use crate::upgrade::SavepointOutcome;
+use crate::lifecycle::SavepointOutcome;
 
-pub const SAVEPOINT_MANIFEST: &str = "_SAVEPOINT.json";
-/// The runtime's checkpoint format version (`weir_runtime::checkpoint::model::FORMAT_VERSION`).
-pub const FORMAT_VERSION: u32 = 1;
+pub use weir_crds::contract::SAVEPOINT_MANIFEST;
 
 /// A savepoint id the admin API accepts (letters, digits, `-`, `_`, `.`), unique per attempt.
 pub fn savepoint_id(kind: OperationKind, attempt: u32, now: DateTime<Utc>) -> String {
@@ -100,7 +98,7 @@ pub fn aggregate(
     let mut failure = None;
     for (worker, answer) in answers {
         match answer {
-            SavepointAnswer::State(s) if s.state == "completed" => match &s.path {
+            SavepointAnswer::State(s) if s.state == SavepointPhase::Completed => match &s.path {
                 Some(p) => {
                     completed.insert(worker.to_string(), p.clone());
                 }
@@ -111,7 +109,7 @@ pub fn aggregate(
                     ));
                 }
             },
-            SavepointAnswer::State(s) if s.state == "failed" => {
+            SavepointAnswer::State(s) if s.state == SavepointPhase::Failed => {
                 failure.get_or_insert(format!(
                     "worker {worker}: {}",
                     s.error.clone().unwrap_or_else(|| "failed".into())
@@ -145,16 +143,6 @@ pub fn aggregate(
         SavepointOutcome::Pending
     };
     Progress { completed, outcome }
-}
-
-#[derive(Serialize)]
-struct SavepointManifest<'a> {
-    version: u32,
-    job: &'a str,
-    id: &'a str,
-    parallelism: u32,
-    timestamp_ms: i64,
-    parts: Vec<String>,
 }
 
 /// Opens the object store holding `location` (a local directory, `file://…`, or a URL such as
@@ -213,14 +201,7 @@ pub async fn complete_job_savepoint(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let (store, prefix) = open_location(path, options)?;
-    let manifest = SavepointManifest {
-        version: FORMAT_VERSION,
-        job,
-        id,
-        parallelism,
-        timestamp_ms: now.timestamp_millis(),
-        parts: (0..parallelism).map(|w| format!("worker-{w}")).collect(),
-    };
+    let manifest = SavepointManifest::new(job, id, parallelism, now.timestamp_millis());
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Serialize {
         what: "the savepoint manifest".into(),
         message: e.to_string(),

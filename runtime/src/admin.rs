@@ -16,46 +16,18 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+
+use weir_crds::contract::{
+    JobStatus, SavepointAccepted, SavepointRequest, SAVEPOINTS_PATH, STATUS_PATH,
+};
 
 use crate::engine::{JobControl, WorkerState, WorkerStatus};
 use crate::error::{Error, Result};
 
-#[derive(Serialize)]
-pub struct JobStatus {
-    pub job: String,
-    pub parallelism: u32,
-    /// The least advanced state over this process's workers.
-    pub state: WorkerState,
-    /// In-process restarts over this process's workers (each worker's are in `workers`, with
-    /// their causes and the backoff being waited out).
-    pub restarts: u32,
-    pub workers: Vec<WorkerStatus>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SavepointRequest {
-    #[serde(default)]
-    pub stop: bool,
-    /// Optional id, so every worker of a job can be given the same one.
-    pub id: Option<String>,
-}
-
-/// The aggregate state shown for a set of workers: failure wins, then a restart, then the
-/// earliest phase.
-pub fn aggregate(workers: &[WorkerStatus]) -> WorkerState {
-    use WorkerState::*;
-    let states: Vec<WorkerState> = workers.iter().map(|w| w.state).collect();
-    for s in [
-        Failed, Restarting, Starting, Running, Finishing, Stopped, Finished,
-    ] {
-        if states.contains(&s) {
-            return s;
-        }
-    }
-    Starting
+/// The state shown for this process's workers.
+fn aggregate(workers: &[WorkerStatus]) -> WorkerState {
+    WorkerState::aggregate(workers.iter().map(|w| w.state))
 }
 
 async fn status(State(c): State<JobControl>) -> Json<JobStatus> {
@@ -105,7 +77,7 @@ async fn trigger(State(c): State<JobControl>, body: Option<Json<SavepointRequest
         }
     }
     let id = c.trigger_savepoint(req.id, req.stop);
-    (StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id }))).into_response()
+    (StatusCode::ACCEPTED, Json(SavepointAccepted { id })).into_response()
 }
 
 async fn savepoint(State(c): State<JobControl>, Path(id): Path<String>) -> Response {
@@ -211,14 +183,14 @@ async fn require_token(State(token): State<AdminToken>, req: Request, next: Next
 pub fn router(control: JobControl, token: AdminToken) -> Router {
     // Anything that changes the job goes here, behind the token.
     let guarded = Router::new()
-        .route("/v1/savepoints", post(trigger))
+        .route(SAVEPOINTS_PATH, post(trigger))
         .route_layer(middleware::from_fn_with_state(token, require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/v1/status", get(status))
-        .route("/v1/savepoints/{id}", get(savepoint))
+        .route(STATUS_PATH, get(status))
+        .route(&format!("{SAVEPOINTS_PATH}/{{id}}"), get(savepoint))
         .merge(guarded)
         .with_state(control)
 }

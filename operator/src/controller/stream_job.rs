@@ -1,6 +1,6 @@
 //! The StreamJob reconciler, in four steps as controller-rs structures it, and further:
 //! [`observe`] does every read (Connectors, Secrets, pods, the workers' admin APIs, the savepoint
-//! in progress) → [`decide`] picks the next action (pure, [`crate::upgrade::decide`]) → [`plan`]
+//! in progress) → [`decide`] picks the next action (pure, [`crate::lifecycle::decide`]) → [`plan`]
 //! turns it into the new status, the events and the writes (pure) → [`apply`] does every write.
 //! It never waits: a pending savepoint is polled once per reconcile and the reconcile requeues.
 
@@ -32,13 +32,13 @@ use crate::admin::AdminClient;
 use crate::admin_secret::{self, SecretWrite, TokenPlan};
 use crate::error::{Error, KubeContext, Result};
 use crate::job_status::{self, EventNote, Problem, WorkerAnswer};
+use crate::lifecycle::{self, Action, Desired, JobState, Observed, Restore, SavepointOutcome};
 use crate::metrics::Metrics;
 use crate::pods::{self, PodObservation};
 use crate::resolve::{self, Resolved};
 use crate::resources::{self, NetworkPolicySettings, WorkerPlan, FIELD_MANAGER};
 use crate::savepoint;
 use crate::tuning::{self, Tuning};
-use crate::upgrade::{self, Action, Desired, JobState, Observed, Restore, SavepointOutcome};
 
 pub const FINALIZER: &str = "weir.dev/savepoint";
 
@@ -100,7 +100,7 @@ pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Requeue
 pub fn error_policy(job: Arc<StreamJob>, error: &Error, ctx: Arc<Context>) -> Requeue {
     if let Error::Pending(reason) = error {
         tracing::debug!(name = %job.name_any(), %reason, "waiting");
-        return Requeue::requeue(upgrade::POLL_INTERVAL);
+        return Requeue::requeue(lifecycle::POLL_INTERVAL);
     }
     ctx.metrics
         .reconcile_errors
@@ -210,22 +210,8 @@ async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<O
     let urls: Vec<Option<String>> = (0..running)
         .map(|w| (ctx.worker_url)(job, w, pods.get(&w)))
         .collect();
-    let asks = urls.iter().enumerate().map(|(w, url)| async move {
-        let answer: WorkerAnswer = match url {
-            Some(u) => ctx.admin.status(u).await.map_err(|e| e.to_string()),
-            None => Err(format!("worker {w} has no pod IP yet")),
-        };
-        (w as u32, answer)
-    });
-    let answers: BTreeMap<u32, WorkerAnswer> =
-        futures::future::join_all(asks).await.into_iter().collect();
-    let starting = status.deployed.as_ref().is_none_or(|d| {
-        DateTime::parse_from_rfc3339(&d.time)
-            .map(|t| now - t.with_timezone(&Utc))
-            .ok()
-            .and_then(|age| age.to_std().ok())
-            .is_none_or(|age| age < job.spec.startup_timeout.as_std())
-    });
+    let answers = ask_workers(&ctx.admin, &urls).await;
+    let starting = within_startup(job, status.deployed.as_ref(), now);
     let (job_state, workers) = job_status::job_state(&name, &answers, &pods, starting);
     let last_checkpoint = job_status::last_checkpoint(&answers);
     let poll = match &status.operation {
@@ -247,6 +233,30 @@ async fn observe(job: &StreamJob, ctx: &Context, now: DateTime<Utc>) -> Result<O
         workload_missing,
         admin_tokens,
         owned,
+    })
+}
+
+/// Every deployed worker's `GET /v1/status`, all at once.
+async fn ask_workers(admin: &AdminClient, urls: &[Option<String>]) -> BTreeMap<u32, WorkerAnswer> {
+    let asks = urls.iter().enumerate().map(|(w, url)| async move {
+        let answer: WorkerAnswer = match url {
+            Some(u) => admin.status(u).await.map_err(|e| e.to_string()),
+            None => Err(format!("worker {w} has no pod IP yet")),
+        };
+        (w as u32, answer)
+    });
+    futures::future::join_all(asks).await.into_iter().collect()
+}
+
+/// Whether the deployment is younger than the job's startup timeout (or there is none yet):
+/// workers that do not answer then are starting, not failing.
+fn within_startup(job: &StreamJob, deployed: Option<&Deployment>, now: DateTime<Utc>) -> bool {
+    deployed.is_none_or(|d| {
+        DateTime::parse_from_rfc3339(&d.time)
+            .map(|t| now - t.with_timezone(&Utc))
+            .ok()
+            .and_then(|age| age.to_std().ok())
+            .is_none_or(|age| age < job.spec.startup_timeout.as_std())
     })
 }
 
@@ -406,7 +416,7 @@ pub fn decide(job: &StreamJob, seen: &Observation, deleting: bool, now: DateTime
         workload_missing: seen.workload_missing,
         now,
     };
-    let action = upgrade::decide(&desired, &observed);
+    let action = lifecycle::decide(&desired, &observed);
     let rolls_out = matches!(
         action,
         Action::Deploy { .. }
@@ -445,7 +455,6 @@ pub enum Write {
         id: String,
         stop: bool,
     },
-    DeleteSavepoints(Vec<SavepointRecord>),
 }
 
 /// Something to count in the operator's metrics.
@@ -467,6 +476,8 @@ pub struct Plan {
     pub status: StreamJobStatus,
     pub events: Vec<EventNote>,
     pub writes: Vec<Write>,
+    /// Savepoints the retention policy expired, deleted after the writes.
+    pub expired: Vec<SavepointRecord>,
     pub outcomes: Vec<Outcome>,
     /// `None`: wait for a change (after releasing the finalizer).
     pub requeue: Option<Duration>,
@@ -506,6 +517,7 @@ pub fn plan(
         status,
         events: Vec::new(),
         writes: Vec::new(),
+        expired: Vec::new(),
         outcomes: Vec::new(),
         requeue: Some(Duration::from_secs(30)),
         release: false,
@@ -632,63 +644,13 @@ fn act(
             kind,
             stop,
             attempt,
-        } => {
-            let id = savepoint::savepoint_id(*kind, *attempt, now);
-            p.writes.push(Write::TriggerSavepoint {
-                id: id.clone(),
-                stop: *stop,
-            });
-            p.status.operation = Some(Operation {
-                kind: *kind,
-                savepoint_id: id.clone(),
-                stop: *stop,
-                attempt: *attempt,
-                started_at: rfc3339(now),
-                target_hash: (*kind == OperationKind::Upgrade).then(|| seen.hash.clone()),
-                completed: BTreeMap::new(),
-            });
-            if *kind == OperationKind::Manual {
-                p.status.last_savepoint_trigger_nonce = spec.savepoint_trigger_nonce;
-            }
-            p.event(
-                false,
-                "SavepointTriggered",
-                format!("{kind:?} savepoint {id} (attempt {attempt}, stop: {stop})"),
-            );
-            p.requeue = Some(upgrade::POLL_INTERVAL);
-        }
+        } => trigger(p, job, seen, *kind, *stop, *attempt, now),
         Action::Wait { after, reason } => {
             tracing::debug!(%reason, "waiting");
             p.requeue = Some(*after);
         }
-        Action::WaitForWorkers { reason } => {
-            let current = p
-                .status
-                .pending_upgrade
-                .take()
-                .filter(|w| w.target_hash == seen.hash);
-            if current.is_none() {
-                p.event(false, "UpgradeWaitingForWorkers", reason.clone());
-            }
-            p.status.pending_upgrade = Some(current.unwrap_or(PendingUpgrade {
-                target_hash: seen.hash.clone(),
-                since: rfc3339(now),
-            }));
-            p.requeue = Some(upgrade::WAIT_INTERVAL);
-        }
-        Action::Suspend { resume_from } => {
-            p.writes.push(Write::ScaleToZero);
-            if let Some(d) = p.status.deployed.as_mut() {
-                d.suspended = true;
-                d.resume_from = resume_from.clone();
-            }
-            p.status.operation = None;
-            let note = match resume_from {
-                Some(path) => format!("scaled to 0; resumes from savepoint {path}"),
-                None => "scaled to 0; resumes from the newest checkpoints".into(),
-            };
-            p.event(false, "Suspended", note);
-        }
+        Action::WaitForWorkers { reason } => wait_for_workers(p, seen, reason, now),
+        Action::Suspend { resume_from } => suspend(p, resume_from.as_deref()),
         Action::Finish { kind, failed } => {
             p.status.operation = None;
             if *kind == OperationKind::Manual {
@@ -697,7 +659,7 @@ fn act(
             if let Some(f) = failed {
                 tracing::warn!(reason = %f, "savepoint given up");
             }
-            p.requeue = Some(upgrade::POLL_INTERVAL);
+            p.requeue = Some(lifecycle::POLL_INTERVAL);
         }
         Action::Abandon { kind, reason } => {
             p.status.operation = None;
@@ -720,23 +682,92 @@ fn act(
             };
             p.event(*warning, why, reason.clone());
         }
-        Action::Steady => {
-            if let Some(every) = job.spec.periodic_savepoint_interval {
-                let since = p
-                    .status
-                    .last_savepoint
-                    .as_ref()
-                    .map(|s| s.time.as_str())
-                    .or(p.status.deployed.as_ref().map(|d| d.time.as_str()))
-                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&Utc));
-                let due = upgrade::periodic_due_in(every.as_std(), since, now)
-                    .max(upgrade::POLL_INTERVAL);
-                p.requeue = p.requeue.map(|r| r.min(due));
-            }
-        }
+        Action::Steady => steady(p, job, now),
     }
     Ok(())
+}
+
+/// Ask every worker for a savepoint and record it as the operation in progress.
+fn trigger(
+    p: &mut Plan,
+    job: &StreamJob,
+    seen: &Observation,
+    kind: OperationKind,
+    stop: bool,
+    attempt: u32,
+    now: DateTime<Utc>,
+) {
+    let id = savepoint::savepoint_id(kind, attempt, now);
+    p.writes.push(Write::TriggerSavepoint {
+        id: id.clone(),
+        stop,
+    });
+    p.status.operation = Some(Operation {
+        kind,
+        savepoint_id: id.clone(),
+        stop,
+        attempt,
+        started_at: rfc3339(now),
+        target_hash: (kind == OperationKind::Upgrade).then(|| seen.hash.clone()),
+        completed: BTreeMap::new(),
+    });
+    if kind == OperationKind::Manual {
+        p.status.last_savepoint_trigger_nonce = job.spec.savepoint_trigger_nonce;
+    }
+    p.event(
+        false,
+        "SavepointTriggered",
+        format!("{kind:?} savepoint {id} (attempt {attempt}, stop: {stop})"),
+    );
+    p.requeue = Some(lifecycle::POLL_INTERVAL);
+}
+
+/// An upgrade held back until the workers can take its savepoint: noted once per target spec.
+fn wait_for_workers(p: &mut Plan, seen: &Observation, reason: &str, now: DateTime<Utc>) {
+    let current = p
+        .status
+        .pending_upgrade
+        .take()
+        .filter(|w| w.target_hash == seen.hash);
+    if current.is_none() {
+        p.event(false, "UpgradeWaitingForWorkers", reason.to_string());
+    }
+    p.status.pending_upgrade = Some(current.unwrap_or(PendingUpgrade {
+        target_hash: seen.hash.clone(),
+        since: rfc3339(now),
+    }));
+    p.requeue = Some(lifecycle::WAIT_INTERVAL);
+}
+
+fn suspend(p: &mut Plan, resume_from: Option<&str>) {
+    p.writes.push(Write::ScaleToZero);
+    if let Some(d) = p.status.deployed.as_mut() {
+        d.suspended = true;
+        d.resume_from = resume_from.map(str::to_string);
+    }
+    p.status.operation = None;
+    let note = match resume_from {
+        Some(path) => format!("scaled to 0; resumes from savepoint {path}"),
+        None => "scaled to 0; resumes from the newest checkpoints".into(),
+    };
+    p.event(false, "Suspended", note);
+}
+
+/// Nothing to do: come back no later than the next periodic savepoint is due.
+fn steady(p: &mut Plan, job: &StreamJob, now: DateTime<Utc>) {
+    let Some(every) = job.spec.periodic_savepoint_interval else {
+        return;
+    };
+    let since = p
+        .status
+        .last_savepoint
+        .as_ref()
+        .map(|s| s.time.as_str())
+        .or(p.status.deployed.as_ref().map(|d| d.time.as_str()))
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let due = lifecycle::periodic_due_in(every.as_std(), since, now).max(lifecycle::POLL_INTERVAL);
+    p.requeue = p.requeue.map(|r| r.min(due));
 }
 
 /// Write the ConfigMap and roll the StatefulSet to the desired spec.
@@ -800,7 +831,7 @@ fn deploy(
         "Deploying",
         format!("{reason}: {} workers{from}", spec.parallelism),
     );
-    p.requeue = Some(upgrade::WAIT_INTERVAL);
+    p.requeue = Some(lifecycle::WAIT_INTERVAL);
     Ok(())
 }
 
@@ -829,7 +860,7 @@ fn retention(p: &mut Plan, job: &StreamJob, now: DateTime<Utc>) {
     p.status
         .savepoint_history
         .retain(|h| !expired.iter().any(|e| e.id == h.id));
-    p.writes.push(Write::DeleteSavepoints(expired));
+    p.expired = expired;
 }
 
 /// Phase, conditions and the rest of the status, from what was read and what is planned.
@@ -912,67 +943,10 @@ async fn apply(
     let name = job.name_any();
     let ns = job.namespace().unwrap_or_else(|| "default".into());
     for write in std::mem::take(&mut plan.writes) {
-        match write {
-            Write::AdminSecret(o) => apply_object(client, &ns, &o.0, "Secret").await?,
-            Write::Service(o) => apply_object(client, &ns, o.as_ref(), "Service").await?,
-            Write::NetworkPolicy(o) => {
-                apply_object(client, &ns, o.as_ref(), "NetworkPolicy").await?
-            }
-            Write::RemoveNetworkPolicy => {
-                let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => {
-                        return Err(e).kube_ctx(|| format!("deleting NetworkPolicy {ns}/{name}"))
-                    }
-                }
-            }
-            Write::Pdb(o) => apply_object(client, &ns, o.as_ref(), "PodDisruptionBudget").await?,
-            Write::ConfigMap(o) => apply_object(client, &ns, o.as_ref(), "ConfigMap").await?,
-            Write::StatefulSet(o) => apply_object(client, &ns, o.as_ref(), "StatefulSet").await?,
-            Write::ScaleToZero => {
-                let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-                let patch = serde_json::json!({ "spec": { "replicas": 0 } });
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .kube_ctx(|| format!("scaling StatefulSet {ns}/{name} to 0"))?;
-            }
-            Write::TriggerSavepoint { id, stop } => {
-                savepoint::trigger_all(
-                    &ctx.admin,
-                    &seen.urls,
-                    &id,
-                    stop,
-                    &seen.admin_tokens.tokens,
-                )
-                .await?;
-            }
-            Write::DeleteSavepoints(expired) => {
-                let options = &seen.resolved.pipeline.checkpoint.storage_options;
-                let mut deleted = Vec::new();
-                for sp in expired {
-                    match savepoint::delete_savepoint(&sp.path, options).await {
-                        Ok(()) => deleted.push(format!("{} ({})", sp.id, sp.path)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, savepoint = %sp.id, "retention could not delete");
-                            plan.status.savepoint_history.push(sp);
-                        }
-                    }
-                }
-                plan.status
-                    .savepoint_history
-                    .sort_by(|a, b| a.time.cmp(&b.time));
-                if !deleted.is_empty() {
-                    plan.event(
-                        false,
-                        "SavepointDeleted",
-                        format!("retention deleted savepoints {}", deleted.join(", ")),
-                    );
-                }
-            }
-        }
+        write_one(ctx, seen, &ns, &name, write).await?;
     }
+    let options = &seen.resolved.pipeline.checkpoint.storage_options;
+    delete_expired(&mut plan, options).await;
     record_metrics(&ctx.metrics, &plan.outcomes);
     if !plan.release && Some(&plan.status) != job.status.as_ref() {
         let api: Api<StreamJob> = Api::namespaced(client.clone(), &ns);
@@ -997,6 +971,73 @@ async fn apply(
             "waiting for the delete savepoint of {ns}/{name}"
         ))),
         Some(after) => Ok(Requeue::requeue(after)),
+    }
+}
+
+/// One write to the API server or the workers; the first error ends the reconcile.
+async fn write_one(
+    ctx: &Context,
+    seen: &Observation,
+    ns: &str,
+    name: &str,
+    write: Write,
+) -> Result<()> {
+    let client = &ctx.client;
+    match write {
+        Write::AdminSecret(o) => apply_object(client, ns, &o.0, "Secret").await,
+        Write::Service(o) => apply_object(client, ns, o.as_ref(), "Service").await,
+        Write::NetworkPolicy(o) => apply_object(client, ns, o.as_ref(), "NetworkPolicy").await,
+        Write::RemoveNetworkPolicy => {
+            let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                Err(e) => Err(e).kube_ctx(|| format!("deleting NetworkPolicy {ns}/{name}")),
+            }
+        }
+        Write::Pdb(o) => apply_object(client, ns, o.as_ref(), "PodDisruptionBudget").await,
+        Write::ConfigMap(o) => apply_object(client, ns, o.as_ref(), "ConfigMap").await,
+        Write::StatefulSet(o) => apply_object(client, ns, o.as_ref(), "StatefulSet").await,
+        Write::ScaleToZero => {
+            let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+            let patch = serde_json::json!({ "spec": { "replicas": 0 } });
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .kube_ctx(|| format!("scaling StatefulSet {ns}/{name} to 0"))?;
+            Ok(())
+        }
+        Write::TriggerSavepoint { id, stop } => {
+            let tokens = &seen.admin_tokens.tokens;
+            savepoint::trigger_all(&ctx.admin, &seen.urls, &id, stop, tokens).await
+        }
+    }
+}
+
+/// Deletes the savepoints retention expired. One that cannot be deleted goes back into the
+/// history (retried next time) instead of failing the reconcile.
+async fn delete_expired(plan: &mut Plan, options: &BTreeMap<String, String>) {
+    if plan.expired.is_empty() {
+        return;
+    }
+    let mut deleted = Vec::new();
+    for sp in std::mem::take(&mut plan.expired) {
+        match savepoint::delete_savepoint(&sp.path, options).await {
+            Ok(()) => deleted.push(format!("{} ({})", sp.id, sp.path)),
+            Err(e) => {
+                tracing::warn!(error = %e, savepoint = %sp.id, "retention could not delete");
+                plan.status.savepoint_history.push(sp);
+            }
+        }
+    }
+    plan.status
+        .savepoint_history
+        .sort_by(|a, b| a.time.cmp(&b.time));
+    if !deleted.is_empty() {
+        plan.event(
+            false,
+            "SavepointDeleted",
+            format!("retention deleted savepoints {}", deleted.join(", ")),
+        );
     }
 }
 

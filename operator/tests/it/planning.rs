@@ -7,15 +7,16 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 use weir_crds::connector::ConnectorSpec;
+use weir_crds::contract::WorkerStatus;
 use weir_crds::status::SavepointRecord;
 use weir_crds::stream_job::{Deployment, SavepointRetention};
 use weir_crds::{PipelineSpec, StreamJobSpec};
-use weir_operator::admin::{JobStatus, SavepointAnswer, SavepointState, WorkerStatus};
+use weir_operator::admin::{JobStatus, SavepointAnswer, SavepointStatus};
 use weir_operator::job_status::{self, Inputs};
 use weir_operator::leader::{decide, LeaseDecision};
+use weir_operator::lifecycle::{JobState, SavepointOutcome};
 use weir_operator::savepoint::{aggregate, expired};
 use weir_operator::tuning::{required_ms, tune, Tuning};
-use weir_operator::upgrade::{JobState, SavepointOutcome};
 use weir_operator::{probes, resolve};
 
 fn job_spec(pipeline: serde_json::Value) -> StreamJobSpec {
@@ -351,9 +352,9 @@ fn transaction_timeouts_are_set_checked_and_bounded_by_the_broker() {
 }
 
 fn answer(state: &str, path: Option<&str>) -> SavepointAnswer {
-    SavepointAnswer::State(SavepointState {
+    SavepointAnswer::State(SavepointStatus {
         id: "sp".into(),
-        state: state.into(),
+        state: serde_json::from_value(json!(state)).unwrap(),
         path: path.map(Into::into),
         error: (state == "failed").then(|| "disk full".into()),
     })
@@ -444,13 +445,15 @@ fn retention_keeps_the_newest_and_the_one_in_use() {
 }
 
 fn status(state: &str, err: Option<&str>) -> Result<JobStatus, String> {
+    let state = serde_json::from_value(json!(state)).unwrap();
     Ok(JobStatus {
         job: "j".into(),
         parallelism: 2,
-        state: state.into(),
+        state,
+        restarts: 0,
         workers: vec![WorkerStatus {
             worker: 0,
-            state: state.into(),
+            state,
             last_checkpoint: None,
             last_error: err.map(Into::into),
             ..Default::default()
@@ -462,7 +465,7 @@ fn status(state: &str, err: Option<&str>) -> Result<JobStatus, String> {
 /// in its summary, the job is Degraded (still Ready: it runs), and the changes are events.
 #[test]
 fn in_process_restarts_and_open_breakers_reach_the_status_and_events() {
-    // The shape `weir` serves at GET /v1/status (runtime/src/engine/status.rs).
+    // The shape `weir` serves at GET /v1/status (`weir_crds::contract::JobStatus`).
     let answer: JobStatus = serde_json::from_value(json!({
         "job": "j", "parallelism": 1, "state": "running",
         "workers": [{

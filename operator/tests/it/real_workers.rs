@@ -13,8 +13,8 @@ use chrono::Utc;
 use weir_crds::stream_job::OperationKind;
 use weir_operator::admin::AdminClient;
 use weir_operator::admin_secret::AdminTokens;
+use weir_operator::lifecycle::SavepointOutcome;
 use weir_operator::savepoint;
-use weir_operator::upgrade::SavepointOutcome;
 use weir_runtime::admin::AdminToken;
 
 const N: i64 = 40_000;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub use weir_crds::contract::{SavepointManifest, FORMAT_VERSION};
 
 /// One worker's part of a checkpoint or savepoint (`state.json`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -50,18 +50,6 @@ pub struct Manifest {
     pub state_file: String,
     pub state_bytes: u64,
     pub state_crc32: u32,
-}
-
-/// The job-level manifest of a savepoint: one part per worker.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SavepointManifest {
-    pub version: u32,
-    pub job: String,
-    pub id: String,
-    pub parallelism: u32,
-    pub timestamp_ms: i64,
-    /// Part directories relative to the savepoint directory (`worker-0`, …).
-    pub parts: Vec<String>,
 }
 
 /// The key groups `[start, end)` owned by `worker` (Flink's contiguous ranges).

@@ -17,10 +17,10 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use super::model::{Manifest, SavepointManifest, WorkerCheckpoint, FORMAT_VERSION};
 use crate::error::{Context, Error, Result};
 use crate::storage::{self, Location};
+use weir_crds::contract::SAVEPOINT_MANIFEST;
 
 const MANIFEST: &str = "_MANIFEST.json";
 const STATE: &str = "state.json";
-const SAVEPOINT_MANIFEST: &str = "_SAVEPOINT.json";
 
 #[derive(Clone, Debug)]
 pub struct CheckpointStore {
@@ -191,14 +191,8 @@ impl CheckpointStore {
         parallelism: u32,
         timestamp_ms: i64,
     ) -> Result<SavepointRef> {
-        let manifest = SavepointManifest {
-            version: FORMAT_VERSION,
-            job: self.root.filename().unwrap_or_default().to_string(),
-            id: id.to_string(),
-            parallelism,
-            timestamp_ms,
-            parts: (0..parallelism).map(|w| format!("worker-{w}")).collect(),
-        };
+        let job = self.root.filename().unwrap_or_default();
+        let manifest = SavepointManifest::new(job, id, parallelism, timestamp_ms);
         let body =
             serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Checkpoint(e.to_string()))?;
         let p = self.savepoint_dir(id).clone().join(SAVEPOINT_MANIFEST);
@@ -378,5 +372,45 @@ mod tests {
             .collect();
         assert_eq!(left.len(), 2, "directories left: {left:?}");
         assert_eq!(store.latest(0).await.unwrap().map(|c| c.id), Some(5));
+    }
+
+    /// A savepoint whose job manifest a format-1 writer wrote (the operator's or `weir run`'s,
+    /// byte for byte as `weir_crds::contract`'s test pins it) restores: the format a user's
+    /// oldest savepoint has is the one an upgrade or a rollback needs.
+    #[tokio::test]
+    async fn a_format_1_savepoint_manifest_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            CheckpointStore::open(dir.path().to_str().unwrap(), &BTreeMap::new(), "j").unwrap();
+        for worker in 0..2 {
+            let part = WorkerCheckpoint {
+                worker,
+                parallelism: 2,
+                savepoint: true,
+                ..checkpoint(3)
+            };
+            store.write(&part, Some("sp-1")).await.unwrap();
+        }
+        let sp = dir.path().join("j/savepoints/sp-1");
+        std::fs::write(
+            sp.join(SAVEPOINT_MANIFEST),
+            r#"{
+  "version": 1,
+  "job": "j",
+  "id": "sp-1",
+  "parallelism": 2,
+  "timestamp_ms": 1796518923004,
+  "parts": [
+    "worker-0",
+    "worker-1"
+  ]
+}"#,
+        )
+        .unwrap();
+        let parts = load_savepoint(sp.to_str().unwrap(), &BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(parts.iter().map(|p| p.worker).collect::<Vec<_>>(), [0, 1]);
+        assert!(parts.iter().all(|p| p.id == 3 && p.savepoint));
     }
 }

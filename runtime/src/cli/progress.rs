@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::status::BreakerState;
 use crate::engine::{JobControl, WorkerStatus};
+use weir_crds::contract::BreakerState;
 
 /// Sum of a per-node counter family over the given nodes (every worker).
 fn sum_counter(control: &JobControl, family: &str, nodes: &[String]) -> u64 {

@@ -1,6 +1,9 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use weir_crds::contract::{
+    SavepointAccepted, SavepointPhase, SavepointRequest, SavepointStatus, SAVEPOINTS_PATH,
+};
 
 #[derive(Args)]
 pub struct SavepointArgs {
@@ -36,8 +39,11 @@ async fn take(args: &SavepointArgs) -> Result<String, String> {
     let base = args.admin.trim_end_matches('/');
     let client = reqwest::Client::new();
     let mut req = client
-        .post(format!("{base}/v1/savepoints"))
-        .json(&serde_json::json!({ "stop": args.stop }));
+        .post(format!("{base}{SAVEPOINTS_PATH}"))
+        .json(&SavepointRequest {
+            stop: args.stop,
+            id: None,
+        });
     if let Some(t) = args.token.as_deref().filter(|t| !t.is_empty()) {
         req = req.bearer_auth(t.trim());
     }
@@ -60,19 +66,18 @@ async fn take(args: &SavepointArgs) -> Result<String, String> {
             resp.text().await.unwrap_or_default()
         ));
     }
-    let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
-    let id = body["id"]
-        .as_str()
-        .ok_or("the admin API returned no savepoint id")?
-        .to_string();
+    let SavepointAccepted { id } = resp
+        .json()
+        .await
+        .map_err(|e| format!("the admin API returned no savepoint id: {e}"))?;
     let deadline = Instant::now() + *args.timeout;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let r = client
-            .get(format!("{base}/v1/savepoints/{id}"))
+            .get(format!("{base}{SAVEPOINTS_PATH}/{id}"))
             .send()
             .await;
-        let status: serde_json::Value = match r {
+        let status: SavepointStatus = match r {
             Ok(r) => r.json().await.map_err(|e| e.to_string())?,
             // A stop-with-savepoint ends the process; its last answer may be lost.
             Err(e) => {
@@ -81,11 +86,14 @@ async fn take(args: &SavepointArgs) -> Result<String, String> {
                 ))
             }
         };
-        match status["state"].as_str() {
-            Some("completed") => {
-                return Ok(status["path"].as_str().unwrap_or_default().to_string())
+        match status.state {
+            SavepointPhase::Completed => return Ok(status.path.unwrap_or_default()),
+            SavepointPhase::Failed => {
+                return Err(format!(
+                    "savepoint {id} failed: {}",
+                    status.error.unwrap_or_default()
+                ))
             }
-            Some("failed") => return Err(format!("savepoint {id} failed: {}", status["error"])),
             _ if Instant::now() > deadline => {
                 return Err(format!(
                     "savepoint {id} not complete after {}",

@@ -9,35 +9,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+pub use weir_crds::contract::BreakerState;
 use weir_crds::CircuitBreakerSpec;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl BreakerState {
-    /// The value of `weir_sink_circuit_state`.
-    pub fn gauge(self) -> i64 {
-        match self {
-            BreakerState::Closed => 0,
-            BreakerState::HalfOpen => 1,
-            BreakerState::Open => 2,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-}
 
 /// Where a call goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

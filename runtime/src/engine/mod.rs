@@ -7,7 +7,6 @@ pub mod gate;
 pub mod nodes;
 pub mod noncritical;
 pub mod restart;
-pub mod status;
 pub mod supervisor;
 pub mod worker;
 
@@ -19,8 +18,8 @@ use tokio::task::JoinHandle;
 use weir_crds::PipelineSpec;
 
 pub use coordinator::{WorkerCommand, WorkerOutcome};
-pub use status::{WorkerState, WorkerStatus};
 use supervisor::{StartFrom, Supervisor};
+pub use weir_crds::contract::{SavepointPhase, SavepointStatus, WorkerState, WorkerStatus};
 
 use crate::checkpoint::{self, CheckpointStore, SavepointRef};
 use crate::error::{Error, Result};
@@ -40,16 +39,12 @@ pub struct JobOptions {
     pub metrics: Metrics,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct SavepointStatus {
-    pub id: String,
-    /// `pending`, `completed` or `failed`.
-    pub state: String,
-    pub path: Option<String>,
-    pub error: Option<String>,
+/// A savepoint this process took or is taking.
+#[derive(Clone, Debug)]
+struct TrackedSavepoint {
+    status: SavepointStatus,
     /// Whether a client has read the final state (a stop-with-savepoint waits for that).
-    #[serde(skip)]
-    pub delivered: bool,
+    delivered: bool,
 }
 
 /// The handle the admin API and signal handlers use while the job runs.
@@ -65,7 +60,7 @@ pub struct JobControl {
     commands: Vec<Sender<WorkerCommand>>,
     pub status: Vec<Arc<Mutex<WorkerStatus>>>,
     store: CheckpointStore,
-    savepoints: Arc<Mutex<HashMap<String, SavepointStatus>>>,
+    savepoints: Arc<Mutex<HashMap<String, TrackedSavepoint>>>,
     pub metrics: Metrics,
 }
 
@@ -169,35 +164,29 @@ impl JobControl {
     pub fn trigger_savepoint(&self, id: Option<String>, stop: bool) -> String {
         let id =
             id.unwrap_or_else(|| format!("sp-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")));
-        let status = SavepointStatus {
-            id: id.clone(),
-            state: "pending".into(),
-            path: None,
-            error: None,
+        let pending = TrackedSavepoint {
+            status: SavepointStatus {
+                id: id.clone(),
+                ..SavepointStatus::default()
+            },
             delivered: false,
         };
         if let Ok(mut m) = self.savepoints.lock() {
-            m.insert(id.clone(), status);
+            m.insert(id.clone(), pending.clone());
         }
         let this = self.clone();
         let sp = id.clone();
         tokio::spawn(async move {
             let result = this.take_savepoint(&sp, stop).await;
             if let Ok(mut m) = this.savepoints.lock() {
-                let s = m.entry(sp.clone()).or_insert_with(|| SavepointStatus {
-                    id: sp.clone(),
-                    state: String::new(),
-                    path: None,
-                    error: None,
-                    delivered: false,
-                });
+                let s = &mut m.entry(sp).or_insert(pending).status;
                 match result {
                     Ok(r) => {
-                        s.state = "completed".into();
+                        s.state = SavepointPhase::Completed;
                         s.path = Some(r.path);
                     }
                     Err(e) => {
-                        s.state = "failed".into();
+                        s.state = SavepointPhase::Failed;
                         s.error = Some(e.to_string());
                     }
                 }
@@ -242,10 +231,10 @@ impl JobControl {
     pub fn savepoint_status(&self, id: &str) -> Option<SavepointStatus> {
         let mut m = self.savepoints.lock().ok()?;
         let s = m.get_mut(id)?;
-        if s.state != "pending" {
+        if s.status.state != SavepointPhase::Pending {
             s.delivered = true;
         }
-        Some(s.clone())
+        Some(s.status.clone())
     }
 
     /// After the job ended: lets savepoints in progress finish (a stop-with-savepoint ends the
@@ -256,7 +245,10 @@ impl JobControl {
             let waiting = self
                 .savepoints
                 .lock()
-                .map(|m| m.values().any(|s| s.state == "pending" || !s.delivered))
+                .map(|m| {
+                    m.values()
+                        .any(|s| s.status.state == SavepointPhase::Pending || !s.delivered)
+                })
                 .unwrap_or(false);
             if !waiting || tokio::time::Instant::now() > deadline {
                 return;

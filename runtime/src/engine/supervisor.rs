@@ -15,13 +15,13 @@ use weir_crds::PipelineSpec;
 
 use super::coordinator::{WorkerCommand, WorkerOutcome};
 use super::restart::{Decision, Restarts};
-use super::status::{PendingRestart, WorkerState, WorkerStatus};
 use super::worker::{self, Attempt};
 use crate::checkpoint::restore::{self, Inputs, Plan};
 use crate::checkpoint::{CheckpointStore, Restore, WorkerCheckpoint};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use weir_crds::contract::{PendingRestart, WorkerState, WorkerStatus};
 
 /// What a job starts from, the same for every attempt.
 #[derive(Clone, Default)]

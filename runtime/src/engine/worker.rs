@@ -15,13 +15,13 @@ use super::coordinator::machine::{Config, Machine};
 use super::coordinator::{Coordinator, WorkerCommand, WorkerOutcome};
 use super::nodes::{Outputs, SinkTask, SourceTask, TransformTask};
 use super::noncritical::{self, NonCriticalSink};
-use super::status::WorkerStatus;
 use crate::api::{DynSink, NodeContext};
 use crate::checkpoint::{CheckpointStore, Restore};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::record::Message;
 use crate::registry::{dead_letter_config, node_config, Registry};
+use weir_crds::contract::WorkerStatus;
 
 /// Batches in flight between two nodes; a full channel is backpressure.
 const CHANNEL_CAPACITY: usize = 16;

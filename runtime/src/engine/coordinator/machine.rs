@@ -24,9 +24,9 @@ use weir_crds::CheckpointSpec;
 
 use crate::checkpoint::{SinkCheckpoint, WorkerCheckpoint};
 use crate::engine::nodes::Event;
-use crate::engine::status::WorkerState;
 use crate::error::Error;
 use crate::record::Barrier;
+use weir_crds::contract::WorkerState;
 
 /// How a worker ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,11 +16,11 @@ pub use machine::WorkerOutcome;
 use machine::{Command, Input, Machine, Report};
 
 use super::nodes::{Event, SinkCtl, SourceCtl};
-use super::status::{CheckpointInfo, WorkerState, WorkerStatus};
 use crate::checkpoint::{CheckpointStore, WorkerCheckpoint};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::metrics::Metrics;
+use weir_crds::contract::{CheckpointInfo, WorkerState, WorkerStatus};
 
 pub enum WorkerCommand {
     Savepoint {

@@ -1,5 +1,6 @@
-//! The upgrade state machine: a pure function from what the user asks for, what is deployed and
-//! what the workers report to the one next action. Every savepoint the operator takes (upgrade,
+//! A job's lifecycle as one state machine: a pure function from what the user asks for, what is
+//! deployed and what the workers report to the one next action (deploy, upgrade, suspend, resume,
+//! manual and periodic savepoints, delete). Every savepoint the operator takes (upgrade,
 //! suspend, manual, periodic, delete) goes through here, so retries, timeouts and fallbacks follow
 //! one set of rules:
 //!

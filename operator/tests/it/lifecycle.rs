@@ -9,7 +9,7 @@ use weir_crds::stream_job::{
     CheckpointRef, Deployment, DesiredState, OnFailure, Operation, OperationKind, PendingUpgrade,
     SavepointUpgrade, UpgradeMode,
 };
-use weir_operator::upgrade::{
+use weir_operator::lifecycle::{
     decide, Action, Desired, JobState, Observed, Restore, SavepointOutcome,
 };
 
