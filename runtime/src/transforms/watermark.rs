@@ -12,6 +12,7 @@ use crate::api::{Batch, NodeContext, Output, Result, Transform};
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
+use crate::record::Record;
 use crate::registry::Registry;
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default, Debug)]
@@ -53,6 +54,144 @@ pub struct WatermarkSettings {
     /// event time back.
     #[serde(default)]
     pub idle_timeout: Option<Duration>,
+}
+
+/// `event_time:` of a source that reads event time itself (Kafka, Kinesis, Pub/Sub): the time the
+/// system stamped on the message, a message attribute, or a field of the record. One definition
+/// for all of them; each source says how it spells the first ([`EventTimeForms`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventTime {
+    /// The system's own time of the message: Kafka's record timestamp, Kinesis's
+    /// ApproximateArrivalTimestamp, Pub/Sub's publish time.
+    System,
+    /// A message attribute (text: numbers per `format`, else RFC 3339).
+    Attribute { name: String, format: TimeFormat },
+    /// A field of the record.
+    Field { name: String, format: TimeFormat },
+}
+
+/// How one source spells `event_time:`.
+#[derive(Debug, Clone, Copy)]
+pub struct EventTimeForms {
+    /// The keyword for [`EventTime::System`], e.g. `kafka_timestamp`.
+    pub system: &'static str,
+    /// What a message without that time lacks, for the error, e.g. `Kafka timestamp`.
+    pub system_is: &'static str,
+    /// Whether `{attribute: NAME}` exists: the source's messages have attributes.
+    pub attributes: bool,
+}
+
+impl EventTimeForms {
+    /// The forms this source accepts, for errors.
+    pub fn describe(&self) -> String {
+        let attribute = if self.attributes {
+            ", {attribute: NAME, format: …}"
+        } else {
+            ""
+        };
+        format!(
+            "{}{attribute} or {{field: NAME, format: auto|millis|seconds|rfc3339}}",
+            self.system
+        )
+    }
+
+    pub fn parse(&self, v: Value) -> std::result::Result<EventTime, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Spec {
+            field: Option<String>,
+            attribute: Option<String>,
+            #[serde(default)]
+            format: TimeFormat,
+        }
+        let expected = || format!("expected {}, got {v}", self.describe());
+        match &v {
+            Value::String(s) if s == self.system => Ok(EventTime::System),
+            Value::Object(_) => {
+                let spec: Spec =
+                    serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+                        match e.path().to_string().as_str() {
+                            "." => e.into_inner().to_string(),
+                            path => format!("{path}: {}", e.into_inner()),
+                        }
+                    })?;
+                match (spec.field, spec.attribute) {
+                    (Some(name), None) if !name.is_empty() => Ok(EventTime::Field {
+                        name,
+                        format: spec.format,
+                    }),
+                    (None, Some(name)) if self.attributes && !name.is_empty() => {
+                        Ok(EventTime::Attribute {
+                            name,
+                            format: spec.format,
+                        })
+                    }
+                    _ => Err(expected()),
+                }
+            }
+            _ => Err(expected()),
+        }
+    }
+
+    /// For `#[serde(deserialize_with)]` on a source's `event_time` field.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        &self,
+        d: D,
+    ) -> std::result::Result<Option<EventTime>, D::Error> {
+        use serde::de::Error as _;
+        Option::<Value>::deserialize(d)?
+            .map(|v| self.parse(v))
+            .transpose()
+            .map_err(D::Error::custom)
+    }
+
+    /// `watermark:` without `event_time:` has nothing to measure.
+    pub fn watermark_needs_event_time(&self) -> String {
+        format!("needs `event_time` ({})", self.describe())
+    }
+}
+
+impl EventTime {
+    /// One message's event time: `system` is the time the system stamped on it (`None`: it has
+    /// none), `attribute` looks up one of its attributes.
+    pub fn of<'a>(
+        &self,
+        forms: &EventTimeForms,
+        system: Option<i64>,
+        attribute: impl FnOnce(&str) -> Option<&'a str>,
+        record: &Record,
+    ) -> std::result::Result<i64, String> {
+        match self {
+            EventTime::System => system.ok_or_else(|| {
+                format!(
+                    "the message has no {} (event_time: {})",
+                    forms.system_is, forms.system
+                )
+            }),
+            EventTime::Attribute { name, format } => {
+                let text = attribute(name)
+                    .ok_or_else(|| format!("attribute {name:?} (event_time) is missing"))?;
+                Self::parse_attribute(text, *format)
+                    .map_err(|e| format!("attribute {name:?} (event_time): {e}"))
+            }
+            EventTime::Field { name, format } => {
+                let v = record
+                    .get(name)
+                    .ok_or_else(|| format!("field {name:?} (event_time) is missing"))?;
+                parse_time(&v, *format).map_err(|e| format!("field {name:?} (event_time): {e}"))
+            }
+        }
+    }
+
+    /// Reads a time written as an attribute (text): numbers per `format`, else RFC 3339.
+    pub fn parse_attribute(text: &str, format: TimeFormat) -> std::result::Result<i64, String> {
+        let v = match text.trim().parse::<f64>() {
+            Ok(n) if text.trim().parse::<i64>().is_ok() => Value::from(n as i64),
+            Ok(n) => Value::from(n),
+            Err(_) => Value::String(text.to_string()),
+        };
+        parse_time(&v, format)
+    }
 }
 
 /// Parses an event time; an error says why.
@@ -258,6 +397,59 @@ pub fn check_event_time_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One definition, each source's own spelling: an attribute only where messages have them,
+    /// and every refusal lists what the source accepts.
+    #[test]
+    fn event_time_forms_follow_the_source() {
+        const KAFKA: EventTimeForms = EventTimeForms {
+            system: "kafka_timestamp",
+            system_is: "Kafka timestamp",
+            attributes: false,
+        };
+        const PUBSUB: EventTimeForms = EventTimeForms {
+            system: "publish_time",
+            system_is: "publish time",
+            attributes: true,
+        };
+        let attr = serde_json::json!({"attribute": "ts", "format": "seconds"});
+        assert_eq!(
+            PUBSUB.parse(attr.clone()),
+            Ok(EventTime::Attribute {
+                name: "ts".into(),
+                format: TimeFormat::Seconds
+            })
+        );
+        let e = KAFKA.parse(attr).unwrap_err();
+        assert!(
+            e.starts_with("expected kafka_timestamp or {field: NAME"),
+            "{e}"
+        );
+        assert_eq!(KAFKA.parse("kafka_timestamp".into()), Ok(EventTime::System));
+        assert!(KAFKA.parse("publish_time".into()).is_err());
+        let e = PUBSUB
+            .parse(serde_json::json!({"field": "ts", "format": "hours"}))
+            .unwrap_err();
+        assert!(e.starts_with("format: unknown variant `hours`"), "{e}");
+
+        let record =
+            Record::new(serde_json::from_str(r#"{"ts": "1970-01-01T00:00:01Z"}"#).unwrap());
+        let field = KAFKA.parse(serde_json::json!({"field": "ts"})).unwrap();
+        assert_eq!(field.of(&KAFKA, None, |_| None, &record), Ok(1000));
+        assert_eq!(
+            EventTime::System.of(&KAFKA, None, |_| None, &record),
+            Err("the message has no Kafka timestamp (event_time: kafka_timestamp)".into())
+        );
+        let at = EventTime::Attribute {
+            name: "at".into(),
+            format: TimeFormat::Auto,
+        };
+        assert_eq!(at.of(&PUBSUB, None, |_| Some("1500"), &record), Ok(1500));
+        assert_eq!(
+            at.of(&PUBSUB, None, |_| None, &record),
+            Err("attribute \"at\" (event_time) is missing".into())
+        );
+    }
 
     fn clock(max: i64, seen: i64) -> SplitClock {
         SplitClock {

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
 use serde::Deserialize;
-use serde_json::Value;
 use weir_crds::{ByteSize, Duration};
 
 use crate::api::NodeConfig;
@@ -14,7 +13,7 @@ use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
 use crate::transforms::watermark::WatermarkSettings;
-use crate::transforms::watermark::{parse_time, TimeFormat};
+use crate::transforms::watermark::{EventTime, EventTimeForms};
 
 /// Where the Pub/Sub API is. Shared by the source and the sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +92,7 @@ pub struct PubsubSourceConfig {
     pub value_field: String,
     #[serde(default)]
     pub metadata: MetadataFields,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_time")]
     pub event_time: Option<EventTime>,
     #[serde(default)]
     pub watermark: Option<WatermarkSettings>,
@@ -166,62 +165,17 @@ impl MetadataFields {
     }
 }
 
-/// Where each record's event time comes from.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "Value")]
-pub enum EventTime {
-    /// `event_time: publish_time`.
-    PublishTime,
-    /// `event_time: { attribute: ts, format: auto }`.
-    Attribute { name: String, format: TimeFormat },
-    /// `event_time: { field: ts, format: auto }`.
-    Field { name: String, format: TimeFormat },
-}
+/// How this source spells `event_time:`.
+pub const EVENT_TIME: EventTimeForms = EventTimeForms {
+    system: "publish_time",
+    system_is: "publish time",
+    attributes: true,
+};
 
-impl TryFrom<Value> for EventTime {
-    type Error = String;
-    fn try_from(v: Value) -> std::result::Result<Self, String> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Spec {
-            field: Option<String>,
-            attribute: Option<String>,
-            #[serde(default)]
-            format: TimeFormat,
-        }
-        const FORMS: &str =
-            "expected publish_time, {attribute: NAME, format: …} or {field: NAME, format: …}";
-        match v {
-            Value::String(s) if s == "publish_time" => Ok(EventTime::PublishTime),
-            Value::Object(_) => {
-                let s: Spec = serde_json::from_value(v).map_err(|e| e.to_string())?;
-                match (s.field, s.attribute) {
-                    (Some(f), None) if !f.is_empty() => Ok(EventTime::Field {
-                        name: f,
-                        format: s.format,
-                    }),
-                    (None, Some(a)) if !a.is_empty() => Ok(EventTime::Attribute {
-                        name: a,
-                        format: s.format,
-                    }),
-                    _ => Err(FORMS.into()),
-                }
-            }
-            _ => Err(FORMS.into()),
-        }
-    }
-}
-
-impl EventTime {
-    /// Reads a time written as an attribute (text): numbers per `format`, else RFC 3339.
-    pub fn parse_attribute(text: &str, format: TimeFormat) -> std::result::Result<i64, String> {
-        let v = match text.trim().parse::<f64>() {
-            Ok(n) if text.trim().parse::<i64>().is_ok() => Value::from(n as i64),
-            Ok(n) => Value::from(n),
-            Err(_) => Value::String(text.to_string()),
-        };
-        parse_time(&v, format)
-    }
+fn event_time<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<EventTime>, D::Error> {
+    EVENT_TIME.deserialize(d)
 }
 
 /// A checked source configuration.
@@ -493,10 +447,7 @@ pub fn resolve_source(cfg: &NodeConfig) -> Result<SourceSettings> {
         }
     }
     if c.watermark.is_some() && c.event_time.is_none() {
-        return Err(cfg.error(
-            "watermark",
-            "needs `event_time` (publish_time, {attribute: NAME} or {field: NAME})",
-        ));
+        return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
     }
     if let Some(w) = &c.watermark {
         if w.idle_timeout.is_some_and(|d| d.as_std().is_zero()) {
@@ -561,6 +512,7 @@ pub fn resolve_sink(cfg: &NodeConfig) -> Result<SinkSettings> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transforms::watermark::TimeFormat;
     use weir_crds::{CheckpointSpec, NodeSpec};
 
     fn node(kind: &str, yaml: &str) -> NodeConfig {
@@ -655,7 +607,7 @@ mod tests {
             resolve_source(&node("sources", &format!("{base}event_time: {v}")))
                 .map(|s| s.config.event_time.unwrap())
         };
-        assert_eq!(et("publish_time").unwrap(), EventTime::PublishTime);
+        assert_eq!(et("publish_time").unwrap(), EventTime::System);
         assert_eq!(
             et("{attribute: ts}").unwrap(),
             EventTime::Attribute {

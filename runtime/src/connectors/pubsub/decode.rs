@@ -7,9 +7,9 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::config::{EventTime, MetadataFields, PubsubSourceConfig, ValueFormat};
+use super::config::{MetadataFields, PubsubSourceConfig, ValueFormat, EVENT_TIME};
 use crate::record::{JsonObject, Record};
-use crate::transforms::watermark::parse_time;
+use crate::transforms::watermark::EventTime;
 
 /// The parts of a message the decoder reads.
 #[derive(Debug, Clone)]
@@ -62,30 +62,11 @@ impl Decoder {
             }
         };
         let event_time = match &self.event_time {
+            Some(e) => {
+                let attribute = |name: &str| m.attributes.get(name).map(String::as_str);
+                Some(e.of(&EVENT_TIME, m.publish_ms, attribute, &record)?)
+            }
             None => None,
-            Some(EventTime::PublishTime) => Some(
-                m.publish_ms
-                    .ok_or("the message has no publish time (event_time: publish_time)")?,
-            ),
-            Some(EventTime::Attribute { name, format }) => {
-                let text = m
-                    .attributes
-                    .get(name)
-                    .ok_or_else(|| format!("attribute {name:?} (event_time) is missing"))?;
-                Some(
-                    EventTime::parse_attribute(text, *format)
-                        .map_err(|e| format!("attribute {name:?} (event_time): {e}"))?,
-                )
-            }
-            Some(EventTime::Field { name, format }) => {
-                let v = record
-                    .get(name)
-                    .ok_or_else(|| format!("field {name:?} (event_time) is missing"))?;
-                Some(
-                    parse_time(&v, *format)
-                        .map_err(|e| format!("field {name:?} (event_time): {e}"))?,
-                )
-            }
         };
         // Metadata goes into the fields (which then no longer match the JSON text); without
         // it a JSON record stays unbuilt and is written as its original bytes.

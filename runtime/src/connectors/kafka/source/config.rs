@@ -16,7 +16,7 @@ use crate::connectors::kafka::eventhubs::{self, EventHubsConfig};
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::transforms::watermark::WatermarkSettings;
-use crate::transforms::watermark::{parse_time, TimeFormat};
+use crate::transforms::watermark::{parse_time, EventTime, EventTimeForms, TimeFormat};
 
 /// Settings of a `kafka` source.
 ///
@@ -99,7 +99,7 @@ pub struct KafkaSourceConfig {
     pub key_format: KeyFormat,
     #[serde(default)]
     pub metadata: MetadataFields,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_time")]
     pub event_time: Option<EventTime>,
     #[serde(default)]
     pub watermark: Option<WatermarkSettings>,
@@ -193,37 +193,17 @@ impl MetadataFields {
     }
 }
 
-/// Where each record's event time comes from.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "Value")]
-pub enum EventTime {
-    /// `event_time: kafka_timestamp`.
-    KafkaTimestamp,
-    /// `event_time: { field: ts, format: auto }`.
-    Field { field: String, format: TimeFormat },
-}
+/// How this source spells `event_time:`.
+pub const EVENT_TIME: EventTimeForms = EventTimeForms {
+    system: "kafka_timestamp",
+    system_is: "Kafka timestamp",
+    attributes: false,
+};
 
-impl TryFrom<Value> for EventTime {
-    type Error = String;
-    fn try_from(v: Value) -> std::result::Result<Self, String> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct FieldSpec {
-            field: String,
-            #[serde(default)]
-            format: TimeFormat,
-        }
-        match v {
-            Value::String(s) if s == "kafka_timestamp" => Ok(EventTime::KafkaTimestamp),
-            Value::Object(_) => nested::<FieldSpec>("", &v).map(|f| EventTime::Field {
-                field: f.field,
-                format: f.format,
-            }),
-            other => Err(format!(
-                "expected kafka_timestamp or {{field: NAME, format: auto|millis|seconds|rfc3339}}, got {other}"
-            )),
-        }
-    }
+fn event_time<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<EventTime>, D::Error> {
+    EVENT_TIME.deserialize(d)
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -431,10 +411,7 @@ pub fn resolve(cfg: &NodeConfig) -> Result<Settings> {
         return Err(cfg.error("request_timeout", "must be more than 0s"));
     }
     if c.watermark.is_some() && c.event_time.is_none() {
-        return Err(cfg.error(
-            "watermark",
-            "needs `event_time` (kafka_timestamp or {field: NAME})",
-        ));
+        return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
     }
     if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty() {
         return Err(cfg.error("value_field", "must not be empty"));
@@ -620,7 +597,7 @@ mod tests {
         assert_eq!(
             ok.config.event_time,
             Some(EventTime::Field {
-                field: "ts".into(),
+                name: "ts".into(),
                 format: TimeFormat::Millis
             })
         );

@@ -5,9 +5,9 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::config::{EventTime, KafkaSourceConfig, KeyFormat, MetadataFields, ValueFormat};
+use super::config::{KafkaSourceConfig, KeyFormat, MetadataFields, ValueFormat, EVENT_TIME};
 use crate::record::{JsonObject, Record};
-use crate::transforms::watermark::parse_time;
+use crate::transforms::watermark::EventTime;
 
 /// The parts of a message the decoder reads (borrowed from librdkafka's buffer).
 #[derive(Debug, Clone, Default)]
@@ -86,20 +86,8 @@ impl Decoder {
             record.fields_mut().insert(f.clone(), ts);
         }
         let event_time = match &self.event_time {
+            Some(e) => Some(e.of(&EVENT_TIME, m.timestamp, |_| None, &record)?),
             None => None,
-            Some(EventTime::KafkaTimestamp) => Some(
-                m.timestamp
-                    .ok_or("the message has no Kafka timestamp (event_time: kafka_timestamp)")?,
-            ),
-            Some(EventTime::Field { field, format }) => {
-                let v = record
-                    .get(field)
-                    .ok_or_else(|| format!("no event-time field {field:?}"))?;
-                Some(
-                    parse_time(&v, *format)
-                        .map_err(|e| format!("event-time field {field:?}: {e}"))?,
-                )
-            }
         };
         Ok(record.with_event_time(event_time))
     }
@@ -235,7 +223,7 @@ mod tests {
         assert!(timed
             .decode(&msg(Some(b"{}")))
             .unwrap_err()
-            .contains("no event-time field \"ts\""));
+            .contains("field \"ts\" (event_time) is missing"));
         assert!(timed
             .decode(&msg(Some(br#"{"ts": "noon"}"#)))
             .unwrap_err()

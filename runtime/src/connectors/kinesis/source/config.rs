@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
 use crate::transforms::watermark::WatermarkSettings;
-use crate::transforms::watermark::{parse_time, TimeFormat};
+use crate::transforms::watermark::{parse_time, EventTime, EventTimeForms, TimeFormat};
 
 /// Settings of a `kinesis` source.
 ///
@@ -78,7 +78,7 @@ pub struct KinesisSourceConfig {
     pub value_field: String,
     #[serde(default)]
     pub metadata: MetadataFields,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_time")]
     pub event_time: Option<EventTime>,
     #[serde(default)]
     pub watermark: Option<WatermarkSettings>,
@@ -298,39 +298,17 @@ impl MetadataFields {
     }
 }
 
-/// Where each record's event time comes from.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "Value")]
-pub enum EventTime {
-    /// `event_time: arrival_timestamp`: Kinesis's ApproximateArrivalTimestamp.
-    ArrivalTimestamp,
-    /// `event_time: {field: ts, format: auto}`.
-    Field { field: String, format: TimeFormat },
-}
+/// How this source spells `event_time:`.
+pub const EVENT_TIME: EventTimeForms = EventTimeForms {
+    system: "arrival_timestamp",
+    system_is: "ApproximateArrivalTimestamp",
+    attributes: false,
+};
 
-impl TryFrom<Value> for EventTime {
-    type Error = String;
-    fn try_from(v: Value) -> std::result::Result<Self, String> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct FieldSpec {
-            field: String,
-            #[serde(default)]
-            format: TimeFormat,
-        }
-        match v {
-            Value::String(s) if s == "arrival_timestamp" => Ok(EventTime::ArrivalTimestamp),
-            Value::Object(_) => serde_json::from_value::<FieldSpec>(v)
-                .map(|f| EventTime::Field {
-                    field: f.field,
-                    format: f.format,
-                })
-                .map_err(|e| e.to_string()),
-            other => Err(format!(
-                "expected arrival_timestamp or {{field: NAME, format: auto|millis|seconds|rfc3339}}, got {other}"
-            )),
-        }
-    }
+fn event_time<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<EventTime>, D::Error> {
+    EVENT_TIME.deserialize(d)
 }
 
 /// A stream to read and where it starts.
@@ -449,10 +427,7 @@ pub fn resolve(cfg: &NodeConfig) -> Result<Settings> {
         return Err(cfg.error("request_timeout", "must be more than 0s"));
     }
     if c.watermark.is_some() && c.event_time.is_none() {
-        return Err(cfg.error(
-            "watermark",
-            "needs `event_time` (arrival_timestamp or {field: NAME})",
-        ));
+        return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
     }
     if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty() {
         return Err(cfg.error("value_field", "must not be empty"));

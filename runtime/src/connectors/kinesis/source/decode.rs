@@ -6,9 +6,9 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::config::{EventTime, KinesisSourceConfig, MetadataFields, ValueFormat};
+use super::config::{KinesisSourceConfig, MetadataFields, ValueFormat, EVENT_TIME};
 use crate::record::{JsonObject, Record};
-use crate::transforms::watermark::parse_time;
+use crate::transforms::watermark::EventTime;
 
 /// The parts of a Kinesis record the decoder reads.
 #[derive(Debug, Clone, Default)]
@@ -77,20 +77,8 @@ impl Decoder {
             r.arrival_ms.map_or(Value::Null, Value::from),
         );
         let event_time = match &self.event_time {
+            Some(e) => Some(e.of(&EVENT_TIME, r.arrival_ms, |_| None, &record)?),
             None => None,
-            Some(EventTime::ArrivalTimestamp) => Some(
-                r.arrival_ms
-                    .ok_or("the record has no ApproximateArrivalTimestamp")?,
-            ),
-            Some(EventTime::Field { field, format }) => {
-                let v = record
-                    .get(field)
-                    .ok_or_else(|| format!("no event-time field {field:?}"))?;
-                Some(
-                    parse_time(&v, *format)
-                        .map_err(|e| format!("event-time field {field:?}: {e}"))?,
-                )
-            }
         };
         Ok(record.with_event_time(event_time))
     }
@@ -171,7 +159,7 @@ mod tests {
         let a = decoder(
             ValueFormat::Json,
             MetadataFields::default(),
-            Some(EventTime::ArrivalTimestamp),
+            Some(EventTime::System),
         )
         .decode(&raw(b"{}"))
         .unwrap();
@@ -180,7 +168,7 @@ mod tests {
             ValueFormat::Json,
             MetadataFields::default(),
             Some(EventTime::Field {
-                field: "ts".into(),
+                name: "ts".into(),
                 format: TimeFormat::Millis,
             }),
         );
@@ -191,7 +179,7 @@ mod tests {
         assert!(f
             .decode(&raw(b"{}"))
             .unwrap_err()
-            .contains("no event-time field"));
+            .contains("field \"ts\" (event_time) is missing"));
     }
 
     #[test]
