@@ -29,7 +29,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 use weir_runtime::api::{
-    Batch, Error, NodeConfig, NodeContext, Record, Result, Sink, SinkBox, Value,
+    Batch, ConnectorConfig, Error, NodeConfig, NodeContext, Record, Result, Sink, SinkBox, Value,
 };
 use weir_runtime::registry::Registry;
 use weir_runtime::retry::RetryPolicy;
@@ -100,6 +100,21 @@ fn text(v: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
+    }
+}
+
+/// weir's one shape for a connector's settings: parsed by serde, then checked here, purely.
+impl ConnectorConfig for RedisEventsConfig {
+    type Settings = RedisEventsConfig;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<RedisEventsConfig> {
+        if self.url.is_some() == self.url_env.is_some() {
+            return Err(cfg.error("url", "give exactly one of `url` and `url_env`"));
+        }
+        if self.batch_size == 0 {
+            return Err(cfg.error("batch_size", "must be at least 1"));
+        }
+        Ok(self)
     }
 }
 
@@ -210,16 +225,9 @@ pub struct RedisEvents {
 impl RedisEvents {
     /// Checks the settings without connecting (this also runs for `weir validate`).
     pub fn from_config(cfg: &NodeConfig) -> Result<Self> {
-        let config: RedisEventsConfig = cfg.parse()?;
-        let url = match (&config.url, &config.url_env) {
-            (Some(u), None) => u.clone(),
-            // Read at open, so validation needs no credentials.
-            (None, Some(_)) => String::new(),
-            _ => return Err(cfg.error("url", "give exactly one of `url` and `url_env`")),
-        };
-        if config.batch_size == 0 {
-            return Err(cfg.error("batch_size", "must be at least 1"));
-        }
+        let config = cfg.resolve::<RedisEventsConfig>()?;
+        // With `url_env` the URL is read at open, so validation needs no credentials.
+        let url = config.url.clone().unwrap_or_default();
         Ok(RedisEvents {
             config,
             url,

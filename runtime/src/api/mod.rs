@@ -44,7 +44,7 @@ pub use serde_json::Value;
 
 pub use crate::error::{Error, Result};
 pub use crate::record::{Barrier, Batch, Fields, Record, SplitId};
-pub use node::{NodeConfig, NodeContext};
+pub use node::{ConnectorConfig, NodeConfig, NodeContext};
 pub(crate) use sink::DynSink;
 pub use sink::{Sink, SinkBox, TwoPhaseSink};
 pub use source::{Source, SourcePoll};

@@ -39,6 +39,12 @@ impl NodeConfig {
         })
     }
 
+    /// Parses and checks a connector's settings: the one entry point every connector's
+    /// `register` uses, so `weir validate` checks exactly what a run checks.
+    pub fn resolve<C: ConnectorConfig>(&self) -> Result<C::Settings> {
+        self.parse::<C>()?.resolve(self)
+    }
+
     /// An error about one field of this node.
     pub fn error(&self, field: &str, message: impl Into<String>) -> Error {
         let path = if field.is_empty() {
@@ -48,6 +54,18 @@ impl NodeConfig {
         };
         Error::spec(path, message)
     }
+}
+
+/// A connector's settings as written in the spec, in one shape for every connector: a serde
+/// struct (`deny_unknown_fields`) in the connector's `config.rs`, and [`ConnectorConfig::resolve`],
+/// pure (no I/O), which does every check and returns what the connector runs with. A custom
+/// connector follows the same shape: `cfg.resolve::<MyConfig>()?` in its factory.
+pub trait ConnectorConfig: DeserializeOwned {
+    type Settings;
+
+    /// Checks the settings (errors name the field through `cfg`) and derives what the
+    /// connector runs with.
+    fn resolve(self, cfg: &NodeConfig) -> Result<Self::Settings>;
 }
 
 /// What a running node knows about its place in the job.

@@ -884,7 +884,11 @@ fn the_query_source_resumes_after_its_position() {
     block_on(async {
         let restored: BTreeMap<String, serde_json::Value> =
             [("jdbc-0".to_string(), serde_json::json!(650))].into();
-        let mut s = weir_runtime::connectors::jdbc::JdbcSource::from_config(&cfg).unwrap();
+        let mut s = weir_runtime::connectors::jdbc::JdbcSource::new(
+            cfg.resolve::<weir_runtime::connectors::jdbc::JdbcSourceConfig>()
+                .unwrap(),
+            cfg.name(),
+        );
         s.open(&ctx(0), restored.clone()).await.unwrap();
         let mut ids = Vec::new();
         loop {
@@ -899,7 +903,11 @@ fn the_query_source_resumes_after_its_position() {
         assert_eq!(ids, (651..=1000).collect::<Vec<_>>());
         assert_eq!(s.snapshot().unwrap()["jdbc-0"], 1000);
         // Worker 1 owns no split: it finishes at once and reports no position.
-        let mut other = weir_runtime::connectors::jdbc::JdbcSource::from_config(&cfg).unwrap();
+        let mut other = weir_runtime::connectors::jdbc::JdbcSource::new(
+            cfg.resolve::<weir_runtime::connectors::jdbc::JdbcSourceConfig>()
+                .unwrap(),
+            cfg.name(),
+        );
         other.open(&ctx(1), restored).await.unwrap();
         assert!(matches!(other.poll().await.unwrap(), SourcePoll::Finished));
         assert!(other.snapshot().unwrap().is_empty());

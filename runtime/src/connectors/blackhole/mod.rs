@@ -2,12 +2,21 @@
 
 use async_trait::async_trait;
 
-use crate::api::{Batch, NodeContext, Result, Sink, SinkBox};
+use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Result, Sink, SinkBox};
 use crate::registry::Registry;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BlackholeConfig {}
+
+/// No settings: an unknown one is an error.
+impl ConnectorConfig for BlackholeConfig {
+    type Settings = ();
+
+    fn resolve(self, _cfg: &NodeConfig) -> Result<()> {
+        Ok(())
+    }
+}
 
 struct Blackhole;
 
@@ -27,7 +36,7 @@ impl Sink for Blackhole {
 
 pub fn register(r: &mut Registry) {
     r.sink("blackhole", |cfg| {
-        let _: BlackholeConfig = cfg.parse()?;
+        cfg.resolve::<BlackholeConfig>()?;
         Ok(SinkBox::plain(Blackhole))
     });
 }

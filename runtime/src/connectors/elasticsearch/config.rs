@@ -7,7 +7,7 @@ use serde::Deserialize;
 use weir_crds::{ByteSize, Duration};
 
 use super::index::{invalid_index_name, IndexTemplate};
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
@@ -272,11 +272,6 @@ impl Settings {
     pub fn versioned(&self) -> bool {
         self.version.is_some()
     }
-
-    pub fn from_config(cfg: &NodeConfig) -> Result<Settings> {
-        let c: ElasticsearchSinkConfig = cfg.parse()?;
-        c.resolve(cfg)
-    }
 }
 
 /// A node URL: http(s), no credentials (they go in `auth`), no query.
@@ -312,8 +307,10 @@ fn is_reference(s: &str) -> bool {
     s.contains("${env:")
 }
 
-impl ElasticsearchSinkConfig {
-    pub fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
+impl ConnectorConfig for ElasticsearchSinkConfig {
+    type Settings = Settings;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
         let mut hosts = Vec::new();
         let listed = self
             .url
@@ -568,7 +565,7 @@ impl ElasticsearchSinkConfig {
 pub(crate) fn parse_yaml(yaml: &str) -> Result<Settings> {
     let config: serde_json::Map<String, serde_json::Value> =
         serde_norway::from_str(yaml).expect("test YAML");
-    Settings::from_config(&NodeConfig {
+    NodeConfig {
         path: "sinks[0]".into(),
         spec: weir_crds::NodeSpec {
             name: "es".into(),
@@ -580,7 +577,8 @@ pub(crate) fn parse_yaml(yaml: &str) -> Result<Settings> {
         },
         parallelism: 1,
         checkpoint: Default::default(),
-    })
+    }
+    .resolve::<ElasticsearchSinkConfig>()
 }
 
 #[cfg(test)]

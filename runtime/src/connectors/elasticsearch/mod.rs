@@ -81,7 +81,7 @@ fn note_once(note: String) {
 
 pub fn register(r: &mut Registry) {
     r.sink("elasticsearch", |cfg| {
-        let settings = Settings::from_config(cfg)?;
+        let settings = cfg.resolve::<ElasticsearchSinkConfig>()?;
         if let Some(note) = at_least_once_note(cfg, &settings) {
             note_once(note);
         }

@@ -48,11 +48,6 @@ pub struct ElasticsearchSink {
 }
 
 impl ElasticsearchSink {
-    pub fn from_config(cfg: &NodeConfig) -> Result<ElasticsearchSink> {
-        let settings = Settings::from_config(cfg)?;
-        Ok(ElasticsearchSink::new(settings, cfg.name()))
-    }
-
     pub fn new(settings: Settings, node: &str) -> ElasticsearchSink {
         let settings = Arc::new(settings);
         let lanes = (0..settings.max_in_flight)

@@ -1,5 +1,7 @@
 use serde::Deserialize;
 
+use crate::api::{ConnectorConfig, NodeConfig};
+use crate::error::Result;
 use crate::on_error::OnError;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -63,4 +65,18 @@ pub struct FileSourceConfig {
 
 fn batch() -> usize {
     1024
+}
+
+impl ConnectorConfig for FileSourceConfig {
+    type Settings = FileSourceConfig;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<FileSourceConfig> {
+        if self.batch_size == 0 {
+            return Err(cfg.error("batch_size", "must be at least 1"));
+        }
+        if self.csv.delimiter.len() != 1 {
+            return Err(cfg.error("csv.delimiter", "must be a single character"));
+        }
+        Ok(self)
+    }
 }

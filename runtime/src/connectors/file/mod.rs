@@ -10,13 +10,8 @@ use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     r.source("file", |cfg| {
-        let c: FileSourceConfig = cfg.parse()?;
-        if c.batch_size == 0 {
-            return Err(cfg.error("batch_size", "must be at least 1"));
-        }
-        if c.csv.delimiter.len() != 1 {
-            return Err(cfg.error("csv.delimiter", "must be a single character"));
-        }
-        Ok(Box::new(FileSource::new(c)))
+        Ok(Box::new(FileSource::new(
+            cfg.resolve::<FileSourceConfig>()?,
+        )))
     });
 }

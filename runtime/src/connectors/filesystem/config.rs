@@ -8,7 +8,7 @@ use weir_crds::{ByteSize, Duration};
 
 use super::bucket::{BucketSpec, TimeZone};
 use super::rolling::RollingPolicy;
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::storage::Location;
@@ -229,9 +229,11 @@ pub struct Settings {
     pub on_error: OnError,
 }
 
-impl FileSinkConfig {
+impl ConnectorConfig for FileSinkConfig {
+    type Settings = Settings;
+
     /// Applies defaults and the rules that involve more than one field.
-    pub fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
+    fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
         if self.path.trim().is_empty() {
             return Err(cfg.error("path", "must not be empty"));
         }

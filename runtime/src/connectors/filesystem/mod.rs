@@ -60,6 +60,8 @@ use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     r.sink("filesystem", |cfg| {
-        Ok(SinkBox::two_phase(FileSink::from_config(cfg)?))
+        Ok(SinkBox::two_phase(FileSink::new(
+            cfg.resolve::<FileSinkConfig>()?,
+        )))
     });
 }

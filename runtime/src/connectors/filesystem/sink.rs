@@ -11,7 +11,7 @@ use object_store::path::Path as ObjectPath;
 use prometheus::IntCounter;
 
 use super::bucket::BucketAssigner;
-use super::config::{FileSinkConfig, Settings, Target};
+use super::config::{Settings, Target};
 use super::format::{Encoder, EncoderFactory};
 #[cfg(feature = "hdfs")]
 use super::hdfs::{self, HdfsFile};
@@ -203,12 +203,6 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// Parses and checks the node's settings; no I/O (this also runs for `weir validate`).
-    pub fn from_config(cfg: &NodeConfig) -> Result<Self> {
-        let settings = cfg.parse::<FileSinkConfig>()?.resolve(cfg)?;
-        Ok(FileSink::new(settings))
-    }
-
     pub fn new(settings: Settings) -> Self {
         FileSink {
             encoders: EncoderFactory::new(&settings),

@@ -43,7 +43,11 @@ fn ctx(worker: u32) -> NodeContext {
 }
 
 fn sink(config: Value) -> FileSink {
-    FileSink::from_config(&node_config(config)).expect("valid config")
+    FileSink::new(
+        node_config(config)
+            .resolve::<FileSinkConfig>()
+            .expect("valid config"),
+    )
 }
 
 async fn started(config: Value, worker: u32) -> FileSink {

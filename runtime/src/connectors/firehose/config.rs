@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use weir_crds::Duration;
 
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::aws::connection::{AwsConnection, AwsCredentials};
 use crate::connectors::aws::put::config::{self as put, BatchConfig, Ordering, PutSettings};
 use crate::connectors::aws::put::dead_letter::DeadLetterPath;
@@ -113,53 +113,61 @@ pub fn parse_delivery_stream(text: &str) -> std::result::Result<(String, Option<
     Ok((text.to_string(), None))
 }
 
-pub fn resolve(cfg: &NodeConfig) -> Result<Settings> {
-    let c: FirehoseSinkConfig = cfg.parse()?;
-    let (name, arn_region) = parse_delivery_stream(c.delivery_stream.trim())
-        .map_err(|e| cfg.error("delivery_stream", e))?;
-    let region = match (c.region, arn_region) {
-        (Some(r), Some(a)) if r != a => {
-            return Err(cfg.error(
-                "region",
-                format!("the delivery stream's ARN names region {a}, the node's region is {r}"),
-            ))
+impl ConnectorConfig for FirehoseSinkConfig {
+    type Settings = Settings;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
+        let c = self;
+        let (name, arn_region) = parse_delivery_stream(c.delivery_stream.trim())
+            .map_err(|e| cfg.error("delivery_stream", e))?;
+        let region = match (c.region, arn_region) {
+            (Some(r), Some(a)) if r != a => {
+                return Err(cfg.error(
+                    "region",
+                    format!("the delivery stream's ARN names region {a}, the node's region is {r}"),
+                ))
+            }
+            (r, a) => r.or(a),
+        };
+        let connection = AwsConnection {
+            region,
+            endpoint_url: c.endpoint_url,
+            credentials: c.credentials,
+        };
+        connection.check(cfg)?;
+        if c.value_field.as_deref().is_some_and(str::is_empty) {
+            return Err(cfg.error("value_field", "must not be empty"));
         }
-        (r, a) => r.or(a),
-    };
-    let connection = AwsConnection {
-        region,
-        endpoint_url: c.endpoint_url,
-        credentials: c.credentials,
-    };
-    connection.check(cfg)?;
-    if c.value_field.as_deref().is_some_and(str::is_empty) {
-        return Err(cfg.error("value_field", "must not be empty"));
+        if c.request_timeout.as_millis() == 0 {
+            return Err(cfg.error("request_timeout", "must be more than 0s"));
+        }
+        let put = put::resolve(
+            cfg,
+            LIMITS,
+            &c.batch,
+            c.max_concurrency,
+            c.retry,
+            c.on_error,
+            Ordering::None,
+        )?;
+        Ok(Settings {
+            delivery_stream: name,
+            connection,
+            value_field: c.value_field,
+            record_delimiter: c.record_delimiter.into_bytes(),
+            put,
+            request_timeout: c.request_timeout.as_std(),
+        })
     }
-    if c.request_timeout.as_millis() == 0 {
-        return Err(cfg.error("request_timeout", "must be more than 0s"));
-    }
-    let put = put::resolve(
-        cfg,
-        LIMITS,
-        &c.batch,
-        c.max_concurrency,
-        c.retry,
-        c.on_error,
-        Ordering::None,
-    )?;
-    Ok(Settings {
-        delivery_stream: name,
-        connection,
-        value_field: c.value_field,
-        record_delimiter: c.record_delimiter.into_bytes(),
-        put,
-        request_timeout: c.request_timeout.as_std(),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve(cfg: &NodeConfig) -> Result<Settings> {
+        cfg.resolve::<FirehoseSinkConfig>()
+    }
     use serde_json::{json, Value};
     use weir_crds::{CheckpointSpec, NodeSpec};
 

@@ -16,7 +16,7 @@ pub type FirehoseSink = PutSink<FirehoseService>;
 
 pub fn register(r: &mut Registry) {
     r.sink("firehose", |cfg| {
-        let settings = config::resolve(cfg)?;
+        let settings = cfg.resolve::<config::FirehoseSinkConfig>()?;
         let put = settings.put.clone();
         Ok(SinkBox::plain(FirehoseSink::new(
             FirehoseService::new(settings),

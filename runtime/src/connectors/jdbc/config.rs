@@ -5,7 +5,7 @@ use serde::Deserialize;
 use weir_crds::Duration;
 
 use super::dialect::Dialect;
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::ordered::OrderedMap;
@@ -392,8 +392,10 @@ pub fn use_copy(dialect: Dialect, copy: Option<bool>) -> std::result::Result<boo
     }
 }
 
-impl JdbcSinkConfig {
-    pub fn resolve(self, cfg: &NodeConfig) -> Result<SinkSettings> {
+impl ConnectorConfig for JdbcSinkConfig {
+    type Settings = SinkSettings;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<SinkSettings> {
         let url = UrlSource::from_config(
             cfg,
             self.url.as_deref(),
@@ -505,8 +507,10 @@ pub struct SourceSettings {
     pub connect_timeout: std::time::Duration,
 }
 
-impl JdbcSourceConfig {
-    pub fn resolve(self, cfg: &NodeConfig) -> Result<SourceSettings> {
+impl ConnectorConfig for JdbcSourceConfig {
+    type Settings = SourceSettings;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<SourceSettings> {
         let url = UrlSource::from_config(
             cfg,
             self.url.as_deref(),

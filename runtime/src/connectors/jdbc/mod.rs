@@ -72,7 +72,15 @@ use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     r.sink("jdbc", |cfg| {
-        Ok(SinkBox::plain(JdbcSink::from_config(cfg)?))
+        Ok(SinkBox::plain(JdbcSink::new(
+            cfg.resolve::<JdbcSinkConfig>()?,
+            cfg.name(),
+        )))
     });
-    r.source("jdbc", |cfg| Ok(Box::new(JdbcSource::from_config(cfg)?)));
+    r.source("jdbc", |cfg| {
+        Ok(Box::new(JdbcSource::new(
+            cfg.resolve::<JdbcSourceConfig>()?,
+            cfg.name(),
+        )))
+    });
 }

@@ -425,7 +425,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::NodeConfig;
+    use crate::api::{ConnectorConfig, NodeConfig};
     use crate::connectors::jdbc::config::JdbcSinkConfig;
     use serde_json::json;
     use weir_crds::NodeSpec;

@@ -38,11 +38,6 @@ pub struct JdbcSource {
 }
 
 impl JdbcSource {
-    pub fn from_config(cfg: &NodeConfig) -> Result<JdbcSource> {
-        let c: super::config::JdbcSourceConfig = cfg.parse()?;
-        Ok(JdbcSource::new(c.resolve(cfg)?, cfg.name()))
-    }
-
     pub fn new(settings: SourceSettings, node: &str) -> JdbcSource {
         JdbcSource {
             settings,

@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 use serde::Deserialize;
 use weir_crds::{ByteSize, Duration};
 
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
@@ -391,127 +391,144 @@ pub fn check_host_port(h: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// Checks a source's settings; errors name the field.
-pub fn resolve_source(cfg: &NodeConfig) -> Result<SourceSettings> {
-    let c: PubsubSourceConfig = cfg.parse()?;
-    let subscription = full_name(
-        cfg,
-        "subscription",
-        "subscriptions",
-        &c.subscription,
-        c.project.as_deref(),
-    )?;
-    let endpoint = endpoint(cfg, &c.endpoint, &c.emulator_host)?;
-    if c.max_outstanding_messages < 1 {
-        return Err(cfg.error("max_outstanding_messages", "must be at least 1"));
-    }
-    if c.max_outstanding_bytes.0 < 1024 {
-        return Err(cfg.error("max_outstanding_bytes", "must be at least 1KiB"));
-    }
-    let deadline = c.ack_deadline.as_std();
-    if !(StdDuration::from_secs(10)..=StdDuration::from_secs(600)).contains(&deadline) {
-        return Err(cfg.error(
-            "ack_deadline",
-            format!(
-                "must be between 10s and 600s (Pub/Sub's range), got {}",
-                c.ack_deadline
-            ),
-        ));
-    }
-    let window = c.dedup_window.as_std();
-    if !window.is_zero() && window < deadline {
-        return Err(cfg.error(
+impl ConnectorConfig for PubsubSourceConfig {
+    type Settings = SourceSettings;
+
+    /// Checks a source's settings; errors name the field.
+    fn resolve(self, cfg: &NodeConfig) -> Result<SourceSettings> {
+        let c = self;
+        let subscription = full_name(
+            cfg,
+            "subscription",
+            "subscriptions",
+            &c.subscription,
+            c.project.as_deref(),
+        )?;
+        let endpoint = endpoint(cfg, &c.endpoint, &c.emulator_host)?;
+        if c.max_outstanding_messages < 1 {
+            return Err(cfg.error("max_outstanding_messages", "must be at least 1"));
+        }
+        if c.max_outstanding_bytes.0 < 1024 {
+            return Err(cfg.error("max_outstanding_bytes", "must be at least 1KiB"));
+        }
+        let deadline = c.ack_deadline.as_std();
+        if !(StdDuration::from_secs(10)..=StdDuration::from_secs(600)).contains(&deadline) {
+            return Err(cfg.error(
+                "ack_deadline",
+                format!(
+                    "must be between 10s and 600s (Pub/Sub's range), got {}",
+                    c.ack_deadline
+                ),
+            ));
+        }
+        let window = c.dedup_window.as_std();
+        if !window.is_zero() && window < deadline {
+            return Err(cfg.error(
             "dedup_window",
             format!(
                 "{} is shorter than ack_deadline ({}): a message whose acknowledgement a crash lost comes back up to ack_deadline after the crash, and would no longer be recognised (0s turns the window off)",
                 c.dedup_window, c.ack_deadline
             ),
         ));
-    }
-    if c.batch_size == 0 {
-        return Err(cfg.error("batch_size", "must be at least 1"));
-    }
-    if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty() {
-        return Err(cfg.error("value_field", "must not be empty"));
-    }
-    let names = c.metadata.names();
-    for (i, (kind, name)) in names.iter().enumerate() {
-        if name.is_empty() {
-            return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
         }
-        if names[..i].iter().any(|(_, n)| n == name) {
-            return Err(cfg.error(
-                &format!("metadata.{kind}"),
-                format!("field {name:?} is used twice"),
-            ));
+        if c.batch_size == 0 {
+            return Err(cfg.error("batch_size", "must be at least 1"));
         }
-    }
-    if c.watermark.is_some() && c.event_time.is_none() {
-        return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
-    }
-    if let Some(w) = &c.watermark {
-        if w.idle_timeout.is_some_and(|d| d.as_std().is_zero()) {
-            return Err(cfg.error("watermark.idle_timeout", "must be more than 0s"));
+        if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty()
+        {
+            return Err(cfg.error("value_field", "must not be empty"));
         }
+        let names = c.metadata.names();
+        for (i, (kind, name)) in names.iter().enumerate() {
+            if name.is_empty() {
+                return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
+            }
+            if names[..i].iter().any(|(_, n)| n == name) {
+                return Err(cfg.error(
+                    &format!("metadata.{kind}"),
+                    format!("field {name:?} is used twice"),
+                ));
+            }
+        }
+        if c.watermark.is_some() && c.event_time.is_none() {
+            return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
+        }
+        if let Some(w) = &c.watermark {
+            if w.idle_timeout.is_some_and(|d| d.as_std().is_zero()) {
+                return Err(cfg.error("watermark.idle_timeout", "must be more than 0s"));
+            }
+        }
+        if c.stop_after_idle.is_some_and(|d| d.as_std().is_zero()) {
+            return Err(cfg.error("stop_after_idle", "must be more than 0s"));
+        }
+        Ok(SourceSettings {
+            config: c,
+            subscription,
+            endpoint,
+        })
     }
-    if c.stop_after_idle.is_some_and(|d| d.as_std().is_zero()) {
-        return Err(cfg.error("stop_after_idle", "must be more than 0s"));
-    }
-    Ok(SourceSettings {
-        config: c,
-        subscription,
-        endpoint,
-    })
 }
 
-/// Checks a sink's settings; errors name the field.
-pub fn resolve_sink(cfg: &NodeConfig) -> Result<SinkSettings> {
-    let c: PubsubSinkConfig = cfg.parse()?;
-    let topic = full_name(cfg, "topic", "topics", &c.topic, c.project.as_deref())?;
-    let endpoint = endpoint(cfg, &c.endpoint, &c.emulator_host)?;
-    if c.value_fields.as_ref().is_some_and(|v| v.is_empty()) {
-        return Err(cfg.error("value_fields", "must name at least one field"));
-    }
-    if c.ordering_key_field.as_ref().is_some_and(|f| f.is_empty()) {
-        return Err(cfg.error("ordering_key_field", "must not be empty"));
-    }
-    for (name, field) in &c.attributes {
-        if name.is_empty() || name.starts_with("goog") {
-            return Err(cfg.error(
+impl ConnectorConfig for PubsubSinkConfig {
+    type Settings = SinkSettings;
+
+    /// Checks a sink's settings; errors name the field.
+    fn resolve(self, cfg: &NodeConfig) -> Result<SinkSettings> {
+        let c = self;
+        let topic = full_name(cfg, "topic", "topics", &c.topic, c.project.as_deref())?;
+        let endpoint = endpoint(cfg, &c.endpoint, &c.emulator_host)?;
+        if c.value_fields.as_ref().is_some_and(|v| v.is_empty()) {
+            return Err(cfg.error("value_fields", "must name at least one field"));
+        }
+        if c.ordering_key_field.as_ref().is_some_and(|f| f.is_empty()) {
+            return Err(cfg.error("ordering_key_field", "must not be empty"));
+        }
+        for (name, field) in &c.attributes {
+            if name.is_empty() || name.starts_with("goog") {
+                return Err(cfg.error(
                 &format!("attributes.{name}"),
                 "attribute names must not be empty nor start with \"goog\" (reserved by Pub/Sub)",
             ));
+            }
+            if field.is_empty() {
+                return Err(cfg.error(&format!("attributes.{name}"), "names no field"));
+            }
         }
-        if field.is_empty() {
-            return Err(cfg.error(&format!("attributes.{name}"), "names no field"));
+        let b = &c.batching;
+        if !(1..=1000).contains(&b.max_messages) {
+            return Err(cfg.error(
+                "batching.max_messages",
+                "must be between 1 and 1000 (Pub/Sub's limit per request)",
+            ));
         }
+        if b.max_bytes.0 == 0 || b.max_bytes.0 > 10_000_000 {
+            return Err(cfg.error(
+                "batching.max_bytes",
+                "must be more than 0 and at most 10MB (Pub/Sub's limit per request)",
+            ));
+        }
+        if c.max_in_flight == 0 {
+            return Err(cfg.error("max_in_flight", "must be at least 1"));
+        }
+        Ok(SinkSettings {
+            config: c,
+            topic,
+            endpoint,
+        })
     }
-    let b = &c.batching;
-    if !(1..=1000).contains(&b.max_messages) {
-        return Err(cfg.error(
-            "batching.max_messages",
-            "must be between 1 and 1000 (Pub/Sub's limit per request)",
-        ));
-    }
-    if b.max_bytes.0 == 0 || b.max_bytes.0 > 10_000_000 {
-        return Err(cfg.error(
-            "batching.max_bytes",
-            "must be more than 0 and at most 10MB (Pub/Sub's limit per request)",
-        ));
-    }
-    if c.max_in_flight == 0 {
-        return Err(cfg.error("max_in_flight", "must be at least 1"));
-    }
-    Ok(SinkSettings {
-        config: c,
-        topic,
-        endpoint,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve_source(cfg: &NodeConfig) -> Result<SourceSettings> {
+        cfg.resolve::<PubsubSourceConfig>()
+    }
+
+    fn resolve_sink(cfg: &NodeConfig) -> Result<SinkSettings> {
+        cfg.resolve::<PubsubSinkConfig>()
+    }
     use crate::transforms::watermark::TimeFormat;
     use weir_crds::{CheckpointSpec, NodeSpec};
 

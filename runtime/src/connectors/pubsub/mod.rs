@@ -26,11 +26,11 @@ use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     r.source("pubsub", |cfg| {
-        let settings = config::resolve_source(cfg)?;
+        let settings = cfg.resolve::<config::PubsubSourceConfig>()?;
         Ok(Box::new(PubsubSource::new(settings)))
     });
     r.sink("pubsub", |cfg| {
-        let settings = config::resolve_sink(cfg)?;
+        let settings = cfg.resolve::<config::PubsubSinkConfig>()?;
         Ok(SinkBox::plain(PubsubSink::new(settings)))
     });
 }

@@ -63,11 +63,6 @@ pub struct JdbcSink {
 }
 
 impl JdbcSink {
-    pub fn from_config(cfg: &NodeConfig) -> Result<JdbcSink> {
-        let c: super::config::JdbcSinkConfig = cfg.parse()?;
-        Ok(JdbcSink::new(c.resolve(cfg)?, cfg.name()))
-    }
-
     pub fn new(settings: SinkSettings, node: &str) -> JdbcSink {
         JdbcSink {
             settings,

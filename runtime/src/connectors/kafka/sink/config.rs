@@ -8,7 +8,7 @@ use serde::Deserialize;
 use weir_crds::{CheckpointMode, Duration};
 
 use super::timeout::{self, TRANSACTION_TIMEOUT_MS};
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::kafka::client::deserialize_properties;
 use crate::connectors::kafka::eventhubs::{self, EventHubsConfig};
 use crate::error::Result;
@@ -109,9 +109,11 @@ pub fn pool_size(tolerable_failures: u32) -> usize {
     3 + tolerable_failures.min(5) as usize
 }
 
-impl Settings {
-    pub fn from_config(cfg: &NodeConfig) -> Result<Settings> {
-        let mut c: KafkaSinkConfig = cfg.parse()?;
+impl ConnectorConfig for KafkaSinkConfig {
+    type Settings = Settings;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
+        let mut c = self;
         if let Some(eh) = c.eventhubs.clone() {
             c.bootstrap_servers = eventhubs::apply(
                 &eh,
@@ -246,6 +248,10 @@ fn check_exactly_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve(cfg: &NodeConfig) -> Result<Settings> {
+        cfg.resolve::<KafkaSinkConfig>()
+    }
     use weir_crds::{CheckpointSpec, NodeSpec};
 
     fn cfg(yaml: &str) -> NodeConfig {
@@ -264,12 +270,12 @@ mod tests {
     }
 
     fn err(yaml: &str) -> String {
-        Settings::from_config(&cfg(yaml)).unwrap_err().to_string()
+        resolve(&cfg(yaml)).unwrap_err().to_string()
     }
 
     #[test]
     fn minimal_settings() {
-        let s = Settings::from_config(&cfg("bootstrap_servers: k:9092\ntopic: t")).unwrap();
+        let s = resolve(&cfg("bootstrap_servers: k:9092\ntopic: t")).unwrap();
         assert_eq!(s.topic, TopicSpec::Fixed("t".into()));
         assert_eq!(s.key, KeySpec::None);
         assert_eq!(s.delivery, Delivery::AtLeastOnce);
@@ -291,7 +297,7 @@ mod tests {
         assert!(
             err("bootstrap_servers: k\ntopic: a\ndelivery: twice").contains("sinks[0].delivery")
         );
-        let s = Settings::from_config(&cfg(
+        let s = resolve(&cfg(
             "bootstrap_servers: k\ntopic_field: t\nkey_fields: [a, b]\nheaders: {h: f}",
         ))
         .unwrap();
@@ -303,7 +309,7 @@ mod tests {
     #[test]
     fn transaction_timeout_from_either_place() {
         let base = "bootstrap_servers: k\ntopic: a\ndelivery: exactly-once\n";
-        let s = Settings::from_config(&cfg(&format!(
+        let s = resolve(&cfg(&format!(
             "{base}properties: {{transaction.timeout.ms: '300000'}}"
         )))
         .unwrap();
@@ -312,7 +318,7 @@ mod tests {
             Some(std::time::Duration::from_secs(300))
         );
         assert!(!s.properties.contains_key(TRANSACTION_TIMEOUT_MS));
-        let s = Settings::from_config(&cfg(&format!("{base}transaction_timeout: 5m"))).unwrap();
+        let s = resolve(&cfg(&format!("{base}transaction_timeout: 5m"))).unwrap();
         assert_eq!(
             s.transaction_timeout,
             Some(std::time::Duration::from_secs(300))
@@ -335,7 +341,7 @@ mod tests {
         let base = "bootstrap_servers: k\ntopic: a\ndelivery: exactly-once\n";
         let mut c = cfg(base);
         c.checkpoint.enabled = false;
-        let e = Settings::from_config(&c).unwrap_err().to_string();
+        let e = resolve(&c).unwrap_err().to_string();
         assert!(
             e.contains("sinks[0].delivery") && e.contains("checkpoint.enabled"),
             "{e}"
@@ -350,7 +356,7 @@ mod tests {
         assert!(err(&format!("{base}properties: {{transactional.id: x}}"))
             .contains("sinks[0].properties.transactional.id"));
         // at-least-once works over any protocol
-        Settings::from_config(&cfg(
+        resolve(&cfg(
             "bootstrap_servers: k\ntopic: a\nproperties: {security.protocol: SASL_SSL}",
         ))
         .unwrap();
@@ -359,7 +365,7 @@ mod tests {
     #[test]
     fn event_hubs_exactly_once_only_when_enabled_and_within_15_minutes() {
         let eh = "eventhubs: {namespace: ns, connection_string: 'Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=secret'";
-        let s = Settings::from_config(&cfg(&format!("topic: a\n{eh}}}"))).unwrap();
+        let s = resolve(&cfg(&format!("topic: a\n{eh}}}"))).unwrap();
         assert_eq!(s.bootstrap_servers, "ns.servicebus.windows.net:9093");
         assert_eq!(s.delivery, Delivery::AtLeastOnce);
         assert_eq!(s.properties["sasl.username"], "$ConnectionString");
@@ -370,7 +376,7 @@ mod tests {
         );
         assert!(!e.contains("secret"));
         let on = format!("topic: a\ndelivery: exactly-once\n{eh}, transactions: true}}");
-        let s = Settings::from_config(&cfg(&on)).unwrap();
+        let s = resolve(&cfg(&on)).unwrap();
         assert_eq!(
             s.broker_max_timeout,
             Some(std::time::Duration::from_secs(900))
@@ -383,7 +389,7 @@ mod tests {
         let mut long = cfg(&on);
         long.checkpoint.interval = Duration::from_secs(600);
         long.checkpoint.timeout = Duration::from_secs(600);
-        let e = Settings::from_config(&long).unwrap_err().to_string();
+        let e = resolve(&long).unwrap_err().to_string();
         assert!(e.contains("15 minutes"), "{e}");
     }
 

@@ -68,7 +68,7 @@ fn producer_config(s: &Settings) -> ClientConfig {
 
 pub fn register(r: &mut Registry) {
     r.sink("kafka", |cfg| {
-        let settings = Settings::from_config(cfg)?;
+        let settings = cfg.resolve::<KafkaSinkConfig>()?;
         Ok(match settings.delivery {
             Delivery::ExactlyOnce => SinkBox::two_phase(transactional::TxnKafkaSink::new(
                 settings,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use weir_crds::Duration;
 
 use super::splits::parse_split_id;
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::kafka::client::deserialize_properties;
 use crate::connectors::kafka::eventhubs::{self, EventHubsConfig};
 use crate::error::Result;
@@ -359,92 +359,101 @@ impl Settings {
     }
 }
 
-/// Checks the cross-field rules; errors name the field.
-pub fn resolve(cfg: &NodeConfig) -> Result<Settings> {
-    let mut c: KafkaSourceConfig = cfg.parse()?;
-    if let Some(eh) = c.eventhubs.clone() {
-        c.bootstrap_servers = eventhubs::apply(
-            &eh,
-            &c.bootstrap_servers,
-            &mut c.properties,
-            eventhubs::Role::Source,
-        )
-        .map_err(|(field, why)| cfg.error(&field, why))?;
-    }
-    if c.bootstrap_servers.trim().is_empty() {
-        return Err(cfg.error(
-            "bootstrap_servers",
-            "must name at least one broker (host:port), or use eventhubs",
-        ));
-    }
-    let topics = match (&c.topics[..], &c.topic_pattern) {
-        ([], None) => {
-            return Err(cfg.error(
-                "topics",
-                "set `topics` (a list) or `topic_pattern` (a regex)",
-            ))
+impl ConnectorConfig for KafkaSourceConfig {
+    type Settings = Settings;
+
+    /// Checks the cross-field rules; errors name the field.
+    fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
+        let mut c = self;
+        if let Some(eh) = c.eventhubs.clone() {
+            c.bootstrap_servers = eventhubs::apply(
+                &eh,
+                &c.bootstrap_servers,
+                &mut c.properties,
+                eventhubs::Role::Source,
+            )
+            .map_err(|(field, why)| cfg.error(&field, why))?;
         }
-        ([_, ..], Some(_)) => {
+        if c.bootstrap_servers.trim().is_empty() {
             return Err(cfg.error(
-                "topic_pattern",
-                "set either `topics` or `topic_pattern`, not both",
-            ))
+                "bootstrap_servers",
+                "must name at least one broker (host:port), or use eventhubs",
+            ));
         }
-        (list, None) => {
-            if let Some(i) = list.iter().position(|t| t.trim().is_empty()) {
-                return Err(cfg.error(&format!("topics[{i}]"), "empty topic name"));
+        let topics = match (&c.topics[..], &c.topic_pattern) {
+            ([], None) => {
+                return Err(cfg.error(
+                    "topics",
+                    "set `topics` (a list) or `topic_pattern` (a regex)",
+                ))
             }
-            TopicSelection::List(list.to_vec())
+            ([_, ..], Some(_)) => {
+                return Err(cfg.error(
+                    "topic_pattern",
+                    "set either `topics` or `topic_pattern`, not both",
+                ))
+            }
+            (list, None) => {
+                if let Some(i) = list.iter().position(|t| t.trim().is_empty()) {
+                    return Err(cfg.error(&format!("topics[{i}]"), "empty topic name"));
+                }
+                TopicSelection::List(list.to_vec())
+            }
+            ([], Some(p)) => {
+                let anchored = format!("^(?:{p})$");
+                let re = Regex::new(&anchored).map_err(|e| {
+                    cfg.error("topic_pattern", format!("invalid regular expression: {e}"))
+                })?;
+                TopicSelection::Pattern(re)
+            }
+        };
+        if c.batch_size == 0 {
+            return Err(cfg.error("batch_size", "must be at least 1"));
         }
-        ([], Some(p)) => {
-            let anchored = format!("^(?:{p})$");
-            let re = Regex::new(&anchored).map_err(|e| {
-                cfg.error("topic_pattern", format!("invalid regular expression: {e}"))
-            })?;
-            TopicSelection::Pattern(re)
+        if c.request_timeout.as_millis() == 0 {
+            return Err(cfg.error("request_timeout", "must be more than 0s"));
         }
-    };
-    if c.batch_size == 0 {
-        return Err(cfg.error("batch_size", "must be at least 1"));
-    }
-    if c.request_timeout.as_millis() == 0 {
-        return Err(cfg.error("request_timeout", "must be more than 0s"));
-    }
-    if c.watermark.is_some() && c.event_time.is_none() {
-        return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
-    }
-    if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty() {
-        return Err(cfg.error("value_field", "must not be empty"));
-    }
-    let names = c.metadata.names();
-    for (i, (kind, name)) in names.iter().enumerate() {
-        if name.is_empty() {
-            return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
+        if c.watermark.is_some() && c.event_time.is_none() {
+            return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
         }
-        if names[..i].iter().any(|(_, n)| n == name) {
-            return Err(cfg.error(
-                &format!("metadata.{kind}"),
-                format!("field {name:?} is used twice"),
-            ));
+        if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty()
+        {
+            return Err(cfg.error("value_field", "must not be empty"));
         }
+        let names = c.metadata.names();
+        for (i, (kind, name)) in names.iter().enumerate() {
+            if name.is_empty() {
+                return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
+            }
+            if names[..i].iter().any(|(_, n)| n == name) {
+                return Err(cfg.error(
+                    &format!("metadata.{kind}"),
+                    format!("field {name:?} is used twice"),
+                ));
+            }
+        }
+        if let OnError::DeadLetter(d) = &c.on_error {
+            if d.topic.trim().is_empty() {
+                return Err(cfg.error("on_error.dead_letter.topic", "empty topic name"));
+            }
+            if topics.matches(&d.topic) {
+                return Err(cfg.error(
+                    "on_error.dead_letter.topic",
+                    format!("{:?} is one of the topics this source reads", d.topic),
+                ));
+            }
+        }
+        Ok(Settings { config: c, topics })
     }
-    if let OnError::DeadLetter(d) = &c.on_error {
-        if d.topic.trim().is_empty() {
-            return Err(cfg.error("on_error.dead_letter.topic", "empty topic name"));
-        }
-        if topics.matches(&d.topic) {
-            return Err(cfg.error(
-                "on_error.dead_letter.topic",
-                format!("{:?} is one of the topics this source reads", d.topic),
-            ));
-        }
-    }
-    Ok(Settings { config: c, topics })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve(cfg: &NodeConfig) -> Result<Settings> {
+        cfg.resolve::<KafkaSourceConfig>()
+    }
     use weir_crds::{CheckpointSpec, NodeSpec};
 
     fn node(extra: Value) -> NodeConfig {

@@ -20,7 +20,7 @@ use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     r.source("kafka", |cfg| {
-        let settings = config::resolve(cfg)?;
+        let settings = cfg.resolve::<KafkaSourceConfig>()?;
         Ok(Box::new(KafkaSource::new(settings)))
     });
 }

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use weir_crds::Duration;
 
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::aws::connection::{AwsConnection, AwsCredentials};
 use crate::connectors::aws::put::config::{self as put, BatchConfig, Ordering, PutSettings};
 use crate::connectors::aws::put::dead_letter::DeadLetterPath;
@@ -95,62 +95,70 @@ pub struct Settings {
     pub request_timeout: std::time::Duration,
 }
 
-pub fn resolve(cfg: &NodeConfig) -> Result<Settings> {
-    let c: KinesisSinkConfig = cfg.parse()?;
-    let stream = StreamRef::parse(&c.stream).map_err(|e| cfg.error("stream", e))?;
-    let region = stream
-        .region(c.region.as_deref())
-        .map_err(|e| cfg.error("region", e))?
-        .map(str::to_string);
-    let connection = AwsConnection {
-        region,
-        endpoint_url: c.endpoint_url,
-        credentials: c.credentials,
-    };
-    connection.check(cfg)?;
-    for (name, v) in [
-        ("partition_key_field", &c.partition_key_field),
-        ("explicit_hash_key_field", &c.explicit_hash_key_field),
-        ("value_field", &c.value_field),
-    ] {
-        if v.as_deref().is_some_and(str::is_empty) {
-            return Err(cfg.error(name, "must not be empty"));
+impl ConnectorConfig for KinesisSinkConfig {
+    type Settings = Settings;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
+        let c = self;
+        let stream = StreamRef::parse(&c.stream).map_err(|e| cfg.error("stream", e))?;
+        let region = stream
+            .region(c.region.as_deref())
+            .map_err(|e| cfg.error("region", e))?
+            .map(str::to_string);
+        let connection = AwsConnection {
+            region,
+            endpoint_url: c.endpoint_url,
+            credentials: c.credentials,
+        };
+        connection.check(cfg)?;
+        for (name, v) in [
+            ("partition_key_field", &c.partition_key_field),
+            ("explicit_hash_key_field", &c.explicit_hash_key_field),
+            ("value_field", &c.value_field),
+        ] {
+            if v.as_deref().is_some_and(str::is_empty) {
+                return Err(cfg.error(name, "must not be empty"));
+            }
         }
+        if c.ordering == Ordering::PerKey && c.partition_key_field.is_none() {
+            return Err(cfg.error(
+                "ordering",
+                "per_key needs partition_key_field (random keys have no order to keep)",
+            ));
+        }
+        if c.request_timeout.as_millis() == 0 {
+            return Err(cfg.error("request_timeout", "must be more than 0s"));
+        }
+        let put = put::resolve(
+            cfg,
+            LIMITS,
+            &c.batch,
+            c.max_concurrency,
+            c.retry,
+            c.on_error,
+            c.ordering,
+        )?;
+        Ok(Settings {
+            stream,
+            connection,
+            entry: EntrySpec {
+                partition_key_field: c.partition_key_field,
+                explicit_hash_key_field: c.explicit_hash_key_field,
+                value_field: c.value_field,
+            },
+            put,
+            request_timeout: c.request_timeout.as_std(),
+        })
     }
-    if c.ordering == Ordering::PerKey && c.partition_key_field.is_none() {
-        return Err(cfg.error(
-            "ordering",
-            "per_key needs partition_key_field (random keys have no order to keep)",
-        ));
-    }
-    if c.request_timeout.as_millis() == 0 {
-        return Err(cfg.error("request_timeout", "must be more than 0s"));
-    }
-    let put = put::resolve(
-        cfg,
-        LIMITS,
-        &c.batch,
-        c.max_concurrency,
-        c.retry,
-        c.on_error,
-        c.ordering,
-    )?;
-    Ok(Settings {
-        stream,
-        connection,
-        entry: EntrySpec {
-            partition_key_field: c.partition_key_field,
-            explicit_hash_key_field: c.explicit_hash_key_field,
-            value_field: c.value_field,
-        },
-        put,
-        request_timeout: c.request_timeout.as_std(),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve(cfg: &NodeConfig) -> Result<Settings> {
+        cfg.resolve::<KinesisSinkConfig>()
+    }
     use serde_json::{json, Value};
     use weir_crds::{CheckpointSpec, NodeSpec};
 

@@ -16,7 +16,7 @@ pub type KinesisSink = PutSink<KinesisService>;
 
 pub fn register(r: &mut Registry) {
     r.sink("kinesis", |cfg| {
-        let settings = config::resolve(cfg)?;
+        let settings = cfg.resolve::<config::KinesisSinkConfig>()?;
         let put = settings.put.clone();
         Ok(SinkBox::plain(KinesisSink::new(
             KinesisService::new(settings),

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use weir_crds::Duration;
 
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::aws::connection::{AwsConnection, AwsCredentials};
 use crate::connectors::kinesis::stream::StreamRef;
 use crate::error::Result;
@@ -344,117 +344,126 @@ fn valid_consumer_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// Checks the cross-field rules; errors name the field.
-pub fn resolve(cfg: &NodeConfig) -> Result<Settings> {
-    let c: KinesisSourceConfig = cfg.parse()?;
-    if c.streams.is_empty() {
-        return Err(cfg.error("streams", "name at least one stream (name or ARN)"));
-    }
-    let mut streams: Vec<StreamSettings> = Vec::new();
-    let mut region = c.region.clone();
-    for (i, entry) in c.streams.iter().enumerate() {
-        let (text, start) = match entry {
-            StreamEntry::Name(n) => (n, None),
-            StreamEntry::Detailed(d) => (&d.stream, d.starting_position),
+impl ConnectorConfig for KinesisSourceConfig {
+    type Settings = Settings;
+
+    /// Checks the cross-field rules; errors name the field.
+    fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
+        let c = self;
+        if c.streams.is_empty() {
+            return Err(cfg.error("streams", "name at least one stream (name or ARN)"));
+        }
+        let mut streams: Vec<StreamSettings> = Vec::new();
+        let mut region = c.region.clone();
+        for (i, entry) in c.streams.iter().enumerate() {
+            let (text, start) = match entry {
+                StreamEntry::Name(n) => (n, None),
+                StreamEntry::Detailed(d) => (&d.stream, d.starting_position),
+            };
+            let field = format!("streams[{i}]");
+            let stream = StreamRef::parse(text).map_err(|e| cfg.error(&field, e))?;
+            region = stream
+                .region(region.as_deref())
+                .map_err(|e| cfg.error(&field, e))?
+                .map(str::to_string);
+            if streams.iter().any(|s| s.stream.name == stream.name) {
+                return Err(cfg.error(
+                    &field,
+                    format!("{stream} is listed twice (split ids use the stream name)"),
+                ));
+            }
+            streams.push(StreamSettings {
+                stream,
+                starting_position: start.unwrap_or(c.starting_position),
+            });
+        }
+        let connection = AwsConnection {
+            region,
+            endpoint_url: c.endpoint_url.clone(),
+            credentials: c.credentials.clone(),
         };
-        let field = format!("streams[{i}]");
-        let stream = StreamRef::parse(text).map_err(|e| cfg.error(&field, e))?;
-        region = stream
-            .region(region.as_deref())
-            .map_err(|e| cfg.error(&field, e))?
-            .map(str::to_string);
-        if streams.iter().any(|s| s.stream.name == stream.name) {
+        connection.check(cfg)?;
+        if !(1..=10_000).contains(&c.polling.max_records) {
             return Err(cfg.error(
-                &field,
-                format!("{stream} is listed twice (split ids use the stream name)"),
+                "polling.max_records",
+                format!("must be between 1 and 10000, got {}", c.polling.max_records),
             ));
         }
-        streams.push(StreamSettings {
-            stream,
-            starting_position: start.unwrap_or(c.starting_position),
-        });
-    }
-    let connection = AwsConnection {
-        region,
-        endpoint_url: c.endpoint_url.clone(),
-        credentials: c.credentials.clone(),
-    };
-    connection.check(cfg)?;
-    if !(1..=10_000).contains(&c.polling.max_records) {
-        return Err(cfg.error(
-            "polling.max_records",
-            format!("must be between 1 and 10000, got {}", c.polling.max_records),
-        ));
-    }
-    let efo = match (c.reader, &c.efo) {
-        (ReaderKind::Polling, Some(_)) => {
-            return Err(cfg.error("efo", "is for `reader: efo`; this source polls"))
-        }
-        (ReaderKind::Polling, None) => None,
-        (ReaderKind::Efo, e) => {
-            let e = e.clone().unwrap_or(EfoConfig {
-                consumer_name: None,
-                registration: Registration::Job,
-                idle_timeout: default_efo_idle(),
-                error_backoff: default_error_backoff(),
-            });
-            if let Some(n) = &e.consumer_name {
-                if !valid_consumer_name(n) {
-                    return Err(cfg.error(
-                        "efo.consumer_name",
-                        format!("{n:?}: 1 to 128 of a-z, A-Z, 0-9, _ . -"),
-                    ));
+        let efo = match (c.reader, &c.efo) {
+            (ReaderKind::Polling, Some(_)) => {
+                return Err(cfg.error("efo", "is for `reader: efo`; this source polls"))
+            }
+            (ReaderKind::Polling, None) => None,
+            (ReaderKind::Efo, e) => {
+                let e = e.clone().unwrap_or(EfoConfig {
+                    consumer_name: None,
+                    registration: Registration::Job,
+                    idle_timeout: default_efo_idle(),
+                    error_backoff: default_error_backoff(),
+                });
+                if let Some(n) = &e.consumer_name {
+                    if !valid_consumer_name(n) {
+                        return Err(cfg.error(
+                            "efo.consumer_name",
+                            format!("{n:?}: 1 to 128 of a-z, A-Z, 0-9, _ . -"),
+                        ));
+                    }
                 }
+                if e.idle_timeout.as_millis() == 0 {
+                    return Err(cfg.error("efo.idle_timeout", "must be more than 0s"));
+                }
+                Some(Efo {
+                    consumer_name: e.consumer_name,
+                    registration: e.registration,
+                    idle_timeout: e.idle_timeout.as_std(),
+                    error_backoff: e.error_backoff.as_std(),
+                })
             }
-            if e.idle_timeout.as_millis() == 0 {
-                return Err(cfg.error("efo.idle_timeout", "must be more than 0s"));
-            }
-            Some(Efo {
-                consumer_name: e.consumer_name,
-                registration: e.registration,
-                idle_timeout: e.idle_timeout.as_std(),
-                error_backoff: e.error_backoff.as_std(),
-            })
-        }
-    };
-    if c.shard_discovery_interval.as_millis() == 0 {
-        return Err(cfg.error(
+        };
+        if c.shard_discovery_interval.as_millis() == 0 {
+            return Err(cfg.error(
             "shard_discovery_interval",
             "must be more than 0s (children of ended shards are found at once; this finds the rest)",
         ));
-    }
-    if c.request_timeout.as_millis() == 0 {
-        return Err(cfg.error("request_timeout", "must be more than 0s"));
-    }
-    if c.watermark.is_some() && c.event_time.is_none() {
-        return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
-    }
-    if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty() {
-        return Err(cfg.error("value_field", "must not be empty"));
-    }
-    let names = c.metadata.names();
-    for (i, (kind, name)) in names.iter().enumerate() {
-        if name.is_empty() {
-            return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
         }
-        if names[..i].iter().any(|(_, n)| n == name) {
-            return Err(cfg.error(
-                &format!("metadata.{kind}"),
-                format!("field {name:?} is used twice"),
-            ));
+        if c.request_timeout.as_millis() == 0 {
+            return Err(cfg.error("request_timeout", "must be more than 0s"));
         }
+        if c.watermark.is_some() && c.event_time.is_none() {
+            return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
+        }
+        if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty()
+        {
+            return Err(cfg.error("value_field", "must not be empty"));
+        }
+        let names = c.metadata.names();
+        for (i, (kind, name)) in names.iter().enumerate() {
+            if name.is_empty() {
+                return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
+            }
+            if names[..i].iter().any(|(_, n)| n == name) {
+                return Err(cfg.error(
+                    &format!("metadata.{kind}"),
+                    format!("field {name:?} is used twice"),
+                ));
+            }
+        }
+        Ok(Settings {
+            config: c,
+            streams,
+            connection,
+            efo,
+        })
     }
-    Ok(Settings {
-        config: c,
-        streams,
-        connection,
-        efo,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve(cfg: &NodeConfig) -> Result<Settings> {
+        cfg.resolve::<KinesisSourceConfig>()
+    }
     use serde_json::json;
     use weir_crds::{CheckpointSpec, NodeSpec};
 

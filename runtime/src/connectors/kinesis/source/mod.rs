@@ -23,7 +23,7 @@ use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     r.source("kinesis", |cfg| {
-        let settings = config::resolve(cfg)?;
+        let settings = cfg.resolve::<config::KinesisSourceConfig>()?;
         Ok(Box::new(KinesisSource::new(settings)))
     });
 }
