@@ -32,9 +32,9 @@ mod cache;
 mod clients;
 pub(crate) mod config;
 mod fetch;
+mod lookup;
 pub(crate) mod mapping;
 mod metrics;
-mod operator;
 mod queue;
 mod state;
 mod template;
@@ -45,6 +45,6 @@ use crate::registry::Registry;
 pub fn register(r: &mut Registry) {
     r.async_transform("async_lookup", |cfg| {
         let settings = config::Settings::from_config(cfg)?;
-        Ok(Box::new(operator::AsyncLookup::new(settings, cfg.name())) as Box<dyn AsyncTransform>)
+        Ok(Box::new(lookup::AsyncLookup::new(settings, cfg.name())) as Box<dyn AsyncTransform>)
     });
 }
