@@ -15,12 +15,15 @@ pub type SourceFactory = Arc<dyn Fn(&NodeConfig) -> Result<Box<dyn Source>> + Se
 pub type TransformFactory =
     Arc<dyn Fn(&NodeConfig) -> Result<Box<dyn AsyncTransform>> + Send + Sync>;
 pub type SinkFactory = Arc<dyn Fn(&NodeConfig) -> Result<SinkBox> + Send + Sync>;
+/// A rule over the whole pipeline (several nodes at once), run by [`Registry::validate`].
+pub type SpecCheck = Arc<dyn Fn(&PipelineSpec, &Topology) -> Vec<SpecError> + Send + Sync>;
 
 #[derive(Clone, Default)]
 pub struct Registry {
     sources: HashMap<String, SourceFactory>,
     transforms: HashMap<String, TransformFactory>,
     sinks: HashMap<String, SinkFactory>,
+    checks: Vec<SpecCheck>,
 }
 
 impl Registry {
@@ -61,6 +64,15 @@ impl Registry {
         f: impl Fn(&NodeConfig) -> Result<SinkBox> + Send + Sync + 'static,
     ) {
         self.sinks.insert(kind.to_string(), Arc::new(f));
+    }
+
+    /// Adds a rule that spans nodes (a node type whose meaning depends on its neighbours
+    /// registers it next to its factory), so `weir validate` reports it with the rest.
+    pub fn spec_check(
+        &mut self,
+        f: impl Fn(&PipelineSpec, &Topology) -> Vec<SpecError> + Send + Sync + 'static,
+    ) {
+        self.checks.push(Arc::new(f));
     }
 
     fn known(&self, role: Role) -> Vec<String> {
@@ -128,9 +140,9 @@ impl Registry {
             }
         }
         if let Ok(t) = &topology {
-            errors.extend(crate::transforms::watermark::check_event_time_sources(
-                spec, t,
-            ));
+            for check in &self.checks {
+                errors.extend(check(spec, t));
+            }
         }
         match topology {
             Ok(t) if errors.is_empty() => Ok(t),

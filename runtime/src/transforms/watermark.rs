@@ -334,6 +334,7 @@ pub fn register(r: &mut Registry) {
             metrics: NodeMetrics::detached(),
         }))
     });
+    r.spec_check(check_event_time_sources);
 }
 
 /// A `watermark` without `field` reads the event time its sources set, which they do only with

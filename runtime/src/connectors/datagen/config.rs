@@ -3,9 +3,6 @@
 use serde::Deserialize;
 use weir_crds::Duration;
 
-use super::generate::Generator;
-use crate::api::{ConnectorConfig, NodeConfig};
-use crate::error::Result;
 use crate::ordered::OrderedMap;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,26 +84,4 @@ pub enum FieldSpec {
         #[serde(default)]
         format: TimeFormat,
     },
-}
-
-impl ConnectorConfig for DatagenConfig {
-    /// The settings and the generator they describe (building it checks the fields).
-    type Settings = (DatagenConfig, Generator);
-
-    fn resolve(self, cfg: &NodeConfig) -> Result<(DatagenConfig, Generator)> {
-        let gen = Generator::new(&self).map_err(|(field, msg)| cfg.error(&field, msg))?;
-        if !(1..=SPLITS_LIMIT).contains(&self.splits) {
-            return Err(cfg.error("splits", format!("must be from 1 to {SPLITS_LIMIT}")));
-        }
-        if !(1..=BATCH_SIZE_LIMIT).contains(&self.batch_size) {
-            return Err(cfg.error(
-                "batch_size",
-                format!("must be from 1 to {BATCH_SIZE_LIMIT}"),
-            ));
-        }
-        if self.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-            return Err(cfg.error("rate", "must be a positive number of records per second"));
-        }
-        Ok((self, gen))
-    }
 }

@@ -3,7 +3,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
-use super::config::{DatagenConfig, FieldSpec, TimeFormat};
+use super::config::{self, DatagenConfig, FieldSpec, TimeFormat};
+use crate::api::{ConnectorConfig, NodeConfig};
+use crate::error::Result;
 
 /// splitmix64: a tiny, well-mixed hash; the same input always gives the same value.
 fn mix(mut z: u64) -> u64 {
@@ -246,6 +248,32 @@ impl Generator {
             m.insert(name.clone(), v);
         }
         (m, event_time)
+    }
+}
+
+/// Here rather than in config.rs: checking the fields is building the generator.
+impl ConnectorConfig for DatagenConfig {
+    /// The settings and the generator they describe (building it checks the fields).
+    type Settings = (DatagenConfig, Generator);
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<(DatagenConfig, Generator)> {
+        let gen = Generator::new(&self).map_err(|(field, msg)| cfg.error(&field, msg))?;
+        if !(1..=config::SPLITS_LIMIT).contains(&self.splits) {
+            return Err(cfg.error(
+                "splits",
+                format!("must be from 1 to {}", config::SPLITS_LIMIT),
+            ));
+        }
+        if !(1..=config::BATCH_SIZE_LIMIT).contains(&self.batch_size) {
+            return Err(cfg.error(
+                "batch_size",
+                format!("must be from 1 to {}", config::BATCH_SIZE_LIMIT),
+            ));
+        }
+        if self.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+            return Err(cfg.error("rate", "must be a positive number of records per second"));
+        }
+        Ok((self, gen))
     }
 }
 
