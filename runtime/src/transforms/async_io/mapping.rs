@@ -24,28 +24,46 @@ pub fn cache_key(values: &[Value]) -> String {
 
 /// Where an output field's value sits in a response: `.` (the whole response), a dotted path
 /// `profile.tier` (array indexes as numbers) or a JSON pointer `/profile/tier`.
+///
+/// Held as its unescaped steps, so reading it allocates nothing: `Value::pointer` unescapes
+/// every step into two new strings on each call, and a lookup reads a path per field per record.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ResponsePath(String);
+pub struct ResponsePath(Vec<String>);
 
 impl ResponsePath {
     pub fn parse(path: &str) -> Self {
         let p = path.trim();
         if p.is_empty() || p == "." {
-            return ResponsePath(String::new());
+            return ResponsePath(Vec::new());
         }
-        if p.starts_with('/') {
-            return ResponsePath(p.to_string());
+        match p.strip_prefix('/') {
+            // RFC 6901: `~1` is `/`, then `~0` is `~`.
+            Some(pointer) => ResponsePath(
+                pointer
+                    .split('/')
+                    .map(|s| s.replace("~1", "/").replace("~0", "~"))
+                    .collect(),
+            ),
+            None => ResponsePath(p.split('.').map(str::to_string).collect()),
         }
-        let escaped: Vec<String> = p
-            .split('.')
-            .map(|s| s.replace('~', "~0").replace('/', "~1"))
-            .collect();
-        ResponsePath(format!("/{}", escaped.join("/")))
     }
 
+    /// The value at the path, read as `Value::pointer` reads a JSON pointer.
     pub fn get<'a>(&self, v: &'a Value) -> Option<&'a Value> {
-        v.pointer(&self.0)
+        self.0.iter().try_fold(v, |v, step| match v {
+            Value::Object(m) => m.get(step),
+            Value::Array(a) => array_index(step).and_then(|i| a.get(i)),
+            _ => None,
+        })
     }
+}
+
+/// An array step: digits without a sign or a leading zero (RFC 6901, as `Value::pointer`).
+fn array_index(step: &str) -> Option<usize> {
+    if step.starts_with('+') || (step.starts_with('0') && step.len() != 1) {
+        return None;
+    }
+    step.parse().ok()
 }
 
 /// Output field names and where each comes from.
@@ -111,6 +129,30 @@ mod tests {
         let m = mapping().extract(&json!({"name": "bo"}));
         assert_eq!(m["tier"], Value::Null);
         assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn paths_read_as_json_pointers_do() {
+        let r = json!({"a/b": {"~x": [10, 20]}, "": {"": 1}, "plan": {"tier": "gold"}});
+        for (path, pointer) in [
+            ("/a~1b/~0x/1", "/a~1b/~0x/1"),
+            ("/a~1b/~0x/01", "/a~1b/~0x/01"),
+            ("/a~1b/~0x/+1", "/a~1b/~0x/+1"),
+            ("/a~1b/~0x/2", "/a~1b/~0x/2"),
+            ("//", "//"),
+            ("/", "/"),
+            ("plan.tier", "/plan/tier"),
+            ("plan.tier.x", "/plan/tier/x"),
+            (".", ""),
+        ] {
+            assert_eq!(
+                ResponsePath::parse(path).get(&r),
+                r.pointer(pointer),
+                "{path}"
+            );
+        }
+        assert_eq!(ResponsePath::parse("/a~1b/~0x/1").get(&r), Some(&json!(20)));
+        assert_eq!(ResponsePath::parse("//").get(&r), Some(&json!(1)));
     }
 
     #[test]

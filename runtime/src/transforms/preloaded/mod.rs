@@ -156,17 +156,23 @@ impl PreloadedLookup {
     }
 
     /// The row for a record (`key` is a buffer for its key text), or why the record cannot be
-    /// joined.
+    /// joined. A key of one field (the usual case) is read without allocating.
     fn row_of(&self, r: &Record, key: &mut String) -> std::result::Result<Option<&Value>, String> {
-        let mut values = Vec::with_capacity(self.settings.key.len());
-        for f in &self.settings.key {
-            values.push(
-                r.get(f)
-                    .ok_or_else(|| format!("no field {f:?} (a field of the lookup `key`)"))?,
-            );
+        let field = |f: &String| {
+            r.get(f)
+                .ok_or_else(|| format!("no field {f:?} (a field of the lookup `key`)"))
+        };
+        match self.settings.key.as_slice() {
+            [f] => table::key_into(&[field(f)?.as_ref()], key),
+            fields => {
+                let values = fields
+                    .iter()
+                    .map(field)
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let refs: Vec<&Value> = values.iter().map(|v| v.as_ref()).collect();
+                table::key_into(&refs, key);
+            }
         }
-        let refs: Vec<&Value> = values.iter().map(|v| v.as_ref()).collect();
-        table::key_into(&refs, key);
         #[cfg(feature = "kafka")]
         if let Some(f) = &self.follower {
             return Ok(f.table().get(key));
