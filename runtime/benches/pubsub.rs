@@ -90,9 +90,16 @@ fn datagen_like(i: u64) -> Vec<u8> {
 }
 
 /// The raw publisher to topic `id`: the sink's batching and flow control (the oldest publish
-/// awaited while `MAX_IN_FLIGHT` are unacknowledged), every acknowledgement awaited.
-async fn raw_publish(e: &Endpoint, id: &str, n: u64, message: fn(u64) -> Vec<u8>) -> f64 {
+/// awaited while `MAX_IN_FLIGHT` are unacknowledged), every acknowledgement awaited. Returns the
+/// time to build the publisher, and the time from the first publish to the last acknowledgement.
+async fn raw_publish(
+    e: &Endpoint,
+    id: &str,
+    n: u64,
+    message: fn(u64) -> Vec<u8>,
+) -> (Duration, Duration) {
     let topic = format!("projects/{PROJECT}/topics/{id}");
+    let connect = Instant::now();
     let p = client::publisher("bench", e, &topic, |b| {
         b.set_message_count_threshold(BATCH_MESSAGES)
             .set_byte_threshold(BATCH_BYTES)
@@ -100,6 +107,7 @@ async fn raw_publish(e: &Endpoint, id: &str, n: u64, message: fn(u64) -> Vec<u8>
     })
     .await
     .unwrap();
+    let connect = connect.elapsed();
     let start = Instant::now();
     let mut in_flight: VecDeque<PublishFuture> = VecDeque::with_capacity(MAX_IN_FLIGHT);
     for i in 0..n {
@@ -111,7 +119,7 @@ async fn raw_publish(e: &Endpoint, id: &str, n: u64, message: fn(u64) -> Vec<u8>
     for f in in_flight {
         f.await.unwrap();
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    (connect, start.elapsed())
 }
 
 /// The raw subscriber: the source's flow control and lease settings, acknowledging once a
@@ -144,8 +152,102 @@ async fn raw_receive(e: &Endpoint, sub: &str, n: u64) -> f64 {
     rate
 }
 
-fn weir(yaml: &str, node: &str, idle: Duration) -> (f64, u64) {
+/// What one weir run took: its rate over the whole run and, for a sink run, its phases.
+struct Run {
+    /// Records out of `node` per second of the whole run (job start to its end, minus `idle`).
+    rate: f64,
+    out: u64,
+    phases: Option<Phases>,
+}
+
+/// A sink run's timeline, sampled every [`SAMPLE`] from the sink's counters: records handed to
+/// it (`weir_node_records_in_total`) and acknowledged by Pub/Sub (`weir_pubsub_published_total`).
+#[derive(Clone, Copy, Default)]
+struct Phases {
+    /// Job start to the first record handed to the sink: building the job, connecting,
+    /// preflight, the first datagen batch.
+    start: Duration,
+    /// The first record handed to the sink to the last acknowledgement: what the raw loop's
+    /// figure covers.
+    steady: Duration,
+    /// Within `steady`, the time no record was handed to the sink for at least [`STALL`]
+    /// (a checkpoint draining, or any other pause of the data path).
+    stalled: Duration,
+    /// The last acknowledgement to the job's end: the final checkpoint and shutdown.
+    end: Duration,
+    /// Checkpoints completed, and their summed duration (barrier injection to commit).
+    checkpoints: u64,
+    checkpoint_time: Duration,
+}
+
+const SAMPLE: Duration = Duration::from_millis(2);
+const STALL: Duration = Duration::from_millis(10);
+
+/// The sum of `weir_pubsub_published_total` for job `job` (a counter of the process's default
+/// registry, which lives across rounds).
+fn published(job: &str) -> u64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == "weir_pubsub_published_total")
+        .flat_map(|f| f.get_metric())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "job" && l.value() == job)
+        })
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+/// `metric`'s value for the line of `text` (Prometheus exposition) that starts with it.
+fn exposed(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Samples a sink run until `done`: the timeline's instants relative to `start`.
+fn sample_sink(
+    job: &str,
+    records_in: prometheus::IntCounter,
+    expected: u64,
+    start: Instant,
+    done: &std::sync::atomic::AtomicBool,
+) -> (Duration, Duration, Duration) {
+    let base = published(job);
+    let (mut first_in, mut last_ack, mut stalled) = (None, None, Duration::ZERO);
+    let (mut last_count, mut last_change) = (0, start);
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(SAMPLE);
+        let now = Instant::now();
+        let n = records_in.get();
+        if n > 0 && first_in.is_none() {
+            first_in = Some(now);
+        }
+        if n != last_count {
+            // Only pauses while records were still to come count as stalls.
+            let gap = now - last_change;
+            if last_count > 0 && gap >= STALL {
+                stalled += gap;
+            }
+            last_count = n;
+            last_change = now;
+        }
+        // Gathering the registry costs far more than reading one counter: only once every
+        // record was handed over can the last one be acknowledged.
+        if last_ack.is_none() && n >= expected && published(job) - base >= expected {
+            last_ack = Some(now);
+        }
+    }
+    let first_in = first_in.unwrap_or(start);
+    let last_ack = last_ack.unwrap_or_else(Instant::now);
+    (first_in - start, last_ack - first_in, stalled)
+}
+
+fn weir(yaml: &str, node: &str, idle: Duration, sink: Option<u64>) -> Run {
     let spec = weir_crds::PipelineSpec::from_yaml(yaml).unwrap();
+    let job_name = spec.name.clone();
     let metrics = Metrics::new();
     // Its own thread name, so that a profile can tell the job from the raw loops
     // (`perf report --comm weir-job`).
@@ -154,33 +256,60 @@ fn weir(yaml: &str, node: &str, idle: Duration) -> (f64, u64) {
         .enable_all()
         .build()
         .unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
     let start = Instant::now();
-    rt.block_on(async {
-        let job = engine::start(
-            spec,
-            &Registry::with_builtins(),
-            JobOptions {
-                workers: vec![0],
-                from_savepoint: None,
-                allow_non_restored_state: false,
-                start_fresh: None,
-                metrics: metrics.clone(),
-            },
-        )
-        .await
-        .unwrap();
-        job.wait().await.unwrap();
+    let (elapsed, timeline) = std::thread::scope(|s| {
+        let sampler = sink.map(|expected| {
+            let records_in = metrics.node(&job_name, 0, "out").records_in;
+            let (job, done) = (&job_name, &done);
+            s.spawn(move || sample_sink(job, records_in, expected, start, done))
+        });
+        rt.block_on(async {
+            let job = engine::start(
+                spec,
+                &Registry::with_builtins(),
+                JobOptions {
+                    workers: vec![0],
+                    from_savepoint: None,
+                    allow_non_restored_state: false,
+                    start_fresh: None,
+                    metrics: metrics.clone(),
+                },
+            )
+            .await
+            .unwrap();
+            job.wait().await.unwrap();
+        });
+        let elapsed = start.elapsed();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (elapsed, sampler.map(|h| h.join().unwrap()))
     });
-    let secs = (start.elapsed() - idle).as_secs_f64();
-    let out = metrics
-        .render()
-        .lines()
-        .find(|l| {
-            l.starts_with("weir_node_records_out_total") && l.contains(&format!("node=\"{node}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64;
-    (out as f64 / secs, out)
+    let secs = (elapsed - idle).as_secs_f64();
+    let text = metrics.render();
+    let out = exposed(
+        &text
+            .lines()
+            .filter(|l| l.contains(&format!("node=\"{node}\"")))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "weir_node_records_out_total",
+    ) as u64;
+    let phases = timeline.map(|(start, steady, stalled)| Phases {
+        start,
+        steady,
+        stalled,
+        end: elapsed.saturating_sub(start + steady),
+        checkpoints: exposed(&text, "weir_checkpoint_duration_seconds_count") as u64,
+        checkpoint_time: Duration::from_secs_f64(exposed(
+            &text,
+            "weir_checkpoint_duration_seconds_sum",
+        )),
+    });
+    Run {
+        rate: out as f64 / secs,
+        out,
+        phases,
+    }
 }
 
 fn pct(a: f64, b: f64) -> f64 {
@@ -198,7 +327,9 @@ fn main() {
     println!(
         "pubsub (emulator at {host}): {n} messages read, {n_sink} published, ~170 B JSON, one worker"
     );
-    let (mut sums, mut k) = ([0.0; 4], 0.0);
+    let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+    // Means over rounds: source raw, weir; sink raw and weir whole-run, raw and weir steady.
+    let (mut sums, mut k) = ([0.0; 6], 0.0);
     for round in 1..=rounds {
         let id = format!(
             "bench-{}",
@@ -213,7 +344,7 @@ fn main() {
             &format!("projects/{PROJECT}/subscriptions/{id}-raw"),
             n,
         ));
-        let (weir_source, read) = weir(
+        let source = weir(
             &format!(
                 r#"name: bench-pubsub-source
 checkpoint: {{ interval: 1s, storage: {state} }}
@@ -226,10 +357,12 @@ sinks:
             ),
             "src",
             IDLE,
+            None,
         );
-        assert_eq!(read, n, "every message read once");
-        let raw_sink = rt.block_on(raw_publish(&e, &format!("{id}-out"), n_sink, datagen_like));
-        let (weir_sink, published) = weir(
+        assert_eq!(source.out, n, "every message read once");
+        let (raw_connect, raw_steady) =
+            rt.block_on(raw_publish(&e, &format!("{id}-out"), n_sink, datagen_like));
+        let sink = weir(
             &format!(
                 r#"name: bench-pubsub-sink
 checkpoint: {{ interval: 1s, storage: {state} }}
@@ -255,31 +388,62 @@ sinks:
             ),
             "gen",
             Duration::ZERO,
+            Some(n_sink),
         );
-        assert_eq!(published, n_sink, "every record generated");
+        assert_eq!(sink.out, n_sink, "every record generated");
+        let p = sink.phases.expect("a sink run is sampled");
+        let raw_whole = rate(n_sink, raw_connect + raw_steady);
+        let (raw_steady, weir_steady) = (rate(n_sink, raw_steady), rate(n_sink, p.steady));
         println!(
-            "  round {round}: source raw {raw_source:>8.0} | weir {weir_source:>8.0} msg/s ({:.1} %)   \
-             sink raw {raw_sink:>8.0} | weir {weir_sink:>8.0} msg/s ({:.1} %)",
-            pct(weir_source, raw_source),
-            pct(weir_sink, raw_sink)
+            "  round {round}: source raw {raw_source:>8.0} | weir {:>8.0} msg/s ({:.1} %)",
+            source.rate,
+            pct(source.rate, raw_source),
         );
-        for (s, x) in sums
-            .iter_mut()
-            .zip([raw_source, weir_source, raw_sink, weir_sink])
-        {
+        println!(
+            "           sink whole run: raw {raw_whole:>8.0} | weir {:>8.0} msg/s ({:.1} %)   \
+             first publish to last ack: raw {raw_steady:>8.0} | weir {weir_steady:>8.0} msg/s ({:.1} %)",
+            sink.rate,
+            pct(sink.rate, raw_whole),
+            pct(weir_steady, raw_steady),
+        );
+        println!(
+            "           weir sink phases: start {:.0} ms, steady {:.0} ms (of it stalled ≥ {} ms: \
+             {:.0} ms), end {:.0} ms; {} checkpoints, {:.0} ms in all; raw connect {:.0} ms",
+            p.start.as_secs_f64() * 1e3,
+            p.steady.as_secs_f64() * 1e3,
+            STALL.as_millis(),
+            p.stalled.as_secs_f64() * 1e3,
+            p.end.as_secs_f64() * 1e3,
+            p.checkpoints,
+            p.checkpoint_time.as_secs_f64() * 1e3,
+            raw_connect.as_secs_f64() * 1e3,
+        );
+        for (s, x) in sums.iter_mut().zip([
+            raw_source,
+            source.rate,
+            raw_whole,
+            sink.rate,
+            raw_steady,
+            weir_steady,
+        ]) {
             *s += x;
         }
         k += 1.0;
     }
-    let [rs, ws, rp, wp] = sums.map(|s| s / k);
+    let [rs, ws, rw, ww, rp, wp] = sums.map(|s| s / k);
     println!("  raw subscriber (ack each second)   {rs:>10.0} msg/s");
     println!(
         "  weir pubsub → blackhole (1 s cps)  {ws:>10.0} msg/s  ({:.1} % of raw)",
         pct(ws, rs)
     );
-    println!("  raw publisher (same batching, {MAX_IN_FLIGHT} in flight) {rp:>10.0} msg/s");
     println!(
-        "  weir datagen → pubsub (1 s cps)    {wp:>10.0} msg/s  ({:.1} % of raw)",
-        pct(wp, rp)
+        "  raw publisher (same batching, {MAX_IN_FLIGHT} in flight), first publish to last ack {rp:>10.0} msg/s; \
+         with its connect {rw:>10.0} msg/s"
+    );
+    println!(
+        "  weir datagen → pubsub (1 s cps), first record to last ack {wp:>10.0} msg/s ({:.1} % of raw); \
+         whole run (job start to end) {ww:>10.0} msg/s ({:.1} % of raw with connect)",
+        pct(wp, rp),
+        pct(ww, rw)
     );
 }

@@ -46,7 +46,7 @@ pub use crate::error::{Error, Result};
 pub use crate::record::{Barrier, Batch, Fields, Record, SplitId};
 pub use node::{ConnectorConfig, NodeConfig, NodeContext};
 pub(crate) use sink::DynSink;
-pub use sink::{Sink, SinkBox, TwoPhaseSink};
+pub use sink::{FlushMark, Sink, SinkBox, TwoPhaseSink};
 pub use source::{Source, SourcePoll};
 pub(crate) use transform::SyncTransform;
 pub use transform::{AsyncTransform, Output, Transform};

@@ -13,6 +13,13 @@ use crate::record::{Barrier, Batch};
 
 /// A sink that needs no transaction: writes are idempotent (upserts, documents with ids) or
 /// at-least-once is enough. After `flush` returns, everything written so far is durable.
+///
+/// At a checkpoint barrier the runtime calls `flush` and writes nothing until it returns. A sink
+/// whose writes become durable on their own (acknowledgements that arrive while it keeps
+/// sending) can instead return a [`FlushMark`] from `mark`: the runtime then keeps writing and
+/// acknowledges the barrier once `flushed(mark)` returns, which keeps the contract (everything
+/// written before the barrier is durable before the checkpoint completes) without stopping the
+/// data path while the earlier writes are acknowledged.
 #[async_trait]
 pub trait Sink: Send + 'static {
     async fn open(&mut self, _ctx: &NodeContext) -> Result<()> {
@@ -20,6 +27,17 @@ pub trait Sink: Send + 'static {
     }
     async fn write(&mut self, batch: Batch) -> Result<()>;
     async fn flush(&mut self) -> Result<()>;
+    /// Marks a barrier without waiting (see the trait's doc); `None`, the default, means the
+    /// barrier is handled by `flush`.
+    fn mark(&mut self) -> Option<FlushMark> {
+        None
+    }
+    /// Returns once everything written before `mark` is durable. Must be cancel-safe: the
+    /// runtime drops it whenever a batch arrives and calls it again later, so all progress
+    /// lives in the sink. Called only with marks returned by `mark`, oldest first.
+    async fn flushed(&mut self, _mark: FlushMark) -> Result<()> {
+        Ok(())
+    }
     /// Called about every 100 ms (time-based flushes).
     async fn on_tick(&mut self) -> Result<()> {
         Ok(())
@@ -35,6 +53,11 @@ pub trait Sink: Send + 'static {
         Ok(Vec::new())
     }
 }
+
+/// A point in a sink's writes, from [`Sink::mark`]: what the sink needs to tell the writes
+/// before it from those after (for example the sequence number of its next write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushMark(pub u64);
 
 /// An exactly-once sink: the two-phase-commit contract of ARCHITECTURE.md.
 ///
@@ -112,6 +135,11 @@ pub trait DynSink: Send {
     async fn recover(&mut self, states: Vec<Value>, committables: Vec<Value>) -> Result<()>;
     async fn write(&mut self, batch: Batch) -> Result<()>;
     async fn pre_commit(&mut self, barrier: Barrier) -> Result<(Vec<Value>, Value)>;
+    /// A plain sink's [`Sink::mark`]: `Some` means the barrier is pre-committed (with no
+    /// committables and no state) once `flushed` returns, instead of by `pre_commit`.
+    fn mark(&mut self) -> Option<FlushMark>;
+    /// [`Sink::flushed`]; cancel-safe.
+    async fn flushed(&mut self, mark: FlushMark) -> Result<()>;
     async fn commit(&mut self, committables: Vec<Value>) -> Result<()>;
     async fn abort(&mut self) -> Result<()>;
     async fn on_tick(&mut self) -> Result<()>;
@@ -139,6 +167,12 @@ impl<S: Sink> DynSink for PlainSink<S> {
     async fn pre_commit(&mut self, _: Barrier) -> Result<(Vec<Value>, Value)> {
         self.0.flush().await?;
         Ok((Vec::new(), Value::Null))
+    }
+    fn mark(&mut self) -> Option<FlushMark> {
+        self.0.mark()
+    }
+    async fn flushed(&mut self, mark: FlushMark) -> Result<()> {
+        self.0.flushed(mark).await
     }
     async fn commit(&mut self, _: Vec<Value>) -> Result<()> {
         Ok(())
@@ -201,6 +235,13 @@ impl<S: TwoPhaseSink> DynSink for TwoPhase<S> {
         let state = serde_json::to_value(&state)
             .map_err(|e| Error::Checkpoint(format!("cannot serialize sink state: {e}")))?;
         Ok((to_values(&committables)?, state))
+    }
+    fn mark(&mut self) -> Option<FlushMark> {
+        // A transaction is pre-committed as a whole, in `pre_commit`.
+        None
+    }
+    async fn flushed(&mut self, _: FlushMark) -> Result<()> {
+        Ok(())
     }
     async fn commit(&mut self, committables: Vec<Value>) -> Result<()> {
         let committables = from_values("committable", committables)?;

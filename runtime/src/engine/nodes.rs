@@ -1,7 +1,7 @@
 //! The task loop of each node kind: sources inject barriers when the coordinator asks, transforms
 //! and sinks act on aligned barriers from their input gate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,7 +10,7 @@ use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::gate::{GateEvent, InputGate};
-use crate::api::{AsyncTransform, DynSink, NodeContext, Output, Source, SourcePoll};
+use crate::api::{AsyncTransform, DynSink, FlushMark, NodeContext, Output, Source, SourcePoll};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::record::{Barrier, Batch, Message};
@@ -330,6 +330,15 @@ impl TransformTask {
     }
 }
 
+/// `sink.flushed(mark)`, or never without a mark. (select! builds the future of a disabled
+/// branch too: this one boxes `flushed`'s only when polled, not on every turn of the loop.)
+async fn flushed(sink: &mut dyn DynSink, mark: Option<FlushMark>) -> Result<()> {
+    match mark {
+        Some(m) => sink.flushed(m).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub struct SinkTask {
     pub ctx: NodeContext,
     pub sink: Box<dyn DynSink>,
@@ -376,6 +385,17 @@ impl SinkTask {
         Ok(())
     }
 
+    /// Tells the coordinator that the sink pre-committed checkpoint `checkpoint`.
+    fn pre_committed(&self, checkpoint: u64, committables: Vec<Value>, state: Value) {
+        fault::point("after_precommit");
+        let _ = self.events.send(Event::SinkAck {
+            node: self.ctx.node.clone(),
+            checkpoint,
+            committables,
+            state,
+        });
+    }
+
     async fn run_inner(&mut self) -> Result<()> {
         self.sink.open(&self.ctx).await?;
         let (states, committables) = std::mem::take(&mut self.restored);
@@ -384,7 +404,11 @@ impl SinkTask {
         let mut tick = interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut input_done = false;
+        // Barriers a plain sink marked (`Sink::mark`) and is still making durable, oldest first,
+        // while later batches are written.
+        let mut marked: VecDeque<(u64, FlushMark)> = VecDeque::new();
         loop {
+            let oldest = marked.front().map(|(_, m)| *m);
             tokio::select! {
                 biased;
                 ctl = self.control.recv() => match ctl {
@@ -394,6 +418,13 @@ impl SinkTask {
                         return Ok(());
                     }
                 },
+                // Before the input: with the input always ready (the sink is the bottleneck),
+                // a later branch would never be polled and the checkpoint never acknowledged.
+                r = flushed(self.sink.as_mut(), oldest), if oldest.is_some() => {
+                    r?;
+                    let (checkpoint, _) = marked.pop_front().expect("a mark was awaited");
+                    self.pre_committed(checkpoint, Vec::new(), Value::Null);
+                }
                 ev = gate.next(), if !input_done => match ev {
                     GateEvent::Batch(b) => {
                         let n = b.len() as u64;
@@ -408,11 +439,13 @@ impl SinkTask {
                         if b.savepoint {
                             fault::stall("savepoint_precommit").await;
                         }
-                        let (committables, state) = self.sink.pre_commit(b).await?;
-                        fault::point("after_precommit");
-                        let _ = self.events.send(Event::SinkAck {
-                            node: self.ctx.node.clone(), checkpoint: b.id, committables, state,
-                        });
+                        match self.sink.mark() {
+                            Some(m) => marked.push_back((b.id, m)),
+                            None => {
+                                let (committables, state) = self.sink.pre_commit(b).await?;
+                                self.pre_committed(b.id, committables, state);
+                            }
+                        }
                     }
                     GateEvent::End => input_done = true,
                 },
@@ -420,5 +453,138 @@ impl SinkTask {
                 _ = self.cancel.cancelled() => return Ok(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use tokio::sync::mpsc::{channel, unbounded_channel, UnboundedReceiver};
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::api::{Sink, SinkBox};
+    use crate::metrics::NodeMetrics;
+
+    /// A sink whose writes become durable when the test says so (`acked`, a count of
+    /// records), as a publisher's acknowledgements do; `written` counts what it was handed.
+    struct Acknowledged {
+        written: Arc<AtomicU64>,
+        acked: watch::Receiver<u64>,
+    }
+
+    #[async_trait]
+    impl Sink for Acknowledged {
+        async fn write(&mut self, batch: Batch) -> Result<()> {
+            self.written.fetch_add(batch.len() as u64, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn flush(&mut self) -> Result<()> {
+            Err(Error::node("out", "flushed at a barrier although it marks"))
+        }
+        fn mark(&mut self) -> Option<FlushMark> {
+            Some(FlushMark(self.written.load(Ordering::SeqCst)))
+        }
+        async fn flushed(&mut self, mark: FlushMark) -> Result<()> {
+            while *self.acked.borrow() < mark.0 {
+                self.acked
+                    .changed()
+                    .await
+                    .expect("the test holds the sender");
+            }
+            Ok(())
+        }
+    }
+
+    fn batch(n: usize) -> Message {
+        Message::Batch(Batch::new(None, vec![Default::default(); n]))
+    }
+
+    fn barrier(id: u64) -> Message {
+        Message::Barrier(Barrier {
+            id,
+            savepoint: false,
+            last: false,
+        })
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn acks(events: &mut UnboundedReceiver<Event>) -> Vec<u64> {
+        let mut ids = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            if let Event::SinkAck { checkpoint, .. } = e {
+                ids.push(checkpoint);
+            }
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_marking_sink_keeps_writing_after_a_barrier_and_acks_it_once_the_earlier_writes_are_durable(
+    ) {
+        let written = Arc::new(AtomicU64::new(0));
+        let (ack, acked) = watch::channel(0);
+        let (input, rx) = channel(16);
+        let (ctl, control) = channel(4);
+        let (tx, mut events) = unbounded_channel();
+        let task = SinkTask {
+            ctx: NodeContext {
+                job: "test".into(),
+                node: "out".into(),
+                worker: 0,
+                parallelism: 1,
+                max_parallelism: 128,
+                checkpoint: Default::default(),
+                metrics: NodeMetrics::detached(),
+            },
+            sink: SinkBox::plain(Acknowledged {
+                written: written.clone(),
+                acked,
+            })
+            .0,
+            restored: (Vec::new(), Vec::new()),
+            inputs: vec![rx],
+            control,
+            events: tx,
+            cancel: CancellationToken::new(),
+        };
+        let running = tokio::spawn(task.run());
+        for m in [batch(3), barrier(1), batch(2), barrier(2), batch(4)] {
+            input.send(m).await.unwrap();
+        }
+        // Everything after both barriers is written while neither is acknowledged.
+        until("9 records written", || written.load(Ordering::SeqCst) == 9).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(acks(&mut events), Vec::<u64>::new());
+        // Durable up to the middle of the second barrier's records: only the first is acked.
+        ack.send(4).unwrap();
+        let mut seen = Vec::new();
+        until("checkpoint 1 acknowledged", || {
+            seen.extend(acks(&mut events));
+            !seen.is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen.extend(acks(&mut events));
+        assert_eq!(seen, vec![1]);
+        ack.send(9).unwrap();
+        until("checkpoint 2 acknowledged", || {
+            seen.extend(acks(&mut events));
+            seen.len() == 2
+        })
+        .await;
+        assert_eq!(seen, vec![1, 2]);
+        ctl.send(SinkCtl::Shutdown).await.unwrap();
+        running.await.unwrap();
     }
 }

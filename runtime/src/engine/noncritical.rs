@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use weir_crds::CircuitBreakerSpec;
 
 use super::breaker::{Breaker, BreakerState, Route};
-use crate::api::{DynSink, NodeConfig, NodeContext};
+use crate::api::{DynSink, FlushMark, NodeConfig, NodeContext};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::record::{Barrier, Batch, Record};
@@ -327,6 +327,16 @@ impl DynSink for NonCriticalSink {
                 self.outcome(r).await
             }
         }
+    }
+
+    /// At a barrier the sink is flushed under the call timeout and the records it took are
+    /// then forgotten (`unflushed`), which needs `pre_commit`: no marks.
+    fn mark(&mut self) -> Option<FlushMark> {
+        None
+    }
+
+    async fn flushed(&mut self, _: FlushMark) -> Result<()> {
+        Ok(())
     }
 
     async fn pre_commit(&mut self, barrier: Barrier) -> Result<(Vec<Value>, Value)> {

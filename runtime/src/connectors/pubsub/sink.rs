@@ -1,7 +1,10 @@
 //! The running sink: records are handed to the client's batching publisher as they come, with
-//! at most `max_in_flight` unacknowledged; `flush` (every checkpoint barrier) sends what is
-//! batched and waits until Pub/Sub acknowledged every message, so a completed checkpoint never
-//! covers an unpublished record (at-least-once).
+//! at most `max_in_flight` unacknowledged. A checkpoint barrier only marks the sink's place
+//! (`mark`, the next sequence number); the barrier is acknowledged once Pub/Sub acknowledged
+//! every message before the mark (`flushed`), so a completed checkpoint never covers an
+//! unpublished record (at-least-once). Meanwhile later records keep being published: waiting
+//! for the whole queue at each barrier (`flush`, as Flink's PubSubSink does) stopped the data
+//! path for every checkpoint's drain.
 //!
 //! The client's handles wait in a queue in publish order and are taken from its front: a batch
 //! of the client's is acknowledged as a whole, so once the oldest handle is ready the rest of its
@@ -13,7 +16,9 @@
 //! again under the sink's `RetryPolicy` when `retry.rs` calls the failure transient. With
 //! ordering keys, the client pauses a key after a failure and fails that key's later messages
 //! too; a retry round therefore waits for every message in flight, resumes the keys, and
-//! publishes the failed messages again in their original order.
+//! publishes the failed messages again in their original order. A failed message keeps its
+//! sequence number, so a mark still waits for it; and since the queue is empty when the failed
+//! messages are published again, the queue stays in sequence order.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -31,9 +36,20 @@ use super::config::SinkSettings;
 use super::encode::Encoder;
 use super::metrics::SinkMetrics;
 use super::retry::{classify, Failure};
-use crate::api::{Batch, NodeConfig, NodeContext, Result, Sink};
+use crate::api::{Batch, FlushMark, NodeConfig, NodeContext, Result, Sink};
 use crate::error::Error;
 use crate::retry::Backoff;
+
+/// A barrier asks the client to send its partial batch at once only when the client would
+/// otherwise hold it longer than this. (Its flush waits for every batch in flight before it
+/// takes new messages, which pauses publishing; a short `max_delay` sends the batch soon
+/// enough on its own.)
+const SEND_AT_BARRIER_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether a barrier should make the client send its partial batch now (pure).
+fn send_at_barrier(max_delay: std::time::Duration) -> bool {
+    max_delay > SEND_AT_BARRIER_AFTER
+}
 
 /// A message handed to the publisher and not yet acknowledged: its place in the sink's order,
 /// the message (kept to publish it again) and the client's handle to its outcome.
@@ -49,11 +65,14 @@ pub struct PubsubSink {
     node: String,
     target: String,
     publisher: Option<Publisher>,
-    /// In publish order.
+    /// In publish order, which is sequence order.
     in_flight: VecDeque<Pending>,
     failed: Vec<(u64, Message, PublishError)>,
     next_seq: u64,
     backoff: Option<Backoff>,
+    /// When the failed messages are published again: kept here, not in a local, so that
+    /// `flushed` can be dropped during the wait and resumed.
+    retry_at: Option<tokio::time::Instant>,
     metrics: SinkMetrics,
     bytes_out: Option<prometheus::IntCounter>,
 }
@@ -70,6 +89,7 @@ impl PubsubSink {
             failed: Vec::new(),
             next_seq: 0,
             backoff: None,
+            retry_at: None,
             metrics: SinkMetrics::detached(),
             bytes_out: None,
         }
@@ -114,26 +134,68 @@ impl PubsubSink {
         self.metrics.in_flight.set(self.in_flight.len() as i64);
     }
 
-    /// Waits until every message handed over is acknowledged, retrying failures by policy.
-    async fn settle_all(&mut self) -> Result<()> {
+    /// Waits until every message before sequence number `mark` is acknowledged, retrying
+    /// failures by policy. A failure makes it wait for every message in flight, later ones
+    /// too (the ordering keys need it), and, until a retry round ends with nothing in flight
+    /// and nothing failed (which ends the backoff), for the messages published again.
+    /// Cancel-safe: every await leaves the queue, the failed messages and the retry deadline
+    /// whole, so a dropped call loses nothing.
+    async fn settle_before(&mut self, mark: u64) -> Result<()> {
         loop {
-            while let Some(mut p) = self.in_flight.pop_front() {
-                let result = (&mut p.ack).await;
-                self.take(p, result);
+            let failing = !self.failed.is_empty();
+            let retrying = self.backoff.is_some();
+            match self.in_flight.front() {
+                Some(front) if failing || retrying || front.seq < mark => {
+                    self.settle_oldest().await
+                }
+                _ if failing => self.retry_failed().await?,
+                _ => {
+                    self.backoff = None;
+                    return Ok(());
+                }
             }
-            self.metrics.in_flight.set(0);
-            if self.failed.is_empty() {
-                self.backoff = None;
-                return Ok(());
-            }
-            self.retry_failed().await?;
         }
     }
+
+    /// Waits until every message handed over is acknowledged, retrying failures by policy.
+    async fn settle_all(&mut self) -> Result<()> {
+        self.settle_before(u64::MAX).await
+    }
+
     /// One retry round: fails on a permanent error or when the policy gives up, else waits
-    /// the next delay and publishes every failed message again, in order.
+    /// the next delay and publishes every failed message again, in order. Cancel-safe (the
+    /// deadline is kept in `retry_at`).
     async fn retry_failed(&mut self) -> Result<()> {
+        let at = match self.retry_at {
+            Some(at) => at,
+            None => {
+                let delay = self.next_retry_delay()?;
+                *self.retry_at.insert(tokio::time::Instant::now() + delay)
+            }
+        };
+        tokio::time::sleep_until(at).await;
+        self.retry_at = None;
         let mut failed = std::mem::take(&mut self.failed);
         failed.sort_by_key(|(seq, _, _)| *seq);
+        let keys: BTreeSet<&str> = failed
+            .iter()
+            .map(|(_, m, _)| m.ordering_key.as_str())
+            .filter(|k| !k.is_empty())
+            .collect();
+        for k in keys {
+            self.publisher()?.resume_publish(k);
+        }
+        self.metrics.retries.inc_by(failed.len() as u64);
+        for (seq, msg, _) in failed {
+            self.publish(seq, msg)?;
+        }
+        Ok(())
+    }
+
+    /// The wait before the failed messages are published again: an error on a permanent
+    /// failure or when the policy gives up.
+    fn next_retry_delay(&mut self) -> Result<std::time::Duration> {
+        let failed = &self.failed;
         if let Some((_, _, e)) = failed
             .iter()
             .find(|(_, _, e)| classify(e) == Failure::Permanent)
@@ -146,7 +208,10 @@ impl PubsubSink {
         let policy = self.settings.config.retry;
         let backoff = self.backoff.get_or_insert_with(|| policy.backoff());
         let Some(delay) = backoff.next() else {
-            let (_, _, e) = failed.last().expect("not empty");
+            let (_, _, e) = failed
+                .iter()
+                .max_by_key(|(seq, _, _)| *seq)
+                .expect("not empty");
             return Err(Error::node(
                 &self.node,
                 format!(
@@ -170,20 +235,7 @@ impl PubsubSink {
             error = %root,
             "publishing failed; publishing again"
         );
-        tokio::time::sleep(delay).await;
-        let keys: BTreeSet<&str> = failed
-            .iter()
-            .map(|(_, m, _)| m.ordering_key.as_str())
-            .filter(|k| !k.is_empty())
-            .collect();
-        for k in keys {
-            self.publisher()?.resume_publish(k);
-        }
-        self.metrics.retries.inc_by(failed.len() as u64);
-        for (seq, msg, _) in failed {
-            self.publish(seq, msg)?;
-        }
-        Ok(())
+        Ok(delay)
     }
 }
 
@@ -252,6 +304,22 @@ impl Sink for PubsubSink {
         // Sends what the client still batches without waiting for its delay.
         self.publisher()?.flush().await;
         self.settle_all().await
+    }
+
+    fn mark(&mut self) -> Option<FlushMark> {
+        if send_at_barrier(self.settings.config.batching.max_delay.as_std()) {
+            if let Ok(p) = self.publisher() {
+                // Polled once, the client's flush has sent its command; its completion (every
+                // batch acknowledged) is what `flushed` waits for message by message, so it is
+                // not awaited here.
+                let _ = p.flush().now_or_never();
+            }
+        }
+        Some(FlushMark(self.next_seq))
+    }
+
+    async fn flushed(&mut self, mark: FlushMark) -> Result<()> {
+        self.settle_before(mark.0).await
     }
 
     async fn close(&mut self) -> Result<()> {
