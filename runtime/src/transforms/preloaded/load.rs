@@ -105,9 +105,10 @@ async fn jdbc_rows(url: &str, query: &str) -> Result<Vec<(String, Value)>, LoadE
     let rows = sqlx::raw_sql(AssertSqlSafe(query.to_string()))
         .fetch_all(&mut conn)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(_) => LoadError::Invalid(failed(e)),
-            _ => LoadError::Unavailable(failed(e)),
+        .map_err(|e| match crate::connectors::jdbc::retry::classify(&e) {
+            // A server restarting (57P01) or a dropped connection: load again later.
+            crate::connectors::jdbc::retry::Failure::Transient => LoadError::Unavailable(failed(e)),
+            _ => LoadError::Invalid(failed(e)),
         })?;
     rows.iter()
         .enumerate()
