@@ -629,7 +629,7 @@ fn crash_with_lookups_in_flight(mode: &str, point: &str, hit: u32) {
         held > 0,
         "the checkpoint restored from held no in-flight records"
     );
-    run_to_completion(&p, &[]);
+    restart_to_end(&p, &[]);
     let lines = output_lines(dir.path());
     let mut counts = BTreeMap::new();
     for v in &lines {

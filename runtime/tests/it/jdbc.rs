@@ -306,7 +306,7 @@ pub(super) fn crash_then_finish(db: &Db, point: &str, hit: u32) {
     let partial: i64 = db.user_stats(&table).values().map(|(n, _)| *n).sum();
     let full: i64 = expected_state(N).values().map(|(n, _)| *n).sum();
     assert!(partial < full, "{fault}: the job had already finished");
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     assert_state(db, &table, N);
 }
 
@@ -358,7 +358,7 @@ pub(super) fn kills_at_random_moments_then_finish(db: &Db) {
         kills >= 2,
         "only {kills} of 3 runs were still going when killed"
     );
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     assert_state(db, &table, N);
 }
 
@@ -1050,7 +1050,7 @@ sinks:
             url = db.url(),
         ),
     );
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     let q = |sql: String| db.query_i64(&sql);
     assert_eq!(q(format!("SELECT count(*) FROM {events}")), 1000);
     assert_eq!(

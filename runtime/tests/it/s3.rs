@@ -108,7 +108,7 @@ fn exactly_once_on_s3_across_kills_at_each_step() {
         let spec = spec(dir.path(), &endpoint, &bucket);
         let o = run(&spec, &[], &[("WEIR_FAULT", fault)]);
         assert!(was_killed(&o), "{fault}: {}", stderr(&o));
-        run_to_completion(&spec, &[]);
+        restart_to_end(&spec, &[]);
         assert_exactly_once(&rt.block_on(count_ids(&endpoint, &bucket)), N);
     }
 }

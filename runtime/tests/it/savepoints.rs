@@ -57,7 +57,7 @@ fn rescale_one_to_two_to_one_through_savepoints() {
     );
     let sp2 = run_then_stop_with_savepoint(&p2, &["--from-savepoint", &sp1]);
     assert_ne!(sp1, sp2);
-    run_to_completion(&p1, &["--from-savepoint", &sp2]);
+    restart_to_end(&p1, &["--from-savepoint", &sp2]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 
@@ -74,7 +74,7 @@ fn restart_with_the_same_savepoint_flag_resumes_from_newer_checkpoints() {
         &[("WEIR_FAULT", "after_commit:6")],
     );
     assert!(was_killed(&o), "{}", stderr(&o));
-    run_to_completion(&p2, &["--from-savepoint", &sp]);
+    restart_to_end(&p2, &["--from-savepoint", &sp]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 
@@ -129,7 +129,7 @@ fn sigterm_finishes_the_checkpoint_in_flight_and_exits_cleanly() {
     assert!(stderr(&out).contains("stopped"), "{}", stderr(&out));
     let partial = count_json_field(&dir.path().join("out"), "id").len() as i64;
     assert!(partial < N, "stopped before the end ({partial})");
-    run_to_completion(&p, &[]);
+    restart_to_end(&p, &[]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 
@@ -202,7 +202,7 @@ fn start_fresh_drops_positions_and_a_restart_with_the_same_token_resumes() {
         &[("WEIR_FAULT", "after_commit:6")],
     );
     assert!(was_killed(&o), "{}", stderr(&o));
-    run_to_completion(&p, &["--start-fresh", "gen-2"]);
+    restart_to_end(&p, &["--start-fresh", "gen-2"]);
     let after = count_json_field(&out, "id");
     assert_eq!(after.len() as i64, N);
     for (id, n) in &after {

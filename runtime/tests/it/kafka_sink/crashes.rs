@@ -214,7 +214,7 @@ fn kill_at_random_moments(input: Input) {
     if let Some(f) = feed {
         f.join().unwrap();
     }
-    run_to_completion(&j.spec, &[]);
+    restart_to_end(&j.spec, &[]);
     assert_topic_exactly_once(&j.bootstrap, &j.out, N);
 }
 
@@ -281,7 +281,7 @@ fn rescale_two_to_one_aborts_the_old_workers_open_transactions() {
     std::thread::sleep(Duration::from_millis(800));
     assert!(job.kill9(), "the job ended before it was killed");
     assert_open_transactions_left(&bootstrap, &out);
-    run_to_completion(&p1, &["--from-savepoint", &sp]);
+    restart_to_end(&p1, &["--from-savepoint", &sp]);
     assert_topic_exactly_once(&bootstrap, &out, N);
 }
 
@@ -309,6 +309,6 @@ fn rescale_up_crash_then_restart_at_the_old_parallelism_aborts_the_new_workers_t
     std::thread::sleep(Duration::from_millis(1500));
     assert!(up.kill9(), "the rescaled job ended before it was killed");
     assert_open_transactions_left(&bootstrap, &out);
-    run_to_completion(&p1, &["--from-savepoint", &sp]);
+    restart_to_end(&p1, &["--from-savepoint", &sp]);
     assert_topic_exactly_once(&bootstrap, &out, N);
 }

@@ -46,7 +46,7 @@ fn crash_then_finish(point: &str, hit: u32) {
         partial.len()
     );
     writer.join().unwrap();
-    run_to_completion(&bounded, &[]);
+    restart_to_end(&bounded, &[]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 
@@ -102,6 +102,6 @@ fn kill_repeatedly_at_random_moments() {
         "duplicates after the kills"
     );
     writer.join().unwrap();
-    run_to_completion(&bounded, &[]);
+    restart_to_end(&bounded, &[]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
