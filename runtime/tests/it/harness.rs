@@ -116,12 +116,6 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Killed by SIGKILL (the fault points and `kill -9` both end a process this way).
-pub fn was_killed(o: &Output) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    o.status.signal() == Some(9)
-}
-
 /// Every visible (not hidden) file under `dir`, recursively.
 pub fn visible_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
