@@ -16,13 +16,31 @@
 //!     &job,
 //!     &[("after_precommit", 3), ("after_manifest", 3)],
 //!     3,
-//!     (Duration::from_millis(300), Duration::from_secs(2)),
+//!     Duration::from_millis(300)..Duration::from_secs(2),
 //!     || clear_my_store(),            // before each case: empty output, no checkpoint
 //!     |case| exactly_once(&read_my_store(), 3000).unwrap_or_else(|e| panic!("{case}: {e}")),
 //! );
 //! ```
+//!
+//! A test that checks more between the kill and the restart (the output is still partial, a
+//! restart flag) uses the two halves itself:
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # use weir_runtime::testkit::{Job, Kill};
+//! # let job = Job::new("target/debug/my-weir", "/tmp/my-pipeline.yaml");
+//! job.run_until_killed(&Kill::At("after_manifest", 3));
+//! // … the output holds no record twice so far …
+//! job.restart_to_end();
+//! let window = Duration::from_millis(300)..Duration::from_millis(800);
+//! let killed = job.run_until_killed(&Kill::AtRandom { runs: 3, window });
+//! assert!(killed.kills >= 2, "the runs ended before their kills: {:?}", killed.waits);
+//! job.restart_to_end();
+//! ```
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -36,8 +54,55 @@ pub use crate::fault::POINTS;
 pub struct Job {
     bin: PathBuf,
     spec: PathBuf,
+    args: Vec<String>,
     env: Vec<(String, String)>,
     limit: Duration,
+}
+
+/// How the runs before a restart end: the first half of every crash test.
+#[derive(Clone, Debug)]
+pub enum Kill<'a> {
+    /// One run, crashed by SIGKILL at the `hit`-th pass of `point` (one of [`POINTS`]).
+    At(&'a str, u32),
+    /// `runs` runs, each killed by SIGKILL at a random moment in `window` after it started
+    /// (its admin API answers, so its sources and sinks are open): before, between and during
+    /// checkpoints, wherever they fall.
+    AtRandom { runs: u32, window: Range<Duration> },
+}
+
+impl fmt::Display for Kill<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kill::At(point, hit) => write!(f, "crash at {point}:{hit}"),
+            Kill::AtRandom { runs, window } => {
+                write!(f, "{runs} kills at random moments in {window:?}")
+            }
+        }
+    }
+}
+
+/// What [`Job::run_until_killed`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Killed {
+    /// Runs that were still going when killed (the others had finished by themselves).
+    pub kills: u32,
+    /// How long after its start each run was killed ([`Kill::AtRandom`] only).
+    pub waits: Vec<Duration>,
+}
+
+/// The waits of `runs` random kills in `window`, from `seed`: a fixed sequence per seed, so a
+/// failure's waits (printed in its case name) describe the run that failed.
+pub fn random_waits(seed: u64, runs: u32, window: &Range<Duration>) -> Vec<Duration> {
+    let spread = window.end.saturating_sub(window.start).as_millis().max(1) as u64;
+    (0..runs as u64)
+        .map(|i| {
+            let r = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i.wrapping_mul(1442695040888963407))
+                >> 33;
+            window.start + Duration::from_millis(r % spread)
+        })
+        .collect()
 }
 
 impl Job {
@@ -47,9 +112,16 @@ impl Job {
         Job {
             bin: bin.into(),
             spec: spec.into(),
+            args: Vec::new(),
             env: Vec::new(),
             limit: Duration::from_secs(300),
         }
+    }
+
+    /// Arguments of every `weir run` (`--from-savepoint <path>`, `--parallelism 4`).
+    pub fn args(mut self, args: &[&str]) -> Job {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
     /// An environment variable of every run (a service's URL, credentials).
@@ -64,13 +136,17 @@ impl Job {
         self
     }
 
-    fn spawn(&self, fault: Option<&str>) -> Child {
+    fn spawn(&self, fault: Option<&str>, admin: Option<&str>) -> Child {
         let mut c = Command::new(&self.bin);
-        c.arg("run")
-            .arg("--quiet")
+        c.arg("run").arg("--quiet");
+        if let Some(addr) = admin {
+            c.arg("--admin-addr").arg(addr);
+        }
+        c.args(&self.args)
             .arg(&self.spec)
             .env("WEIR_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         match fault {
@@ -105,9 +181,9 @@ impl Job {
     }
 
     /// Runs until the job ends (resuming from its newest checkpoint, as a restarted worker
-    /// does); panics with its log unless it finished.
-    pub fn run_to_completion(&self) {
-        let (out, killed) = self.finish(self.spawn(None), self.limit);
+    /// does); panics with its log unless it finished (exit 0).
+    pub fn restart_to_end(&self) {
+        let (out, killed) = self.finish(self.spawn(None, None), self.limit);
         assert!(
             !killed,
             "the job still ran after {:?}: killed\n{}",
@@ -116,22 +192,46 @@ impl Job {
         );
         assert!(
             out.status.success(),
-            "the job failed ({}):\n{}",
+            "the restarted job failed ({}):\n{}",
             out.status,
             log(&out)
         );
     }
 
-    /// Runs with a crash armed at the `hit`-th pass of `point` (one of [`POINTS`]); panics
-    /// unless the run died there by SIGKILL (a job that ended first tested nothing: give it
-    /// more input or a lower `hit`).
-    pub fn crash_at(&self, point: &str, hit: u32) {
+    /// Ends the job's runs as `kill` says. A crash at a point must kill the run there (a job
+    /// that ended first tested nothing: give it more input or a lower `hit`); a run that ends
+    /// by itself before a random kill must have succeeded.
+    pub fn run_until_killed(&self, kill: &Kill) -> Killed {
+        match kill {
+            Kill::At(point, hit) => {
+                self.crash_at(point, *hit);
+                Killed {
+                    kills: 1,
+                    waits: Vec::new(),
+                }
+            }
+            Kill::AtRandom { runs, window } => {
+                let seed = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos() as u64)
+                    .unwrap_or(7);
+                let waits = random_waits(seed, *runs, window);
+                let kills = waits.iter().filter(|w| self.kill_after_start(**w)).count();
+                Killed {
+                    kills: kills as u32,
+                    waits,
+                }
+            }
+        }
+    }
+
+    fn crash_at(&self, point: &str, hit: u32) {
         assert!(
             POINTS.contains(&point),
             "unknown crash point {point:?}; known: {POINTS:?}"
         );
         let fault = format!("{point}:{hit}");
-        let (out, killed) = self.finish(self.spawn(Some(&fault)), self.limit);
+        let (out, killed) = self.finish(self.spawn(Some(&fault), None), self.limit);
         assert!(
             !killed && out.status.signal() == Some(libc::SIGKILL),
             "{fault} did not crash the job ({}):\n{}",
@@ -140,9 +240,32 @@ impl Job {
         );
     }
 
-    /// Runs and kills it with SIGKILL after `after`; false when it had already ended.
-    pub fn kill_after(&self, after: Duration) -> bool {
-        let child = self.spawn(None);
+    /// Starts a run, waits until it has started (its admin API answers: the sources and sinks
+    /// are open, so `after` measures job time, not process start-up), and kills it with
+    /// SIGKILL `after` later; false when it had already ended by itself.
+    fn kill_after_start(&self, after: Duration) -> bool {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free local port")
+            .port();
+        let admin = format!("127.0.0.1:{port}");
+        let mut child = self.spawn(None, Some(&admin));
+        let deadline = Instant::now() + self.limit;
+        while std::net::TcpStream::connect(&admin).is_err() {
+            // Ended already (nothing left to do, or failed): `finish` below says which.
+            if child.try_wait().expect("polling the job").is_some() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let (out, _) = self.finish(child, Duration::ZERO);
+                panic!(
+                    "the job did not start within {:?}: killed\n{}",
+                    self.limit,
+                    log(&out)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let (out, killed) = self.finish(child, after);
         if !killed {
             assert!(
@@ -161,47 +284,34 @@ fn log(o: &Output) -> String {
 }
 
 /// The recovery proof for one connector. For every `(point, hit)`: `reset` (empty the output
-/// and the checkpoint storage), crash there, run to completion, `check(case)`. Then once more
-/// with `random_kills` runs killed at random moments within `window` (min, max) before the
+/// and the checkpoint storage), crash there, restart to the end, `check(case)`. Then once more
+/// with `random_kills` runs killed at random moments in `window` after their start before the
 /// final run. `check` reads the output with your own reader and panics naming `case` when it
 /// is wrong ([`exactly_once`] helps).
 pub fn prove_recovery(
     job: &Job,
     points: &[(&str, u32)],
     random_kills: u32,
-    window: (Duration, Duration),
+    window: Range<Duration>,
     mut reset: impl FnMut(),
     mut check: impl FnMut(&str),
 ) {
-    for (point, hit) in points {
+    let mut kills: Vec<Kill> = points.iter().map(|(p, h)| Kill::At(p, *h)).collect();
+    if random_kills > 0 {
+        kills.push(Kill::AtRandom {
+            runs: random_kills,
+            window,
+        });
+    }
+    for kill in &kills {
         reset();
-        job.crash_at(point, *hit);
-        job.run_to_completion();
-        check(&format!("crash at {point}:{hit}"));
+        let killed = job.run_until_killed(kill);
+        job.restart_to_end();
+        check(&match killed.waits.as_slice() {
+            [] => kill.to_string(),
+            waits => format!("{kill} (waits {waits:?})"),
+        });
     }
-    if random_kills == 0 {
-        return;
-    }
-    reset();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(7);
-    let spread = window.1.saturating_sub(window.0).as_millis().max(1) as u64;
-    let mut waits = Vec::new();
-    for i in 0..random_kills as u64 {
-        let r = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(i.wrapping_mul(1442695040888963407))
-            >> 33;
-        let wait = window.0 + Duration::from_millis(r % spread);
-        waits.push(wait);
-        job.kill_after(wait);
-    }
-    job.run_to_completion();
-    check(&format!(
-        "{random_kills} kills at random moments ({waits:?})"
-    ));
 }
 
 /// Every id in `0..n` exactly once, or a message naming the first missing and duplicated ids.
@@ -226,6 +336,33 @@ pub fn exactly_once(counts: &BTreeMap<i64, usize>, n: i64) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_waits_fall_in_the_window_and_repeat_for_a_seed() {
+        let window = Duration::from_millis(150)..Duration::from_millis(650);
+        let waits = random_waits(12345, 5, &window);
+        assert_eq!(waits.len(), 5);
+        assert!(waits.iter().all(|w| window.contains(w)), "{waits:?}");
+        assert_eq!(waits, random_waits(12345, 5, &window));
+        let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 1, "one moment repeated: {waits:?}");
+    }
+
+    #[test]
+    fn a_kill_names_itself_for_a_case() {
+        assert_eq!(
+            Kill::At("after_manifest", 3).to_string(),
+            "crash at after_manifest:3"
+        );
+        let random = Kill::AtRandom {
+            runs: 3,
+            window: Duration::from_millis(300)..Duration::from_millis(800),
+        };
+        assert_eq!(
+            random.to_string(),
+            "3 kills at random moments in 300ms..800ms"
+        );
+    }
 
     #[test]
     fn exactly_once_names_what_is_wrong() {

@@ -378,7 +378,7 @@ sinks:
             ("after_commit", 3),
         ],
         3,
-        (Duration::from_millis(300), Duration::from_millis(2500)),
+        Duration::from_millis(300)..Duration::from_millis(2500),
         clear,
         |case| {
             let (hashes, _) = read_hashes(&url, &run);

@@ -617,19 +617,13 @@ fn crash_with_lookups_in_flight(mode: &str, point: &str, hit: u32) {
             transform: t,
         },
     );
-    let fault = format!("{point}:{hit}");
-    let o = run(&p, &[], &[("WEIR_FAULT", &fault)]);
-    assert!(
-        was_killed(&o),
-        "{fault} did not crash the job: {}",
-        stderr(&o)
-    );
+    run_until_killed(&p, Kill::At(point, hit));
     let held = held_in_latest_checkpoint(dir.path());
     assert!(
         held > 0,
         "the checkpoint restored from held no in-flight records"
     );
-    run_to_completion(&p, &[]);
+    restart_to_end(&p, &[]);
     let lines = output_lines(dir.path());
     let mut counts = BTreeMap::new();
     for v in &lines {

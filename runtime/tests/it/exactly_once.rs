@@ -2,7 +2,6 @@
 //! every input record exactly once.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::harness::*;
 
@@ -43,18 +42,12 @@ sinks:
     )
 }
 
+/// Killed once at `point`'s `hit`-th pass, restarted: every record once.
 fn crash_then_finish(point: &str, hit: u32) {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(dir.path(), "");
-    let fault = format!("{point}:{hit}");
-    let o = run(&spec, &[], &[("WEIR_FAULT", &fault)]);
-    assert!(
-        was_killed(&o),
-        "{fault} did not crash the job: {}\n{}",
-        o.status,
-        stderr(&o)
-    );
-    run_to_completion(&spec, &[]);
+    run_until_killed(&spec, Kill::At(point, hit));
+    restart_to_end(&spec, &[]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 
@@ -87,30 +80,14 @@ fn kill_after_commit() {
 fn kill_repeatedly_at_random_moments() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(dir.path(), "");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    let mut kills = 0;
-    for i in 0..5u64 {
-        let job = Running::start(&spec, &[]);
-        // 150..650 ms into each run of ~1.5 s: before, between and during checkpoints.
-        let wait = 150
-            + (seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(i * 1442695040888963407)
-                >> 33)
-                % 500;
-        std::thread::sleep(Duration::from_millis(wait));
-        if job.kill9() {
-            kills += 1;
-        }
-    }
+    // 150..650 ms into each run of ~1.5 s: before, between and during checkpoints.
+    let window = ms(150)..ms(650);
+    let kills = run_until_killed(&spec, Kill::AtRandom { runs: 5, window }).kills;
     assert!(
         kills >= 3,
         "only {kills} of 5 runs were still going when killed"
     );
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 
@@ -123,9 +100,8 @@ fn parquet_and_csv_survive_a_crash_after_the_manifest() {
             .unwrap()
             .replace("format: json", &format!("format: {format}"));
         std::fs::write(&spec_path, text).unwrap();
-        let o = run(&spec_path, &[], &[("WEIR_FAULT", "after_manifest:3")]);
-        assert!(was_killed(&o), "{format}: {}", stderr(&o));
-        run_to_completion(&spec_path, &[]);
+        run_until_killed(&spec_path, Kill::At("after_manifest", 3));
+        restart_to_end(&spec_path, &[]);
         let files = visible_files(&dir.path().join("out"));
         assert!(!files.is_empty());
         let rows: usize = files

@@ -133,7 +133,7 @@ fn an_exhausted_restart_strategy_exits_1_with_every_cause_and_loses_nothing() {
         "the error does not list both causes:\n{log}"
     );
     // Nothing was lost: the next run finishes from the last complete checkpoint.
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     assert_exactly_once(&out_counts(dir.path()), N);
 }
 

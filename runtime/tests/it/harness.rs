@@ -5,6 +5,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use weir_runtime::testkit::{exactly_once, Kill, Killed};
+
+/// This build's `weir` running `spec`, in the crash-test kit that connector authors use too
+/// (`weir_runtime::testkit`): weir's own crash tests and theirs share one machinery.
+pub fn weir_job(spec: &Path) -> weir_runtime::testkit::Job {
+    weir_runtime::testkit::Job::new(env!("CARGO_BIN_EXE_weir"), spec).time_limit(RUN_LIMIT)
+}
+
+/// The first half of a crash test: `spec`'s runs ended as `kill` says (a crash at a checkpoint
+/// step, or kills at random moments).
+pub fn run_until_killed(spec: &Path, kill: Kill) -> Killed {
+    weir_job(spec).run_until_killed(&kill)
+}
+
+/// The second half: `spec` run once more (with `args`), resuming from its newest checkpoint; it
+/// must now finish (exit 0) by itself.
+pub fn restart_to_end(spec: &Path, args: &[&str]) {
+    weir_job(spec).args(args).restart_to_end()
+}
+
+/// `n` milliseconds, for kill windows (`ms(150)..ms(650)`).
+pub const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 pub fn weir() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
     c.env("WEIR_LOG", "warn");
@@ -91,23 +116,6 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Killed by SIGKILL (the fault points and `kill -9` both end a process this way).
-pub fn was_killed(o: &Output) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    o.status.signal() == Some(9)
-}
-
-/// Runs the spec once more; it must now finish (exit 0) by itself.
-pub fn run_to_completion(spec: &Path, args: &[&str]) {
-    let o = run(spec, args, &[]);
-    assert!(
-        o.status.success(),
-        "the restarted job failed: {}\n{}",
-        o.status,
-        stderr(&o)
-    );
-}
-
 /// Every visible (not hidden) file under `dir`, recursively.
 pub fn visible_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -153,17 +161,12 @@ pub fn count_json_field(dir: &Path, field: &str) -> BTreeMap<i64, usize> {
     counts
 }
 
-/// Asserts ids 0..n each occur exactly once.
+/// Asserts ids 0..n each occur exactly once (no duplicate, none missing, none beyond), naming
+/// the first offenders: the kit's [`exactly_once`] as an assertion.
 pub fn assert_exactly_once(counts: &BTreeMap<i64, usize>, n: i64) {
-    let dups: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
-    assert!(dups.is_empty(), "duplicates (id, count): {dups:?}");
-    let missing: Vec<i64> = (0..n).filter(|i| !counts.contains_key(i)).take(5).collect();
-    assert!(
-        missing.is_empty(),
-        "missing ids (first 5): {missing:?} of {n}, got {}",
-        counts.len()
-    );
-    assert_eq!(counts.len() as i64, n, "unexpected ids beyond 0..{n}");
+    if let Err(e) = exactly_once(counts, n) {
+        panic!("not exactly once: {e}");
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -372,30 +375,6 @@ pub fn service_env(service: &str, var: &str) -> String {
         .clone()
 }
 
-/// Runs `spec` `runs` times, killing each run with SIGKILL after a random wait of
-/// `min_ms..min_ms + spread_ms`; returns how many runs were still going when killed.
-pub fn kill_at_random_moments(spec: &Path, runs: u64, min_ms: u64, spread_ms: u64) -> u32 {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    let mut kills = 0;
-    for i in 0..runs {
-        let job = Running::start(spec, &[]);
-        let wait = min_ms
-            + (seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(i * 1442695040888963407)
-                >> 33)
-                % spread_ms.max(1);
-        std::thread::sleep(Duration::from_millis(wait));
-        if job.kill9() {
-            kills += 1;
-        }
-    }
-    kills
-}
-
 /// An instance of `e2e/services/<service>.sh` of one test's own, in a run directory of its own
 /// (for tests that stop, restart or configure a server), removed on drop.
 pub struct PrivateService {
@@ -471,19 +450,6 @@ impl Drop for PrivateService {
         let _ = self.script("down");
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
-}
-
-/// Runs `spec` with the crash point `point` armed for its `hit`-th pass; the run must end by
-/// SIGKILL there.
-pub fn crash_at(spec: &Path, point: &str, hit: u32) {
-    let fault = format!("{point}:{hit}");
-    let o = run(spec, &[], &[("WEIR_FAULT", &fault)]);
-    assert!(
-        was_killed(&o),
-        "{fault} did not crash the job: {}\n{}",
-        o.status,
-        stderr(&o)
-    );
 }
 
 /// A TCP proxy in front of a server, for outages that keep the server's data (moto and Redis

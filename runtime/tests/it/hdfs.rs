@@ -176,7 +176,7 @@ fn parts_become_visible_only_when_their_checkpoint_commits() {
     let local = tempfile::tempdir().unwrap();
     let dir = test_dir("visible");
     let spec = spec(local.path(), &dir, "json");
-    crash_at(&spec, "after_precommit", 1);
+    run_until_killed(&spec, Kill::At("after_precommit", 1));
     let (visible, hidden) = rt().block_on(files(&client(), &format!("{dir}/out")));
     assert!(
         visible.is_empty(),
@@ -187,7 +187,7 @@ fn parts_become_visible_only_when_their_checkpoint_commits() {
         hidden.iter().any(|h| h.ends_with(".pending")),
         "the first checkpoint staged no part: {hidden:?}"
     );
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     assert_exactly_once(&count_ids(&dir, "json"), N);
     // The checkpoints were on HDFS too, and those past the retained ones are gone, directories
     // included.
@@ -226,8 +226,8 @@ fn kill_at_each_commit_step_delivers_every_record_once() {
         let local = tempfile::tempdir().unwrap();
         let dir = test_dir(point);
         let spec = spec(local.path(), &dir, "json");
-        crash_at(&spec, point, hit);
-        run_to_completion(&spec, &[]);
+        run_until_killed(&spec, Kill::At(point, hit));
+        restart_to_end(&spec, &[]);
         assert_exactly_once(&count_ids(&dir, "json"), N);
     }
 }
@@ -238,8 +238,8 @@ fn parquet_parts_survive_kills_around_the_manifest() {
         let local = tempfile::tempdir().unwrap();
         let dir = test_dir(&format!("parquet-{point}"));
         let spec = spec(local.path(), &dir, "parquet");
-        crash_at(&spec, point, 3);
-        run_to_completion(&spec, &[]);
+        run_until_killed(&spec, Kill::At(point, 3));
+        restart_to_end(&spec, &[]);
         assert_exactly_once(&count_ids(&dir, "parquet"), N);
     }
 }
@@ -250,12 +250,19 @@ fn kill_repeatedly_at_random_moments() {
     let dir = test_dir("random");
     let spec = spec(local.path(), &dir, "json");
     // 150..650 ms into runs of about 1.5 s: before, between and during checkpoints.
-    let kills = kill_at_random_moments(&spec, 5, 150, 500);
+    let kills = run_until_killed(
+        &spec,
+        Kill::AtRandom {
+            runs: 5,
+            window: ms(150)..ms(650),
+        },
+    )
+    .kills;
     assert!(
         kills >= 3,
         "only {kills} of 5 runs were still going when killed"
     );
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     assert_exactly_once(&count_ids(&dir, "json"), N);
 }
 
@@ -365,6 +372,6 @@ fn a_savepoint_on_hdfs_resumes_at_another_parallelism() {
         "p1.yaml",
         &text.replace("parallelism: 2", "parallelism: 1"),
     );
-    run_to_completion(&p1, &["--from-savepoint", &path]);
+    restart_to_end(&p1, &["--from-savepoint", &path]);
     assert_exactly_once(&count_ids(&dir, "json"), N);
 }

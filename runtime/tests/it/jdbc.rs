@@ -294,19 +294,15 @@ pub(super) fn crash_then_finish(db: &Db, point: &str, hit: u32) {
     create_user_stats(db, &table);
     let dir = tempfile::tempdir().unwrap();
     let spec = upsert_spec(dir.path(), db.url(), &table, N, 20_000, "");
-    let fault = format!("{point}:{hit}");
-    let o = run(&spec, &[], &[("WEIR_FAULT", &fault)]);
-    assert!(
-        was_killed(&o),
-        "{fault} did not crash the job: {}\n{}",
-        o.status,
-        stderr(&o)
-    );
+    run_until_killed(&spec, Kill::At(point, hit));
     // Mid-run: the crash left the table short of the final state.
     let partial: i64 = db.user_stats(&table).values().map(|(n, _)| *n).sum();
     let full: i64 = expected_state(N).values().map(|(n, _)| *n).sum();
-    assert!(partial < full, "{fault}: the job had already finished");
-    run_to_completion(&spec, &[]);
+    assert!(
+        partial < full,
+        "{point}:{hit}: the job had already finished"
+    );
+    restart_to_end(&spec, &[]);
     assert_state(db, &table, N);
 }
 
@@ -336,29 +332,13 @@ pub(super) fn kills_at_random_moments_then_finish(db: &Db) {
     create_user_stats(db, &table);
     let dir = tempfile::tempdir().unwrap();
     let spec = upsert_spec(dir.path(), db.url(), &table, N, 20_000, "");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    let mut kills = 0;
-    for i in 0..3u64 {
-        let job = Running::start(&spec, &[]);
-        let wait = 300
-            + (seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(i * 1442695040888963407)
-                >> 33)
-                % 500;
-        std::thread::sleep(Duration::from_millis(wait));
-        if job.kill9() {
-            kills += 1;
-        }
-    }
+    let window = ms(300)..ms(800);
+    let kills = run_until_killed(&spec, Kill::AtRandom { runs: 3, window }).kills;
     assert!(
         kills >= 2,
         "only {kills} of 3 runs were still going when killed"
     );
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     assert_state(db, &table, N);
 }
 
@@ -1050,7 +1030,7 @@ sinks:
             url = db.url(),
         ),
     );
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     let q = |sql: String| db.query_i64(&sql);
     assert_eq!(q(format!("SELECT count(*) FROM {events}")), 1000);
     assert_eq!(

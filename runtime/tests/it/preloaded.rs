@@ -80,7 +80,7 @@ fn a_restart_joins_against_the_checkpointed_table_even_after_the_file_changed() 
         panic!("the job ended before the kill: {}", stderr(&job.wait()));
     }
     job.kill9();
-    run_to_completion(&p, &[]);
+    restart_to_end(&p, &[]);
 
     let out = output(dir.path());
     assert_eq!(out.len() as u64, N, "every id once");
@@ -103,7 +103,7 @@ fn a_restart_joins_against_the_checkpointed_table_even_after_the_file_changed() 
     // A fresh start loads the file as it is now.
     std::fs::remove_dir_all(dir.path().join("state")).unwrap();
     std::fs::remove_dir_all(dir.path().join("out")).unwrap();
-    run_to_completion(&spec(dir.path(), &table, "", 300, 100_000), &[]);
+    restart_to_end(&spec(dir.path(), &table, "", 300, 100_000), &[]);
     let out = output(dir.path());
     assert!(out
         .values()
@@ -219,7 +219,7 @@ fn a_postgres_table_joins_by_its_columns() {
     let table = format!(
         "{{ type: jdbc, url: \"{pg}\", query: \"SELECT id, name, json_build_object('tier', tier) AS plan FROM {t}\", key: id }}"
     );
-    run_to_completion(&spec(dir.path(), &table, "", 500, 100_000), &[]);
+    restart_to_end(&spec(dir.path(), &table, "", 500, 100_000), &[]);
     let out = output(dir.path());
     assert_eq!(out.len(), 500);
     for s in out.values() {
@@ -262,7 +262,7 @@ fn a_compacted_topic_is_followed_and_a_tombstone_deletes_its_row() {
 
     let dir = tempfile::tempdir().unwrap();
     let table = format!("{{ type: kafka, bootstrap_servers: \"{kafka}\", topic: {topic} }}");
-    run_to_completion(&spec(dir.path(), &table, "", 2_000, 100_000), &[]);
+    restart_to_end(&spec(dir.path(), &table, "", 2_000, 100_000), &[]);
     let out = output(dir.path());
     assert_eq!(out.len(), 2_000);
     let mut seen = (false, false);

@@ -98,17 +98,20 @@ async fn count_ids(endpoint: &str, bucket: &str) -> BTreeMap<i64, usize> {
 fn exactly_once_on_s3_across_kills_at_each_step() {
     let endpoint = endpoint();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for (i, fault) in ["after_precommit:3", "after_manifest:3", "after_commit:4"]
-        .iter()
-        .enumerate()
+    for (i, (point, hit)) in [
+        ("after_precommit", 3),
+        ("after_manifest", 3),
+        ("after_commit", 4),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let bucket = format!("weir-eo-{}-{i}", std::process::id());
         make_bucket(&endpoint, &bucket);
         let dir = tempfile::tempdir().unwrap();
         let spec = spec(dir.path(), &endpoint, &bucket);
-        let o = run(&spec, &[], &[("WEIR_FAULT", fault)]);
-        assert!(was_killed(&o), "{fault}: {}", stderr(&o));
-        run_to_completion(&spec, &[]);
+        run_until_killed(&spec, Kill::At(point, hit));
+        restart_to_end(&spec, &[]);
         assert_exactly_once(&rt.block_on(count_ids(&endpoint, &bucket)), N);
     }
 }

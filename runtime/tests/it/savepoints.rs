@@ -57,7 +57,7 @@ fn rescale_one_to_two_to_one_through_savepoints() {
     );
     let sp2 = run_then_stop_with_savepoint(&p2, &["--from-savepoint", &sp1]);
     assert_ne!(sp1, sp2);
-    run_to_completion(&p1, &["--from-savepoint", &sp2]);
+    restart_to_end(&p1, &["--from-savepoint", &sp2]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 
@@ -68,13 +68,9 @@ fn restart_with_the_same_savepoint_flag_resumes_from_newer_checkpoints() {
     let p2 = spec(dir.path(), 2);
     let sp = run_then_stop_with_savepoint(&p1, &[]);
     // As a pod restarted with the same arguments would: crash once after progress was made.
-    let o = run(
-        &p2,
-        &["--from-savepoint", &sp],
-        &[("WEIR_FAULT", "after_commit:6")],
-    );
-    assert!(was_killed(&o), "{}", stderr(&o));
-    run_to_completion(&p2, &["--from-savepoint", &sp]);
+    let job = weir_job(&p2).args(&["--from-savepoint", &sp]);
+    job.run_until_killed(&Kill::At("after_commit", 6));
+    job.restart_to_end();
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 
@@ -129,7 +125,7 @@ fn sigterm_finishes_the_checkpoint_in_flight_and_exits_cleanly() {
     assert!(stderr(&out).contains("stopped"), "{}", stderr(&out));
     let partial = count_json_field(&dir.path().join("out"), "id").len() as i64;
     assert!(partial < N, "stopped before the end ({partial})");
-    run_to_completion(&p, &[]);
+    restart_to_end(&p, &[]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 
@@ -196,13 +192,9 @@ fn start_fresh_drops_positions_and_a_restart_with_the_same_token_resumes() {
     assert!(!before.is_empty() && (before.len() as i64) < N);
     // A stateless start reads everything again; it crashes once and is restarted with the
     // same token, which must resume that run rather than start a third time.
-    let o = run(
-        &p,
-        &["--start-fresh", "gen-2"],
-        &[("WEIR_FAULT", "after_commit:6")],
-    );
-    assert!(was_killed(&o), "{}", stderr(&o));
-    run_to_completion(&p, &["--start-fresh", "gen-2"]);
+    let job = weir_job(&p).args(&["--start-fresh", "gen-2"]);
+    job.run_until_killed(&Kill::At("after_commit", 6));
+    job.restart_to_end();
     let after = count_json_field(&out, "id");
     assert_eq!(after.len() as i64, N);
     for (id, n) in &after {

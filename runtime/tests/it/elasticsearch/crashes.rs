@@ -22,10 +22,10 @@ fn crash_then_finish(point: &str, hit: u32) {
         &index,
         "    id_field: seq\n",
     );
-    crash_at(&spec, point, hit);
+    run_until_killed(&spec, Kill::At(point, hit));
     let partial = seq_counts(&base, &index).len() as i64;
     assert!(partial < N, "{point}:{hit}: the job had already finished");
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     assert_exact(&base, &index, N);
 }
 
@@ -69,12 +69,19 @@ fn with_ids_kills_at_random_moments_leave_exactly_the_documents() {
         &index,
         "    id_field: seq\n",
     );
-    let kills = kill_at_random_moments(&spec, 3, 700, 900);
+    let kills = run_until_killed(
+        &spec,
+        Kill::AtRandom {
+            runs: 3,
+            window: ms(700)..ms(1600),
+        },
+    )
+    .kills;
     assert!(
         kills >= 2,
         "only {kills} of 3 runs were still going when killed"
     );
-    run_to_completion(&spec, &[]);
+    restart_to_end(&spec, &[]);
     assert_exact(&base, &index, N);
 }
 
@@ -87,8 +94,8 @@ fn without_ids_every_record_arrives_at_least_once_and_duplicates_are_counted() {
     let spec = pipeline(dir.path(), &index, N, RATE, &base, &index, "");
     // After the sink flushed for checkpoint 4 and before that checkpoint is durable: the
     // restart replays those records, so duplicates are certain.
-    crash_at(&spec, "after_precommit", 4);
-    run_to_completion(&spec, &[]);
+    run_until_killed(&spec, Kill::At("after_precommit", 4));
+    restart_to_end(&spec, &[]);
     let counts = seq_counts(&base, &index);
     let missing: Vec<i64> = (0..N).filter(|i| !counts.contains_key(i)).take(5).collect();
     assert!(missing.is_empty(), "records lost (first 5): {missing:?}");

@@ -69,8 +69,8 @@ fn opensearch_3_gets_exactly_the_documents_after_a_kill_and_poison_to_the_dead_l
         &index,
         "    id_field: seq\n    action: create\n",
     );
-    crash_at(&spec, "after_precommit", 4);
-    run_to_completion(&spec, &[]);
+    run_until_killed(&spec, Kill::At("after_precommit", 4));
+    restart_to_end(&spec, &[]);
     assert_exact(&node.url, &index, N);
 
     let strict = unique("os3-strict");

@@ -88,14 +88,7 @@ fn job(input: Input) -> Job {
 fn crash_then_finish(input: Input, point: &str, hit: u32) -> (Job, String) {
     let j = job(input);
     let feed = j.feed();
-    let fault = format!("{point}:{hit}");
-    let o = run(&j.live, &[], &[("WEIR_FAULT", &fault)]);
-    assert!(
-        was_killed(&o),
-        "{fault} did not crash the job: {}\n{}",
-        o.status,
-        stderr(&o)
-    );
+    run_until_killed(&j.live, Kill::At(point, hit));
     let committed = read_ids(
         &j.bootstrap,
         &j.out,
@@ -105,7 +98,7 @@ fn crash_then_finish(input: Input, point: &str, hit: u32) -> (Job, String) {
     );
     assert!(
         (committed.len() as i64) < N,
-        "{fault} came after the input was all committed: the test would prove nothing"
+        "{point}:{hit} came after the input was all committed: the test would prove nothing"
     );
     if let Some(f) = feed {
         f.join().unwrap();
@@ -189,24 +182,8 @@ fn kafka_to_kafka_kill_after_commit() {
 fn kill_at_random_moments(input: Input) {
     let j = job(input);
     let feed = j.feed();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    let mut kills = 0;
-    for i in 0..4u64 {
-        let run = Running::start(&j.live, &[]);
-        let wait = 300
-            + (seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(i * 1442695040888963407)
-                >> 33)
-                % 900;
-        std::thread::sleep(Duration::from_millis(wait));
-        if run.kill9() {
-            kills += 1;
-        }
-    }
+    let window = ms(300)..ms(1200);
+    let kills = run_until_killed(&j.live, Kill::AtRandom { runs: 4, window }).kills;
     assert!(
         kills >= 2,
         "only {kills} of 4 runs were still going when killed"
@@ -214,7 +191,7 @@ fn kill_at_random_moments(input: Input) {
     if let Some(f) = feed {
         f.join().unwrap();
     }
-    run_to_completion(&j.spec, &[]);
+    restart_to_end(&j.spec, &[]);
     assert_topic_exactly_once(&j.bootstrap, &j.out, N);
 }
 
@@ -281,7 +258,7 @@ fn rescale_two_to_one_aborts_the_old_workers_open_transactions() {
     std::thread::sleep(Duration::from_millis(800));
     assert!(job.kill9(), "the job ended before it was killed");
     assert_open_transactions_left(&bootstrap, &out);
-    run_to_completion(&p1, &["--from-savepoint", &sp]);
+    restart_to_end(&p1, &["--from-savepoint", &sp]);
     assert_topic_exactly_once(&bootstrap, &out, N);
 }
 
@@ -309,6 +286,6 @@ fn rescale_up_crash_then_restart_at_the_old_parallelism_aborts_the_new_workers_t
     std::thread::sleep(Duration::from_millis(1500));
     assert!(up.kill9(), "the rescaled job ended before it was killed");
     assert_open_transactions_left(&bootstrap, &out);
-    run_to_completion(&p1, &["--from-savepoint", &sp]);
+    restart_to_end(&p1, &["--from-savepoint", &sp]);
     assert_topic_exactly_once(&bootstrap, &out, N);
 }

@@ -44,7 +44,7 @@ fn the_eventhubs_profile_writes_and_reads_over_sasl_ssl() {
             profile(&connection_string())
         ),
     );
-    run_to_completion(&publish, &[]);
+    restart_to_end(&publish, &[]);
     assert_topic_exactly_once(&plain, &topic, N);
     let read = write(
         dir.path(),
@@ -57,7 +57,7 @@ fn the_eventhubs_profile_writes_and_reads_over_sasl_ssl() {
             profile = profile(&connection_string()),
         ),
     );
-    run_to_completion(&read, &[]);
+    restart_to_end(&read, &[]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 

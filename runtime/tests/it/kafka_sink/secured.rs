@@ -43,12 +43,7 @@ fn crash_at_the_manifest_then_finish(protocol: &str, listener: &str, mechanism: 
         &datagen(N, 5_000),
         &secured_sink(&secured, &out, protocol, mechanism, &password),
     );
-    let o = run(&spec, &[], &[("WEIR_FAULT", "after_manifest:3")]);
-    assert!(
-        was_killed(&o),
-        "the fault did not crash the job: {}",
-        stderr(&o)
-    );
+    run_until_killed(&spec, Kill::At("after_manifest", 3));
     let o = run(
         &spec,
         &[],

@@ -3,7 +3,6 @@
 //! finally run bounded (`stop_at: latest`) to the end; every id must be in the files once.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::super::harness::*;
 use super::broker::*;
@@ -31,22 +30,15 @@ fn crash_then_finish(point: &str, hit: u32) {
     create_topic(&topic, PARTITIONS);
     let (live, bounded) = specs(dir.path(), &topic);
     let writer = produce_slowly(&topic, 0..N, PARTITIONS, 10_000);
-    let fault = format!("{point}:{hit}");
-    let o = run(&live, &[], &[("WEIR_FAULT", &fault)]);
-    assert!(
-        was_killed(&o),
-        "{fault} did not crash the job: {}\n{}",
-        o.status,
-        stderr(&o)
-    );
+    run_until_killed(&live, Kill::At(point, hit));
     let partial = count_json_field(&dir.path().join("out"), "id");
     assert!(
         (partial.len() as i64) < N && partial.values().all(|c| *c == 1),
-        "{fault}: the crash came part way, with no duplicates ({} ids)",
+        "{point}:{hit}: the crash came part way, with no duplicates ({} ids)",
         partial.len()
     );
     writer.join().unwrap();
-    run_to_completion(&bounded, &[]);
+    restart_to_end(&bounded, &[]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }
 
@@ -77,24 +69,8 @@ fn kill_repeatedly_at_random_moments() {
     create_topic(&topic, PARTITIONS);
     let (live, bounded) = specs(dir.path(), &topic);
     let writer = produce_slowly(&topic, 0..N, PARTITIONS, 8_000);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    let mut kills = 0;
-    for i in 0..4u64 {
-        let job = Running::start(&live, &[]);
-        let wait = 200
-            + (seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(i * 1442695040888963407)
-                >> 33)
-                % 500;
-        std::thread::sleep(Duration::from_millis(wait));
-        if job.kill9() {
-            kills += 1;
-        }
-    }
+    let window = ms(200)..ms(700);
+    let kills = run_until_killed(&live, Kill::AtRandom { runs: 4, window }).kills;
     assert_eq!(kills, 4, "an unbounded job never ends by itself");
     let partial = count_json_field(&dir.path().join("out"), "id");
     assert!(
@@ -102,6 +78,6 @@ fn kill_repeatedly_at_random_moments() {
         "duplicates after the kills"
     );
     writer.join().unwrap();
-    run_to_completion(&bounded, &[]);
+    restart_to_end(&bounded, &[]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }

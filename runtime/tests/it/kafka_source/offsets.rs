@@ -38,7 +38,7 @@ fn offsets_are_committed_after_checkpoints_and_a_new_job_resumes_from_them() {
     produce(&topic, ids(1000..1500, 2));
     let second = tempfile::tempdir().unwrap();
     let resumed = format!("{src}\n    starting_offsets: committed\n    stop_at: latest");
-    run_to_completion(&spec(second.path(), "p.yaml", 2, &resumed), &[]);
+    restart_to_end(&spec(second.path(), "p.yaml", 2, &resumed), &[]);
     assert_ids(&output(second.path()), 1000..1500);
 }
 
@@ -50,7 +50,7 @@ fn a_bounded_job_commits_its_final_offsets_before_it_exits() {
     produce(&topic, ids(0..900, 3));
     let dir = tempfile::tempdir().unwrap();
     let src = format!("    topics: [{topic}]\n    group_id: {group}\n    stop_at: latest");
-    run_to_completion(&spec(dir.path(), "p.yaml", 2, &src), &[]);
+    restart_to_end(&spec(dir.path(), "p.yaml", 2, &src), &[]);
     assert_ids(&output(dir.path()), 0..900);
     let ends: Vec<Option<i64>> = end_offsets(&topic, 3).into_iter().map(Some).collect();
     assert_eq!(committed(&group, &topic, 3), ends);
@@ -73,7 +73,7 @@ fn timestamp_and_specific_starting_offsets() {
         "    topics: [{topic}]\n    stop_at: latest\n    starting_offsets: {{ timestamp: {} }}",
         base + 50_000
     );
-    run_to_completion(&spec(by_time.path(), "p.yaml", 1, &src), &[]);
+    restart_to_end(&spec(by_time.path(), "p.yaml", 1, &src), &[]);
     assert_ids(&output(by_time.path()), 50..100);
 
     let rfc = tempfile::tempdir().unwrap();
@@ -81,13 +81,13 @@ fn timestamp_and_specific_starting_offsets() {
         "    topics: [{topic}]\n    stop_at: latest\n    starting_offsets: {{ timestamp: \"2020-09-13T12:27:10Z\" }}"
     );
     // 2020-09-13T12:26:40Z is `base`; 30 s later is record 30.
-    run_to_completion(&spec(rfc.path(), "p.yaml", 1, &src), &[]);
+    restart_to_end(&spec(rfc.path(), "p.yaml", 1, &src), &[]);
     assert_ids(&output(rfc.path()), 30..100);
 
     let specific = tempfile::tempdir().unwrap();
     let src = format!(
         "    topics: [{topic}]\n    stop_at: latest\n    starting_offsets: {{ specific: {{ \"{topic}/0\": 70 }} }}"
     );
-    run_to_completion(&spec(specific.path(), "p.yaml", 1, &src), &[]);
+    restart_to_end(&spec(specific.path(), "p.yaml", 1, &src), &[]);
     assert_ids(&output(specific.path()), 70..100);
 }

@@ -80,7 +80,7 @@ fn dead_letter_writes_the_raw_message_with_error_headers() {
     let src = format!(
         "    topics: [{topic}]\n    stop_at: latest\n    on_error: {{ dead_letter: {{ topic: {dlq} }} }}"
     );
-    run_to_completion(&spec(dir.path(), "p.yaml", 1, &src), &[]);
+    restart_to_end(&spec(dir.path(), "p.yaml", 1, &src), &[]);
     let c = count_json_field(&dir.path().join("out"), "id");
     assert_eq!(c.keys().copied().collect::<Vec<_>>(), good_ids());
 

@@ -44,6 +44,6 @@ fn rescale_one_to_three_to_two_through_savepoints() {
         "three workers made progress ({first} → {second})"
     );
     writer.join().unwrap();
-    run_to_completion(&p2, &["--from-savepoint", &sp3]);
+    restart_to_end(&p2, &["--from-savepoint", &sp3]);
     assert_exactly_once(&count_json_field(&dir.path().join("out"), "id"), N);
 }

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use super::super::harness::*;
 use super::server::*;
@@ -37,18 +36,11 @@ fn crash_then_finish(point: &str, hit: u32) {
         &endpoint(),
         &format!("    streams: [{stream}]"),
     );
-    let fault = format!("{point}:{hit}");
-    let o = run(&job, &[], &[("WEIR_FAULT", &fault)]);
-    assert!(
-        was_killed(&o),
-        "{fault} did not crash the job: {}\n{}",
-        o.status,
-        stderr(&o)
-    );
+    run_until_killed(&job, Kill::At(point, hit));
     let partial = count_json_field(&dir.path().join("out"), "id");
     assert!(
         (partial.len() as i64) < N && partial.values().all(|c| *c == 1),
-        "{fault}: the crash came part way, with no duplicates ({} ids)",
+        "{point}:{hit}: the crash came part way, with no duplicates ({} ids)",
         partial.len()
     );
     writer.join().unwrap();
@@ -87,21 +79,9 @@ fn random_kills(parallelism: u32) {
         &endpoint(),
         &format!("    streams: [{stream}]"),
     );
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    for i in 0..4u64 {
-        let running = Running::start(&job, &[]);
-        let wait = 400
-            + (seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(i * 1442695040888963407)
-                >> 33)
-                % 600;
-        std::thread::sleep(Duration::from_millis(wait));
-        assert!(running.kill9(), "an unbounded job never ends by itself");
-    }
+    let window = ms(400)..ms(1000);
+    let kills = run_until_killed(&job, Kill::AtRandom { runs: 4, window }).kills;
+    assert_eq!(kills, 4, "an unbounded job never ends by itself");
     let partial = count_json_field(&dir.path().join("out"), "id");
     assert!(
         partial.values().all(|c| *c == 1),

@@ -245,7 +245,7 @@ fn records_too_large_go_to_dead_letter_files_or_fail_the_job() {
         &stream,
         &format!("{{ dead_letter: {{ path: {} }} }}", dlq.display()),
     );
-    run_to_completion(&job, &[]);
+    restart_to_end(&job, &[]);
     let on_stream = ids(read_stream(&stream).into_values().flatten());
     let mut dead = Vec::new();
     for f in visible_files(&dlq) {

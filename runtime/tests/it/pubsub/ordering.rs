@@ -46,7 +46,7 @@ sinks:
             topic = topic_path(&id),
         ),
     );
-    run_to_completion(&publish, &[]);
+    restart_to_end(&publish, &[]);
     let read = spec(
         dir.path(),
         &host,

@@ -24,19 +24,12 @@ fn crash_then_finish(test: &str, point: &str, hit: u32, pause: Duration) -> Opti
         "300ms",
         "    stop_after_idle: 30s",
     );
-    let fault = format!("{point}:{hit}");
-    let o = run(&spec, &[], &[("WEIR_FAULT", &fault)]);
-    assert!(
-        was_killed(&o),
-        "{fault} did not crash the job: {}\n{}",
-        o.status,
-        stderr(&o)
-    );
+    run_until_killed(&spec, Kill::At(point, hit));
     let out = dir.path().join("out");
     let partial = count_json_field(&out, "id");
     assert!(
         (partial.len() as i64) < N && partial.values().all(|c| *c == 1),
-        "{fault}: the crash came part way, with no duplicates ({} ids)",
+        "{point}:{hit}: the crash came part way, with no duplicates ({} ids)",
         partial.len()
     );
     // The job stays down meanwhile: leases of what the killed run held run out.
@@ -127,21 +120,9 @@ fn kill_repeatedly_at_random_moments() {
         "200ms",
         "    stop_after_idle: 30s",
     );
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    for i in 0..3u64 {
-        let job = Running::start(&spec, &[]);
-        let wait = 300
-            + (seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(i * 1442695040888963407)
-                >> 33)
-                % 700;
-        std::thread::sleep(Duration::from_millis(wait));
-        assert!(job.kill9(), "the job ended by itself before the kill");
-    }
+    let window = ms(300)..ms(1000);
+    let kills = run_until_killed(&spec, Kill::AtRandom { runs: 3, window }).kills;
+    assert_eq!(kills, 3, "the job ended by itself before a kill");
     let out = dir.path().join("out");
     assert!(
         count_json_field(&out, "id").values().all(|c| *c == 1),
