@@ -434,25 +434,10 @@ impl ConnectorConfig for PubsubSourceConfig {
         if c.batch_size == 0 {
             return Err(cfg.error("batch_size", "must be at least 1"));
         }
-        if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty()
-        {
-            return Err(cfg.error("value_field", "must not be empty"));
-        }
-        let names = c.metadata.names();
-        for (i, (kind, name)) in names.iter().enumerate() {
-            if name.is_empty() {
-                return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
-            }
-            if names[..i].iter().any(|(_, n)| n == name) {
-                return Err(cfg.error(
-                    &format!("metadata.{kind}"),
-                    format!("field {name:?} is used twice"),
-                ));
-            }
-        }
-        if c.watermark.is_some() && c.event_time.is_none() {
-            return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
-        }
+        let whole = matches!(c.format, ValueFormat::String | ValueFormat::Bytes);
+        let value_field = whole.then_some(c.value_field.as_str());
+        let (watermark, event_time) = (c.watermark.is_some(), c.event_time.is_some());
+        EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata.names())?;
         if let Some(w) = &c.watermark {
             if w.idle_timeout.is_some_and(|d| d.as_std().is_zero()) {
                 return Err(cfg.error("watermark.idle_timeout", "must be more than 0s"));

@@ -429,25 +429,10 @@ impl ConnectorConfig for KinesisSourceConfig {
         if c.request_timeout.as_millis() == 0 {
             return Err(cfg.error("request_timeout", "must be more than 0s"));
         }
-        if c.watermark.is_some() && c.event_time.is_none() {
-            return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
-        }
-        if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty()
-        {
-            return Err(cfg.error("value_field", "must not be empty"));
-        }
-        let names = c.metadata.names();
-        for (i, (kind, name)) in names.iter().enumerate() {
-            if name.is_empty() {
-                return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
-            }
-            if names[..i].iter().any(|(_, n)| n == name) {
-                return Err(cfg.error(
-                    &format!("metadata.{kind}"),
-                    format!("field {name:?} is used twice"),
-                ));
-            }
-        }
+        let whole = matches!(c.format, ValueFormat::String | ValueFormat::Bytes);
+        let value_field = whole.then_some(c.value_field.as_str());
+        let (watermark, event_time) = (c.watermark.is_some(), c.event_time.is_some());
+        EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata.names())?;
         Ok(Settings {
             config: c,
             streams,
