@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use weir_crds::Duration;
 
-use crate::api::{Batch, NodeConfig, NodeContext, Output, Result, Transform};
+use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
@@ -355,9 +355,30 @@ impl Transform for Watermarks {
     }
 }
 
+/// The settings are what the node runs with, once checked.
+impl ConnectorConfig for WatermarkConfig {
+    type Settings = WatermarkConfig;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<WatermarkConfig> {
+        if self.field.as_deref().is_some_and(str::is_empty) {
+            return Err(cfg.error(
+                "field",
+                "must not be empty (leave it out to use the time the source set)",
+            ));
+        }
+        if self.idleness.is_some_and(|d| d.as_millis() == 0) {
+            return Err(cfg.error(
+                "idleness",
+                "must be more than 0s (every split would count as idle)",
+            ));
+        }
+        Ok(self)
+    }
+}
+
 pub fn register(r: &mut Registry) {
     r.transform("watermark", |cfg| {
-        let config: WatermarkConfig = cfg.parse()?;
+        let config = cfg.resolve::<WatermarkConfig>()?;
         Ok(Box::new(Watermarks {
             config,
             splits: HashMap::new(),

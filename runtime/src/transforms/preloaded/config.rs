@@ -8,7 +8,7 @@ use weir_crds::units::ByteSize;
 use weir_crds::Duration;
 
 use super::table::Limits;
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::error::Result;
 use crate::ordered::OrderedMap;
 use crate::transforms::async_io::config::{Connection, OneOrMany, Policy};
@@ -107,9 +107,12 @@ pub struct Settings {
     pub limits: Limits,
 }
 
-impl Settings {
-    pub fn from_config(cfg: &NodeConfig) -> Result<Self> {
-        let c: PreloadedLookupConfig = cfg.parse()?;
+impl ConnectorConfig for PreloadedLookupConfig {
+    type Settings = Settings;
+
+    /// Checks every setting and parses the templates; nothing is opened.
+    fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
+        let c = self;
         let key = c.key.to_vec();
         if key.is_empty() {
             return Err(cfg.error("key", "name at least one field"));
