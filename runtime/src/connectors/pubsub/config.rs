@@ -9,6 +9,8 @@ use serde::Deserialize;
 use weir_crds::{ByteSize, Duration};
 
 use crate::api::{ConnectorConfig, NodeConfig};
+use crate::connectors::message::set_names;
+pub use crate::connectors::message::ValueFormat;
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
@@ -126,18 +128,6 @@ fn default_value_field() -> String {
     "value".into()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ValueFormat {
-    /// A JSON object per message; its fields become the record's fields.
-    #[default]
-    Json,
-    /// UTF-8 text under `value_field`.
-    String,
-    /// Any bytes, base64-encoded under `value_field`.
-    Bytes,
-}
-
 /// Names of the fields that receive each message's metadata; unset ones are left out.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -153,15 +143,12 @@ pub struct MetadataFields {
 
 impl MetadataFields {
     fn names(&self) -> Vec<(&'static str, &str)> {
-        [
+        set_names([
             ("message_id", &self.message_id),
             ("publish_time", &self.publish_time),
             ("ordering_key", &self.ordering_key),
             ("attributes", &self.attributes),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
-        .collect()
+        ])
     }
 }
 
@@ -434,8 +421,7 @@ impl ConnectorConfig for PubsubSourceConfig {
         if c.batch_size == 0 {
             return Err(cfg.error("batch_size", "must be at least 1"));
         }
-        let whole = matches!(c.format, ValueFormat::String | ValueFormat::Bytes);
-        let value_field = whole.then_some(c.value_field.as_str());
+        let value_field = c.format.field(&c.value_field);
         let (watermark, event_time) = (c.watermark.is_some(), c.event_time.is_some());
         EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata.names())?;
         if let Some(w) = &c.watermark {

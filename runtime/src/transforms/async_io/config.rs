@@ -251,19 +251,35 @@ pub struct Settings {
     pub cache: Option<CacheConfig>,
 }
 
+/// A lookup's `key:` and `fields:` (`async_lookup`, `preloaded_lookup`), checked: the key's
+/// record fields, and each output field with where its value sits in the answer.
+pub fn key_and_mapping(
+    cfg: &NodeConfig,
+    key: &OneOrMany,
+    fields: &OrderedMap<String>,
+) -> Result<(Vec<String>, FieldMapping)> {
+    let key = key.to_vec();
+    if key.is_empty() {
+        return Err(cfg.error("key", "name at least one field"));
+    }
+    if fields.0.is_empty() {
+        return Err(cfg.error("fields", "map at least one output field"));
+    }
+    let mapping = fields
+        .0
+        .iter()
+        .map(|(name, path)| (name.clone(), ResponsePath::parse(path)))
+        .collect();
+    Ok((key, FieldMapping(mapping)))
+}
+
 impl ConnectorConfig for AsyncLookupConfig {
     type Settings = Settings;
 
     /// Checks every setting and parses the templates; nothing is opened.
     fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
         let c = self;
-        let key = c.key.to_vec();
-        if key.is_empty() {
-            return Err(cfg.error("key", "name at least one field"));
-        }
-        if c.fields.0.is_empty() {
-            return Err(cfg.error("fields", "map at least one output field"));
-        }
+        let (key, mapping) = key_and_mapping(cfg, &c.key, &c.fields)?;
         if c.capacity == 0 {
             return Err(cfg.error("capacity", "must be at least 1"));
         }
@@ -346,13 +362,6 @@ impl ConnectorConfig for AsyncLookupConfig {
                 }
             }
         };
-        let mapping = FieldMapping(
-            c.fields
-                .0
-                .iter()
-                .map(|(name, path)| (name.clone(), ResponsePath::parse(path)))
-                .collect(),
-        );
         Ok(Settings {
             mode: c.mode,
             key,

@@ -13,6 +13,8 @@ use super::splits::parse_split_id;
 use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::kafka::client::deserialize_properties;
 use crate::connectors::kafka::eventhubs::{self, EventHubsConfig};
+use crate::connectors::message::set_names;
+pub use crate::connectors::message::ValueFormat;
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::transforms::watermark::WatermarkSettings;
@@ -142,18 +144,6 @@ pub enum StopAt {
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum ValueFormat {
-    /// A JSON object per message; its fields become the record's fields.
-    #[default]
-    Json,
-    /// UTF-8 text under `value_field`.
-    String,
-    /// Any bytes, base64-encoded under `value_field`.
-    Bytes,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
 pub enum KeyFormat {
     #[default]
     String,
@@ -179,17 +169,14 @@ pub struct MetadataFields {
 
 impl MetadataFields {
     fn names(&self) -> Vec<(&'static str, &str)> {
-        [
+        set_names([
             ("key", &self.key),
             ("headers", &self.headers),
             ("topic", &self.topic),
             ("partition", &self.partition),
             ("offset", &self.offset),
             ("timestamp", &self.timestamp),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
-        .collect()
+        ])
     }
 }
 
@@ -407,8 +394,7 @@ impl ConnectorConfig for KafkaSourceConfig {
         if c.request_timeout.as_millis() == 0 {
             return Err(cfg.error("request_timeout", "must be more than 0s"));
         }
-        let whole = matches!(c.format, ValueFormat::String | ValueFormat::Bytes);
-        let value_field = whole.then_some(c.value_field.as_str());
+        let value_field = c.format.field(&c.value_field);
         let (watermark, event_time) = (c.watermark.is_some(), c.event_time.is_some());
         EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata.names())?;
         if let OnError::DeadLetter(d) = &c.on_error {
