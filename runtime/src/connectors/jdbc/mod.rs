@@ -56,7 +56,7 @@
 pub mod config;
 mod dialect;
 mod plan;
-mod retry;
+pub(crate) mod retry;
 pub(crate) mod schema;
 pub mod sink;
 pub mod source;

@@ -6,6 +6,7 @@ use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column, Either, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
 use super::{LookupClient, LookupError};
+use crate::connectors::jdbc::retry::{self, Failure};
 
 pub struct PgLookup {
     pool: PgPool,
@@ -185,6 +186,11 @@ impl LookupClient for PgLookup {
             q = bind(q, p);
         }
         let row = q.fetch_optional(&self.pool).await.map_err(|e| match e {
+            // A server shutting down or restarting answers with an error too (57P01 when it is
+            // stopped): that one passes, as the jdbc sink knows.
+            sqlx::Error::Database(_) if retry::classify(&e) == Failure::Transient => {
+                LookupError::retryable(format!("query: {e}"))
+            }
             sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. } => {
                 LookupError::permanent(format!("query: {e}"))
             }
