@@ -267,49 +267,94 @@ pub fn checkpoint_threshold(interval: Duration, timeout: Duration) -> Duration {
 /// workers start, `Degraded` only for real failures (crashing or failed workers, spec problems,
 /// workers silent past the startup timeout), never for a rollout in progress.
 pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
-    let phase = phase(i);
-    let deployed_current = i
-        .deployed
-        .is_some_and(|d| d.spec_hash == i.desired_hash && !d.suspended);
-    let running = i.workers.iter().filter(|w| w.state == "running").count();
-    let all_running = i.workers.len() == i.parallelism as usize && running == i.workers.len();
-    let bad = |state: &str| matches!(state, "failed" | "unreachable" | "restarting");
-    let bad_workers: Vec<String> = i
-        .workers
-        .iter()
-        .filter(|w| bad(&w.state))
-        .map(|w| {
-            format!(
-                "worker {} {}{}",
-                w.worker,
-                w.state,
-                w.last_error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            )
+    let f = Facts::of(i);
+    let conditions = [
+        ready(i, &f),
+        progressing(i, &f),
+        degraded(i, &f),
+        checkpoint_healthy(i, f.phase),
+    ];
+    let now = i.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    conditions
+        .into_iter()
+        .map(|mut c| {
+            c.observed_generation = i.generation;
+            c.last_transition_time = previous
+                .iter()
+                .find(|p| p.type_ == c.type_ && p.status == c.status)
+                .map(|p| p.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            c
         })
-        .collect();
-    let blocked = blocking(i.problems);
+        .collect()
+}
 
-    let ready = if phase == Phase::Running && deployed_current && all_running && i.rolling == 0 {
-        cond(
+/// What the conditions are decided from, derived once from the [`Inputs`].
+struct Facts {
+    phase: Phase,
+    /// The desired spec is deployed and not suspended.
+    deployed_current: bool,
+    running: usize,
+    all_running: bool,
+    /// `worker N failed: why` for each failed, unreachable or restarting worker.
+    bad_workers: Vec<String>,
+    /// A problem blocks deploying.
+    blocked: bool,
+}
+
+impl Facts {
+    fn of(i: &Inputs) -> Facts {
+        let running = i.workers.iter().filter(|w| w.state == "running").count();
+        let bad = |state: &str| matches!(state, "failed" | "unreachable" | "restarting");
+        let bad_workers = i
+            .workers
+            .iter()
+            .filter(|w| bad(&w.state))
+            .map(|w| {
+                format!(
+                    "worker {} {}{}",
+                    w.worker,
+                    w.state,
+                    w.last_error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        Facts {
+            phase: phase(i),
+            deployed_current: i
+                .deployed
+                .is_some_and(|d| d.spec_hash == i.desired_hash && !d.suspended),
+            running,
+            all_running: i.workers.len() == i.parallelism as usize && running == i.workers.len(),
+            bad_workers,
+            blocked: blocking(i.problems),
+        }
+    }
+}
+
+fn ready(i: &Inputs, f: &Facts) -> Condition {
+    if f.phase == Phase::Running && f.deployed_current && f.all_running && i.rolling == 0 {
+        return cond(
             READY,
             true,
             "Running",
             format!("{} workers running", i.parallelism),
-        )
+        );
+    }
+    let msg = if f.bad_workers.is_empty() {
+        format!("{} of {} workers running", f.running, i.parallelism)
     } else {
-        let reason = format!("{phase:?}");
-        let msg = if bad_workers.is_empty() {
-            format!("{running} of {} workers running", i.parallelism)
-        } else {
-            bad_workers.join("; ")
-        };
-        cond(READY, false, &reason, msg)
+        f.bad_workers.join("; ")
     };
+    cond(READY, false, &format!("{:?}", f.phase), msg)
+}
 
-    let progressing = if let Some(op) = i.operation {
+fn progressing(i: &Inputs, f: &Facts) -> Condition {
+    let (current, healthy) = (f.deployed_current, f.bad_workers.is_empty());
+    if let Some(op) = i.operation {
         cond(
             PROGRESSING,
             true,
@@ -336,21 +381,21 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
             "UpgradeAbandoned",
             "the upgrade was given up; change the spec to try again".into(),
         )
-    } else if blocked && !deployed_current {
+    } else if f.blocked && !current {
         cond(
             PROGRESSING,
             false,
             "Blocked",
             "nothing is deployed until the spec problems (Degraded) are fixed".into(),
         )
-    } else if !deployed_current && !i.desired_suspended {
+    } else if !current && !i.desired_suspended {
         cond(
             PROGRESSING,
             true,
             "Deploying",
             "rolling out the spec".into(),
         )
-    } else if deployed_current && i.rolling > 0 && bad_workers.is_empty() {
+    } else if current && i.rolling > 0 && healthy {
         cond(
             PROGRESSING,
             true,
@@ -360,17 +405,19 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
                 i.rolling, i.parallelism
             ),
         )
-    } else if deployed_current && !all_running && i.starting && bad_workers.is_empty() {
+    } else if current && !f.all_running && i.starting && healthy {
         cond(
             PROGRESSING,
             true,
             "Starting",
-            format!("{running} of {} workers running", i.parallelism),
+            format!("{} of {} workers running", f.running, i.parallelism),
         )
     } else {
         cond(PROGRESSING, false, "Stable", String::new())
-    };
+    }
+}
 
+fn degraded(i: &Inputs, f: &Facts) -> Condition {
     // A breaker that is not closed diverts a non-critical sink's records to its dead-letter
     // target: the job runs on, degraded.
     let breakers: Vec<String> = i
@@ -383,92 +430,79 @@ pub fn conditions(i: &Inputs, previous: &[Condition]) -> Vec<Condition> {
         })
         .collect();
     let mut problems: Vec<String> = i.problems.iter().map(|p| p.message.clone()).collect();
-    problems.extend(bad_workers);
+    problems.extend(f.bad_workers.iter().cloned());
     problems.extend(breakers.iter().cloned());
-    let degraded = if problems.is_empty() {
-        cond(DEGRADED, false, "Healthy", String::new())
+    if problems.is_empty() {
+        return cond(DEGRADED, false, "Healthy", String::new());
+    }
+    let has = |state: &str| i.workers.iter().any(|w| w.state == state);
+    let reason = if i.abandoned {
+        "UpgradeAbandoned"
+    } else if f.blocked {
+        "InvalidSpec"
+    } else if has("failed") {
+        "WorkersFailed"
+    } else if has("restarting") {
+        "WorkersRestarting"
+    } else if has("unreachable") {
+        "WorkersUnreachable"
+    } else if !breakers.is_empty() {
+        "SinkBreakerOpen"
     } else {
-        let has = |state: &str| i.workers.iter().any(|w| w.state == state);
-        let reason = if i.abandoned {
-            "UpgradeAbandoned"
-        } else if blocked {
-            "InvalidSpec"
-        } else if has("failed") {
-            "WorkersFailed"
-        } else if has("restarting") {
-            "WorkersRestarting"
-        } else if has("unreachable") {
-            "WorkersUnreachable"
-        } else if !breakers.is_empty() {
-            "SinkBreakerOpen"
-        } else {
-            "SpecWarning"
-        };
-        cond(DEGRADED, true, reason, problems.join("; "))
+        "SpecWarning"
     };
+    cond(DEGRADED, true, reason, problems.join("; "))
+}
 
-    let checkpoint = match (i.checkpointing, phase) {
-        (None, _) => unknown(
+fn checkpoint_healthy(i: &Inputs, phase: Phase) -> Condition {
+    let Some((interval, timeout)) = i.checkpointing else {
+        return unknown(
             CHECKPOINT_HEALTHY,
             "Disabled",
             "checkpointing is off".into(),
-        ),
-        (Some(_), p) if p != Phase::Running => {
-            unknown(CHECKPOINT_HEALTHY, "NotRunning", format!("job is {p:?}"))
-        }
-        (Some((interval, timeout)), _) => {
-            let limit = checkpoint_threshold(interval, timeout);
-            let since_deploy = i
-                .deployed
-                .and_then(|d| DateTime::parse_from_rfc3339(&d.time).ok())
-                .map(|t| (i.now - t.with_timezone(&Utc)).to_std().unwrap_or_default())
-                .unwrap_or_default();
-            match i
-                .last_checkpoint
-                .and_then(|c| DateTime::parse_from_rfc3339(&c.time).ok())
-            {
-                Some(t) => {
-                    let age = (i.now - t.with_timezone(&Utc)).to_std().unwrap_or_default();
-                    let msg = format!(
-                        "last checkpoint {}s ago (limit {}s)",
-                        age.as_secs(),
-                        limit.as_secs()
-                    );
-                    cond(
-                        CHECKPOINT_HEALTHY,
-                        age <= limit,
-                        if age <= limit { "Recent" } else { "Stale" },
-                        msg,
-                    )
-                }
-                None if since_deploy <= limit => unknown(
-                    CHECKPOINT_HEALTHY,
-                    "NoCheckpointYet",
-                    "no checkpoint completed yet".into(),
-                ),
-                None => cond(
-                    CHECKPOINT_HEALTHY,
-                    false,
-                    "NoCheckpoint",
-                    format!("no checkpoint completed in {}s", since_deploy.as_secs()),
-                ),
-            }
-        }
+        );
     };
-
-    let now = i.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    [ready, progressing, degraded, checkpoint]
-        .into_iter()
-        .map(|mut c| {
-            c.observed_generation = i.generation;
-            c.last_transition_time = previous
-                .iter()
-                .find(|p| p.type_ == c.type_ && p.status == c.status)
-                .map(|p| p.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
-            c
-        })
-        .collect()
+    if phase != Phase::Running {
+        return unknown(
+            CHECKPOINT_HEALTHY,
+            "NotRunning",
+            format!("job is {phase:?}"),
+        );
+    }
+    let limit = checkpoint_threshold(interval, timeout);
+    let age = |time: &str| {
+        DateTime::parse_from_rfc3339(time)
+            .ok()
+            .map(|t| (i.now - t.with_timezone(&Utc)).to_std().unwrap_or_default())
+    };
+    let since_deploy = i.deployed.and_then(|d| age(&d.time)).unwrap_or_default();
+    match i.last_checkpoint.and_then(|c| age(&c.time)) {
+        Some(age) => {
+            let msg = format!(
+                "last checkpoint {}s ago (limit {}s)",
+                age.as_secs(),
+                limit.as_secs()
+            );
+            let recent = age <= limit;
+            cond(
+                CHECKPOINT_HEALTHY,
+                recent,
+                if recent { "Recent" } else { "Stale" },
+                msg,
+            )
+        }
+        None if since_deploy <= limit => unknown(
+            CHECKPOINT_HEALTHY,
+            "NoCheckpointYet",
+            "no checkpoint completed yet".into(),
+        ),
+        None => cond(
+            CHECKPOINT_HEALTHY,
+            false,
+            "NoCheckpoint",
+            format!("no checkpoint completed in {}s", since_deploy.as_secs()),
+        ),
+    }
 }
 
 /// An event to publish about the StreamJob.

@@ -151,109 +151,134 @@ fn live(job: JobState) -> bool {
 /// The next action. Pure: the same inputs always give the same action.
 pub fn decide(desired: &Desired, observed: &Observed) -> Action {
     if let Some(op) = &observed.operation {
-        let outcome = effective_outcome(desired, observed, op);
-        if desired.deleting && op.kind != OperationKind::Delete {
-            // An upgrade or suspend savepoint in flight when the job is deleted still protects
-            // its state: wait for it, then let go.
-            return match outcome {
-                SavepointOutcome::Pending => wait_poll(op),
-                SavepointOutcome::Completed { .. } => ReleaseFinalizer {
-                    reason: format!("{:?} savepoint completed before deletion", op.kind),
-                    warning: false,
-                },
-                SavepointOutcome::Failed { .. } => on_delete(desired, observed),
-            };
-        }
-        return after_poll(desired, observed, op, outcome);
+        return during_operation(desired, observed, op);
     }
     if desired.deleting {
         return on_delete(desired, observed);
     }
     let Some(deployed) = &observed.deployed else {
-        return match desired.state {
-            DesiredState::Suspended => Steady,
-            DesiredState::Running => Deploy {
-                restore: desired
-                    .initial_savepoint
-                    .clone()
-                    .map(Restore::Savepoint)
-                    .unwrap_or(Restore::Fresh),
-                reason: "first deployment".into(),
-            },
-        };
+        return first_deployment(desired);
     };
     if deployed.suspended {
-        return match desired.state {
-            DesiredState::Suspended => Steady,
-            DesiredState::Running => Deploy {
-                restore: deployed
-                    .resume_from
-                    .clone()
-                    .map(Restore::Savepoint)
-                    .unwrap_or(Restore::LastState),
-                reason: "resuming".into(),
-            },
-        };
+        return from_suspended(desired, deployed);
     }
     if observed.workload_missing {
-        // Someone deleted the StatefulSet: put it back rather than report a job that does not
-        // run. Its workers' checkpoints are all the state there is.
-        return match desired.state {
-            DesiredState::Running => Deploy {
-                restore: Restore::LastState,
-                reason: "its StatefulSet was deleted; recreated, each worker resumes from its \
-                         newest checkpoint"
-                    .into(),
-            },
-            DesiredState::Suspended => Suspend { resume_from: None },
-        };
+        return recreate_workload(desired);
     }
     if desired.state == DesiredState::Suspended {
-        return if live(observed.job) {
-            Trigger {
-                kind: OperationKind::Suspend,
-                stop: true,
-                attempt: 1,
-            }
-        } else if observed.job == JobState::Starting {
-            Wait {
-                after: WAIT_INTERVAL,
-                reason: "waiting for the workers to run before the suspend savepoint".into(),
-            }
-        } else {
-            // Nothing runs that a savepoint could capture: resume from the checkpoints.
-            Suspend { resume_from: None }
-        };
+        return suspend(observed);
     }
     if deployed.spec_hash != desired.hash
         && observed.abandoned_hash.as_deref() != Some(desired.hash.as_str())
     {
         return upgrade(desired, observed);
     }
+    savepoint_due(desired, observed, deployed).unwrap_or(Steady)
+}
+
+/// A savepoint operation is in flight: follow it to its end.
+fn during_operation(desired: &Desired, observed: &Observed, op: &Operation) -> Action {
+    let outcome = effective_outcome(desired, observed, op);
+    if desired.deleting && op.kind != OperationKind::Delete {
+        // An upgrade or suspend savepoint in flight when the job is deleted still protects
+        // its state: wait for it, then let go.
+        return match outcome {
+            SavepointOutcome::Pending => wait_poll(op),
+            SavepointOutcome::Completed { .. } => ReleaseFinalizer {
+                reason: format!("{:?} savepoint completed before deletion", op.kind),
+                warning: false,
+            },
+            SavepointOutcome::Failed { .. } => on_delete(desired, observed),
+        };
+    }
+    after_poll(desired, observed, op, outcome)
+}
+
+/// Nothing deployed yet.
+fn first_deployment(desired: &Desired) -> Action {
+    let restore = desired.initial_savepoint.clone().map(Restore::Savepoint);
+    deploy_to_run(
+        desired,
+        restore.unwrap_or(Restore::Fresh),
+        "first deployment",
+    )
+}
+
+/// Deployed and suspended: resume when the job is to run again.
+fn from_suspended(desired: &Desired, deployed: &Deployment) -> Action {
+    let restore = deployed.resume_from.clone().map(Restore::Savepoint);
+    deploy_to_run(desired, restore.unwrap_or(Restore::LastState), "resuming")
+}
+
+/// Nothing runs: deploy when the job is to run, else stay as it is.
+fn deploy_to_run(desired: &Desired, restore: Restore, reason: &str) -> Action {
+    match desired.state {
+        DesiredState::Suspended => Steady,
+        DesiredState::Running => Deploy {
+            restore,
+            reason: reason.into(),
+        },
+    }
+}
+
+/// Someone deleted the StatefulSet: put it back rather than report a job that does not run.
+/// Its workers' checkpoints are all the state there is.
+fn recreate_workload(desired: &Desired) -> Action {
+    match desired.state {
+        DesiredState::Running => Deploy {
+            restore: Restore::LastState,
+            reason: "its StatefulSet was deleted; recreated, each worker resumes from its \
+                     newest checkpoint"
+                .into(),
+        },
+        DesiredState::Suspended => Suspend { resume_from: None },
+    }
+}
+
+/// The job is to be suspended: with a savepoint when it runs.
+fn suspend(observed: &Observed) -> Action {
+    if live(observed.job) {
+        Trigger {
+            kind: OperationKind::Suspend,
+            stop: true,
+            attempt: 1,
+        }
+    } else if observed.job == JobState::Starting {
+        Wait {
+            after: WAIT_INTERVAL,
+            reason: "waiting for the workers to run before the suspend savepoint".into(),
+        }
+    } else {
+        // Nothing runs that a savepoint could capture: resume from the checkpoints.
+        Suspend { resume_from: None }
+    }
+}
+
+/// A manual savepoint asked for and not yet taken, or a periodic one due; only while the job
+/// runs.
+fn savepoint_due(desired: &Desired, observed: &Observed, deployed: &Deployment) -> Option<Action> {
+    if !live(observed.job) {
+        return None;
+    }
+    let trigger = |kind| Trigger {
+        kind,
+        stop: false,
+        attempt: 1,
+    };
     if let Some(nonce) = desired.trigger_nonce {
-        if observed.last_trigger_nonce != Some(nonce) && live(observed.job) {
-            return Trigger {
-                kind: OperationKind::Manual,
-                stop: false,
-                attempt: 1,
-            };
+        if observed.last_trigger_nonce != Some(nonce) {
+            return Some(trigger(OperationKind::Manual));
         }
     }
-    if let Some(every) = desired.periodic_interval {
-        let since = observed.last_savepoint_time.or_else(|| {
-            DateTime::parse_from_rfc3339(&deployed.time)
-                .ok()
-                .map(Into::into)
-        });
-        if periodic_due_in(every, since, observed.now).is_zero() && live(observed.job) {
-            return Trigger {
-                kind: OperationKind::Periodic,
-                stop: false,
-                attempt: 1,
-            };
-        }
-    }
-    Steady
+    let every = desired.periodic_interval?;
+    let since = observed.last_savepoint_time.or_else(|| {
+        DateTime::parse_from_rfc3339(&deployed.time)
+            .ok()
+            .map(Into::into)
+    });
+    periodic_due_in(every, since, observed.now)
+        .is_zero()
+        .then(|| trigger(OperationKind::Periodic))
 }
 
 use Action::*;

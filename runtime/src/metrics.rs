@@ -53,6 +53,30 @@ impl NodeMetrics {
     }
 }
 
+/// A connector's metric family, put in the process's default registry (which `/metrics` serves
+/// next to the runtime's); the caller makes it once per process. Registration fails only if
+/// something else registered the name: the family still counts, it is just not exported twice.
+pub fn global<M: prometheus::core::Collector + Clone + 'static>(family: M) -> M {
+    let _ = prometheus::register(Box::new(family.clone()));
+    family
+}
+
+/// A counter family of one connector's nodes (labels job, worker, node), in the default registry.
+pub fn node_counter(name: &str, help: &str) -> IntCounterVec {
+    global(
+        IntCounterVec::new(Opts::new(name, help), &["job", "worker", "node"])
+            .expect("static metric definition"),
+    )
+}
+
+/// A gauge family of one connector's nodes (labels job, worker, node), in the default registry.
+pub fn node_gauge(name: &str, help: &str) -> IntGaugeVec {
+    global(
+        IntGaugeVec::new(Opts::new(name, help), &["job", "worker", "node"])
+            .expect("static metric definition"),
+    )
+}
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
     registry

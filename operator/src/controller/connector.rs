@@ -16,6 +16,7 @@ use weir_crds::status::Condition;
 use weir_crds::Connector;
 
 use crate::controller::stream_job::Context;
+use crate::controller::{read_secret_key, SecretKey};
 use crate::error::{Error, KubeContext, Result};
 use crate::probes;
 use crate::resources::FIELD_MANAGER;
@@ -54,21 +55,13 @@ pub async fn reconcile(c: Arc<Connector>, ctx: Arc<Context>) -> Result<Requeue> 
     // Secret values by the setting they fill, for the probe only (never logged or stored).
     let mut values = std::collections::BTreeMap::new();
     for (setting, r) in &refs {
-        let secret = secrets
-            .get_opt(&r.name)
-            .await
-            .kube_ctx(|| format!("reading Secret {ns}/{}", r.name))?;
-        let value = secret
-            .as_ref()
-            .and_then(|s| s.data.as_ref())
-            .and_then(|d| d.get(&r.key));
-        match value {
-            None => problems.push(format!(
+        match read_secret_key(&secrets, &ns, r).await? {
+            SecretKey::NoSecret | SecretKey::NoKey => problems.push(format!(
                 "Secret {}/{} has no key {:?} (for {setting})",
                 ns, r.name, r.key
             )),
-            Some(v) => {
-                values.insert(setting.clone(), String::from_utf8_lossy(&v.0).into_owned());
+            SecretKey::Value(v) => {
+                values.insert(setting.clone(), String::from_utf8_lossy(&v).into_owned());
             }
         }
     }

@@ -30,6 +30,7 @@ use weir_crds::{Connector, StreamJob};
 
 use crate::admin::AdminClient;
 use crate::admin_secret::{self, SecretWrite, TokenPlan};
+use crate::controller::{read_secret_key, SecretKey};
 use crate::error::{Error, KubeContext, Result};
 use crate::job_status::{self, EventNote, Problem, WorkerAnswer};
 use crate::lifecycle::{self, Action, Desired, JobState, Observed, Restore, SavepointOutcome};
@@ -1198,28 +1199,20 @@ async fn secret_digests(
     let mut missing = Vec::new();
     for used in &resolved.secrets {
         let r = &used.secret;
-        let secret = api
-            .get_opt(&r.name)
-            .await
-            .kube_ctx(|| format!("reading Secret {ns}/{}", r.name))?;
-        let value = secret
-            .as_ref()
-            .and_then(|s| s.data.as_ref())
-            .and_then(|d| d.get(&r.key));
-        let digest = match (&secret, value) {
-            (Some(_), Some(v)) => Sha256::digest(&v.0)
+        let digest = match read_secret_key(&api, ns, r).await? {
+            SecretKey::Value(v) => Sha256::digest(&v)
                 .iter()
                 .take(8)
                 .map(|b| format!("{b:02x}"))
                 .collect(),
-            (None, _) => {
+            SecretKey::NoSecret => {
                 missing.push(format!(
                     "Secret {ns}/{} does not exist (Connector {:?} reads its key {:?} for the setting {})",
                     r.name, used.connector, r.key, used.setting
                 ));
                 "missing".into()
             }
-            (Some(_), None) => {
+            SecretKey::NoKey => {
                 missing.push(format!(
                     "Secret {ns}/{} has no key {:?} (Connector {:?} reads it for the setting {})",
                     r.name, r.key, used.connector, used.setting

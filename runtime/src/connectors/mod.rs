@@ -17,6 +17,8 @@ pub mod jdbc;
 pub mod kafka;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
+#[cfg(any(feature = "kafka", feature = "kinesis", feature = "pubsub"))]
+pub mod message;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
 

@@ -4,7 +4,7 @@ use cel_interpreter::{Context, Value as Cel};
 use serde::Deserialize;
 
 use super::cel::Expr;
-use crate::api::{Batch, NodeContext, Output, Result, Transform};
+use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
@@ -74,13 +74,30 @@ impl Transform for Filter {
     }
 }
 
+/// What a `filter` node runs with: its expression compiled.
+struct FilterSettings {
+    expr: Expr,
+    on_error: OnError,
+}
+
+impl ConnectorConfig for FilterConfig {
+    type Settings = FilterSettings;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<FilterSettings> {
+        let expr = Expr::compile(&self.expr).map_err(|e| cfg.error("expr", e))?;
+        Ok(FilterSettings {
+            expr,
+            on_error: self.on_error,
+        })
+    }
+}
+
 pub fn register(r: &mut Registry) {
     r.transform("filter", |cfg| {
-        let c: FilterConfig = cfg.parse()?;
-        let expr = Expr::compile(&c.expr).map_err(|e| cfg.error("expr", e))?;
+        let s = cfg.resolve::<FilterConfig>()?;
         Ok(Box::new(Filter {
-            expr,
-            on_error: c.on_error,
+            expr: s.expr,
+            on_error: s.on_error,
             root: Context::default(),
             node: cfg.name().to_string(),
             metrics: NodeMetrics::detached(),

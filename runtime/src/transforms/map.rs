@@ -5,7 +5,7 @@ use cel_interpreter::Context;
 use serde::Deserialize;
 
 use super::cel::{to_json, Expr};
-use crate::api::{Batch, NodeContext, Output, Result, Transform};
+use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
@@ -105,22 +105,44 @@ impl Transform for MapTransform {
     }
 }
 
-pub fn register(r: &mut Registry) {
-    r.transform("map", |cfg| {
-        let c: MapConfig = cfg.parse()?;
-        if c.fields.0.is_empty() {
+/// What a `map` node runs with: its expressions compiled.
+struct MapSettings {
+    fields: Vec<(String, Expr)>,
+    mode: Mode,
+    drop: Vec<String>,
+    on_error: OnError,
+}
+
+impl ConnectorConfig for MapConfig {
+    type Settings = MapSettings;
+
+    /// Compiles every expression; an error names the field it computes.
+    fn resolve(self, cfg: &NodeConfig) -> Result<MapSettings> {
+        if self.fields.0.is_empty() {
             return Err(cfg.error("fields", "must compute at least one field"));
         }
         let mut fields = Vec::new();
-        for (name, src) in c.fields.0 {
+        for (name, src) in self.fields.0 {
             let e = Expr::compile(&src).map_err(|e| cfg.error(&format!("fields.{name}"), e))?;
             fields.push((name, e));
         }
-        Ok(Box::new(MapTransform {
+        Ok(MapSettings {
             fields,
-            mode: c.mode,
-            drop: c.drop,
-            on_error: c.on_error,
+            mode: self.mode,
+            drop: self.drop,
+            on_error: self.on_error,
+        })
+    }
+}
+
+pub fn register(r: &mut Registry) {
+    r.transform("map", |cfg| {
+        let s = cfg.resolve::<MapConfig>()?;
+        Ok(Box::new(MapTransform {
+            fields: s.fields,
+            mode: s.mode,
+            drop: s.drop,
+            on_error: s.on_error,
             root: Context::default(),
             node: cfg.name().to_string(),
             metrics: NodeMetrics::detached(),

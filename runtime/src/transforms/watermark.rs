@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use weir_crds::Duration;
 
-use crate::api::{Batch, NodeContext, Output, Result, Transform};
+use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
@@ -148,6 +148,38 @@ impl EventTimeForms {
     /// `watermark:` without `event_time:` has nothing to measure.
     pub fn watermark_needs_event_time(&self) -> String {
         format!("needs `event_time` ({})", self.describe())
+    }
+
+    /// The rules every source that turns messages into records shares (Kafka, Kinesis,
+    /// Pub/Sub); errors name the field. `value_field` is the field a value kept whole (string or
+    /// bytes) goes in, `None` when the value is a JSON object; `metadata` the set `metadata:`
+    /// entries as (key, field name), each of which must name a field of its own.
+    pub fn check_source(
+        &self,
+        cfg: &NodeConfig,
+        has_watermark: bool,
+        has_event_time: bool,
+        value_field: Option<&str>,
+        metadata: &[(&str, &str)],
+    ) -> Result<()> {
+        if has_watermark && !has_event_time {
+            return Err(cfg.error("watermark", self.watermark_needs_event_time()));
+        }
+        if value_field.is_some_and(str::is_empty) {
+            return Err(cfg.error("value_field", "must not be empty"));
+        }
+        for (i, (kind, name)) in metadata.iter().enumerate() {
+            if name.is_empty() {
+                return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
+            }
+            if metadata[..i].iter().any(|(_, n)| n == name) {
+                return Err(cfg.error(
+                    &format!("metadata.{kind}"),
+                    format!("field {name:?} is used twice"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -323,9 +355,30 @@ impl Transform for Watermarks {
     }
 }
 
+/// The settings are what the node runs with, once checked.
+impl ConnectorConfig for WatermarkConfig {
+    type Settings = WatermarkConfig;
+
+    fn resolve(self, cfg: &NodeConfig) -> Result<WatermarkConfig> {
+        if self.field.as_deref().is_some_and(str::is_empty) {
+            return Err(cfg.error(
+                "field",
+                "must not be empty (leave it out to use the time the source set)",
+            ));
+        }
+        if self.idleness.is_some_and(|d| d.as_millis() == 0) {
+            return Err(cfg.error(
+                "idleness",
+                "must be more than 0s (every split would count as idle)",
+            ));
+        }
+        Ok(self)
+    }
+}
+
 pub fn register(r: &mut Registry) {
     r.transform("watermark", |cfg| {
-        let config: WatermarkConfig = cfg.parse()?;
+        let config = cfg.resolve::<WatermarkConfig>()?;
         Ok(Box::new(Watermarks {
             config,
             splits: HashMap::new(),

@@ -368,3 +368,17 @@ fn a_line_that_is_not_utf8_is_a_bad_record_for_on_error_not_a_failed_read() {
     let counts = count_json_field(&out, "id");
     assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
 }
+
+#[test]
+fn watermark_settings_that_could_never_work_are_errors() {
+    refused_by_validate_and_run(
+        &with_transform("{ name: w, type: watermark, field: '', max_out_of_orderness: 1s }"),
+        &["transforms[0].field: must not be empty (leave it out to use the time the source set)"],
+    );
+    refused_by_validate_and_run(
+        &with_transform(
+            "{ name: w, type: watermark, field: id, max_out_of_orderness: 1s, idleness: 0s }",
+        ),
+        &["transforms[0].idleness: must be more than 0s (every split would count as idle)"],
+    );
+}

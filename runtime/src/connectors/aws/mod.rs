@@ -3,6 +3,7 @@
 //! the batching sink both sinks are ([`put`]): entries batched within the service's limits, only
 //! failed entries retried, AIMD concurrency, everything acknowledged before a checkpoint.
 
+pub mod arn;
 pub mod connection;
 pub mod errors;
 pub mod put;

@@ -31,21 +31,17 @@ fn families() -> &'static Families {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels)
                 .expect("static metric definition");
-            // Fails only if something else registered the name: the counter still counts.
-            let _ = prometheus::register(Box::new(c.clone()));
-            c
+            crate::metrics::global(c)
         };
         let gauge = |name: &str, help: &str| {
             let g =
                 IntGaugeVec::new(Opts::new(name, help), LABELS).expect("static metric definition");
-            let _ = prometheus::register(Box::new(g.clone()));
-            g
+            crate::metrics::global(g)
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), LABELS)
                 .expect("static metric definition");
-            let _ = prometheus::register(Box::new(h.clone()));
-            h
+            crate::metrics::global(h)
         };
         Families {
             sent: counter(

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use weir_crds::Duration;
 
 use crate::api::{ConnectorConfig, NodeConfig};
+use crate::connectors::aws::arn::{self, ResourceKind};
 use crate::connectors::aws::connection::{AwsConnection, AwsCredentials};
 use crate::connectors::aws::put::config::{self as put, BatchConfig, Ordering, PutSettings};
 use crate::connectors::aws::put::dead_letter::DeadLetterPath;
@@ -85,50 +86,29 @@ pub struct Settings {
     pub request_timeout: std::time::Duration,
 }
 
-/// `orders` or `arn:aws:firehose:REGION:ACCOUNT:deliverystream/orders` → name and ARN region.
-pub fn parse_delivery_stream(text: &str) -> std::result::Result<(String, Option<String>), String> {
-    let valid = |n: &str| {
-        (1..=64).contains(&n.len())
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    };
-    if let Some(rest) = text.strip_prefix("arn:") {
-        let parts: Vec<&str> = rest.splitn(5, ':').collect();
-        let name = parts
-            .get(4)
-            .and_then(|r| r.strip_prefix("deliverystream/"))
-            .filter(|n| parts[1] == "firehose" && !parts[2].is_empty() && valid(n))
-            .ok_or_else(|| {
-                format!(
-                    "{text:?} is not a Firehose ARN (arn:aws:firehose:REGION:ACCOUNT:deliverystream/NAME)"
-                )
-            })?;
-        return Ok((name.to_string(), Some(parts[2].to_string())));
-    }
-    if !valid(text) {
-        return Err(format!(
-            "{text:?} is not a delivery stream name (1 to 64 of a-z, A-Z, 0-9, _ . -) or ARN"
-        ));
-    }
-    Ok((text.to_string(), None))
-}
+/// How a delivery stream is named: `orders` or
+/// `arn:aws:firehose:REGION:ACCOUNT:deliverystream/orders`.
+pub const DELIVERY_STREAM: ResourceKind = ResourceKind {
+    service: "firehose",
+    resource: "deliverystream",
+    arn_is: "Firehose ARN",
+    name_is: "delivery stream name",
+    max_name: 64,
+};
 
 impl ConnectorConfig for FirehoseSinkConfig {
     type Settings = Settings;
 
     fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
         let c = self;
-        let (name, arn_region) = parse_delivery_stream(c.delivery_stream.trim())
+        let stream = DELIVERY_STREAM
+            .parse(&c.delivery_stream)
             .map_err(|e| cfg.error("delivery_stream", e))?;
-        let region = match (c.region, arn_region) {
-            (Some(r), Some(a)) if r != a => {
-                return Err(cfg.error(
-                    "region",
-                    format!("the delivery stream's ARN names region {a}, the node's region is {r}"),
-                ))
-            }
-            (r, a) => r.or(a),
-        };
+        let region = arn::region(c.region.as_deref(), stream.region.as_deref(), || {
+            "the delivery stream's ARN".into()
+        })
+        .map_err(|e| cfg.error("region", e))?
+        .map(str::to_string);
         let connection = AwsConnection {
             region,
             endpoint_url: c.endpoint_url,
@@ -151,7 +131,7 @@ impl ConnectorConfig for FirehoseSinkConfig {
             Ordering::None,
         )?;
         Ok(Settings {
-            delivery_stream: name,
+            delivery_stream: stream.name,
             connection,
             value_field: c.value_field,
             record_delimiter: c.record_delimiter.into_bytes(),

@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::config::Settings;
 use crate::api::{NodeConfig, NodeContext};
-use crate::connectors::aws::errors::{classify, code, describe, Failure};
+use crate::connectors::aws::errors::{classify, code, describe};
 use crate::connectors::aws::put::encode::payload;
 use crate::connectors::aws::put::{Entry, Outcome, PutService, RequestError};
 use crate::error::{Error, Result};
@@ -137,10 +137,7 @@ impl PutService for FirehoseService {
                 FirehoseRecord::builder()
                     .data(Blob::new(e.data.to_vec()))
                     .build()
-                    .map_err(|err| RequestError {
-                        failure: Failure::Fatal,
-                        message: err.to_string(),
-                    })?,
+                    .map_err(RequestError::unbuildable)?,
             );
         }
         match client
@@ -153,18 +150,9 @@ impl PutService for FirehoseService {
             Ok(out) => Ok(out
                 .request_responses
                 .into_iter()
-                .map(|r| match r.error_code {
-                    None => Outcome::Ok,
-                    Some(code) => Outcome::Failed {
-                        code,
-                        message: r.error_message.unwrap_or_default(),
-                    },
-                })
+                .map(|r| Outcome::of(r.error_code, r.error_message))
                 .collect()),
-            Err(e) => Err(RequestError {
-                failure: classify(&e),
-                message: describe(&e),
-            }),
+            Err(e) => Err(RequestError::of_call(&e)),
         }
     }
 

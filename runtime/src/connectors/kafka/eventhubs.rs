@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::NodeConfig;
+
 /// The longest transaction Event Hubs allows (`transaction.max.timeout.ms`).
 pub const MAX_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// The largest request Event Hubs accepts.
@@ -98,6 +100,23 @@ fn check_connection_string(cs: &str) -> Result<(), String> {
     } else {
         Err("is not an Event Hubs connection string (Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…); the value is not shown".into())
     }
+}
+
+/// A Kafka node's `eventhubs:` (when set) expanded in place into its `bootstrap_servers` and
+/// `properties`, as [`apply`] does; errors name the field of `cfg`. The source's and the sink's
+/// `resolve` start with it.
+pub fn expand(
+    cfg: &NodeConfig,
+    eventhubs: Option<&EventHubsConfig>,
+    bootstrap: &mut String,
+    properties: &mut BTreeMap<String, String>,
+    role: Role,
+) -> crate::error::Result<()> {
+    if let Some(eh) = eventhubs {
+        *bootstrap = apply(eh, bootstrap.as_str(), properties, role)
+            .map_err(|(field, why)| cfg.error(&field, why))?;
+    }
+    Ok(())
 }
 
 /// The bootstrap servers and properties for Event Hubs: `bootstrap` (when set) wins over the

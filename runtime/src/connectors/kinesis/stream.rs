@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::connectors::aws::arn::{self, Named, ResourceKind};
+
 /// A Kinesis stream: its name (split ids and messages use it) and, when given as an ARN, the
 /// ARN (calls then name the stream by ARN, as cross-account access requires).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -18,58 +20,27 @@ impl fmt::Display for StreamRef {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
+/// How a stream is named, for [`ResourceKind::parse`].
+const STREAM: ResourceKind = ResourceKind {
+    service: "kinesis",
+    resource: "stream",
+    arn_is: "Kinesis stream ARN",
+    name_is: "stream name",
+    max_name: 128,
+};
 
 impl StreamRef {
     /// Parses `orders` or `arn:aws:kinesis:us-east-1:123456789012:stream/orders`.
     pub fn parse(text: &str) -> Result<StreamRef, String> {
-        let text = text.trim();
-        if let Some(rest) = text.strip_prefix("arn:") {
-            // partition:service:region:account:stream/name
-            let parts: Vec<&str> = rest.splitn(5, ':').collect();
-            let ok = parts.len() == 5 && parts[1] == "kinesis" && !parts[2].is_empty();
-            let name = parts
-                .get(4)
-                .and_then(|r| r.strip_prefix("stream/"))
-                .filter(|n| ok && valid_name(n))
-                .ok_or_else(|| {
-                    format!(
-                        "{text:?} is not a Kinesis stream ARN \
-                         (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
-                    )
-                })?;
-            return Ok(StreamRef {
-                name: name.to_string(),
-                arn: Some(text.to_string()),
-                region: Some(parts[2].to_string()),
-            });
-        }
-        if !valid_name(text) {
-            return Err(format!(
-                "{text:?} is not a stream name (1 to 128 of a-z, A-Z, 0-9, _ . -) or ARN"
-            ));
-        }
-        Ok(StreamRef {
-            name: text.to_string(),
-            arn: None,
-            region: None,
-        })
+        let Named { name, arn, region } = STREAM.parse(text)?;
+        Ok(StreamRef { name, arn, region })
     }
 
     /// The region to use: the setting, or the ARN's; an error when the two disagree.
     pub fn region<'a>(&'a self, setting: Option<&'a str>) -> Result<Option<&'a str>, String> {
-        match (setting, self.region.as_deref()) {
-            (Some(s), Some(a)) if s != a => Err(format!(
-                "the ARN of {self} names region {a}, the node's region is {s}"
-            )),
-            (Some(s), _) => Ok(Some(s)),
-            (None, a) => Ok(a),
-        }
+        arn::region(setting, self.region.as_deref(), || {
+            format!("the ARN of {self}")
+        })
     }
 }
 

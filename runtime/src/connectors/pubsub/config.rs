@@ -9,6 +9,8 @@ use serde::Deserialize;
 use weir_crds::{ByteSize, Duration};
 
 use crate::api::{ConnectorConfig, NodeConfig};
+use crate::connectors::message::set_names;
+pub use crate::connectors::message::ValueFormat;
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
@@ -126,18 +128,6 @@ fn default_value_field() -> String {
     "value".into()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ValueFormat {
-    /// A JSON object per message; its fields become the record's fields.
-    #[default]
-    Json,
-    /// UTF-8 text under `value_field`.
-    String,
-    /// Any bytes, base64-encoded under `value_field`.
-    Bytes,
-}
-
 /// Names of the fields that receive each message's metadata; unset ones are left out.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -153,15 +143,12 @@ pub struct MetadataFields {
 
 impl MetadataFields {
     fn names(&self) -> Vec<(&'static str, &str)> {
-        [
+        set_names([
             ("message_id", &self.message_id),
             ("publish_time", &self.publish_time),
             ("ordering_key", &self.ordering_key),
             ("attributes", &self.attributes),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
-        .collect()
+        ])
     }
 }
 
@@ -434,25 +421,9 @@ impl ConnectorConfig for PubsubSourceConfig {
         if c.batch_size == 0 {
             return Err(cfg.error("batch_size", "must be at least 1"));
         }
-        if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty()
-        {
-            return Err(cfg.error("value_field", "must not be empty"));
-        }
-        let names = c.metadata.names();
-        for (i, (kind, name)) in names.iter().enumerate() {
-            if name.is_empty() {
-                return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
-            }
-            if names[..i].iter().any(|(_, n)| n == name) {
-                return Err(cfg.error(
-                    &format!("metadata.{kind}"),
-                    format!("field {name:?} is used twice"),
-                ));
-            }
-        }
-        if c.watermark.is_some() && c.event_time.is_none() {
-            return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
-        }
+        let value_field = c.format.field(&c.value_field);
+        let (watermark, event_time) = (c.watermark.is_some(), c.event_time.is_some());
+        EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata.names())?;
         if let Some(w) = &c.watermark {
             if w.idle_timeout.is_some_and(|d| d.as_std().is_zero()) {
                 return Err(cfg.error("watermark.idle_timeout", "must be more than 0s"));

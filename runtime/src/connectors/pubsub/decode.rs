@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 
-use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::config::{MetadataFields, PubsubSourceConfig, ValueFormat, EVENT_TIME};
-use crate::record::{JsonObject, Record};
+use crate::record::Record;
 use crate::transforms::watermark::EventTime;
 
 /// The parts of a message the decoder reads.
@@ -41,26 +40,7 @@ impl Decoder {
 
     /// The record for `m`, or why it cannot be one.
     pub fn decode(&self, m: &RawMessage<'_>) -> Result<Record, String> {
-        let mut record = match self.format {
-            ValueFormat::Json => Record::from_json(
-                JsonObject::parse(m.data.clone()).map_err(|e| format!("data: {e}"))?,
-            ),
-            ValueFormat::String => {
-                let text = std::str::from_utf8(m.data)
-                    .map_err(|e| format!("data is not valid UTF-8: {e}"))?;
-                let mut f = Map::new();
-                f.insert(self.value_field.clone(), Value::from(text));
-                Record::new(f)
-            }
-            ValueFormat::Bytes => {
-                let mut f = Map::new();
-                f.insert(
-                    self.value_field.clone(),
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(m.data)),
-                );
-                Record::new(f)
-            }
-        };
+        let mut record = self.format.decode(m.data, &self.value_field, "data")?;
         let event_time = match &self.event_time {
             Some(e) => {
                 let attribute = |name: &str| m.attributes.get(name).map(String::as_str);

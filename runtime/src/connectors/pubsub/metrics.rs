@@ -3,9 +3,10 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use crate::api::NodeContext;
+use crate::metrics::{node_counter, node_gauge};
 
 struct Families {
     outstanding: IntGaugeVec,
@@ -23,21 +24,7 @@ struct Families {
 fn families() -> &'static Families {
     static F: OnceLock<Families> = OnceLock::new();
     F.get_or_init(|| {
-        let labels = &["job", "worker", "node"];
-        let counter = |name: &str, help: &str| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)
-                .expect("static metric definition");
-            // Registration fails only if another library registered the same name: the
-            // counters still count, they are just not exported twice.
-            let _ = prometheus::register(Box::new(c.clone()));
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g =
-                IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            let _ = prometheus::register(Box::new(g.clone()));
-            g
-        };
+        let (counter, gauge) = (node_counter, node_gauge);
         Families {
             outstanding: gauge(
                 "weir_pubsub_outstanding_messages",

@@ -7,7 +7,7 @@ use weir_crds::Duration;
 
 use super::mapping::{FieldMapping, ResponsePath};
 use super::template::Template;
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::error::Result;
 use crate::ordered::OrderedMap;
 use crate::retry::RetryPolicy;
@@ -251,16 +251,35 @@ pub struct Settings {
     pub cache: Option<CacheConfig>,
 }
 
-impl Settings {
-    pub fn from_config(cfg: &NodeConfig) -> Result<Self> {
-        let c: AsyncLookupConfig = cfg.parse()?;
-        let key = c.key.to_vec();
-        if key.is_empty() {
-            return Err(cfg.error("key", "name at least one field"));
-        }
-        if c.fields.0.is_empty() {
-            return Err(cfg.error("fields", "map at least one output field"));
-        }
+/// A lookup's `key:` and `fields:` (`async_lookup`, `preloaded_lookup`), checked: the key's
+/// record fields, and each output field with where its value sits in the answer.
+pub fn key_and_mapping(
+    cfg: &NodeConfig,
+    key: &OneOrMany,
+    fields: &OrderedMap<String>,
+) -> Result<(Vec<String>, FieldMapping)> {
+    let key = key.to_vec();
+    if key.is_empty() {
+        return Err(cfg.error("key", "name at least one field"));
+    }
+    if fields.0.is_empty() {
+        return Err(cfg.error("fields", "map at least one output field"));
+    }
+    let mapping = fields
+        .0
+        .iter()
+        .map(|(name, path)| (name.clone(), ResponsePath::parse(path)))
+        .collect();
+    Ok((key, FieldMapping(mapping)))
+}
+
+impl ConnectorConfig for AsyncLookupConfig {
+    type Settings = Settings;
+
+    /// Checks every setting and parses the templates; nothing is opened.
+    fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
+        let c = self;
+        let (key, mapping) = key_and_mapping(cfg, &c.key, &c.fields)?;
         if c.capacity == 0 {
             return Err(cfg.error("capacity", "must be at least 1"));
         }
@@ -343,13 +362,6 @@ impl Settings {
                 }
             }
         };
-        let mapping = FieldMapping(
-            c.fields
-                .0
-                .iter()
-                .map(|(name, path)| (name.clone(), ResponsePath::parse(path)))
-                .collect(),
-        );
         Ok(Settings {
             mode: c.mode,
             key,
@@ -421,7 +433,9 @@ mod tests {
 
     #[test]
     fn policies_accept_yaml_null() {
-        let s = Settings::from_config(&node(http("http://h/u/{user}"))).unwrap();
+        let s = node(http("http://h/u/{user}"))
+            .resolve::<AsyncLookupConfig>()
+            .unwrap();
         assert_eq!(s.on_timeout, Policy::Null);
         assert_eq!(s.on_error, Policy::Drop);
         assert_eq!(s.mode, Mode::Ordered);
@@ -430,7 +444,8 @@ mod tests {
 
     #[test]
     fn a_url_placeholder_outside_the_key_names_the_field() {
-        let e = Settings::from_config(&node(http("http://h/u/{usr}")))
+        let e = node(http("http://h/u/{usr}"))
+            .resolve::<AsyncLookupConfig>()
             .unwrap_err()
             .to_string();
         assert!(e.contains("transforms[0].client.url"), "{e}");
@@ -445,12 +460,16 @@ mod tests {
                        "query": "SELECT a FROM t WHERE x = $1 AND y = $2"},
             "fields": {"a": "a"},
         });
-        let e = Settings::from_config(&node(c.clone()))
+        let e = node(c.clone())
+            .resolve::<AsyncLookupConfig>()
             .unwrap_err()
             .to_string();
         assert!(e.contains("client.query") && e.contains("$2"), "{e}");
         c["client"]["url"] = json!("postgres://x");
-        let e = Settings::from_config(&node(c)).unwrap_err().to_string();
+        let e = node(c)
+            .resolve::<AsyncLookupConfig>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("exactly one of `url` and `url_env`"), "{e}");
     }
 
@@ -458,11 +477,17 @@ mod tests {
     fn bad_values_name_their_field() {
         let mut c = http("http://h/{user}");
         c["capacity"] = json!(0);
-        let e = Settings::from_config(&node(c)).unwrap_err().to_string();
+        let e = node(c)
+            .resolve::<AsyncLookupConfig>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("transforms[0].capacity"), "{e}");
         let mut c = http("http://h/{user}");
         c["on_error"] = json!("skip");
-        let e = Settings::from_config(&node(c)).unwrap_err().to_string();
+        let e = node(c)
+            .resolve::<AsyncLookupConfig>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("on_error") && e.contains("\"skip\""), "{e}");
     }
 

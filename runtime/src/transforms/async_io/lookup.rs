@@ -436,6 +436,7 @@ mod tests {
     use super::super::clients::LookupError;
     use super::*;
     use crate::api::NodeConfig;
+    use crate::transforms::async_io::config::AsyncLookupConfig;
 
     /// Answers `{"name": "<tag>-<id>"}`; ids in `held` wait until `release` is sent.
     struct Fake {
@@ -486,7 +487,7 @@ mod tests {
             parallelism: 1,
             checkpoint: Default::default(),
         };
-        AsyncLookup::new(Settings::from_config(&cfg).unwrap(), "enrich").with_client(client)
+        AsyncLookup::new(cfg.resolve::<AsyncLookupConfig>().unwrap(), "enrich").with_client(client)
     }
 
     fn ctx() -> NodeContext {

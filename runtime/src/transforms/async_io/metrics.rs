@@ -3,9 +3,10 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use crate::api::NodeContext;
+use crate::metrics::{node_counter, node_gauge};
 
 struct Families {
     in_flight: IntGaugeVec,
@@ -19,24 +20,11 @@ struct Families {
 fn families() -> &'static Families {
     static F: OnceLock<Families> = OnceLock::new();
     F.get_or_init(|| {
-        let labels = &["job", "worker", "node"];
-        let counter = |name: &str, help: &str| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)
-                .expect("static metric definition");
-            // Registration fails only if another library registered the same name: the
-            // counters still count, they are just not exported twice.
-            let _ = prometheus::register(Box::new(c.clone()));
-            c
-        };
-        let in_flight = IntGaugeVec::new(
-            Opts::new(
-                "weir_async_in_flight",
-                "Records held by an async operator (lookup in flight, or waiting to be emitted).",
-            ),
-            labels,
-        )
-        .expect("static metric definition");
-        let _ = prometheus::register(Box::new(in_flight.clone()));
+        let (counter, gauge) = (node_counter, node_gauge);
+        let in_flight = gauge(
+            "weir_async_in_flight",
+            "Records held by an async operator (lookup in flight, or waiting to be emitted).",
+        );
         Families {
             in_flight,
             timeouts: counter(

@@ -44,7 +44,7 @@ use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     r.async_transform("async_lookup", |cfg| {
-        let settings = config::Settings::from_config(cfg)?;
+        let settings = cfg.resolve::<config::AsyncLookupConfig>()?;
         Ok(Box::new(lookup::AsyncLookup::new(settings, cfg.name())) as Box<dyn AsyncTransform>)
     });
 }

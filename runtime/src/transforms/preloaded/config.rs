@@ -8,11 +8,11 @@ use weir_crds::units::ByteSize;
 use weir_crds::Duration;
 
 use super::table::Limits;
-use crate::api::NodeConfig;
+use crate::api::{ConnectorConfig, NodeConfig};
 use crate::error::Result;
 use crate::ordered::OrderedMap;
-use crate::transforms::async_io::config::{Connection, OneOrMany, Policy};
-use crate::transforms::async_io::mapping::{FieldMapping, ResponsePath};
+use crate::transforms::async_io::config::{key_and_mapping, Connection, OneOrMany, Policy};
+use crate::transforms::async_io::mapping::FieldMapping;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,16 +107,13 @@ pub struct Settings {
     pub limits: Limits,
 }
 
-impl Settings {
-    pub fn from_config(cfg: &NodeConfig) -> Result<Self> {
-        let c: PreloadedLookupConfig = cfg.parse()?;
-        let key = c.key.to_vec();
-        if key.is_empty() {
-            return Err(cfg.error("key", "name at least one field"));
-        }
-        if c.fields.0.is_empty() {
-            return Err(cfg.error("fields", "map at least one output field"));
-        }
+impl ConnectorConfig for PreloadedLookupConfig {
+    type Settings = Settings;
+
+    /// Checks every setting and parses the templates; nothing is opened.
+    fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
+        let c = self;
+        let (key, mapping) = key_and_mapping(cfg, &c.key, &c.fields)?;
         if c.max_rows == 0 {
             return Err(cfg.error("max_rows", "must be at least 1"));
         }
@@ -211,13 +208,7 @@ impl Settings {
             key,
             row_key,
             source,
-            mapping: FieldMapping(
-                c.fields
-                    .0
-                    .iter()
-                    .map(|(name, path)| (name.clone(), ResponsePath::parse(path)))
-                    .collect(),
-            ),
+            mapping,
             on_miss: c.on_miss,
             reload,
             limits: Limits {

@@ -45,13 +45,13 @@ use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
 use crate::registry::Registry;
 use crate::transforms::async_io::config::Policy;
-use config::{Settings, TableSource};
+use config::{PreloadedLookupConfig, Settings, TableSource};
 use load::{LoadError, Snapshots};
 use table::Table;
 
 pub fn register(r: &mut Registry) {
     r.async_transform("preloaded_lookup", |cfg| {
-        let settings = Settings::from_config(cfg)?;
+        let settings = cfg.resolve::<PreloadedLookupConfig>()?;
         Ok(Box::new(PreloadedLookup::new(settings, cfg.name())) as Box<dyn AsyncTransform>)
     });
 }

@@ -21,7 +21,10 @@ pub use batch::{Entry, Limits};
 pub use config::{BatchConfig, Ordering, PutSettings};
 pub use sink::PutSink;
 
-use super::errors::Failure;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::errors::{classify, describe, Failure, RawStatus};
 use crate::api::{NodeConfig, NodeContext};
 use crate::error::Result;
 use crate::record::Record;
@@ -38,6 +41,41 @@ pub enum Outcome {
 pub struct RequestError {
     pub failure: Failure,
     pub message: String,
+}
+
+impl Outcome {
+    /// One entry's result as both put APIs report it: an error code and message, or neither.
+    pub fn of(code: Option<String>, message: Option<String>) -> Outcome {
+        match code {
+            None => Outcome::Ok,
+            Some(code) => Outcome::Failed {
+                code,
+                message: message.unwrap_or_default(),
+            },
+        }
+    }
+}
+
+impl RequestError {
+    /// An entry the SDK would not build: sending again cannot help.
+    pub fn unbuildable(e: impl std::fmt::Display) -> RequestError {
+        RequestError {
+            failure: Failure::Fatal,
+            message: e.to_string(),
+        }
+    }
+
+    /// A call that failed as a whole, classified for the retry policy.
+    pub fn of_call<E, R>(e: &SdkError<E, R>) -> RequestError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: RawStatus + std::fmt::Debug + 'static,
+    {
+        RequestError {
+            failure: classify(e),
+            message: describe(e),
+        }
+    }
 }
 
 /// One AWS put API (Kinesis PutRecords, Firehose PutRecordBatch).

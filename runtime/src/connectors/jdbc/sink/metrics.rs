@@ -3,24 +3,18 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{IntCounter, IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec};
 
 use crate::api::NodeContext;
 
 fn retried_batches() -> &'static IntCounterVec {
     static F: OnceLock<IntCounterVec> = OnceLock::new();
     F.get_or_init(|| {
-        let c = IntCounterVec::new(
-            Opts::new(
-                "weir_sink_retried_batches_total",
-                "Batches written again after a transient database error (lost connection, \
-                 deadlock, serialization failure).",
-            ),
-            &["job", "worker", "node"],
+        crate::metrics::node_counter(
+            "weir_sink_retried_batches_total",
+            "Batches written again after a transient database error (lost connection, \
+             deadlock, serialization failure).",
         )
-        .expect("static metric");
-        let _ = prometheus::register(Box::new(c.clone()));
-        c
     })
 }
 

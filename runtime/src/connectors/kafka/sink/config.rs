@@ -114,15 +114,9 @@ impl ConnectorConfig for KafkaSinkConfig {
 
     fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
         let mut c = self;
-        if let Some(eh) = c.eventhubs.clone() {
-            c.bootstrap_servers = eventhubs::apply(
-                &eh,
-                &c.bootstrap_servers,
-                &mut c.properties,
-                eventhubs::Role::Sink,
-            )
-            .map_err(|(field, why)| cfg.error(&field, why))?;
-        }
+        let (bootstrap, properties) = (&mut c.bootstrap_servers, &mut c.properties);
+        let role = eventhubs::Role::Sink;
+        eventhubs::expand(cfg, c.eventhubs.as_ref(), bootstrap, properties, role)?;
         if c.bootstrap_servers.trim().is_empty() {
             return Err(cfg.error("bootstrap_servers", "must not be empty"));
         }

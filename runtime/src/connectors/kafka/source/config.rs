@@ -13,6 +13,8 @@ use super::splits::parse_split_id;
 use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::kafka::client::deserialize_properties;
 use crate::connectors::kafka::eventhubs::{self, EventHubsConfig};
+use crate::connectors::message::set_names;
+pub use crate::connectors::message::ValueFormat;
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::transforms::watermark::WatermarkSettings;
@@ -142,18 +144,6 @@ pub enum StopAt {
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum ValueFormat {
-    /// A JSON object per message; its fields become the record's fields.
-    #[default]
-    Json,
-    /// UTF-8 text under `value_field`.
-    String,
-    /// Any bytes, base64-encoded under `value_field`.
-    Bytes,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
 pub enum KeyFormat {
     #[default]
     String,
@@ -179,17 +169,14 @@ pub struct MetadataFields {
 
 impl MetadataFields {
     fn names(&self) -> Vec<(&'static str, &str)> {
-        [
+        set_names([
             ("key", &self.key),
             ("headers", &self.headers),
             ("topic", &self.topic),
             ("partition", &self.partition),
             ("offset", &self.offset),
             ("timestamp", &self.timestamp),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
-        .collect()
+        ])
     }
 }
 
@@ -365,15 +352,9 @@ impl ConnectorConfig for KafkaSourceConfig {
     /// Checks the cross-field rules; errors name the field.
     fn resolve(self, cfg: &NodeConfig) -> Result<Settings> {
         let mut c = self;
-        if let Some(eh) = c.eventhubs.clone() {
-            c.bootstrap_servers = eventhubs::apply(
-                &eh,
-                &c.bootstrap_servers,
-                &mut c.properties,
-                eventhubs::Role::Source,
-            )
-            .map_err(|(field, why)| cfg.error(&field, why))?;
-        }
+        let (bootstrap, properties) = (&mut c.bootstrap_servers, &mut c.properties);
+        let role = eventhubs::Role::Source;
+        eventhubs::expand(cfg, c.eventhubs.as_ref(), bootstrap, properties, role)?;
         if c.bootstrap_servers.trim().is_empty() {
             return Err(cfg.error(
                 "bootstrap_servers",
@@ -413,25 +394,9 @@ impl ConnectorConfig for KafkaSourceConfig {
         if c.request_timeout.as_millis() == 0 {
             return Err(cfg.error("request_timeout", "must be more than 0s"));
         }
-        if c.watermark.is_some() && c.event_time.is_none() {
-            return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
-        }
-        if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty()
-        {
-            return Err(cfg.error("value_field", "must not be empty"));
-        }
-        let names = c.metadata.names();
-        for (i, (kind, name)) in names.iter().enumerate() {
-            if name.is_empty() {
-                return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
-            }
-            if names[..i].iter().any(|(_, n)| n == name) {
-                return Err(cfg.error(
-                    &format!("metadata.{kind}"),
-                    format!("field {name:?} is used twice"),
-                ));
-            }
-        }
+        let value_field = c.format.field(&c.value_field);
+        let (watermark, event_time) = (c.watermark.is_some(), c.event_time.is_some());
+        EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata.names())?;
         if let OnError::DeadLetter(d) = &c.on_error {
             if d.topic.trim().is_empty() {
                 return Err(cfg.error("on_error.dead_letter.topic", "empty topic name"));

@@ -1,11 +1,11 @@
 //! Turns one Kafka message into a record: the value by format, metadata under the configured
 //! field names, the event time. Pure, so every malformed input is tested without a broker.
 
-use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::config::{KafkaSourceConfig, KeyFormat, MetadataFields, ValueFormat, EVENT_TIME};
+use crate::connectors::message::base64 as b64;
 use crate::record::{JsonObject, Record};
 use crate::transforms::watermark::EventTime;
 
@@ -28,10 +28,6 @@ pub struct Decoder {
     key_format: KeyFormat,
     metadata: MetadataFields,
     event_time: Option<EventTime>,
-}
-
-fn b64(bytes: &[u8]) -> Value {
-    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, String> {

@@ -131,10 +131,7 @@ impl PutService for KinesisService {
                 .partition_key(e.key.clone().unwrap_or_default())
                 .set_explicit_hash_key(e.hash_key.clone())
                 .build()
-                .map_err(|err| RequestError {
-                    failure: crate::connectors::aws::errors::Failure::Fatal,
-                    message: err.to_string(),
-                })?;
+                .map_err(RequestError::unbuildable)?;
             records.push(r);
         }
         let stream = &self.settings.stream;
@@ -147,18 +144,9 @@ impl PutService for KinesisService {
             Ok(out) => Ok(out
                 .records
                 .into_iter()
-                .map(|r| match r.error_code {
-                    None => Outcome::Ok,
-                    Some(code) => Outcome::Failed {
-                        code,
-                        message: r.error_message.unwrap_or_default(),
-                    },
-                })
+                .map(|r| Outcome::of(r.error_code, r.error_message))
                 .collect()),
-            Err(e) => Err(RequestError {
-                failure: classify(&e),
-                message: describe(&e),
-            }),
+            Err(e) => Err(RequestError::of_call(&e)),
         }
     }
 

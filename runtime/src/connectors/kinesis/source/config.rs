@@ -9,6 +9,8 @@ use weir_crds::Duration;
 use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::aws::connection::{AwsConnection, AwsCredentials};
 use crate::connectors::kinesis::stream::StreamRef;
+use crate::connectors::message::set_names;
+pub use crate::connectors::message::ValueFormat;
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
@@ -259,18 +261,6 @@ pub enum ExpiredPolicy {
     Latest,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ValueFormat {
-    /// A JSON object per record; its fields become the record's fields.
-    #[default]
-    Json,
-    /// UTF-8 text under `value_field`.
-    String,
-    /// Any bytes, base64-encoded under `value_field`.
-    Bytes,
-}
-
 /// Names of the fields that receive each record's metadata; unset ones are left out.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,16 +275,13 @@ pub struct MetadataFields {
 
 impl MetadataFields {
     pub fn names(&self) -> Vec<(&'static str, &str)> {
-        [
+        set_names([
             ("partition_key", &self.partition_key),
             ("sequence_number", &self.sequence_number),
             ("shard_id", &self.shard_id),
             ("stream", &self.stream),
             ("arrival_timestamp", &self.arrival_timestamp),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
-        .collect()
+        ])
     }
 }
 
@@ -429,25 +416,9 @@ impl ConnectorConfig for KinesisSourceConfig {
         if c.request_timeout.as_millis() == 0 {
             return Err(cfg.error("request_timeout", "must be more than 0s"));
         }
-        if c.watermark.is_some() && c.event_time.is_none() {
-            return Err(cfg.error("watermark", EVENT_TIME.watermark_needs_event_time()));
-        }
-        if matches!(c.format, ValueFormat::String | ValueFormat::Bytes) && c.value_field.is_empty()
-        {
-            return Err(cfg.error("value_field", "must not be empty"));
-        }
-        let names = c.metadata.names();
-        for (i, (kind, name)) in names.iter().enumerate() {
-            if name.is_empty() {
-                return Err(cfg.error(&format!("metadata.{kind}"), "field name must not be empty"));
-            }
-            if names[..i].iter().any(|(_, n)| n == name) {
-                return Err(cfg.error(
-                    &format!("metadata.{kind}"),
-                    format!("field {name:?} is used twice"),
-                ));
-            }
-        }
+        let value_field = c.format.field(&c.value_field);
+        let (watermark, event_time) = (c.watermark.is_some(), c.event_time.is_some());
+        EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata.names())?;
         Ok(Settings {
             config: c,
             streams,

@@ -2,12 +2,11 @@
 //! configured field names, the event time. Pure, so every malformed input is tested without a
 //! server.
 
-use base64::Engine;
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::config::{KinesisSourceConfig, MetadataFields, ValueFormat, EVENT_TIME};
-use crate::record::{JsonObject, Record};
+use crate::record::Record;
 use crate::transforms::watermark::EventTime;
 
 /// The parts of a Kinesis record the decoder reads.
@@ -42,24 +41,7 @@ impl Decoder {
 
     /// The record for `r`, or why it cannot be one.
     pub fn decode(&self, r: &RawRecord<'_>) -> Result<Record, String> {
-        let mut record = match self.format {
-            ValueFormat::Json => Record::from_json(JsonObject::parse(r.data.clone())?),
-            ValueFormat::String => {
-                let text = std::str::from_utf8(&r.data)
-                    .map_err(|e| format!("the data is not valid UTF-8: {e}"))?;
-                let mut m = Map::new();
-                m.insert(self.value_field.clone(), Value::from(text));
-                Record::new(m)
-            }
-            ValueFormat::Bytes => {
-                let mut m = Map::new();
-                m.insert(
-                    self.value_field.clone(),
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(&r.data)),
-                );
-                Record::new(m)
-            }
-        };
+        let mut record = self.format.decode(&r.data, &self.value_field, "the data")?;
         // Metadata go into the record's fields (so a JSON record is built); without them a JSON
         // record stays in its text.
         let md = &self.metadata;

@@ -22,7 +22,8 @@ use tokio::sync::mpsc::Sender;
 use super::config::{Efo, Registration};
 use super::position::Position;
 use super::reader::{
-    check_restored, children, decode, expired, expired_kind, Pacer, ReaderEvent, Shared, Target,
+    check_restored, children, expired, expired_kind, send_end, send_records, Pacer, ReaderEvent,
+    Shared, Target,
 };
 use crate::connectors::aws::errors::{classify, code, describe, message, Failure};
 use crate::error::{Error, Result};
@@ -257,18 +258,9 @@ async fn read(
             target.metrics.behind.set(event.millis_behind_latest);
             let caught_up = event.records.is_empty() && event.millis_behind_latest == 0;
             if !event.records.is_empty() {
-                let (records, last) = decode(shared, target, event.records)?;
-                let last = last.expect("not empty");
-                position = Position::After(last.clone());
-                let sent = tx
-                    .send(ReaderEvent::Records {
-                        split: target.split.clone(),
-                        records,
-                        last,
-                    })
-                    .await;
-                if sent.is_err() {
-                    break Ended::Closed;
+                match send_records(shared, target, event.records, tx).await? {
+                    Some(p) => position = p,
+                    None => break Ended::Closed,
                 }
             }
             // At the shard's end the event carries the children and no continuation.
@@ -339,20 +331,6 @@ async fn probe_end(
             Ok(None)
         }
     }
-}
-
-async fn send_end(
-    target: &Target,
-    children: Vec<super::shards::ShardInfo>,
-    tx: &Sender<ReaderEvent>,
-) -> Result<()> {
-    let _ = tx
-        .send(ReaderEvent::Ended {
-            split: target.split.clone(),
-            children,
-        })
-        .await;
-    Ok(())
 }
 
 fn fatal(shared: &Shared, target: &Target, retries: u32, why: &str) -> Error {

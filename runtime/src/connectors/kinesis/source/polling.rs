@@ -12,7 +12,8 @@ use tokio::sync::mpsc::Sender;
 
 use super::position::Position;
 use super::reader::{
-    check_restored, children, decode, expired, expired_kind, Pacer, ReaderEvent, Shared, Target,
+    check_restored, children, expired, expired_kind, send_end, send_records, Pacer, ReaderEvent,
+    Shared, Target,
 };
 use crate::connectors::aws::errors::{classify, code, describe, message, Failure};
 use crate::error::{Error, Result};
@@ -34,7 +35,7 @@ async fn read(
     let mut position = check_restored(shared, target, start, tx).await?;
     let Some(mut iterator) = shard_iterator(shared, target, &mut position, &mut pacer, tx).await?
     else {
-        return ended(target, Vec::new(), tx).await;
+        return send_end(target, Vec::new(), tx).await;
     };
     loop {
         let started = Instant::now();
@@ -49,7 +50,7 @@ async fn read(
                 if code(&e) == Some("ExpiredIteratorException") {
                     match shard_iterator(shared, target, &mut position, &mut pacer, tx).await? {
                         Some(it) => iterator = it,
-                        None => return ended(target, Vec::new(), tx).await,
+                        None => return send_end(target, Vec::new(), tx).await,
                     }
                     continue;
                 }
@@ -80,24 +81,15 @@ async fn read(
         }
         let empty = out.records.is_empty();
         if !empty {
-            let (records, last) = decode(shared, target, out.records)?;
-            let last = last.expect("not empty");
-            position = Position::After(last.clone());
-            let sent = tx
-                .send(ReaderEvent::Records {
-                    split: target.split.clone(),
-                    records,
-                    last,
-                })
-                .await;
-            if sent.is_err() {
-                return Ok(()); // the source is closing
+            match send_records(shared, target, out.records, tx).await? {
+                Some(p) => position = p,
+                None => return Ok(()), // the source is closing
             }
         }
         match out.next_shard_iterator {
             Some(next) => iterator = next,
             None => {
-                return ended(
+                return send_end(
                     target,
                     children(out.child_shards.as_deref().unwrap_or(&[])),
                     tx,
@@ -114,20 +106,6 @@ async fn read(
             tokio::time::sleep(pause).await;
         }
     }
-}
-
-async fn ended(
-    target: &Target,
-    children: Vec<super::shards::ShardInfo>,
-    tx: &Sender<ReaderEvent>,
-) -> Result<()> {
-    let _ = tx
-        .send(ReaderEvent::Ended {
-            split: target.split.clone(),
-            children,
-        })
-        .await;
-    Ok(())
 }
 
 fn failed(shared: &Shared, target: &Target, call: &str, pacer: &Pacer, why: &str) -> Error {

@@ -76,6 +76,43 @@ impl Target {
     }
 }
 
+/// Tells the source the shard is read to its end. A source that has stopped listening is
+/// stopping the readers too: nothing to report then.
+pub async fn send_end(
+    target: &Target,
+    children: Vec<ShardInfo>,
+    tx: &Sender<ReaderEvent>,
+) -> crate::error::Result<()> {
+    let _ = tx
+        .send(ReaderEvent::Ended {
+            split: target.split.clone(),
+            children,
+        })
+        .await;
+    Ok(())
+}
+
+/// Decodes a non-empty batch of the shard's records and sends them to the source; the position
+/// after them, or `None` when the source has stopped listening (it is closing).
+pub async fn send_records(
+    shared: &Shared,
+    target: &Target,
+    fetched: Vec<KinesisRecord>,
+    tx: &Sender<ReaderEvent>,
+) -> Result<Option<Position>, Error> {
+    let (records, last) = decode(shared, target, fetched)?;
+    let last = last.expect("not empty");
+    let position = Position::After(last.clone());
+    let sent = tx
+        .send(ReaderEvent::Records {
+            split: target.split.clone(),
+            records,
+            last,
+        })
+        .await;
+    Ok(sent.is_ok().then_some(position))
+}
+
 /// Children as the shard's end announces them (those without a hash range are left to
 /// discovery).
 pub fn children(list: &[ChildShard]) -> Vec<ShardInfo> {

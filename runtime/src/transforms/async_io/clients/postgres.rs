@@ -6,7 +6,7 @@ use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column, Either, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
 use super::{LookupClient, LookupError};
-use crate::connectors::jdbc::retry::Failure;
+use crate::connectors::jdbc::retry::{self, Failure};
 
 pub struct PgLookup {
     pool: PgPool,
@@ -185,13 +185,16 @@ impl LookupClient for PgLookup {
                 .map_err(|e| LookupError::permanent(format!("parameter ${}: {e}", i + 1)))?;
             q = bind(q, p);
         }
-        // By SQLSTATE, as the jdbc sink: a server shutting down (57P01) or a dropped connection
-        // is worth asking again (or a restart), a bad query or value is not.
-        let row = q.fetch_optional(&self.pool).await.map_err(|e| {
-            match crate::connectors::jdbc::retry::classify(&e) {
-                Failure::Transient => LookupError::retryable(format!("query: {e}")),
-                Failure::Data | Failure::Fatal => LookupError::permanent(format!("query: {e}")),
+        let row = q.fetch_optional(&self.pool).await.map_err(|e| match e {
+            // A server shutting down or restarting answers with an error too (57P01 when it is
+            // stopped): that one passes, as the jdbc sink knows.
+            sqlx::Error::Database(_) if retry::classify(&e) == Failure::Transient => {
+                LookupError::retryable(format!("query: {e}"))
             }
+            sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. } => {
+                LookupError::permanent(format!("query: {e}"))
+            }
+            other => LookupError::retryable(format!("query: {other}")),
         })?;
         match row {
             None => Ok(None),
