@@ -19,6 +19,11 @@
 #[path = "common/mod.rs"]
 mod common;
 
+// The allocator of the `weir` binary (runtime/src/main.rs), since the engine runs in this
+// process: under glibc's malloc, malloc and free were 15 % of the job's samples here.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use common::{env_num, service_env};
 
 use std::collections::VecDeque;
