@@ -21,9 +21,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use weir_runtime::engine::{self, JobOptions};
 use weir_runtime::metrics::Metrics;
-use weir_runtime::registry::Registry;
 
 const PARTITIONS: i32 = 4;
 
@@ -122,19 +120,7 @@ sinks:
         .unwrap();
     let start = Instant::now();
     rt.block_on(async {
-        let job = engine::start(
-            spec,
-            &Registry::with_builtins(),
-            JobOptions {
-                workers: vec![0],
-                from_savepoint: None,
-                allow_non_restored_state: false,
-                start_fresh: None,
-                metrics: metrics.clone(),
-            },
-        )
-        .await
-        .unwrap();
+        let job = common::start_in_process(spec, &metrics).await;
         job.wait().await.unwrap();
     });
     let secs = start.elapsed().as_secs_f64();

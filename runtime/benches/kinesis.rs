@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
 use serde_json::json;
-use weir_runtime::engine::{self, JobOptions};
 use weir_runtime::metrics::Metrics;
-use weir_runtime::registry::Registry;
 
 const SHARDS: i32 = 4;
 const BATCH: usize = 500;
@@ -212,19 +210,7 @@ async fn weir(yaml: &str, n: u64, stop_at: Option<(&str, u64)>) -> f64 {
     let spec = weir_crds::PipelineSpec::from_yaml(yaml).unwrap();
     let metrics = Metrics::new();
     let start = Instant::now();
-    let job = engine::start(
-        spec,
-        &Registry::with_builtins(),
-        JobOptions {
-            workers: vec![0],
-            from_savepoint: None,
-            allow_non_restored_state: false,
-            start_fresh: None,
-            metrics: metrics.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let job = common::start_in_process(spec, &metrics).await;
     let secs = match stop_at {
         Some((node, count)) => {
             while node_total(&metrics, "weir_node_records_out_total", node) < count {

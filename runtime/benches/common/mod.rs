@@ -58,3 +58,24 @@ pub async fn each_source_record(spec_text: &str, mut each: impl FnMut(weir_runti
         }
     }
 }
+
+/// Starts `spec` in this process as the one worker of the job, its metrics in `metrics`.
+#[allow(dead_code)] // not every bench runs weir in its own process
+pub async fn start_in_process(
+    spec: weir_crds::PipelineSpec,
+    metrics: &weir_runtime::metrics::Metrics,
+) -> weir_runtime::engine::RunningJob {
+    weir_runtime::engine::start(
+        spec,
+        &weir_runtime::registry::Registry::with_builtins(),
+        weir_runtime::engine::JobOptions {
+            workers: vec![0],
+            from_savepoint: None,
+            allow_non_restored_state: false,
+            start_fresh: None,
+            metrics: metrics.clone(),
+        },
+    )
+    .await
+    .unwrap()
+}
