@@ -48,6 +48,11 @@ impl ResponsePath {
         }
     }
 
+    /// The unescaped steps, root first (`.` has none).
+    pub fn steps(&self) -> &[String] {
+        &self.0
+    }
+
     /// The value at the path, read as `Value::pointer` reads a JSON pointer.
     pub fn get<'a>(&self, v: &'a Value) -> Option<&'a Value> {
         self.0.iter().try_fold(v, |v, step| match v {
@@ -67,7 +72,7 @@ fn array_index(step: &str) -> Option<usize> {
 }
 
 /// Output field names and where each comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FieldMapping(pub Vec<(String, ResponsePath)>);
 
 impl FieldMapping {

@@ -149,7 +149,7 @@ impl Follower {
             })
             .map_err(|e| LoadError::Unavailable(format!("starting the table reader: {e}")))?;
         let mut f = Follower {
-            table: Table::default(),
+            table: Table::new(s.mapping.clone()),
             offsets: BTreeMap::new(),
             rx,
             held: VecDeque::new(),
@@ -261,7 +261,7 @@ impl Follower {
                         None => return Err(format!("{}: a message without a key", at())),
                     },
                 };
-                self.table.insert(key, row, &self.limits)?;
+                self.table.insert(key, &row, &self.limits)?;
             }
         }
         self.offsets.insert(u.partition, u.offset + 1);

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::config::{Settings, TableSource};
 use super::table::{self, Table};
 use crate::storage::{self, Location};
+use crate::transforms::async_io::mapping::FieldMapping;
 
 /// Why a load failed: worth trying again later, or a table that can never load as configured.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,14 +38,14 @@ pub async fn load(s: &Settings) -> Result<Table, LoadError> {
         } => {
             let bytes = read_file(path, storage_options).await?;
             let rows = json_lines(&bytes).map_err(LoadError::Invalid)?;
-            table::build(rows, &s.row_key, &s.limits)
+            table::build(rows, &s.row_key, &s.mapping, &s.limits)
                 .map_err(|e| LoadError::Invalid(format!("{path}: {e}")))
         }
         #[cfg(feature = "jdbc")]
         TableSource::Jdbc { connection, query } => {
             let url = connection.resolve().map_err(LoadError::Invalid)?;
             let rows = jdbc_rows(&url, query).await?;
-            table::build(rows, &s.row_key, &s.limits).map_err(LoadError::Invalid)
+            table::build(rows, &s.row_key, &s.mapping, &s.limits).map_err(LoadError::Invalid)
         }
         #[allow(unreachable_patterns)]
         _ => Err(LoadError::Invalid(
@@ -184,10 +185,12 @@ impl Snapshots {
         }
     }
 
-    /// The table stored as `version`; `Ok(None)` when it is gone.
+    /// The table stored as `version`; `Ok(None)` when it is gone or holds other fields than
+    /// `fields` (the job's mapping changed since).
     pub async fn load(
         &self,
         version: &str,
+        fields: &FieldMapping,
         limits: &table::Limits,
     ) -> Result<Option<Table>, String> {
         let path = self.path(version);
@@ -200,7 +203,7 @@ impl Snapshots {
             .bytes()
             .await
             .map_err(|e| format!("reading the table snapshot {path}: {e}"))?;
-        Table::from_lines(&bytes, limits).map(Some)
+        Table::from_lines(&bytes, fields, limits)
     }
 }
 

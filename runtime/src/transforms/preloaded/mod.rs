@@ -18,7 +18,8 @@
 //! ```
 //!
 //! # Versions and checkpoints
-//! A loaded table's version is the SHA-256 of its rows. Each version is written once to
+//! A table holds each row's output fields only (the `fields` paths are read once, at load).
+//! A loaded table's version is the SHA-256 of those rows and of the field names and paths. Each version is written once to
 //! checkpoint storage (`<job>/lookup-tables/<node>/<version>.jsonl`) before any record is
 //! joined against it, and a checkpoint holds only the version: a restart joins against exactly
 //! the table its checkpoint saw, even if the file or database changed meanwhile, until the next
@@ -74,9 +75,9 @@ pub struct PreloadedLookup {
 impl PreloadedLookup {
     pub fn new(settings: Settings, node: &str) -> Self {
         PreloadedLookup {
+            table: Table::new(settings.mapping.clone()),
             settings,
             node: node.to_string(),
-            table: Table::default(),
             version: String::new(),
             snapshots: None,
             reloads: None,
@@ -157,7 +158,11 @@ impl PreloadedLookup {
 
     /// The row for a record (`key` is a buffer for its key text), or why the record cannot be
     /// joined. A key of one field (the usual case) is read without allocating.
-    fn row_of(&self, r: &Record, key: &mut String) -> std::result::Result<Option<&Value>, String> {
+    fn row_of(
+        &self,
+        r: &Record,
+        key: &mut String,
+    ) -> std::result::Result<Option<&[Value]>, String> {
         let field = |f: &String| {
             r.get(f)
                 .ok_or_else(|| format!("no field {f:?} (a field of the lookup `key`)"))
@@ -223,12 +228,12 @@ impl AsyncTransform for PreloadedLookup {
         let mut restored_table = None;
         if let (Some(v), Some(s)) = (&wanted, &self.snapshots) {
             restored_table = s
-                .load(v, &self.settings.limits)
+                .load(v, &self.settings.mapping, &self.settings.limits)
                 .await
                 .map_err(|e| Error::node(&self.node, e))?;
             if restored_table.is_none() {
                 tracing::warn!(node = %self.node, version = %v,
-                    "the checkpoint's table version is no longer in checkpoint storage (pruned); loading the table afresh");
+                    "the checkpoint's table version is no longer in checkpoint storage (pruned), or was taken under other `fields`; loading the table afresh");
             }
         }
         let table = match restored_table {
@@ -258,10 +263,11 @@ impl AsyncTransform for PreloadedLookup {
             })?;
             match (row, self.settings.on_miss) {
                 (Some(row), _) => {
-                    // Straight into the record: no intermediate map per record.
+                    // Straight into the record: the row holds the output fields in the mapping's
+                    // order, so there is no path to walk and no intermediate map per record.
                     let fields = r.fields_mut();
-                    for (name, path) in &self.settings.mapping.0 {
-                        fields.insert(name.clone(), path.get(row).cloned().unwrap_or(Value::Null));
+                    for ((name, _), value) in self.settings.mapping.0.iter().zip(row) {
+                        fields.insert(name.clone(), value.clone());
                     }
                 }
                 (None, Policy::Null) => {

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::transforms::async_io::mapping::FieldMapping;
+
 /// The text a key is matched by. One value: a string as it is, any other value as its JSON
 /// text, so the record field `42` finds the row whose `id` is `42` and the Kafka message keyed
 /// `42`. Several values: their JSON array.
@@ -50,25 +52,75 @@ pub struct Limits {
 /// an allocator.
 const ROW_OVERHEAD: u64 = 96;
 
+/// A row as records are joined against it: the value of each output field, in the mapping's
+/// order. Only these are kept, not the row: the join of a record is one probe and a clone per
+/// field, with no path walked through a JSON object per record (three cache misses and a SipHash
+/// each), and a column no field reads takes no memory.
+pub type Row = Box<[Value]>;
+
 /// Rows by key text. Every record looks its key up here, so the hasher is foldhash rather than
 /// SipHash (several times faster on short keys); its per-process seed still spreads keys an
 /// outsider picks, and the keys that are stored come from the operator's own table.
-type Rows = HashMap<String, Value, foldhash::fast::RandomState>;
+type Rows = HashMap<String, Row, foldhash::fast::RandomState>;
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Table {
+    /// Which output fields a row holds, and where in a loaded row each comes from.
+    fields: FieldMapping,
     rows: Rows,
     bytes: u64,
 }
 
-fn cost(key: &str, row: &Value) -> u64 {
-    key.len() as u64 + 2 * row.to_string().len() as u64 + ROW_OVERHEAD
+fn cost(key: &str, row: &[Value]) -> u64 {
+    let text: usize = row.iter().map(|v| v.to_string().len()).sum();
+    key.len() as u64 + 2 * text as u64 + ROW_OVERHEAD
+}
+
+/// The first line of a snapshot: the fields its rows hold, so that a snapshot taken under
+/// another `fields` mapping is never joined as if it were this one's.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq)]
+struct Header {
+    fields: Vec<(String, Vec<String>)>,
+}
+
+impl Header {
+    fn of(fields: &FieldMapping) -> Header {
+        Header {
+            fields: fields
+                .0
+                .iter()
+                .map(|(name, path)| (name.clone(), path.steps().to_vec()))
+                .collect(),
+        }
+    }
 }
 
 impl Table {
-    /// Adds or replaces a row; refuses one that would take the table past its limits, with a
-    /// message naming the setting to raise.
-    pub fn insert(&mut self, key: String, row: Value, limits: &Limits) -> Result<(), String> {
+    pub fn new(fields: FieldMapping) -> Table {
+        Table {
+            fields,
+            rows: Rows::default(),
+            bytes: 0,
+        }
+    }
+
+    /// The output fields of a loaded row; a path the row lacks gives null.
+    fn project(&self, row: &Value) -> Row {
+        self.fields
+            .0
+            .iter()
+            .map(|(_, path)| path.get(row).cloned().unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// Adds or replaces a loaded row (kept as its output fields); refuses one that would take
+    /// the table past its limits, with a message naming the setting to raise.
+    pub fn insert(&mut self, key: String, row: &Value, limits: &Limits) -> Result<(), String> {
+        let row = self.project(row);
+        self.insert_row(key, row, limits)
+    }
+
+    fn insert_row(&mut self, key: String, row: Row, limits: &Limits) -> Result<(), String> {
         let added = cost(&key, &row);
         let replaced = self.rows.get(&key).map_or(0, |old| cost(&key, old));
         let bytes = self.bytes - replaced + added;
@@ -82,7 +134,7 @@ impl Table {
         if bytes > limits.max_bytes {
             return Err(format!(
                 "the lookup table outgrew max_bytes ({}) at {} rows; raise max_bytes (and the \
-                 worker's memory) or load fewer columns or rows",
+                 worker's memory) or map fewer fields or load fewer rows",
                 weir_crds::units::ByteSize(limits.max_bytes),
                 self.rows.len()
             ));
@@ -98,8 +150,9 @@ impl Table {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.rows.get(key)
+    /// The output fields of the row with this key text, in the mapping's order.
+    pub fn get(&self, key: &str) -> Option<&[Value]> {
+        self.rows.get(key).map(|r| &r[..])
     }
 
     pub fn len(&self) -> usize {
@@ -115,15 +168,18 @@ impl Table {
         self.bytes
     }
 
-    fn sorted(&self) -> Vec<(&String, &Value)> {
+    fn sorted(&self) -> Vec<(&String, &Row)> {
         let mut rows: Vec<_> = self.rows.iter().collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
         rows
     }
 
-    /// Lines `[key, row]` in key order: the snapshot kept in checkpoint storage.
+    /// The snapshot kept in checkpoint storage: a [`Header`] line naming the fields, then lines
+    /// `[key, [value of each field]]` in key order.
     pub fn to_lines(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes as usize / 2);
+        serde_json::to_writer(&mut out, &Header::of(&self.fields)).expect("JSON serializes");
+        out.push(b'\n');
         for (k, v) in self.sorted() {
             serde_json::to_writer(&mut out, &(k, v)).expect("JSON values serialize");
             out.push(b'\n');
@@ -131,18 +187,51 @@ impl Table {
         out
     }
 
-    /// A snapshot written by [`Table::to_lines`].
-    pub fn from_lines(bytes: &[u8], limits: &Limits) -> Result<Table, String> {
-        let mut t = Table::default();
-        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
+    /// A snapshot written by [`Table::to_lines`], as a table of `fields`; `None` when it was
+    /// taken under another mapping (the job's `fields` changed), so it cannot be joined as is.
+    /// A snapshot without a header (stop 28's format: lines `[key, whole row]`) is projected.
+    pub fn from_lines(
+        bytes: &[u8],
+        fields: &FieldMapping,
+        limits: &Limits,
+    ) -> Result<Option<Table>, String> {
+        let mut t = Table::new(fields.clone());
+        let mut lines = bytes
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .peekable();
+        let projected = match lines.peek() {
+            Some((_, first)) if first.starts_with(b"{") => {
+                let header: Header = serde_json::from_slice(first)
+                    .map_err(|e| format!("line 1 of the table snapshot: {e}"))?;
+                if header != Header::of(fields) {
+                    return Ok(None);
+                }
+                lines.next();
+                true
             }
-            let (k, v): (String, Value) = serde_json::from_slice(line)
-                .map_err(|e| format!("line {} of the table snapshot: {e}", i + 1))?;
-            t.insert(k, v, limits)?;
+            _ => false,
+        };
+        for (i, line) in lines {
+            let at = |e: serde_json::Error| format!("line {} of the table snapshot: {e}", i + 1);
+            if projected {
+                let (k, row): (String, Vec<Value>) = serde_json::from_slice(line).map_err(at)?;
+                if row.len() != fields.0.len() {
+                    return Err(format!(
+                        "line {} of the table snapshot: {} values for {} fields",
+                        i + 1,
+                        row.len(),
+                        fields.0.len()
+                    ));
+                }
+                t.insert_row(k, row.into_boxed_slice(), limits)?;
+            } else {
+                let (k, v): (String, Value) = serde_json::from_slice(line).map_err(at)?;
+                t.insert(k, &v, limits)?;
+            }
         }
-        Ok(t)
+        Ok(Some(t))
     }
 }
 
@@ -161,12 +250,13 @@ fn hex(bytes: &[u8]) -> String {
 pub fn build(
     rows: impl IntoIterator<Item = (String, Value)>,
     key: &[String],
+    fields: &FieldMapping,
     limits: &Limits,
 ) -> Result<Table, String> {
-    let mut t = Table::default();
+    let mut t = Table::new(fields.clone());
     for (what, row) in rows {
         let k = row_key(&row, key).map_err(|e| format!("{what}: {e}"))?;
-        t.insert(k, row, limits)?;
+        t.insert(k, &row, limits)?;
     }
     Ok(t)
 }
@@ -200,6 +290,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn fields() -> FieldMapping {
+        use crate::transforms::async_io::mapping::ResponsePath;
+        FieldMapping(vec![
+            ("name".into(), ResponsePath::parse("name")),
+            ("v".into(), ResponsePath::parse("v")),
+        ])
+    }
 
     const ROOMY: Limits = Limits {
         max_rows: 1000,
@@ -240,14 +338,48 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let a = build(rows(&[1, 2, 3]), &["id".into()], &ROOMY).unwrap();
-        let b = build(rows(&[3, 1, 2]), &["id".into()], &ROOMY).unwrap();
+        let a = build(rows(&[1, 2, 3]), &["id".into()], &fields(), &ROOMY).unwrap();
+        let b = build(rows(&[3, 1, 2]), &["id".into()], &fields(), &ROOMY).unwrap();
         assert_eq!(version_of(&a.to_lines()), version_of(&b.to_lines()));
-        let c = build(rows(&[1, 2]), &["id".into()], &ROOMY).unwrap();
+        let c = build(rows(&[1, 2]), &["id".into()], &fields(), &ROOMY).unwrap();
         assert_ne!(version_of(&a.to_lines()), version_of(&c.to_lines()));
-        let back = Table::from_lines(&a.to_lines(), &ROOMY).unwrap();
+        let back = Table::from_lines(&a.to_lines(), &fields(), &ROOMY)
+            .unwrap()
+            .unwrap();
         assert_eq!(back, a);
-        assert_eq!(back.get("2").unwrap()["name"], "n2");
+        // Output fields in the mapping's order; a path the row lacks is null.
+        assert_eq!(back.get("2").unwrap(), &[json!("n2"), Value::Null]);
+    }
+
+    #[test]
+    fn a_snapshot_of_other_fields_is_not_joined_and_an_old_one_is_projected() {
+        use crate::transforms::async_io::mapping::ResponsePath;
+        let rows = vec![("row 1".to_string(), json!({"id": 1, "name": "ann", "v": 7}))];
+        let t = build(rows, &["id".into()], &fields(), &ROOMY).unwrap();
+        let other = FieldMapping(vec![("name".into(), ResponsePath::parse("/name"))]);
+        assert_ne!(
+            version_of(&t.to_lines()),
+            version_of(
+                &build(vec![], &["id".into()], &other, &ROOMY)
+                    .unwrap()
+                    .to_lines()
+            )
+        );
+        assert_eq!(Table::from_lines(&t.to_lines(), &other, &ROOMY), Ok(None));
+        // Lines `[key, whole row]` without a header: the format before rows were projected.
+        let old = b"[\"1\",{\"id\":1,\"name\":\"ann\",\"v\":7}]\n";
+        let back = Table::from_lines(old, &fields(), &ROOMY).unwrap().unwrap();
+        assert_eq!(back.get("1").unwrap(), &[json!("ann"), json!(7)]);
+        let e = Table::from_lines(
+            b"{\"fields\":[]}\n[\"1\",[7]]\n",
+            &FieldMapping(vec![]),
+            &ROOMY,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("line 2 of the table snapshot: 1 values for 0 fields"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -256,14 +388,14 @@ mod tests {
             max_rows: 2,
             max_bytes: 1 << 20,
         };
-        let mut t = Table::default();
-        t.insert("a".into(), json!({"v": 1}), &limits).unwrap();
-        t.insert("b".into(), json!({"v": 1}), &limits).unwrap();
-        t.insert("b".into(), json!({"v": 2}), &limits).unwrap();
-        let e = t.insert("c".into(), json!({"v": 1}), &limits).unwrap_err();
+        let mut t = Table::new(fields());
+        t.insert("a".into(), &json!({"v": 1}), &limits).unwrap();
+        t.insert("b".into(), &json!({"v": 1}), &limits).unwrap();
+        t.insert("b".into(), &json!({"v": 2}), &limits).unwrap();
+        let e = t.insert("c".into(), &json!({"v": 1}), &limits).unwrap_err();
         assert!(e.contains("max_rows (2)"), "{e}");
         t.remove("a");
-        t.insert("c".into(), json!({"v": 1}), &limits).unwrap();
+        t.insert("c".into(), &json!({"v": 1}), &limits).unwrap();
         let before = t.bytes();
         t.remove("c");
         assert!(t.bytes() < before);
@@ -273,8 +405,14 @@ mod tests {
             max_bytes: 300,
         };
         let e = build(
-            (0..100).map(|i| (format!("line {i}"), json!({"id": i, "pad": "x".repeat(50)}))),
+            (0..100).map(|i| {
+                (
+                    format!("line {i}"),
+                    json!({"id": i, "name": "x".repeat(50)}),
+                )
+            }),
             &["id".into()],
+            &fields(),
             &tight,
         )
         .unwrap_err();
@@ -286,6 +424,7 @@ mod tests {
         let e = build(
             vec![("line 7".to_string(), json!({"name": "x"}))],
             &["id".into()],
+            &fields(),
             &ROOMY,
         )
         .unwrap_err();
@@ -293,6 +432,7 @@ mod tests {
         let e = build(
             vec![("line 2".to_string(), json!([1]))],
             &["id".into()],
+            &fields(),
             &ROOMY,
         )
         .unwrap_err();
