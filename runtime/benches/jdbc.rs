@@ -326,7 +326,16 @@ fn run_weir(spec_text: &str) -> (f64, u64) {
     );
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-    (secs, s["retried"].as_u64().unwrap_or(0))
+    // The sink's own count (a deadlock is one retried batch); read strictly, so a change in the
+    // summary's shape fails here instead of reporting 0.
+    let sink = s["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["name"] == "db"))
+        .unwrap_or_else(|| panic!("no sink `db` in the run summary: {s}"));
+    let retried = sink["retried"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no `retried` count for the sink in the run summary: {s}"));
+    (secs, retried)
 }
 
 fn check(name: &str, got: &State, want: &State) {
