@@ -374,6 +374,14 @@ fn parallel_multi_row_upserts_of_overlapping_keys_never_deadlock() {
     overlapping_keys_never_deadlock(&Db::postgres(), "text", Overlap::Upsert("copy: false"));
 }
 
+/// The same two workers through COPY into a staging table and one set-based upsert per batch
+/// (the default): its `SELECT DISTINCT ON (key) … ORDER BY key` hands the rows to the insert in
+/// the key column's own order, the same in every writer.
+#[test]
+fn parallel_copy_upserts_of_overlapping_keys_never_deadlock() {
+    overlapping_keys_never_deadlock(&Db::postgres(), "text", Overlap::Upsert("copy: true"));
+}
+
 /// The same two workers through a statement of the user's (`mode: sql`, one row at a time in a
 /// transaction per batch) that adds each record's value to its key's total: the rows go in the
 /// order of the `key` fields, each key's rows in arrival order.
