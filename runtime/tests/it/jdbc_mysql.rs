@@ -14,7 +14,7 @@ use super::harness::*;
 use super::jdbc::{
     append_and_sql_modes_write_every_record, bad_input_spec, block_on, crash_then_finish,
     kills_at_random_moments_then_finish, overlapping_keys_never_deadlock, unique,
-    upsert_through_an_outage, Db,
+    upsert_through_an_outage, Db, Overlap,
 };
 
 #[test]
@@ -55,13 +55,24 @@ fn mysql_upsert_rides_out_a_database_restart() {
     );
 }
 
-/// Two workers upserting the same keys, each meeting them in its own order (as the Postgres
-/// test: record i has key (i · 7919) mod 1009, worker 0 reads the even records, worker 1 the
-/// odd ones), two writers each. Each batch writes its rows in key order in READ COMMITTED, so
-/// InnoDB's row locks are taken in one global order and no batch is ever retried.
+/// Two workers upserting the same keys, meeting them in opposite orders (as the Postgres test:
+/// worker 0 goes up through the keys, worker 1 comes down), two writers each. Each batch writes
+/// its rows in key order in READ COMMITTED, so InnoDB's row locks are taken in one global order
+/// and no batch is ever retried.
 #[test]
 fn mysql_parallel_upserts_of_overlapping_keys_never_deadlock() {
-    overlapping_keys_never_deadlock(&Db::mysql(), "varchar(16)", "");
+    overlapping_keys_never_deadlock(&Db::mysql(), "varchar(16)", Overlap::Upsert(""));
+}
+
+/// The same through a statement of the user's that adds each record's value to its key's
+/// total (`mode: sql`, `key: [k]`): rows go in the order of the `key` fields.
+#[test]
+fn mysql_parallel_statements_of_overlapping_keys_never_deadlock() {
+    overlapping_keys_never_deadlock(
+        &Db::mysql(),
+        "varchar(16)",
+        Overlap::AddUp("ON DUPLICATE KEY UPDATE v = v + VALUES(v)"),
+    );
 }
 
 fn create_checked(db: &Db, table: &str) {

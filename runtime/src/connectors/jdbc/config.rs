@@ -60,6 +60,8 @@ pub struct JdbcSinkConfig {
     pub mode: Mode,
     /// Conflict columns (upsert; default: the table's primary key). In `sql` mode, the fields
     /// whose values spread records over the `pool_size` connections (default: one connection).
+    /// Each batch's rows are written in the order of these values (a key's own rows in arrival
+    /// order), so writers of shared keys lock rows in one order and never deadlock.
     pub key: Option<Vec<String>>,
     /// Default: every table column that is not generated, each from the field of its name.
     pub columns: Option<Columns>,

@@ -250,6 +250,17 @@ impl Plan {
         }
     }
 
+    /// Positions of the values a batch's rows are sorted by before they are written
+    /// (`sink::pending::key_order`), so that every writer takes its row locks in one order: the
+    /// conflict columns of an upsert, the `key` fields of a statement (the rows it says the
+    /// statement touches per key), none for append (it only inserts rows nobody else can hold).
+    pub fn lock_order(&self) -> &[usize] {
+        match &self.statement {
+            Statement::Table { key, .. } => key,
+            Statement::Sql { .. } => &self.route,
+        }
+    }
+
     /// Encodes a record, or says which column (and field) does not fit.
     pub fn encode(&self, fields: &Fields) -> Result<Row, String> {
         let mut row = Vec::with_capacity(self.columns.len());
@@ -522,6 +533,8 @@ mod tests {
         assert!(v.contains("VALUES ($1::\"pg_catalog\".\"text\", $2::\"pg_catalog\".\"int8\", $3::\"pg_catalog\".\"timestamptz\"), ($4::"), "{v}");
         assert!(v.ends_with("\"last_seen\" = EXCLUDED.\"last_seen\""), "{v}");
         assert_eq!(p.rows_per_statement(100_000), 21_845);
+        // Rows are written in the order of the conflict key.
+        assert_eq!(p.lock_order(), [0]);
         assert!(p
             .create_stage()
             .contains("\"last_seen\" \"pg_catalog\".\"timestamptz\", weir_seq bigint"));
@@ -639,6 +652,8 @@ mod tests {
             "COPY \"user_stats\" (\"user_id\", \"event_count\", \"last_seen\") FROM STDIN"
         );
         assert_eq!(p.route, vec![0, 1, 2]);
+        // Append only inserts: its rows keep their arrival order.
+        assert!(p.lock_order().is_empty());
     }
 
     #[test]
@@ -700,6 +715,8 @@ mod tests {
              ON CONFLICT (a) DO UPDATE SET b = t.b + $2::\"pg_catalog\".\"int8\""
         );
         assert_eq!(p.route, vec![0]);
+        // A statement's rows are written in the order of its `key` fields.
+        assert_eq!(p.lock_order(), [0]);
         assert_eq!(p.columns[1].name, ":n");
         assert!(Plan::for_sql(Dialect::Postgres, "select :a", &[], &[]).is_err());
     }

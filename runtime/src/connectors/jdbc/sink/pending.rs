@@ -76,13 +76,17 @@ pub fn should_write(waiting: usize, in_flight: usize, batch_size: usize, max_bat
 /// they list them (multi-row `INSERT … VALUES … ON CONFLICT`, or one row after another in a
 /// transaction). Two writers whose batches share keys (workers fed by overlapping splits) then
 /// take the row locks of their transactions in the same order, so one waits for the other
-/// instead of both deadlocking. Any total order shared by every writer does: the text order of
-/// the encoded values is one (no collation involved). Rows are deduplicated by key first, so no
-/// two compare equal; without a key (append) the arrival order stays.
+/// instead of both deadlocking. Any total order shared by every writer does: the byte order of
+/// the encoded values is one (no collation involved; numbers compare as text, `"10" < "9"`,
+/// which orders locks just as well). An upsert's rows are deduplicated by key first, so no two
+/// compare equal; a statement's rows (`mode: sql`) are not, and the sort is stable, so one
+/// key's rows keep their arrival order (the statement may add them up, or keep the last).
+/// Without a key (append) the arrival order stays.
 pub fn key_order(rows: &[Row], key: &[usize]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     if !key.is_empty() {
         let values = |r: usize| key.iter().map(move |i| &rows[r][*i]);
+        // Stable (`sort_by`, not `sort_unstable_by`): equal keys keep their arrival order.
         order.sort_by(|a, b| values(*a).cmp(values(*b)));
     }
     order
@@ -153,6 +157,34 @@ mod tests {
         assert_eq!(key_order(&rows, &[0, 1]), [2, 3, 1, 0]);
         // No key (append): the arrival order stays.
         assert_eq!(key_order(&one, &[]), [0, 1, 2]);
+    }
+
+    #[test]
+    fn numbers_order_as_their_text_the_same_for_every_writer() {
+        let one = [row("9", 1), row("10", 2), row("-3", 3), row("100", 4)];
+        let other = [row("100", 5), row("-3", 6), row("9", 7), row("10", 8)];
+        let keys = |rows: &[Row]| -> Vec<String> {
+            key_order(rows, &[0])
+                .into_iter()
+                .map(|i| rows[i][0].clone().unwrap())
+                .collect()
+        };
+        assert_eq!(keys(&one), ["-3", "10", "100", "9"]);
+        assert_eq!(keys(&one), keys(&other));
+    }
+
+    #[test]
+    fn rows_of_one_key_keep_their_arrival_order() {
+        // `mode: sql` rows are not deduplicated: `n = n + :n` or last-wins statements rely on
+        // each key's rows running in the order they came.
+        let rows = [
+            row("b", 1),
+            row("a", 2),
+            row("b", 3),
+            row("a", 4),
+            row("b", 5),
+        ];
+        assert_eq!(key_order(&rows, &[0]), [1, 3, 0, 2, 4]);
     }
 
     #[test]

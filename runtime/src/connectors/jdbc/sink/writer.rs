@@ -235,11 +235,12 @@ macro_rules! values_path {
         impl Writer {
             async fn $batch(&self, conn: &mut $conn, rows: &[Row]) -> sqlx::Result<()> {
                 let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin).await?;
+                // In key order, within each statement and from one statement to the next, so
+                // concurrent writers of overlapping keys (two workers reading splits that share
+                // keys) take their row locks in one order and wait instead of deadlocking.
+                let order = key_order(rows, self.plan.lock_order());
                 match &self.plan.statement {
-                    Statement::Table { key, .. } => {
-                        // In key order, so concurrent writers of overlapping keys cannot
-                        // deadlock.
-                        let order = key_order(rows, key);
+                    Statement::Table { .. } => {
                         for chunk in order.chunks(self.full_chunk.0) {
                             let sql: Arc<str> = if chunk.len() == self.full_chunk.0 {
                                 self.full_chunk.1.clone()
@@ -257,8 +258,8 @@ macro_rules! values_path {
                     }
                     Statement::Sql { .. } => {
                         let sql: Arc<str> = self.plan.values_statement(1).into();
-                        for row in rows {
-                            $bind_row(&sql, row).execute(&mut *tx).await?;
+                        for i in order {
+                            $bind_row(&sql, &rows[i]).execute(&mut *tx).await?;
                         }
                     }
                 }
@@ -277,7 +278,7 @@ macro_rules! values_path {
                 let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin).await?;
                 let mut rejected = Vec::new();
                 // Key order, as in the batch path: the row locks accumulate in this transaction.
-                for i in key_order(rows, self.plan.key()) {
+                for i in key_order(rows, self.plan.lock_order()) {
                     sqlx::raw_sql("SAVEPOINT weir_row")
                         .execute(&mut *tx)
                         .await?;
