@@ -185,6 +185,57 @@ impl PreloadedLookup {
         Ok(self.table.get(key))
     }
 
+    /// Every record's row, looked up one after another before any record is written. The
+    /// lookups are independent, so the CPU overlaps their cache misses: a table of 100,000 rows
+    /// is out of cache, and a probe between two record writes waited for each of its misses.
+    fn rows_of<'a>(&'a self, records: &[Record]) -> Result<Vec<Option<&'a [Value]>>> {
+        let mut key = String::new();
+        records
+            .iter()
+            .map(|r| {
+                self.row_of(r, &mut key).map_err(|message| Error::Record {
+                    node: self.node.clone(),
+                    record: r.describe(),
+                    message,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes a record's output fields from its row: whether it is kept (`on_miss: drop`
+    /// drops a miss).
+    fn enrich(&self, r: &mut Record, row: Option<&[Value]>) -> Result<bool> {
+        let names = &self.settings.mapping.0;
+        match (row, self.settings.on_miss) {
+            (Some(row), _) => {
+                // Straight into the record: the row holds the output fields in the mapping's
+                // order, so there is no path to walk and no intermediate map per record.
+                let fields = r.fields_mut();
+                for ((name, _), value) in names.iter().zip(row) {
+                    fields.insert(name.clone(), value.clone());
+                }
+            }
+            (None, Policy::Null) => {
+                let fields = r.fields_mut();
+                for (name, _) in names {
+                    fields.insert(name.clone(), Value::Null);
+                }
+            }
+            (None, Policy::Drop) => {
+                self.metrics.record_errors.inc();
+                return Ok(false);
+            }
+            (None, Policy::Fail) => {
+                return Err(Error::Record {
+                    node: self.node.clone(),
+                    record: r.describe(),
+                    message: "its key is not in the lookup table (on_miss: fail)".into(),
+                })
+            }
+        }
+        Ok(true)
+    }
+
     fn restored_state(&self, restored: &BTreeMap<u32, Value>) -> Option<Value> {
         // Every worker holds the whole table; after a rescale the state of the lowest key group
         // this worker received is as good as any.
@@ -247,50 +298,31 @@ impl AsyncTransform for PreloadedLookup {
         Ok(())
     }
 
-    async fn process(&mut self, batch: Batch, out: &mut Output) -> Result<()> {
+    async fn process(&mut self, mut batch: Batch, out: &mut Output) -> Result<()> {
         self.apply_reloads().await?;
         #[cfg(feature = "kafka")]
         if let Some(f) = self.follower.as_mut() {
             f.apply_updates().map_err(|e| Error::fatal(&self.node, e))?;
         }
-        let mut kept = Vec::with_capacity(batch.records.len());
-        let mut key = String::new();
-        for mut r in batch.records {
-            let row = self.row_of(&r, &mut key).map_err(|message| Error::Record {
-                node: self.node.clone(),
-                record: r.describe(),
-                message,
-            })?;
-            match (row, self.settings.on_miss) {
-                (Some(row), _) => {
-                    // Straight into the record: the row holds the output fields in the mapping's
-                    // order, so there is no path to walk and no intermediate map per record.
-                    let fields = r.fields_mut();
-                    for ((name, _), value) in self.settings.mapping.0.iter().zip(row) {
-                        fields.insert(name.clone(), value.clone());
-                    }
-                }
-                (None, Policy::Null) => {
-                    let fields = r.fields_mut();
-                    for (name, _) in &self.settings.mapping.0 {
-                        fields.insert(name.clone(), Value::Null);
-                    }
-                }
-                (None, Policy::Drop) => {
-                    self.metrics.record_errors.inc();
-                    continue;
-                }
-                (None, Policy::Fail) => {
-                    return Err(Error::Record {
-                        node: self.node.clone(),
-                        record: r.describe(),
-                        message: "its key is not in the lookup table (on_miss: fail)".into(),
-                    })
-                }
+        let rows = self.rows_of(&batch.records)?;
+        // In place: records are not moved into a new batch (a record is ~150 bytes; moving
+        // every one was a tenth of this node's time).
+        let mut rows = rows.into_iter();
+        let mut failed = None;
+        batch.records.retain_mut(|r| {
+            let row = rows.next().flatten();
+            if failed.is_some() {
+                return true;
             }
-            kept.push(r);
+            self.enrich(r, row).unwrap_or_else(|e| {
+                failed = Some(e);
+                true
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
-        out.batches.push(Batch::new(batch.split, kept));
+        out.batches.push(batch);
         Ok(())
     }
 
