@@ -82,17 +82,35 @@ pub struct RestartSpec {
     pub interval: Option<Duration>,
 }
 
+/// exponential-delay with every default filled in: delays grow from `backoff` by `multiplier`
+/// up to `max_backoff`, and start over after a worker ran `reset_after` without failing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExponentialDelay {
+    pub backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+    pub multiplier: f64,
+    pub jitter: f64,
+    pub reset_after: std::time::Duration,
+    /// Restarts allowed without a healthy `reset_after` in between; `None`: unlimited.
+    pub attempts: Option<u32>,
+}
+
+impl ExponentialDelay {
+    /// Flink ≥ 1.19's default: 1s × 1.5 up to 1m, jitter 0.1, reset after 1h.
+    pub const DEFAULT: ExponentialDelay = ExponentialDelay {
+        backoff: std::time::Duration::from_secs(1),
+        max_backoff: std::time::Duration::from_secs(60),
+        multiplier: 1.5,
+        jitter: 0.1,
+        reset_after: std::time::Duration::from_secs(3600),
+        attempts: None,
+    };
+}
+
 /// A restart strategy with every default filled in.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Restart {
-    ExponentialDelay {
-        backoff: std::time::Duration,
-        max_backoff: std::time::Duration,
-        multiplier: f64,
-        jitter: f64,
-        reset_after: std::time::Duration,
-        attempts: Option<u32>,
-    },
+    ExponentialDelay(ExponentialDelay),
     FixedDelay {
         attempts: u32,
         delay: std::time::Duration,
@@ -106,35 +124,23 @@ pub enum Restart {
 }
 
 impl Restart {
-    /// Flink ≥ 1.19's default: exponential-delay, 1s × 1.5 up to 1m, jitter 0.1, reset after 1h.
-    pub const DEFAULT: Restart = Restart::ExponentialDelay {
-        backoff: std::time::Duration::from_secs(1),
-        max_backoff: std::time::Duration::from_secs(60),
-        multiplier: 1.5,
-        jitter: 0.1,
-        reset_after: std::time::Duration::from_secs(3600),
-        attempts: None,
-    };
+    /// Flink ≥ 1.19's default: exponential-delay ([`ExponentialDelay::DEFAULT`]).
+    pub const DEFAULT: Restart = Restart::ExponentialDelay(ExponentialDelay::DEFAULT);
 }
 
 impl fmt::Display for Restart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = |d: &std::time::Duration| humantime::format_duration(*d).to_string();
         match self {
-            Restart::ExponentialDelay {
-                backoff,
-                max_backoff,
-                multiplier,
-                attempts,
-                ..
-            } => {
+            Restart::ExponentialDelay(e) => {
                 write!(
                     f,
-                    "exponential-delay ({} × {multiplier} up to {}",
-                    d(backoff),
-                    d(max_backoff)
+                    "exponential-delay ({} × {} up to {}",
+                    d(&e.backoff),
+                    e.multiplier,
+                    d(&e.max_backoff)
                 )?;
-                match attempts {
+                match e.attempts {
                     Some(n) => write!(f, ", {n} attempts)"),
                     None => write!(f, ", unlimited attempts)"),
                 }
@@ -164,25 +170,15 @@ impl RestartSpec {
         let or = |v: Option<Duration>, d: std::time::Duration| v.map_or(d, Duration::as_std);
         match self.strategy {
             RestartStrategy::ExponentialDelay => {
-                let Restart::ExponentialDelay {
-                    backoff,
-                    max_backoff,
-                    multiplier,
-                    jitter,
-                    reset_after,
-                    ..
-                } = Restart::DEFAULT
-                else {
-                    unreachable!("the default is exponential-delay")
-                };
-                Restart::ExponentialDelay {
-                    backoff: or(self.backoff, backoff),
-                    max_backoff: or(self.max_backoff, max_backoff),
-                    multiplier: self.multiplier.unwrap_or(multiplier),
-                    jitter: self.jitter.unwrap_or(jitter),
-                    reset_after: or(self.reset_after, reset_after),
+                let default = ExponentialDelay::DEFAULT;
+                Restart::ExponentialDelay(ExponentialDelay {
+                    backoff: or(self.backoff, default.backoff),
+                    max_backoff: or(self.max_backoff, default.max_backoff),
+                    multiplier: self.multiplier.unwrap_or(default.multiplier),
+                    jitter: self.jitter.unwrap_or(default.jitter),
+                    reset_after: or(self.reset_after, default.reset_after),
                     attempts: self.attempts,
-                }
+                })
             }
             RestartStrategy::FixedDelay => Restart::FixedDelay {
                 attempts: self.attempts.unwrap_or(1),
@@ -250,12 +246,8 @@ impl RestartSpec {
                 ));
             }
         }
-        if let Restart::ExponentialDelay {
-            backoff,
-            max_backoff,
-            ..
-        } = self.resolve()
-        {
+        if let Restart::ExponentialDelay(e) = self.resolve() {
+            let (backoff, max_backoff) = (e.backoff, e.max_backoff);
             if backoff.is_zero() {
                 errors.push(SpecError::new(
                     format!("{at}.backoff"),

@@ -22,7 +22,9 @@ pub mod status;
 #[cfg(feature = "kube")]
 pub mod stream_job;
 
-pub use failure::{CircuitBreakerSpec, DeadLetterSpec, Restart, RestartSpec, RestartStrategy};
+pub use failure::{
+    CircuitBreakerSpec, DeadLetterSpec, ExponentialDelay, Restart, RestartSpec, RestartStrategy,
+};
 pub use pipeline::{CheckpointMode, CheckpointSpec, NodeSpec, PipelineSpec, SpecError};
 pub use units::{ByteSize, Duration};
 

@@ -631,21 +631,17 @@ sinks: [{ name: s, type: blackhole }]
             restart_of("checkpoint: { enabled: false }").unwrap(),
             Restart::None
         );
-        let Restart::ExponentialDelay {
-            backoff,
-            max_backoff,
-            multiplier,
-            jitter,
-            reset_after,
-            attempts,
-        } = restart_of("restart: { max_backoff: 10s }").unwrap()
-        else {
-            panic!("not exponential-delay")
+        let expected = crate::failure::ExponentialDelay {
+            max_backoff: std::time::Duration::from_secs(10),
+            ..crate::failure::ExponentialDelay::DEFAULT
         };
-        assert_eq!(backoff, std::time::Duration::from_secs(1));
-        assert_eq!(max_backoff, std::time::Duration::from_secs(10));
-        assert_eq!((multiplier, jitter, attempts), (1.5, 0.1, None));
-        assert_eq!(reset_after, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            restart_of("restart: { max_backoff: 10s }").unwrap(),
+            Restart::ExponentialDelay(expected)
+        );
+        assert_eq!(expected.backoff, std::time::Duration::from_secs(1));
+        assert_eq!((expected.multiplier, expected.jitter), (1.5, 0.1));
+        assert_eq!(expected.reset_after, std::time::Duration::from_secs(3600));
         assert_eq!(
             restart_of("restart: { strategy: fixed-delay, attempts: 3, delay: 10s }").unwrap(),
             Restart::FixedDelay {

@@ -72,6 +72,16 @@ impl Error {
             message: message.to_string(),
         }
     }
+    /// A record `node` could not handle, rendered short ([`Record::describe`]).
+    ///
+    /// [`Record::describe`]: crate::record::Record::describe
+    pub fn record(node: &str, record: &crate::record::Record, message: impl Into<String>) -> Self {
+        Error::Record {
+            node: node.to_string(),
+            record: record.describe(),
+            message: message.into(),
+        }
+    }
     pub fn fatal(node: impl Into<String>, message: impl fmt::Display) -> Self {
         Error::Fatal {
             node: node.into(),

@@ -5,6 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::error::Error;
+use crate::record::Record;
+
 /// `on_error` of a node. Nodes without a dead-letter target use `OnError` (= `OnError<NoDeadLetter>`),
 /// which refuses `dead_letter` with a clear error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -20,6 +23,20 @@ pub enum OnError<D = NoDeadLetter> {
 }
 
 impl<D> OnError<D> {
+    /// A record this node cannot process, for a node that writes no dead letters itself
+    /// (`dead_letter` then counts as `fail`): under `fail`, the error that stops the job,
+    /// naming the node, the record and `why`; under `skip`, `Ok` after a warning. Counting it
+    /// is the caller's.
+    pub fn reject(&self, node: &str, record: &Record, why: String) -> crate::error::Result<()> {
+        match self {
+            OnError::Fail | OnError::DeadLetter(_) => Err(Error::record(node, record, why)),
+            OnError::Skip => {
+                tracing::warn!(node, record = %record.describe(), "skipped: {why}");
+                Ok(())
+            }
+        }
+    }
+
     /// The dead-letter target, when the policy is `dead_letter`.
     pub fn dead_letter(&self) -> Option<&D> {
         match self {

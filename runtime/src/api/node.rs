@@ -56,6 +56,25 @@ impl NodeConfig {
     }
 }
 
+#[cfg(test)]
+impl NodeConfig {
+    /// The node at `path` (`sinks[0]`) of type `kind` (also its name) with `config`, a JSON
+    /// object: what a connector's config tests resolve. Parallelism 1, default checkpoints.
+    pub fn for_test(path: &str, kind: &str, config: Value) -> Self {
+        NodeConfig {
+            path: path.into(),
+            spec: NodeSpec {
+                name: kind.into(),
+                kind: kind.into(),
+                config: config.as_object().cloned().expect("a JSON object"),
+                ..Default::default()
+            },
+            parallelism: 1,
+            checkpoint: CheckpointSpec::default(),
+        }
+    }
+}
+
 /// A connector's settings as written in the spec, in one shape for every connector: a serde
 /// struct (`deny_unknown_fields`) in the connector's `config.rs`, and [`ConnectorConfig::resolve`],
 /// pure (no I/O), which does every check and returns what the connector runs with. A custom

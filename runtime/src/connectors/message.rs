@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::record::{JsonObject, Record};
@@ -50,19 +50,31 @@ impl ValueFormat {
     }
 }
 
+/// `value_field:` when unset: where a value kept whole (string, bytes) goes.
+pub fn default_value_field() -> String {
+    "value".into()
+}
+
 /// Bytes as a JSON string, base64-encoded.
 pub fn base64(bytes: &[u8]) -> Value {
     Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// The `metadata:` entries that are set, as (key, field name), for the checks.
-pub fn set_names<'a, const N: usize>(
-    entries: [(&'static str, &'a Option<String>); N],
-) -> Vec<(&'static str, &'a str)> {
-    entries
-        .into_iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
-        .collect()
+/// The `metadata:` entries that are set, as (key, field name) in the order of the source's
+/// `MetadataFields` (a struct of `Option<String>`), for the checks. Read through serde, so each
+/// source writes its keys once, in the struct.
+pub fn set_names(metadata: &impl Serialize) -> Vec<(String, String)> {
+    match serde_json::to_value(metadata) {
+        Ok(Value::Object(fields)) => fields
+            .into_iter()
+            .filter_map(|(key, name)| match name {
+                Value::String(name) => Some((key, name)),
+                _ => None,
+            })
+            .collect(),
+        // Not a struct: it names no fields.
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -95,8 +107,19 @@ mod tests {
 
     #[test]
     fn only_set_metadata_entries_are_named() {
-        let (a, b) = (Some("x".to_string()), None);
-        assert_eq!(set_names([("a", &a), ("b", &b)]), vec![("a", "x")]);
+        #[derive(Serialize)]
+        struct Metadata {
+            b: Option<String>,
+            a: Option<String>,
+            c: Option<String>,
+        }
+        let m = Metadata {
+            b: Some("y".into()),
+            a: None,
+            c: Some("x".into()),
+        };
+        let names = [("b".to_string(), "y".to_string()), ("c".into(), "x".into())];
+        assert_eq!(set_names(&m), names, "set ones only, in declaration order");
         assert_eq!(ValueFormat::Json.field("value"), None);
         assert_eq!(ValueFormat::Bytes.field("value"), Some("value"));
     }

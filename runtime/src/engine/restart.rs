@@ -96,35 +96,28 @@ impl Restarts {
                     attempt: self.attempts,
                 }
             }
-            Restart::ExponentialDelay {
-                backoff,
-                max_backoff,
-                multiplier,
-                jitter,
-                reset_after,
-                attempts,
-            } => {
+            Restart::ExponentialDelay(e) => {
                 // A worker that ran `reset_after` without failing starts over.
                 if self
                     .running_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= reset_after)
+                    .is_some_and(|t| now.saturating_duration_since(t) >= e.reset_after)
                 {
                     self.attempts = 0;
                 }
-                if attempts.is_some_and(|max| self.attempts >= max) {
+                if e.attempts.is_some_and(|max| self.attempts >= max) {
                     return Decision::GiveUp {
                         why: format!(
                             "exponential-delay allows {} restart(s) without a healthy {} in between, all used",
                             self.attempts,
-                            humantime::format_duration(reset_after)
+                            humantime::format_duration(e.reset_after)
                         ),
                     };
                 }
                 let policy = RetryPolicy {
-                    backoff,
-                    max_backoff,
-                    multiplier,
-                    jitter,
+                    backoff: e.backoff,
+                    max_backoff: e.max_backoff,
+                    multiplier: e.multiplier,
+                    jitter: e.jitter,
                     max_attempts: None,
                     max_elapsed: None,
                 };
@@ -143,6 +136,7 @@ impl Restarts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_crds::ExponentialDelay;
 
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
@@ -197,14 +191,14 @@ mod tests {
 
     #[test]
     fn exponential_delay_with_attempts_gives_up_until_a_reset() {
-        let strategy = Restart::ExponentialDelay {
+        let strategy = Restart::ExponentialDelay(ExponentialDelay {
             backoff: secs(1.0),
             max_backoff: secs(4.0),
             multiplier: 2.0,
             jitter: 0.0,
             reset_after: secs(60.0),
             attempts: Some(3),
-        };
+        });
         let mut r = Restarts::new(strategy);
         let got = delays(&mut r, &[0.0, 2.0, 5.0, 10.0]);
         assert_eq!(got[..3], [Ok(1.0), Ok(2.0), Ok(4.0)]);

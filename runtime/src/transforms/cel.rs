@@ -141,7 +141,7 @@ struct Shape {
 
 /// Depth of the tree and most macros on one path from the root.
 fn shape(e: &cel_parser::Expression) -> Shape {
-    use cel_parser::ast::{EntryExpr, Expr};
+    use cel_parser::ast::{EntryExpr, Expr, MapExpr, StructExpr};
     let children: Vec<&cel_parser::Expression> = match &e.expr {
         Expr::Call(c) => c.target.iter().map(|t| &**t).chain(&c.args).collect(),
         Expr::Comprehension(c) => vec![
@@ -152,16 +152,7 @@ fn shape(e: &cel_parser::Expression) -> Shape {
             &*c.result,
         ],
         Expr::List(l) => l.elements.iter().collect(),
-        Expr::Map(m) => m
-            .entries
-            .iter()
-            .flat_map(|en| match &en.expr {
-                EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
-                EntryExpr::StructField(f) => vec![&f.value],
-            })
-            .collect(),
-        Expr::Struct(s) => s
-            .entries
+        Expr::Map(MapExpr { entries }) | Expr::Struct(StructExpr { entries, .. }) => entries
             .iter()
             .flat_map(|en| match &en.expr {
                 EntryExpr::MapEntry(me) => vec![&me.key, &me.value],

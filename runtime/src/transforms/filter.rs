@@ -1,11 +1,12 @@
 //! `filter`: keeps the records for which a CEL expression is true.
 
+use std::collections::BTreeMap;
+
 use cel_interpreter::{Context, Value as Cel};
 use serde::Deserialize;
 
 use super::cel::Expr;
 use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
-use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
 use crate::registry::Registry;
@@ -27,11 +28,7 @@ struct Filter {
 }
 
 impl Transform for Filter {
-    fn open(
-        &mut self,
-        ctx: &NodeContext,
-        _: std::collections::BTreeMap<u32, serde_json::Value>,
-    ) -> Result<()> {
+    fn open(&mut self, ctx: &NodeContext, _: BTreeMap<u32, serde_json::Value>) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = ctx.metrics.clone();
         Ok(())
@@ -52,18 +49,7 @@ impl Transform for Filter {
                 Err(e) => format!("cannot evaluate {:?}: {e}", self.expr.source),
             };
             self.metrics.record_errors.inc();
-            match self.on_error {
-                OnError::Fail | OnError::DeadLetter(_) => {
-                    failure = Some(Error::Record {
-                        node: self.node.clone(),
-                        record: r.describe(),
-                        message: why,
-                    })
-                }
-                OnError::Skip => {
-                    tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}")
-                }
-            }
+            failure = self.on_error.reject(&self.node, r, why).err();
             false
         });
         if let Some(e) = failure {

@@ -1,12 +1,13 @@
 //! `map`: computes fields with CEL expressions. `mode: extend` (default) keeps the input fields
 //! and sets the computed ones; `mode: project` keeps only the computed fields (in order).
 
+use std::collections::BTreeMap;
+
 use cel_interpreter::Context;
 use serde::Deserialize;
 
 use super::cel::{to_json, Expr};
 use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
-use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
 use crate::ordered::OrderedMap;
@@ -68,11 +69,7 @@ impl MapTransform {
 }
 
 impl Transform for MapTransform {
-    fn open(
-        &mut self,
-        ctx: &NodeContext,
-        _: std::collections::BTreeMap<u32, serde_json::Value>,
-    ) -> Result<()> {
+    fn open(&mut self, ctx: &NodeContext, _: BTreeMap<u32, serde_json::Value>) -> Result<()> {
         self.node = ctx.node.clone();
         self.metrics = ctx.metrics.clone();
         Ok(())
@@ -85,18 +82,7 @@ impl Transform for MapTransform {
                 Ok(m) => records.push(m),
                 Err(why) => {
                     self.metrics.record_errors.inc();
-                    match self.on_error {
-                        OnError::Fail | OnError::DeadLetter(_) => {
-                            return Err(Error::Record {
-                                node: self.node.clone(),
-                                record: r.describe(),
-                                message: why,
-                            })
-                        }
-                        OnError::Skip => {
-                            tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}")
-                        }
-                    }
+                    self.on_error.reject(&self.node, r, why)?;
                 }
             }
         }

@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
-use super::watermark::{combined, SplitClock};
+use super::watermark::{combined, Monotonic, SplitClock};
 
 pub struct SplitWatermarks {
     bound_ms: i64,
     idle_ms: Option<i64>,
     clocks: HashMap<String, SplitClock>,
-    current: Option<i64>,
+    current: Monotonic,
 }
 
 impl SplitWatermarks {
@@ -20,7 +20,7 @@ impl SplitWatermarks {
             bound_ms,
             idle_ms,
             clocks: HashMap::new(),
-            current: None,
+            current: Monotonic::default(),
         }
     }
 
@@ -52,10 +52,7 @@ impl SplitWatermarks {
     pub fn current(&mut self, now_ms: i64) -> Option<i64> {
         let w =
             combined(&self.clocks, self.bound_ms, self.idle_ms, now_ms).filter(|w| *w != i64::MIN);
-        if let Some(w) = w {
-            self.current = Some(self.current.map_or(w, |c| c.max(w)));
-        }
-        self.current
+        self.current.advance(w)
     }
 }
 

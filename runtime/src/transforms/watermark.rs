@@ -9,7 +9,6 @@ use serde_json::Value;
 use weir_crds::Duration;
 
 use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
-use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
 use crate::record::Record;
@@ -68,6 +67,21 @@ pub enum EventTime {
     Attribute { name: String, format: TimeFormat },
     /// A field of the record.
     Field { name: String, format: TimeFormat },
+}
+
+/// A source config that reads `event_time:` in its own spelling (Kafka, Kinesis, Pub/Sub): the
+/// spelling is declared once per source, the parsing written once here.
+pub trait EventTimeSource {
+    /// How this source spells `event_time:`.
+    const EVENT_TIME: EventTimeForms;
+
+    /// For `#[serde(deserialize_with = "Config::deserialize_event_time")]` on the config's
+    /// `event_time` field.
+    fn deserialize_event_time<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<EventTime>, D::Error> {
+        Self::EVENT_TIME.deserialize(d)
+    }
 }
 
 /// How one source spells `event_time:`.
@@ -160,8 +174,9 @@ impl EventTimeForms {
         has_watermark: bool,
         has_event_time: bool,
         value_field: Option<&str>,
-        metadata: &[(&str, &str)],
+        metadata: &impl serde::Serialize,
     ) -> Result<()> {
+        let metadata = crate::connectors::message::set_names(metadata);
         if has_watermark && !has_event_time {
             return Err(cfg.error("watermark", self.watermark_needs_event_time()));
         }
@@ -245,6 +260,22 @@ pub fn parse_time(v: &Value, format: TimeFormat) -> std::result::Result<i64, Str
     }
 }
 
+/// A source's watermark as emitted: the highest value offered so far, so it never goes back
+/// (a split or clock that wakes up behind does not move it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Monotonic(Option<i64>);
+
+impl Monotonic {
+    /// Offers `candidate` (nothing when `None`) and returns the watermark now: `None` until a
+    /// first value was offered.
+    pub fn advance(&mut self, candidate: Option<i64>) -> Option<i64> {
+        if let Some(w) = candidate {
+            self.0 = Some(self.0.map_or(w, |c| c.max(w)));
+        }
+        self.0
+    }
+}
+
 /// Per-split progress, and the watermark rule as a pure function of it.
 #[derive(Debug, Default, Clone)]
 pub struct SplitClock {
@@ -305,7 +336,9 @@ impl Transform for Watermarks {
                 return false;
             }
             let t = match &self.config.field {
-                None => r.event_time.ok_or_else(|| "the record has no event time (set `field`)".to_string()),
+                None => r
+                    .event_time
+                    .ok_or_else(|| "the record has no event time (set `field`)".to_string()),
                 // One field: read without building a record still in its JSON text.
                 Some(f) => match r.get(f) {
                     None => Err(format!("no field {f:?}")),
@@ -320,12 +353,7 @@ impl Transform for Watermarks {
                 }
                 Err(why) => {
                     self.metrics.record_errors.inc();
-                    match self.config.on_error {
-                        OnError::Fail | OnError::DeadLetter(_) => {
-                            failure = Some(Error::Record { node: self.node.clone(), record: r.describe(), message: why })
-                        }
-                        OnError::Skip => tracing::warn!(node = %self.node, record = %r.describe(), "skipped: {why}"),
-                    }
+                    failure = self.config.on_error.reject(&self.node, r, why).err();
                     false
                 }
             }

@@ -16,6 +16,11 @@ use serde::Deserialize;
 use crate::api::NodeConfig;
 use crate::error::Result;
 
+/// `request_timeout:` of an AWS node when unset: the limit of one request.
+pub fn default_request_timeout() -> weir_crds::Duration {
+    weir_crds::Duration::from_secs(30)
+}
+
 /// `credentials:` of an AWS node; every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,22 +187,9 @@ impl AwsConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_crds::{CheckpointSpec, NodeSpec};
 
     fn cfg() -> NodeConfig {
-        NodeConfig {
-            path: "sinks[0]".into(),
-            spec: NodeSpec {
-                name: "out".into(),
-                kind: "kinesis".into(),
-                input: None,
-                inputs: None,
-                config: Default::default(),
-                ..Default::default()
-            },
-            parallelism: 1,
-            checkpoint: CheckpointSpec::default(),
-        }
+        NodeConfig::for_test("sinks[0]", "kinesis", serde_json::json!({}))
     }
 
     fn err(c: AwsConnection) -> String {

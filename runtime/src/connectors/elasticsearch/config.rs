@@ -563,22 +563,8 @@ impl ConnectorConfig for ElasticsearchSinkConfig {
 /// The settings of a sink node written as YAML (path `sinks[0]`), for the tests of this folder.
 #[cfg(test)]
 pub(crate) fn parse_yaml(yaml: &str) -> Result<Settings> {
-    let config: serde_json::Map<String, serde_json::Value> =
-        serde_norway::from_str(yaml).expect("test YAML");
-    NodeConfig {
-        path: "sinks[0]".into(),
-        spec: weir_crds::NodeSpec {
-            name: "es".into(),
-            kind: "elasticsearch".into(),
-            input: None,
-            inputs: None,
-            config,
-            ..Default::default()
-        },
-        parallelism: 1,
-        checkpoint: Default::default(),
-    }
-    .resolve::<ElasticsearchSinkConfig>()
+    let config: serde_json::Value = serde_norway::from_str(yaml).expect("test YAML");
+    NodeConfig::for_test("sinks[0]", "elasticsearch", config).resolve::<ElasticsearchSinkConfig>()
 }
 
 #[cfg(test)]

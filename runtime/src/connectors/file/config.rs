@@ -11,18 +11,15 @@ pub enum FileFormat {
     Csv,
 }
 
+/// `csv:` options; an unset one takes its value from [`CsvOptions::default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CsvOptions {
-    #[serde(default = "yes")]
     pub header: bool,
-    #[serde(default = "comma")]
     pub delimiter: String,
     /// Column names when the file has no header row.
-    #[serde(default)]
     pub columns: Vec<String>,
     /// Turn values that parse as integers or floats into numbers.
-    #[serde(default)]
     pub infer_types: bool,
 }
 
@@ -35,13 +32,6 @@ impl Default for CsvOptions {
             infer_types: false,
         }
     }
-}
-
-fn yes() -> bool {
-    true
-}
-fn comma() -> String {
-    ",".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -69,12 +69,11 @@ impl Format {
     }
 }
 
+/// `csv:` options; an unset one takes its value from [`CsvConfig::default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CsvConfig {
-    #[serde(default = "yes")]
     pub header: bool,
-    #[serde(default = "comma")]
     pub delimiter: String,
 }
 
@@ -82,17 +81,13 @@ impl Default for CsvConfig {
     fn default() -> Self {
         CsvConfig {
             header: true,
-            delimiter: comma(),
+            delimiter: ",".into(),
         }
     }
 }
 
 fn yes() -> bool {
     true
-}
-
-fn comma() -> String {
-    ",".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -294,22 +294,12 @@ mod tests {
         }
     }
 
-    fn fail() -> impl FnMut(&Record, String) -> Result<()> {
-        |r: &Record, m: String| {
-            Err(Error::Record {
-                node: "out".into(),
-                record: r.describe(),
-                message: m,
-            })
-        }
-    }
-
     #[test]
     fn json_lines_keep_field_order() {
         let mut e = factory(Format::Json, None, false).create(&[]).unwrap();
         e.write(
             &[rec(json!({"b": 1, "a": "x"})), rec(json!({"n": null}))],
-            &mut fail(),
+            &mut super::super::tests::fail(),
         )
         .unwrap();
         assert_eq!(
@@ -334,7 +324,7 @@ mod tests {
                 decoded("{\n  \"p\": 1\n}"),
                 changed,
             ],
-            &mut fail(),
+            &mut super::super::tests::fail(),
         )
         .unwrap();
         assert_eq!(
@@ -351,7 +341,7 @@ mod tests {
         ];
         let mut f = factory(Format::Csv, None, true);
         let mut e = f.create(&records).unwrap();
-        e.write(&records, &mut fail()).unwrap();
+        e.write(&records, &mut super::super::tests::fail()).unwrap();
         let text = String::from_utf8(e.output().clone()).unwrap();
         assert_eq!(
             text,
@@ -370,7 +360,10 @@ mod tests {
             .unwrap();
         let bad = rec(json!({"a": 1, "b": 2}));
         let err = e
-            .write(&[rec(json!({"a": 0})), bad.clone()], &mut fail())
+            .write(
+                &[rec(json!({"a": 0})), bad.clone()],
+                &mut super::super::tests::fail(),
+            )
             .unwrap_err()
             .to_string();
         assert!(

@@ -212,16 +212,6 @@ mod tests {
         }
     }
 
-    fn fail() -> impl FnMut(&Record, String) -> Result<()> {
-        |r: &Record, m: String| {
-            Err(Error::Record {
-                node: "out".into(),
-                record: r.describe(),
-                message: m,
-            })
-        }
-    }
-
     fn bytes_of(mut e: ParquetEncoder) -> Bytes {
         e.finish().unwrap();
         Bytes::from(std::mem::take(e.output()))
@@ -240,10 +230,10 @@ mod tests {
             .map(|i| rec(json!({"id": i, "name": format!("n{i}"), "at": 1_700_000_000_000i64 + i, "ok": i % 2 == 0})))
             .collect();
         let mut e = layout.encoder(&records).unwrap();
-        e.write(&records, &mut fail()).unwrap();
+        e.write(&records, &mut super::super::tests::fail()).unwrap();
         e.write(
             &[rec(json!({"id": 10, "at": "2024-01-01T00:00:00Z"}))],
-            &mut fail(),
+            &mut super::super::tests::fail(),
         )
         .unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes_of(e)).unwrap();
@@ -268,7 +258,10 @@ mod tests {
             rec(json!({"id": 3})),
         ];
         let mut e = layout.encoder(&records).unwrap();
-        let err = e.write(&records, &mut fail()).unwrap_err().to_string();
+        let err = e
+            .write(&records, &mut super::super::tests::fail())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(r#"out: record {"id":"seven"}: does not fit the Parquet schema"#),
             "{err}"
@@ -304,10 +297,13 @@ mod tests {
         let mut layout = ParquetLayout::new(None, Compression::None);
         let first = [rec(json!({"a": 1, "b": "x", "c": 1.5, "d": null}))];
         let mut e = layout.encoder(&first).unwrap();
-        e.write(&first, &mut fail()).unwrap();
+        e.write(&first, &mut super::super::tests::fail()).unwrap();
         // "d" was null in the first records: a string column takes its later values.
-        e.write(&[rec(json!({"a": 2, "d": "later"}))], &mut fail())
-            .unwrap();
+        e.write(
+            &[rec(json!({"a": 2, "d": "later"}))],
+            &mut super::super::tests::fail(),
+        )
+        .unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes_of(e)).unwrap();
         let types: Vec<DataType> = reader
             .schema()

@@ -157,11 +157,7 @@ fn bad_record(
 ) -> Result<()> {
     errors.inc();
     match policy {
-        OnError::Fail | OnError::DeadLetter(_) => Err(Error::Record {
-            node: node.to_string(),
-            record: record.describe(),
-            message,
-        }),
+        OnError::Fail | OnError::DeadLetter(_) => Err(Error::record(node, record, message)),
         OnError::Skip => {
             tracing::debug!(node, record = %record.describe(), message, "skipping a record");
             Ok(())

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use bytes::Bytes;
 use serde_json::{json, Value};
-use weir_crds::NodeSpec;
 
 use super::*;
 use crate::api::{Barrier, Batch, NodeConfig, NodeContext, Record, TwoPhaseSink};
@@ -16,18 +15,13 @@ use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::registry::Registry;
 
+/// The bad-record handler of a sink with `on_error: fail`, for the encoders' tests.
+pub(super) fn fail() -> impl FnMut(&Record, String) -> crate::error::Result<()> {
+    |r: &Record, why: String| crate::on_error::OnError::<()>::Fail.reject("out", r, why)
+}
+
 pub(super) fn node_config(config: Value) -> NodeConfig {
-    NodeConfig {
-        path: "sinks[0]".into(),
-        spec: NodeSpec {
-            name: "out".into(),
-            kind: "filesystem".into(),
-            config: config.as_object().cloned().expect("an object"),
-            ..Default::default()
-        },
-        parallelism: 1,
-        checkpoint: Default::default(),
-    }
+    NodeConfig::for_test("sinks[0]", "filesystem", config)
 }
 
 fn ctx(worker: u32) -> NodeContext {

@@ -5,7 +5,9 @@ use weir_crds::Duration;
 
 use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::aws::arn::{self, ResourceKind};
+use crate::connectors::aws::connection::default_request_timeout;
 use crate::connectors::aws::connection::{AwsConnection, AwsCredentials};
+use crate::connectors::aws::put::config::default_max_concurrency;
 use crate::connectors::aws::put::config::{self as put, BatchConfig, Ordering, PutSettings};
 use crate::connectors::aws::put::dead_letter::DeadLetterPath;
 use crate::connectors::aws::put::Limits;
@@ -44,7 +46,7 @@ pub struct FirehoseSinkConfig {
     pub record_delimiter: String,
     #[serde(default)]
     pub batch: BatchConfig,
-    #[serde(default = "default_concurrency")]
+    #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
     /// Retries of refused entries and failed requests. Default: backoff 100ms, max_backoff
     /// 10s, 20 attempts.
@@ -52,20 +54,12 @@ pub struct FirehoseSinkConfig {
     #[serde(default)]
     pub on_error: OnError<DeadLetterPath>,
     /// Limit of one request.
-    #[serde(default = "default_timeout")]
+    #[serde(default = "default_request_timeout")]
     pub request_timeout: Duration,
 }
 
 fn default_delimiter() -> String {
     "\n".into()
-}
-
-fn default_concurrency() -> usize {
-    8
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
 }
 
 /// PutRecordBatch: 500 records and 4 MiB per request, 1000 KiB per record.
@@ -145,38 +139,21 @@ impl ConnectorConfig for FirehoseSinkConfig {
 mod tests {
     use super::*;
 
-    fn resolve(cfg: &NodeConfig) -> Result<Settings> {
-        cfg.resolve::<FirehoseSinkConfig>()
+    fn resolve(v: Value) -> Result<Settings> {
+        NodeConfig::for_test("sinks[1]", "firehose", v).resolve::<FirehoseSinkConfig>()
     }
     use serde_json::{json, Value};
-    use weir_crds::{CheckpointSpec, NodeSpec};
-
-    fn node(v: Value) -> NodeConfig {
-        NodeConfig {
-            path: "sinks[1]".into(),
-            spec: NodeSpec {
-                name: "archive".into(),
-                kind: "firehose".into(),
-                input: None,
-                inputs: None,
-                config: v.as_object().unwrap().clone(),
-                ..Default::default()
-            },
-            parallelism: 1,
-            checkpoint: CheckpointSpec::default(),
-        }
-    }
 
     #[test]
     fn names_arns_and_defaults() {
-        let s = resolve(&node(json!({"delivery_stream": "d1"}))).unwrap();
+        let s = resolve(json!({"delivery_stream": "d1"})).unwrap();
         assert_eq!(s.delivery_stream, "d1");
         assert_eq!(s.record_delimiter, b"\n");
         assert_eq!(s.put.limits, LIMITS);
-        let a = resolve(&node(json!({
+        let a = resolve(json!({
             "delivery_stream": "arn:aws:firehose:eu-west-1:123456789012:deliverystream/d1",
             "record_delimiter": ""
-        })))
+        }))
         .unwrap();
         assert_eq!(a.delivery_stream, "d1");
         assert_eq!(a.connection.region.as_deref(), Some("eu-west-1"));
@@ -211,7 +188,7 @@ mod tests {
                 "sinks[1].value_field:",
             ),
         ] {
-            let e = resolve(&node(v.clone())).unwrap_err().to_string();
+            let e = resolve(v.clone()).unwrap_err().to_string();
             assert!(e.contains(needle), "{v}: {e}");
         }
     }

@@ -131,29 +131,24 @@ impl PutService for FirehoseService {
 
     async fn put(&self, entries: &[Entry]) -> std::result::Result<Vec<Outcome>, RequestError> {
         let client = self.client.as_ref().expect("opened before writing");
-        let mut records = Vec::with_capacity(entries.len());
-        for e in entries {
-            records.push(
+        let records = entries
+            .iter()
+            .map(|e| {
                 FirehoseRecord::builder()
                     .data(Blob::new(e.data.to_vec()))
                     .build()
-                    .map_err(RequestError::unbuildable)?,
-            );
-        }
-        match client
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(RequestError::unbuildable)?;
+        let answer = client
             .put_record_batch()
             .delivery_stream_name(&self.settings.delivery_stream)
             .set_records(Some(records))
             .send()
-            .await
-        {
-            Ok(out) => Ok(out
-                .request_responses
-                .into_iter()
-                .map(|r| Outcome::of(r.error_code, r.error_message))
-                .collect()),
-            Err(e) => Err(RequestError::of_call(&e)),
-        }
+            .await;
+        Outcome::all(answer.map(|out| out.request_responses), |r| {
+            (r.error_code, r.error_message)
+        })
     }
 
     fn target(&self) -> String {

@@ -439,20 +439,9 @@ mod tests {
     use crate::api::{ConnectorConfig, NodeConfig};
     use crate::connectors::jdbc::config::JdbcSinkConfig;
     use serde_json::json;
-    use weir_crds::NodeSpec;
 
     pub(crate) fn settings(config: Value) -> SinkSettings {
-        let cfg = NodeConfig {
-            path: "sinks[0]".into(),
-            spec: NodeSpec {
-                name: "db".into(),
-                kind: "jdbc".into(),
-                config: config.as_object().cloned().unwrap(),
-                ..Default::default()
-            },
-            parallelism: 1,
-            checkpoint: Default::default(),
-        };
+        let cfg = NodeConfig::for_test("sinks[0]", "jdbc", config);
         let c: JdbcSinkConfig = cfg.parse().unwrap();
         c.resolve(&cfg).unwrap()
     }
@@ -461,20 +450,11 @@ mod tests {
     fn the_largest_batch_defaults_to_ten_batches_and_is_never_below_one() {
         let s = settings(json!({"url": "postgres://h/db", "table": "t", "batch_size": 500}));
         assert_eq!((s.batch_size, s.max_batch_size), (500, 5000));
-        let cfg = NodeConfig {
-            path: "sinks[0]".into(),
-            spec: NodeSpec {
-                name: "db".into(),
-                kind: "jdbc".into(),
-                config: json!({"url": "postgres://h/db", "table": "t", "batch_size": 500, "max_batch_size": 10})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-                ..Default::default()
-            },
-            parallelism: 1,
-            checkpoint: Default::default(),
-        };
+        let cfg = NodeConfig::for_test(
+            "sinks[0]",
+            "jdbc",
+            json!({"url": "postgres://h/db", "table": "t", "batch_size": 500, "max_batch_size": 10}),
+        );
         let c: JdbcSinkConfig = cfg.parse().unwrap();
         let e = c.resolve(&cfg).unwrap_err().to_string();
         assert!(

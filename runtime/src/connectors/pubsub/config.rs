@@ -5,17 +5,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use weir_crds::{ByteSize, Duration};
 
 use crate::api::{ConnectorConfig, NodeConfig};
-use crate::connectors::message::set_names;
+use crate::connectors::message::default_value_field;
 pub use crate::connectors::message::ValueFormat;
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
 use crate::transforms::watermark::WatermarkSettings;
-use crate::transforms::watermark::{EventTime, EventTimeForms};
+use crate::transforms::watermark::{EventTime, EventTimeForms, EventTimeSource};
 
 /// Where the Pub/Sub API is. Shared by the source and the sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +94,10 @@ pub struct PubsubSourceConfig {
     pub value_field: String,
     #[serde(default)]
     pub metadata: MetadataFields,
-    #[serde(default, deserialize_with = "event_time")]
+    #[serde(
+        default,
+        deserialize_with = "PubsubSourceConfig::deserialize_event_time"
+    )]
     pub event_time: Option<EventTime>,
     #[serde(default)]
     pub watermark: Option<WatermarkSettings>,
@@ -124,12 +127,9 @@ fn default_dedup_window() -> Duration {
 fn default_batch_size() -> usize {
     1000
 }
-fn default_value_field() -> String {
-    "value".into()
-}
 
 /// Names of the fields that receive each message's metadata; unset ones are left out.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataFields {
     pub message_id: Option<String>,
@@ -141,28 +141,12 @@ pub struct MetadataFields {
     pub attributes: Option<String>,
 }
 
-impl MetadataFields {
-    fn names(&self) -> Vec<(&'static str, &str)> {
-        set_names([
-            ("message_id", &self.message_id),
-            ("publish_time", &self.publish_time),
-            ("ordering_key", &self.ordering_key),
-            ("attributes", &self.attributes),
-        ])
-    }
-}
-
-/// How this source spells `event_time:`.
-pub const EVENT_TIME: EventTimeForms = EventTimeForms {
-    system: "publish_time",
-    system_is: "publish time",
-    attributes: true,
-};
-
-fn event_time<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<EventTime>, D::Error> {
-    EVENT_TIME.deserialize(d)
+impl EventTimeSource for PubsubSourceConfig {
+    const EVENT_TIME: EventTimeForms = EventTimeForms {
+        system: "publish_time",
+        system_is: "publish time",
+        attributes: true,
+    };
 }
 
 /// A checked source configuration.
@@ -423,7 +407,7 @@ impl ConnectorConfig for PubsubSourceConfig {
         }
         let value_field = c.format.field(&c.value_field);
         let (watermark, event_time) = (c.watermark.is_some(), c.event_time.is_some());
-        EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata.names())?;
+        Self::EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata)?;
         if let Some(w) = &c.watermark {
             if w.idle_timeout.is_some_and(|d| d.as_std().is_zero()) {
                 return Err(cfg.error("watermark.idle_timeout", "must be more than 0s"));

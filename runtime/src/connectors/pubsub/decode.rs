@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::config::{MetadataFields, PubsubSourceConfig, ValueFormat, EVENT_TIME};
+use super::config::PubsubSourceConfig;
 use crate::record::Record;
-use crate::transforms::watermark::EventTime;
+use crate::transforms::watermark::EventTimeSource;
 
 /// The parts of a message the decoder reads.
 #[derive(Debug, Clone)]
@@ -21,36 +21,33 @@ pub struct RawMessage<'a> {
     pub ordering_key: &'a str,
 }
 
-pub struct Decoder {
-    format: ValueFormat,
-    value_field: String,
-    metadata: MetadataFields,
-    event_time: Option<EventTime>,
-}
+/// Decodes by the source's `format`, `value_field`, `metadata` and `event_time`.
+pub struct Decoder(PubsubSourceConfig);
 
 impl Decoder {
     pub fn new(c: &PubsubSourceConfig) -> Self {
-        Decoder {
-            format: c.format,
-            value_field: c.value_field.clone(),
-            metadata: c.metadata.clone(),
-            event_time: c.event_time.clone(),
-        }
+        Decoder(c.clone())
     }
 
     /// The record for `m`, or why it cannot be one.
     pub fn decode(&self, m: &RawMessage<'_>) -> Result<Record, String> {
-        let mut record = self.format.decode(m.data, &self.value_field, "data")?;
-        let event_time = match &self.event_time {
+        let c = &self.0;
+        let mut record = c.format.decode(m.data, &c.value_field, "data")?;
+        let event_time = match &c.event_time {
             Some(e) => {
                 let attribute = |name: &str| m.attributes.get(name).map(String::as_str);
-                Some(e.of(&EVENT_TIME, m.publish_ms, attribute, &record)?)
+                Some(e.of(
+                    &PubsubSourceConfig::EVENT_TIME,
+                    m.publish_ms,
+                    attribute,
+                    &record,
+                )?)
             }
             None => None,
         };
         // Metadata goes into the fields (which then no longer match the JSON text); without
         // it a JSON record stays unbuilt and is written as its original bytes.
-        let md = &self.metadata;
+        let md = &c.metadata;
         if let Some(f) = &md.message_id {
             record.fields_mut().insert(f.clone(), Value::from(m.id));
         }

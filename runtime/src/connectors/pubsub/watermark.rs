@@ -3,12 +3,14 @@
 //! without a message, the wall clock minus the same bound (a drained subscription must not hold
 //! windows open forever; a message that still comes older than that is late).
 
+use crate::transforms::watermark::Monotonic;
+
 pub struct Watermark {
     bound_ms: i64,
     idle_ms: Option<i64>,
     max_event: Option<i64>,
     last_seen_ms: i64,
-    current: Option<i64>,
+    current: Monotonic,
 }
 
 impl Watermark {
@@ -18,7 +20,7 @@ impl Watermark {
             idle_ms,
             max_event: None,
             last_seen_ms: now_ms,
-            current: None,
+            current: Monotonic::default(),
         }
     }
 
@@ -41,14 +43,7 @@ impl Watermark {
             .idle_ms
             .filter(|i| now_ms - self.last_seen_ms >= *i)
             .map(|_| now_ms - self.bound_ms - 1);
-        let w = match (from_events, idle) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(w) = w {
-            self.current = Some(self.current.map_or(w, |c| c.max(w)));
-        }
-        self.current
+        self.current.advance(from_events.max(idle))
     }
 }
 

@@ -403,22 +403,11 @@ pub fn max_param(query: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use weir_crds::NodeSpec;
 
     use super::*;
 
     fn node(config: serde_json::Value) -> NodeConfig {
-        let mut spec: NodeSpec = serde_json::from_value(json!({
-            "name": "enrich", "type": "async_lookup"
-        }))
-        .unwrap();
-        spec.config = config.as_object().unwrap().clone();
-        NodeConfig {
-            path: "transforms[0]".into(),
-            spec,
-            parallelism: 1,
-            checkpoint: Default::default(),
-        }
+        NodeConfig::for_test("transforms[0]", "async_lookup", config)
     }
 
     fn http(url: &str) -> serde_json::Value {

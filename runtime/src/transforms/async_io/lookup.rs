@@ -242,11 +242,7 @@ impl AsyncLookup {
                 transient: false,
             } => {
                 self.node_metrics.record_errors.inc();
-                return Err(Error::Record {
-                    node: self.node.clone(),
-                    record: record.describe(),
-                    message: why,
-                });
+                return Err(Error::record(&self.node, &record, why));
             }
         }
         Ok(())
@@ -471,22 +467,12 @@ mod tests {
     }
 
     fn operator(mode: &str, capacity: usize, client: Arc<Fake>) -> AsyncLookup {
-        let mut spec: weir_crds::NodeSpec =
-            serde_json::from_value(json!({"name": "enrich", "type": "async_lookup"})).unwrap();
-        spec.config = json!({
+        let config = json!({
             "mode": mode, "key": "id", "capacity": capacity,
             "client": {"type": "http", "url": "http://unused/{id}"},
             "fields": {"name": "name"},
-        })
-        .as_object()
-        .unwrap()
-        .clone();
-        let cfg = NodeConfig {
-            path: "transforms[0]".into(),
-            spec,
-            parallelism: 1,
-            checkpoint: Default::default(),
-        };
+        });
+        let cfg = NodeConfig::for_test("transforms[0]", "async_lookup", config);
         AsyncLookup::new(cfg.resolve::<AsyncLookupConfig>().unwrap(), "enrich").with_client(client)
     }
 

@@ -49,6 +49,12 @@ pub struct PutSettings {
 
 /// The retry policy of the put sinks: a throttled service is given time (up to 10 s between
 /// attempts) and an entry gets 20 attempts before `on_error` decides.
+/// `max_concurrency:` when unset: requests in flight at most (AIMD keeps it lower under
+/// throttling).
+pub fn default_max_concurrency() -> usize {
+    8
+}
+
 pub fn default_retry() -> RetryPolicy {
     RetryPolicy {
         max_backoff: std::time::Duration::from_secs(10),

@@ -54,6 +54,26 @@ impl Outcome {
             },
         }
     }
+
+    /// Every entry's result of one put call, in order, or the call's failure as a whole.
+    /// `code_and_message` reads an entry's answer (each API has its own type for it).
+    pub fn all<T, E, R>(
+        answer: std::result::Result<Vec<T>, SdkError<E, R>>,
+        code_and_message: impl Fn(T) -> (Option<String>, Option<String>),
+    ) -> std::result::Result<Vec<Outcome>, RequestError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: RawStatus + std::fmt::Debug + 'static,
+    {
+        let entries = answer.map_err(|e| RequestError::of_call(&e))?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let (code, message) = code_and_message(entry);
+                Outcome::of(code, message)
+            })
+            .collect())
+    }
 }
 
 impl RequestError {

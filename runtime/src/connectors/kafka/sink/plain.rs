@@ -67,11 +67,7 @@ impl Sink for PlainKafkaSink {
         let producer = self.producer()?;
         let mut bytes = 0u64;
         for r in &batch.records {
-            let m = encode(&self.settings, r).map_err(|message| Error::Record {
-                node: self.node.clone(),
-                record: r.describe(),
-                message,
-            })?;
+            let m = encode(&self.settings, r).map_err(|why| Error::record(&self.node, r, why))?;
             bytes += m.value.len() as u64;
             if let Err(e) = producer.send(&m).await {
                 if self.settings.delivery == Delivery::None {
@@ -81,11 +77,8 @@ impl Sink for PlainKafkaSink {
                     }
                     continue;
                 }
-                return Err(Error::Record {
-                    node: self.node.clone(),
-                    record: r.describe(),
-                    message: format!("cannot send to topic {}: {e}", m.topic),
-                });
+                let why = format!("cannot send to topic {}: {e}", m.topic);
+                return Err(Error::record(&self.node, r, why));
             }
         }
         if let Some(c) = &self.ctx {

@@ -370,6 +370,27 @@ impl TxnClient {
     }
 
     /// Forgets where a transactional id's coordinator is (after NOT_COORDINATOR or an I/O error).
+    /// One request to `transactional_id`'s coordinator; returns the error code `code_of` reads
+    /// from the answer. A failed call or `NOT_COORDINATOR` forgets the coordinator, so the next
+    /// call looks it up again.
+    async fn call_coordinator<R: Request>(
+        &mut self,
+        transactional_id: &str,
+        req: &R,
+        code_of: impl Fn(&R::Response) -> i16,
+    ) -> PResult<i16> {
+        let addr = self.coordinator(transactional_id).await?;
+        let r = self.call(&addr, req, 4).await;
+        if r.is_err() {
+            self.forget(transactional_id);
+        }
+        let code = code_of(&r?.0);
+        if code == codes::NOT_COORDINATOR {
+            self.forget(transactional_id);
+        }
+        Ok(code)
+    }
+
     pub fn forget(&mut self, transactional_id: &str) {
         if let Some(addr) = self.coordinators.remove(transactional_id) {
             self.conns.remove(&addr);
@@ -456,7 +477,6 @@ impl TxnClient {
         producer_epoch: i16,
         commit: bool,
     ) -> PResult<i16> {
-        let addr = self.coordinator(transactional_id).await?;
         let req = EndTxnRequest::default()
             .with_transactional_id(TransactionalId(StrBytes::from_string(
                 transactional_id.to_string(),
@@ -464,15 +484,8 @@ impl TxnClient {
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(producer_epoch)
             .with_committed(commit);
-        let r = self.call(&addr, &req, 4).await;
-        if r.is_err() {
-            self.forget(transactional_id);
-        }
-        let code = r?.0.error_code;
-        if code == codes::NOT_COORDINATOR {
-            self.forget(transactional_id);
-        }
-        Ok(code)
+        self.call_coordinator(transactional_id, &req, |r| r.error_code)
+            .await
     }
 
     /// InitProducerId for `transactional_id`: bumps its epoch, which fences any producer still
@@ -482,7 +495,6 @@ impl TxnClient {
         transactional_id: &str,
         transaction_timeout: Duration,
     ) -> PResult<i16> {
-        let addr = self.coordinator(transactional_id).await?;
         let req = InitProducerIdRequest::default()
             .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
                 transactional_id.to_string(),
@@ -492,14 +504,7 @@ impl TxnClient {
             )
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
-        let r = self.call(&addr, &req, 4).await;
-        if r.is_err() {
-            self.forget(transactional_id);
-        }
-        let code = r?.0.error_code;
-        if code == codes::NOT_COORDINATOR {
-            self.forget(transactional_id);
-        }
-        Ok(code)
+        self.call_coordinator(transactional_id, &req, |r| r.error_code)
+            .await
     }
 }

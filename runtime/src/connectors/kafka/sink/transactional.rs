@@ -282,11 +282,7 @@ impl TwoPhaseSink for TxnKafkaSink {
         let mut sent = 0u64;
         let mut active = self.pool.active();
         for r in &batch.records {
-            let m = encode(&self.settings, r).map_err(|message| Error::Record {
-                node: self.node.clone(),
-                record: r.describe(),
-                message,
-            })?;
+            let m = encode(&self.settings, r).map_err(|why| Error::record(&self.node, r, why))?;
             let i = match active {
                 Some(i) => i,
                 None => {
@@ -314,14 +310,10 @@ impl TwoPhaseSink for TxnKafkaSink {
                     i
                 }
             };
-            self.producers[i]
-                .send(&m)
-                .await
-                .map_err(|e| Error::Record {
-                    node: self.node.clone(),
-                    record: r.describe(),
-                    message: format!("cannot send to topic {}: {e}", m.topic),
-                })?;
+            self.producers[i].send(&m).await.map_err(|e| {
+                let why = format!("cannot send to topic {}: {e}", m.topic);
+                Error::record(&self.node, r, why)
+            })?;
             self.pool.wrote(i, 1);
             bytes += m.value.len() as u64;
             sent += 1;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use regex::Regex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_crds::Duration;
 
@@ -13,12 +13,14 @@ use super::splits::parse_split_id;
 use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::kafka::client::deserialize_properties;
 use crate::connectors::kafka::eventhubs::{self, EventHubsConfig};
-use crate::connectors::message::set_names;
+use crate::connectors::message::default_value_field;
 pub use crate::connectors::message::ValueFormat;
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::transforms::watermark::WatermarkSettings;
-use crate::transforms::watermark::{parse_time, EventTime, EventTimeForms, TimeFormat};
+use crate::transforms::watermark::{
+    parse_time, EventTime, EventTimeForms, EventTimeSource, TimeFormat,
+};
 
 /// Settings of a `kafka` source.
 ///
@@ -101,7 +103,10 @@ pub struct KafkaSourceConfig {
     pub key_format: KeyFormat,
     #[serde(default)]
     pub metadata: MetadataFields,
-    #[serde(default, deserialize_with = "event_time")]
+    #[serde(
+        default,
+        deserialize_with = "KafkaSourceConfig::deserialize_event_time"
+    )]
     pub event_time: Option<EventTime>,
     #[serde(default)]
     pub watermark: Option<WatermarkSettings>,
@@ -120,9 +125,6 @@ pub struct KafkaSourceConfig {
 
 fn default_discovery_interval() -> Duration {
     Duration::from_secs(30)
-}
-fn default_value_field() -> String {
-    "value".into()
 }
 fn default_batch_size() -> usize {
     2048
@@ -153,7 +155,7 @@ pub enum KeyFormat {
 
 /// Names of the fields that receive each message's metadata; unset ones are left out. They are
 /// written after the value's fields, so they win over a value field of the same name.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataFields {
     pub key: Option<String>,
@@ -167,30 +169,12 @@ pub struct MetadataFields {
     pub timestamp: Option<String>,
 }
 
-impl MetadataFields {
-    fn names(&self) -> Vec<(&'static str, &str)> {
-        set_names([
-            ("key", &self.key),
-            ("headers", &self.headers),
-            ("topic", &self.topic),
-            ("partition", &self.partition),
-            ("offset", &self.offset),
-            ("timestamp", &self.timestamp),
-        ])
-    }
-}
-
-/// How this source spells `event_time:`.
-pub const EVENT_TIME: EventTimeForms = EventTimeForms {
-    system: "kafka_timestamp",
-    system_is: "Kafka timestamp",
-    attributes: false,
-};
-
-fn event_time<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<EventTime>, D::Error> {
-    EVENT_TIME.deserialize(d)
+impl EventTimeSource for KafkaSourceConfig {
+    const EVENT_TIME: EventTimeForms = EventTimeForms {
+        system: "kafka_timestamp",
+        system_is: "Kafka timestamp",
+        attributes: false,
+    };
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -396,7 +380,7 @@ impl ConnectorConfig for KafkaSourceConfig {
         }
         let value_field = c.format.field(&c.value_field);
         let (watermark, event_time) = (c.watermark.is_some(), c.event_time.is_some());
-        EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata.names())?;
+        Self::EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata)?;
         if let OnError::DeadLetter(d) = &c.on_error {
             if d.topic.trim().is_empty() {
                 return Err(cfg.error("on_error.dead_letter.topic", "empty topic name"));
@@ -419,24 +403,13 @@ mod tests {
     fn resolve(cfg: &NodeConfig) -> Result<Settings> {
         cfg.resolve::<KafkaSourceConfig>()
     }
-    use weir_crds::{CheckpointSpec, NodeSpec};
 
     fn node(extra: Value) -> NodeConfig {
         let mut config = serde_json::json!({ "bootstrap_servers": "localhost:9092" });
         for (k, v) in extra.as_object().unwrap() {
             config[k] = v.clone();
         }
-        NodeConfig {
-            path: "sources[0]".into(),
-            spec: NodeSpec {
-                name: "k".into(),
-                kind: "kafka".into(),
-                config: config.as_object().unwrap().clone(),
-                ..Default::default()
-            },
-            parallelism: 1,
-            checkpoint: CheckpointSpec::default(),
-        }
+        NodeConfig::for_test("sources[0]", "kafka", config)
     }
 
     fn err(extra: Value) -> String {

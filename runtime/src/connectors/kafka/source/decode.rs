@@ -4,10 +4,11 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::config::{KafkaSourceConfig, KeyFormat, MetadataFields, ValueFormat, EVENT_TIME};
+use super::config::{KafkaSourceConfig, KeyFormat, MetadataFields, ValueFormat};
 use crate::connectors::message::base64 as b64;
 use crate::record::{JsonObject, Record};
 use crate::transforms::watermark::EventTime;
+use crate::transforms::watermark::EventTimeSource;
 
 /// The parts of a message the decoder reads (borrowed from librdkafka's buffer).
 #[derive(Debug, Clone, Default)]
@@ -82,7 +83,12 @@ impl Decoder {
             record.fields_mut().insert(f.clone(), ts);
         }
         let event_time = match &self.event_time {
-            Some(e) => Some(e.of(&EVENT_TIME, m.timestamp, |_| None, &record)?),
+            Some(e) => Some(e.of(
+                &KafkaSourceConfig::EVENT_TIME,
+                m.timestamp,
+                |_| None,
+                &record,
+            )?),
             None => None,
         };
         Ok(record.with_event_time(event_time))

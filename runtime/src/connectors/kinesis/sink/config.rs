@@ -4,7 +4,9 @@ use serde::Deserialize;
 use weir_crds::Duration;
 
 use crate::api::{ConnectorConfig, NodeConfig};
+use crate::connectors::aws::connection::default_request_timeout;
 use crate::connectors::aws::connection::{AwsConnection, AwsCredentials};
+use crate::connectors::aws::put::config::default_max_concurrency;
 use crate::connectors::aws::put::config::{self as put, BatchConfig, Ordering, PutSettings};
 use crate::connectors::aws::put::dead_letter::DeadLetterPath;
 use crate::connectors::aws::put::Limits;
@@ -49,7 +51,7 @@ pub struct KinesisSinkConfig {
     pub value_field: Option<String>,
     #[serde(default)]
     pub batch: BatchConfig,
-    #[serde(default = "default_concurrency")]
+    #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
     /// Retries of refused entries and failed requests. Default: backoff 100ms, max_backoff
     /// 10s, 20 attempts.
@@ -59,16 +61,8 @@ pub struct KinesisSinkConfig {
     #[serde(default)]
     pub ordering: Ordering,
     /// Limit of one request.
-    #[serde(default = "default_timeout")]
+    #[serde(default = "default_request_timeout")]
     pub request_timeout: Duration,
-}
-
-fn default_concurrency() -> usize {
-    8
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
 }
 
 /// PutRecords: 500 records and 5 MiB per request, 1 MiB per record (data plus partition key).
@@ -156,44 +150,26 @@ impl ConnectorConfig for KinesisSinkConfig {
 mod tests {
     use super::*;
 
-    fn resolve(cfg: &NodeConfig) -> Result<Settings> {
-        cfg.resolve::<KinesisSinkConfig>()
+    fn resolve(v: Value) -> Result<Settings> {
+        NodeConfig::for_test("sinks[0]", "kinesis", v).resolve::<KinesisSinkConfig>()
     }
     use serde_json::{json, Value};
-    use weir_crds::{CheckpointSpec, NodeSpec};
-
-    fn node(v: Value) -> NodeConfig {
-        NodeConfig {
-            path: "sinks[0]".into(),
-            spec: NodeSpec {
-                name: "out".into(),
-                kind: "kinesis".into(),
-                input: None,
-                inputs: None,
-                config: v.as_object().unwrap().clone(),
-                ..Default::default()
-            },
-            parallelism: 1,
-            checkpoint: CheckpointSpec::default(),
-        }
-    }
 
     fn err(v: Value) -> String {
-        resolve(&node(v)).unwrap_err().to_string()
+        resolve(v).unwrap_err().to_string()
     }
 
     #[test]
     fn defaults_use_the_service_limits() {
-        let s = resolve(&node(json!({"stream": "orders"}))).unwrap();
+        let s = resolve(json!({"stream": "orders"})).unwrap();
         assert_eq!(s.put.limits, LIMITS);
         assert_eq!(s.put.max_concurrency, 8);
         assert_eq!(s.put.ordering, Ordering::None);
         assert_eq!(s.put.retry.max_attempts, Some(20));
         assert_eq!(s.put.linger, std::time::Duration::from_millis(100));
-        let arn = resolve(&node(
-            json!({"stream": "arn:aws:kinesis:eu-west-1:123456789012:stream/orders"}),
-        ))
-        .unwrap();
+        let arn =
+            resolve(json!({"stream": "arn:aws:kinesis:eu-west-1:123456789012:stream/orders"}))
+                .unwrap();
         assert_eq!(arn.connection.region.as_deref(), Some("eu-west-1"));
     }
 

@@ -140,14 +140,8 @@ impl PutService for KinesisService {
             Some(arn) => call.stream_arn(arn),
             None => call.stream_name(&stream.name),
         };
-        match call.send().await {
-            Ok(out) => Ok(out
-                .records
-                .into_iter()
-                .map(|r| Outcome::of(r.error_code, r.error_message))
-                .collect()),
-            Err(e) => Err(RequestError::of_call(&e)),
-        }
+        let answer = call.send().await.map(|out| out.records);
+        Outcome::all(answer, |r| (r.error_code, r.error_message))
     }
 
     fn target(&self) -> String {

@@ -2,20 +2,23 @@
 //! defaults applied, cross-field rules checked, nothing opened (the factory also runs for
 //! `weir validate`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_crds::Duration;
 
 use crate::api::{ConnectorConfig, NodeConfig};
+use crate::connectors::aws::connection::default_request_timeout;
 use crate::connectors::aws::connection::{AwsConnection, AwsCredentials};
 use crate::connectors::kinesis::stream::StreamRef;
-use crate::connectors::message::set_names;
+use crate::connectors::message::default_value_field;
 pub use crate::connectors::message::ValueFormat;
 use crate::error::Result;
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
 use crate::transforms::watermark::WatermarkSettings;
-use crate::transforms::watermark::{parse_time, EventTime, EventTimeForms, TimeFormat};
+use crate::transforms::watermark::{
+    parse_time, EventTime, EventTimeForms, EventTimeSource, TimeFormat,
+};
 
 /// Settings of a `kinesis` source.
 ///
@@ -80,7 +83,10 @@ pub struct KinesisSourceConfig {
     pub value_field: String,
     #[serde(default)]
     pub metadata: MetadataFields,
-    #[serde(default, deserialize_with = "event_time")]
+    #[serde(
+        default,
+        deserialize_with = "KinesisSourceConfig::deserialize_event_time"
+    )]
     pub event_time: Option<EventTime>,
     #[serde(default)]
     pub watermark: Option<WatermarkSettings>,
@@ -93,18 +99,12 @@ pub struct KinesisSourceConfig {
     #[serde(default)]
     pub retry: RetryPolicy,
     /// Limit of one request.
-    #[serde(default = "default_timeout")]
+    #[serde(default = "default_request_timeout")]
     pub request_timeout: Duration,
 }
 
 fn default_discovery() -> Duration {
     Duration::from_secs(10)
-}
-fn default_value_field() -> String {
-    "value".into()
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
 }
 
 /// A stream: `orders`, an ARN, or `{stream: orders, starting_position: latest}`.
@@ -262,7 +262,7 @@ pub enum ExpiredPolicy {
 }
 
 /// Names of the fields that receive each record's metadata; unset ones are left out.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataFields {
     pub partition_key: Option<String>,
@@ -273,29 +273,12 @@ pub struct MetadataFields {
     pub arrival_timestamp: Option<String>,
 }
 
-impl MetadataFields {
-    pub fn names(&self) -> Vec<(&'static str, &str)> {
-        set_names([
-            ("partition_key", &self.partition_key),
-            ("sequence_number", &self.sequence_number),
-            ("shard_id", &self.shard_id),
-            ("stream", &self.stream),
-            ("arrival_timestamp", &self.arrival_timestamp),
-        ])
-    }
-}
-
-/// How this source spells `event_time:`.
-pub const EVENT_TIME: EventTimeForms = EventTimeForms {
-    system: "arrival_timestamp",
-    system_is: "ApproximateArrivalTimestamp",
-    attributes: false,
-};
-
-fn event_time<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<EventTime>, D::Error> {
-    EVENT_TIME.deserialize(d)
+impl EventTimeSource for KinesisSourceConfig {
+    const EVENT_TIME: EventTimeForms = EventTimeForms {
+        system: "arrival_timestamp",
+        system_is: "ApproximateArrivalTimestamp",
+        attributes: false,
+    };
 }
 
 /// A stream to read and where it starts.
@@ -418,7 +401,7 @@ impl ConnectorConfig for KinesisSourceConfig {
         }
         let value_field = c.format.field(&c.value_field);
         let (watermark, event_time) = (c.watermark.is_some(), c.event_time.is_some());
-        EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata.names())?;
+        Self::EVENT_TIME.check_source(cfg, watermark, event_time, value_field, &c.metadata)?;
         Ok(Settings {
             config: c,
             streams,
@@ -432,38 +415,19 @@ impl ConnectorConfig for KinesisSourceConfig {
 mod tests {
     use super::*;
 
-    fn resolve(cfg: &NodeConfig) -> Result<Settings> {
-        cfg.resolve::<KinesisSourceConfig>()
+    fn resolve(v: Value) -> Result<Settings> {
+        NodeConfig::for_test("sources[0]", "kinesis", v).resolve::<KinesisSourceConfig>()
     }
     use serde_json::json;
-    use weir_crds::{CheckpointSpec, NodeSpec};
-
-    fn node(v: Value) -> NodeConfig {
-        NodeConfig {
-            path: "sources[0]".into(),
-            spec: NodeSpec {
-                name: "k".into(),
-                kind: "kinesis".into(),
-                input: None,
-                inputs: None,
-                config: v.as_object().unwrap().clone(),
-                ..Default::default()
-            },
-            parallelism: 1,
-            checkpoint: CheckpointSpec::default(),
-        }
-    }
 
     fn err(v: Value) -> String {
-        resolve(&node(v)).unwrap_err().to_string()
+        resolve(v).unwrap_err().to_string()
     }
 
     #[test]
     fn defaults_poll_every_stream_from_the_trim_horizon() {
-        let s = resolve(&node(
-            json!({"streams": ["a", {"stream": "b", "starting_position": "latest"}]}),
-        ))
-        .unwrap();
+        let s = resolve(json!({"streams": ["a", {"stream": "b", "starting_position": "latest"}]}))
+            .unwrap();
         assert_eq!(s.streams.len(), 2);
         assert_eq!(
             s.streams[0].starting_position,
@@ -478,7 +442,7 @@ mod tests {
     #[test]
     fn starting_positions() {
         let p = |v: Value| {
-            resolve(&node(json!({"streams": ["a"], "starting_position": v})))
+            resolve(json!({"streams": ["a"], "starting_position": v}))
                 .map(|s| s.streams[0].starting_position)
         };
         assert_eq!(
@@ -498,7 +462,7 @@ mod tests {
 
     #[test]
     fn efo_defaults_and_rules() {
-        let s = resolve(&node(json!({"streams": ["a"], "reader": "efo"}))).unwrap();
+        let s = resolve(json!({"streams": ["a"], "reader": "efo"})).unwrap();
         let e = s.efo.unwrap();
         assert_eq!(e.registration, Registration::Job);
         assert_eq!(e.error_backoff, std::time::Duration::from_secs(5));

@@ -5,9 +5,9 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::config::{KinesisSourceConfig, MetadataFields, ValueFormat, EVENT_TIME};
+use super::config::KinesisSourceConfig;
 use crate::record::Record;
-use crate::transforms::watermark::EventTime;
+use crate::transforms::watermark::EventTimeSource;
 
 /// The parts of a Kinesis record the decoder reads.
 #[derive(Debug, Clone, Default)]
@@ -21,30 +21,22 @@ pub struct RawRecord<'a> {
     pub data: Bytes,
 }
 
+/// Decodes by the source's `format`, `value_field`, `metadata` and `event_time`.
 #[derive(Debug, Clone)]
-pub struct Decoder {
-    format: ValueFormat,
-    value_field: String,
-    metadata: MetadataFields,
-    event_time: Option<EventTime>,
-}
+pub struct Decoder(KinesisSourceConfig);
 
 impl Decoder {
     pub fn new(c: &KinesisSourceConfig) -> Self {
-        Decoder {
-            format: c.format,
-            value_field: c.value_field.clone(),
-            metadata: c.metadata.clone(),
-            event_time: c.event_time.clone(),
-        }
+        Decoder(c.clone())
     }
 
     /// The record for `r`, or why it cannot be one.
     pub fn decode(&self, r: &RawRecord<'_>) -> Result<Record, String> {
-        let mut record = self.format.decode(&r.data, &self.value_field, "the data")?;
+        let c = &self.0;
+        let mut record = c.format.decode(&r.data, &c.value_field, "the data")?;
         // Metadata go into the record's fields (so a JSON record is built); without them a JSON
         // record stays in its text.
-        let md = &self.metadata;
+        let md = &c.metadata;
         let mut put = |field: &Option<String>, v: Value| {
             if let Some(f) = field {
                 record.fields_mut().insert(f.clone(), v);
@@ -58,8 +50,13 @@ impl Decoder {
             &md.arrival_timestamp,
             r.arrival_ms.map_or(Value::Null, Value::from),
         );
-        let event_time = match &self.event_time {
-            Some(e) => Some(e.of(&EVENT_TIME, r.arrival_ms, |_| None, &record)?),
+        let event_time = match &c.event_time {
+            Some(e) => Some(e.of(
+                &KinesisSourceConfig::EVENT_TIME,
+                r.arrival_ms,
+                |_| None,
+                &record,
+            )?),
             None => None,
         };
         Ok(record.with_event_time(event_time))
@@ -69,7 +66,8 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transforms::watermark::TimeFormat;
+    use crate::connectors::kinesis::source::config::{MetadataFields, ValueFormat};
+    use crate::transforms::watermark::{EventTime, TimeFormat};
     use serde_json::json;
 
     fn decoder(
@@ -77,12 +75,10 @@ mod tests {
         metadata: MetadataFields,
         event_time: Option<EventTime>,
     ) -> Decoder {
-        Decoder {
-            format,
-            value_field: "value".into(),
-            metadata,
-            event_time,
-        }
+        let mut c: KinesisSourceConfig =
+            serde_json::from_value(json!({"streams": ["orders"]})).unwrap();
+        (c.format, c.metadata, c.event_time) = (format, metadata, event_time);
+        Decoder::new(&c)
     }
 
     fn raw(data: &'static [u8]) -> RawRecord<'static> {

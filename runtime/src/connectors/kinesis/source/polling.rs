@@ -168,28 +168,18 @@ pub async fn shard_iterator(
                     }
                     continue;
                 }
-                match classify(&e) {
-                    Failure::Throttled => pacer.throttled(&target.metrics).await,
-                    Failure::Transient => {
-                        if pacer.failed().await.is_err() {
-                            return Err(failed(
-                                shared,
-                                target,
-                                "GetShardIterator",
-                                pacer,
-                                &describe(&e),
-                            ));
-                        }
+                let gives_up = match classify(&e) {
+                    Failure::Throttled => {
+                        pacer.throttled(&target.metrics).await;
+                        false
                     }
-                    Failure::Fatal => {
-                        return Err(failed(
-                            shared,
-                            target,
-                            "GetShardIterator",
-                            pacer,
-                            &describe(&e),
-                        ))
-                    }
+                    // Transient: retried until the policy runs out.
+                    Failure::Transient => pacer.failed().await.is_err(),
+                    Failure::Fatal => true,
+                };
+                if gives_up {
+                    let why = describe(&e);
+                    return Err(failed(shared, target, "GetShardIterator", pacer, &why));
                 }
             }
         }
