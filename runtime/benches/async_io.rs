@@ -21,9 +21,9 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use weir_runtime::engine::{self, JobOptions};
 use weir_runtime::metrics::Metrics;
-use weir_runtime::registry::Registry;
+
+mod common;
 
 // The allocator of the `weir` binary (runtime/src/main.rs): the engine runs in this process, and
 // under glibc's malloc the records allocated on one thread and freed on another measured the
@@ -157,19 +157,7 @@ sources:
     let spec = weir_crds::PipelineSpec::from_yaml(&yaml).unwrap();
     let metrics = Metrics::new();
     let start = Instant::now();
-    let job = engine::start(
-        spec,
-        &Registry::with_builtins(),
-        JobOptions {
-            workers: vec![0],
-            from_savepoint: None,
-            allow_non_restored_state: false,
-            start_fresh: None,
-            metrics: metrics.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let job = common::start_in_process(spec, &metrics).await;
     job.wait().await.unwrap();
     let secs = start.elapsed().as_secs_f64();
     let text = metrics.render();
@@ -239,10 +227,7 @@ fn rand_suffix() -> u128 {
 }
 
 fn main() {
-    let rows: i64 = std::env::var("ROWS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30_000);
+    let rows: i64 = common::env_num("ROWS", 30_000) as i64;
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -304,9 +289,6 @@ fn main() {
         "  unordered / ordered               {:>9.2}x",
         rates[0] / rates[1]
     );
-    let preloaded_rows: i64 = std::env::var("PRELOADED_ROWS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2_000_000);
+    let preloaded_rows: i64 = common::env_num("PRELOADED_ROWS", 2_000_000) as i64;
     preloaded(&rt, preloaded_rows, dir.path(), unordered);
 }

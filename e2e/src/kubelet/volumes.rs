@@ -88,6 +88,49 @@ fn key_files(
     Ok(())
 }
 
+/// A ConfigMap or Secret whose keys become files: a volume of its own or one source of a
+/// projected volume (the Kubernetes types differ, the rule is one).
+struct Keys<'a> {
+    secret: bool,
+    name: &'a str,
+    items: Option<&'a Vec<KeyToPath>>,
+    optional: Option<bool>,
+}
+
+impl<'a> Keys<'a> {
+    fn config_map(
+        name: &'a str,
+        items: &'a Option<Vec<KeyToPath>>,
+        optional: Option<bool>,
+    ) -> Self {
+        Keys {
+            secret: false,
+            name,
+            items: items.as_ref(),
+            optional,
+        }
+    }
+
+    fn secret(name: &'a str, items: &'a Option<Vec<KeyToPath>>, optional: Option<bool>) -> Self {
+        Keys {
+            secret: true,
+            ..Keys::config_map(name, items, optional)
+        }
+    }
+
+    fn write(&self, objects: &Objects, default_mode: u32, files: &mut Files) -> Result<(), String> {
+        let (what, data) = match self.secret {
+            false => (
+                format!("configmap {:?}", self.name),
+                objects.config_map(self.name),
+            ),
+            true => (format!("secret {:?}", self.name), objects.secret(self.name)),
+        };
+        let optional = self.optional == Some(true);
+        key_files(&what, data, self.items, optional, default_mode, files)
+    }
+}
+
 /// What a volume provides, for a Pod whose referenced objects are `objects`; tokens to request
 /// are returned separately. `claims_dir` holds one directory per PersistentVolumeClaim.
 pub fn volume_source(
@@ -103,54 +146,25 @@ pub fn volume_source(
     let mut tokens = Vec::new();
     if let Some(cm) = &volume.config_map {
         let mode = cm.default_mode.unwrap_or(0o644) as u32;
-        let what = format!("configmap {:?}", cm.name);
-        key_files(
-            &what,
-            objects.config_map(&cm.name),
-            cm.items.as_ref(),
-            cm.optional == Some(true),
-            mode,
-            &mut files,
-        )
-        .map_err(ctx)?;
+        Keys::config_map(&cm.name, &cm.items, cm.optional)
+            .write(objects, mode, &mut files)
+            .map_err(ctx)?;
     } else if let Some(s) = &volume.secret {
-        let secret_name = s.secret_name.clone().unwrap_or_default();
         let mode = s.default_mode.unwrap_or(0o644) as u32;
-        let what = format!("secret {secret_name:?}");
-        key_files(
-            &what,
-            objects.secret(&secret_name),
-            s.items.as_ref(),
-            s.optional == Some(true),
-            mode,
-            &mut files,
-        )
-        .map_err(ctx)?;
+        let name = s.secret_name.as_deref().unwrap_or_default();
+        Keys::secret(name, &s.items, s.optional)
+            .write(objects, mode, &mut files)
+            .map_err(ctx)?;
     } else if let Some(p) = &volume.projected {
         let mode = p.default_mode.unwrap_or(0o644) as u32;
         for src in p.sources.iter().flatten() {
-            if let Some(cm) = &src.config_map {
-                let what = format!("configmap {:?}", cm.name);
-                key_files(
-                    &what,
-                    objects.config_map(&cm.name),
-                    cm.items.as_ref(),
-                    cm.optional == Some(true),
-                    mode,
-                    &mut files,
-                )
-                .map_err(ctx)?;
-            } else if let Some(s) = &src.secret {
-                let what = format!("secret {:?}", s.name);
-                key_files(
-                    &what,
-                    objects.secret(&s.name),
-                    s.items.as_ref(),
-                    s.optional == Some(true),
-                    mode,
-                    &mut files,
-                )
-                .map_err(ctx)?;
+            let keys = match (&src.config_map, &src.secret) {
+                (Some(cm), _) => Some(Keys::config_map(&cm.name, &cm.items, cm.optional)),
+                (None, Some(s)) => Some(Keys::secret(&s.name, &s.items, s.optional)),
+                (None, None) => None,
+            };
+            if let Some(keys) = keys {
+                keys.write(objects, mode, &mut files).map_err(ctx)?;
             } else if let Some(d) = &src.downward_api {
                 downward_files(pod, facts, d.items.iter().flatten(), mode, &mut files)
                     .map_err(ctx)?;

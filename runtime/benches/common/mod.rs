@@ -10,6 +10,7 @@ pub fn env_num(name: &str, default: u64) -> u64 {
 }
 
 /// `var` from the environment, else from what `e2e/services/<service>.sh up` prints.
+#[allow(dead_code)] // not every bench needs a service
 pub fn service_env(service: &str, var: &str) -> String {
     if let Ok(v) = std::env::var(var) {
         return v;

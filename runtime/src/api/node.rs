@@ -75,6 +75,23 @@ impl NodeConfig {
     }
 }
 
+#[cfg(test)]
+impl NodeContext {
+    /// Node `node` of job `job` as worker 0 of 1 (max parallelism 128), default checkpoints and
+    /// detached metrics: what a node's unit tests open it with.
+    pub fn for_test(job: &str, node: &str) -> Self {
+        NodeContext {
+            job: job.into(),
+            node: node.into(),
+            worker: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            checkpoint: CheckpointSpec::default(),
+            metrics: NodeMetrics::detached(),
+        }
+    }
+}
+
 /// A connector's settings as written in the spec, in one shape for every connector: a serde
 /// struct (`deny_unknown_fields`) in the connector's `config.rs`, and [`ConnectorConfig::resolve`],
 /// pure (no I/O), which does every check and returns what the connector runs with. A custom

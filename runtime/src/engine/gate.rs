@@ -141,18 +141,8 @@ impl InputGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::test_support::{barrier, batch};
     use tokio::sync::mpsc::channel;
-
-    fn batch(n: usize) -> Message {
-        Message::Batch(Batch::new(None, vec![Default::default(); n]))
-    }
-    fn barrier(id: u64) -> Message {
-        Message::Barrier(Barrier {
-            id,
-            savepoint: false,
-            last: false,
-        })
-    }
 
     #[tokio::test]
     async fn barrier_blocks_the_fast_input_until_the_slow_one_catches_up() {

@@ -8,6 +8,8 @@ pub mod nodes;
 pub mod noncritical;
 pub mod restart;
 pub mod supervisor;
+#[cfg(test)]
+mod test_support;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};

@@ -467,7 +467,7 @@ mod tests {
 
     use super::*;
     use crate::api::{Sink, SinkBox};
-    use crate::metrics::NodeMetrics;
+    use crate::engine::test_support::{barrier, batch};
 
     /// A sink whose writes become durable when the test says so (`acked`, a count of
     /// records), as a publisher's acknowledgements do; `written` counts what it was handed.
@@ -499,18 +499,6 @@ mod tests {
         }
     }
 
-    fn batch(n: usize) -> Message {
-        Message::Batch(Batch::new(None, vec![Default::default(); n]))
-    }
-
-    fn barrier(id: u64) -> Message {
-        Message::Barrier(Barrier {
-            id,
-            savepoint: false,
-            last: false,
-        })
-    }
-
     async fn until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !done() {
@@ -538,15 +526,7 @@ mod tests {
         let (ctl, control) = channel(4);
         let (tx, mut events) = unbounded_channel();
         let task = SinkTask {
-            ctx: NodeContext {
-                job: "test".into(),
-                node: "out".into(),
-                worker: 0,
-                parallelism: 1,
-                max_parallelism: 128,
-                checkpoint: Default::default(),
-                metrics: NodeMetrics::detached(),
-            },
+            ctx: NodeContext::for_test("test", "out"),
             sink: SinkBox::plain(Acknowledged {
                 written: written.clone(),
                 acked,

@@ -201,13 +201,9 @@ mod tests {
 
     fn ctx() -> NodeContext {
         NodeContext {
-            job: "j".into(),
-            node: "es".into(),
             worker: 1,
             parallelism: 2,
-            max_parallelism: 128,
-            checkpoint: Default::default(),
-            metrics: crate::metrics::NodeMetrics::detached(),
+            ..NodeContext::for_test("j", "es")
         }
     }
 

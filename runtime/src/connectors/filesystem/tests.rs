@@ -26,13 +26,8 @@ pub(super) fn node_config(config: Value) -> NodeConfig {
 
 fn ctx(worker: u32) -> NodeContext {
     NodeContext {
-        job: "job".into(),
-        node: "out".into(),
         worker,
-        parallelism: 1,
-        max_parallelism: 128,
-        checkpoint: Default::default(),
-        metrics: NodeMetrics::detached(),
+        ..NodeContext::for_test("job", "out")
     }
 }
 

@@ -5,14 +5,13 @@ use async_trait::async_trait;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record as FirehoseRecord;
 use aws_sdk_firehose::Client;
-use backon::Retryable;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::config::Settings;
 use crate::api::{NodeConfig, NodeContext};
-use crate::connectors::aws::errors::{classify, code, describe};
+use crate::connectors::aws::errors::{code, describe};
 use crate::connectors::aws::put::encode::payload;
-use crate::connectors::aws::put::{Entry, Outcome, PutService, RequestError};
+use crate::connectors::aws::put::{check_target_exists, Entry, Outcome, PutService, RequestError};
 use crate::error::{Error, Result};
 use crate::record::Record;
 
@@ -55,35 +54,15 @@ impl PutService for FirehoseService {
         let s = &self.settings;
         let sdk = s.connection.sdk_config(s.request_timeout).await;
         let client = Client::new(&sdk);
-        let described = (|| async {
+        let describe_call = || async {
             client
                 .describe_delivery_stream()
                 .delivery_stream_name(&s.delivery_stream)
                 .send()
                 .await
-        })
-        .retry(s.put.retry)
-        .when(|e| classify(e).retryable())
-        .await;
-        match described {
-            Ok(_) => {}
-            // A writer's role may lack DescribeDeliveryStream; PutRecordBatch will tell.
-            Err(e) if code(&e) == Some("AccessDeniedException") => tracing::warn!(
-                node = %ctx.node, delivery_stream = %s.delivery_stream,
-                "cannot check that the delivery stream exists: {}", describe(&e)
-            ),
-            Err(e) => {
-                return Err(Error::node(
-                    &ctx.node,
-                    format!(
-                        "{} ({}): {}",
-                        self.target(),
-                        s.connection.describe(&sdk),
-                        describe(&e)
-                    ),
-                ))
-            }
-        }
+        };
+        let connection = s.connection.describe(&sdk);
+        check_target_exists(ctx, &self.target(), &connection, s.put.retry, describe_call).await?;
         self.client = Some(client);
         Ok(())
     }

@@ -148,7 +148,7 @@ pub enum ClientConfig {
         redis_key: String,
         /// How a GET value is read: `json` (mapped by path) or `string` (path `.`).
         #[serde(default)]
-        format: ValueFormat,
+        format: RedisValueFormat,
     },
 }
 
@@ -207,9 +207,10 @@ pub enum RedisCommand {
     Hgetall,
 }
 
+/// How a Redis `GET` value is read: a JSON document, or text kept as a string.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum ValueFormat {
+pub enum RedisValueFormat {
     #[default]
     Json,
     String,
@@ -232,7 +233,7 @@ pub enum ClientSettings {
         connection: Connection,
         command: RedisCommand,
         key: Template,
-        format: ValueFormat,
+        format: RedisValueFormat,
     },
 }
 

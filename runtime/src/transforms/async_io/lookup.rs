@@ -477,15 +477,7 @@ mod tests {
     }
 
     fn ctx() -> NodeContext {
-        NodeContext {
-            job: "t".into(),
-            node: "enrich".into(),
-            worker: 0,
-            parallelism: 1,
-            max_parallelism: 128,
-            checkpoint: Default::default(),
-            metrics: NodeMetrics::detached(),
-        }
+        NodeContext::for_test("t", "enrich")
     }
 
     fn batch(ids: &[i64]) -> Batch {

@@ -98,6 +98,46 @@ impl RequestError {
     }
 }
 
+/// The check at open that the target exists: `describe_call` retried by `retry` while the
+/// failure is retryable. `AccessDeniedException` only warns (a writer's role may lack the
+/// describe permission; the first put will tell); any other failure stops the node, naming
+/// the target and the connection (`connection`, from [`AwsConnection::describe`]).
+///
+/// [`AwsConnection::describe`]: super::connection::AwsConnection::describe
+pub async fn check_target_exists<T, E, R, Fut>(
+    ctx: &NodeContext,
+    target: &str,
+    connection: &str,
+    retry: crate::retry::RetryPolicy,
+    describe_call: impl FnMut() -> Fut,
+) -> Result<()>
+where
+    Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: RawStatus + std::fmt::Debug + 'static,
+{
+    use backon::Retryable;
+    let described = describe_call
+        .retry(retry)
+        .when(|e| classify(e).retryable())
+        .await;
+    match described {
+        Ok(_) => Ok(()),
+        Err(e) if super::errors::code(&e) == Some("AccessDeniedException") => {
+            tracing::warn!(
+                node = %ctx.node,
+                "cannot check that {target} exists: {}",
+                describe(&e)
+            );
+            Ok(())
+        }
+        Err(e) => Err(crate::error::Error::node(
+            &ctx.node,
+            format!("{target} ({connection}): {}", describe(&e)),
+        )),
+    }
+}
+
 /// One AWS put API (Kinesis PutRecords, Firehose PutRecordBatch).
 #[async_trait]
 pub trait PutService: Clone + Send + Sync + 'static {

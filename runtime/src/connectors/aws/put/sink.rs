@@ -509,15 +509,7 @@ mod tests {
     }
 
     fn ctx() -> NodeContext {
-        NodeContext {
-            job: "j".into(),
-            node: "out".into(),
-            worker: 0,
-            parallelism: 1,
-            max_parallelism: 128,
-            checkpoint: Default::default(),
-            metrics: NodeMetrics::detached(),
-        }
+        NodeContext::for_test("j", "out")
     }
 
     fn records(items: &[(&str, &str)]) -> Batch {

@@ -5,13 +5,11 @@ use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
-use backon::Retryable;
 
 use super::config::{EntrySpec, Settings};
 use crate::api::{NodeConfig, NodeContext};
-use crate::connectors::aws::errors::{classify, code, describe};
 use crate::connectors::aws::put::encode::{field_text, payload};
-use crate::connectors::aws::put::{Entry, Outcome, PutService, RequestError};
+use crate::connectors::aws::put::{check_target_exists, Entry, Outcome, PutService, RequestError};
 use crate::error::{Error, Result};
 use crate::record::Record;
 
@@ -75,29 +73,8 @@ impl PutService for KinesisService {
             };
             call.send().await
         };
-        let described = describe_call
-            .retry(s.put.retry)
-            .when(|e| classify(e).retryable())
-            .await;
-        match described {
-            Ok(_) => {}
-            // A writer's role may lack DescribeStreamSummary; PutRecords will tell.
-            Err(e) if code(&e) == Some("AccessDeniedException") => tracing::warn!(
-                node = %ctx.node, stream = %s.stream.name,
-                "cannot check that the stream exists: {}", describe(&e)
-            ),
-            Err(e) => {
-                return Err(Error::node(
-                    &ctx.node,
-                    format!(
-                        "{} ({}): {}",
-                        s.stream,
-                        s.connection.describe(&sdk),
-                        describe(&e)
-                    ),
-                ))
-            }
-        }
+        let connection = s.connection.describe(&sdk);
+        check_target_exists(ctx, &self.target(), &connection, s.put.retry, describe_call).await?;
         self.client = Some(client);
         Ok(())
     }

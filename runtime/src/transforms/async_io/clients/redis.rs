@@ -6,14 +6,14 @@ use redis::aio::ConnectionManager;
 use serde_json::{Map, Value};
 
 use super::{LookupClient, LookupError};
-use crate::transforms::async_io::config::{RedisCommand, ValueFormat};
+use crate::transforms::async_io::config::{RedisCommand, RedisValueFormat};
 use crate::transforms::async_io::template::Template;
 
 pub struct RedisLookup {
     conn: ConnectionManager,
     command: RedisCommand,
     key: Template,
-    format: ValueFormat,
+    format: RedisValueFormat,
 }
 
 impl RedisLookup {
@@ -21,7 +21,7 @@ impl RedisLookup {
         url: &str,
         command: RedisCommand,
         key: Template,
-        format: ValueFormat,
+        format: RedisValueFormat,
     ) -> Result<Self, String> {
         // The URL may hold a password: never put it in a message.
         let client = redis::Client::open(url).map_err(|e| format!("Redis client: {e}"))?;
@@ -47,10 +47,10 @@ fn error(key: &str, e: redis::RedisError) -> LookupError {
 }
 
 /// A GET value as JSON.
-pub fn read_value(key: &str, s: String, format: ValueFormat) -> Result<Value, LookupError> {
+pub fn read_value(key: &str, s: String, format: RedisValueFormat) -> Result<Value, LookupError> {
     match format {
-        ValueFormat::String => Ok(Value::String(s)),
-        ValueFormat::Json => serde_json::from_str(&s).map_err(|e| {
+        RedisValueFormat::String => Ok(Value::String(s)),
+        RedisValueFormat::Json => serde_json::from_str(&s).map_err(|e| {
             LookupError::permanent(format!("redis key {key:?}: the value is not JSON: {e}"))
         }),
     }
@@ -94,14 +94,14 @@ mod tests {
     #[test]
     fn get_values_read_as_json_or_text() {
         assert_eq!(
-            read_value("k", r#"{"a":1}"#.into(), ValueFormat::Json).unwrap()["a"],
+            read_value("k", r#"{"a":1}"#.into(), RedisValueFormat::Json).unwrap()["a"],
             1
         );
         assert_eq!(
-            read_value("k", "plain".into(), ValueFormat::String).unwrap(),
+            read_value("k", "plain".into(), RedisValueFormat::String).unwrap(),
             "plain"
         );
-        let e = read_value("k", "plain".into(), ValueFormat::Json).unwrap_err();
+        let e = read_value("k", "plain".into(), RedisValueFormat::Json).unwrap_err();
         assert!(!e.retryable && e.message.contains("not JSON"), "{e:?}");
     }
 }
