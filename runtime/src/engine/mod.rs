@@ -129,12 +129,14 @@ pub async fn start(
             ..Default::default()
         }));
         let supervisor = Supervisor {
-            spec: spec.clone(),
-            topology: topology.clone(),
-            registry: registry.clone(),
-            store: store.clone(),
-            metrics: opts.metrics.clone(),
-            worker: w,
+            job: worker::WorkerJob {
+                spec: spec.clone(),
+                topology: topology.clone(),
+                registry: registry.clone(),
+                store: store.clone(),
+                metrics: opts.metrics.clone(),
+                worker: w,
+            },
             from: from.clone(),
             status: status.clone(),
             commands: rx,

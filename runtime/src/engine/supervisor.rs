@@ -10,17 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Receiver;
-use weir_crds::pipeline::Topology;
 use weir_crds::PipelineSpec;
 
 use super::coordinator::{WorkerCommand, WorkerOutcome};
 use super::restart::{Decision, Restarts};
-use super::worker::{self, Attempt};
+use super::worker::{self, Attempt, WorkerJob};
 use crate::checkpoint::restore::{self, Inputs, Plan};
 use crate::checkpoint::{CheckpointStore, Restore, WorkerCheckpoint};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::registry::Registry;
 use weir_crds::contract::{PendingRestart, WorkerState, WorkerStatus};
 
 /// What a job starts from, the same for every attempt.
@@ -85,12 +82,7 @@ pub async fn restore_point(
 }
 
 pub struct Supervisor {
-    pub spec: Arc<PipelineSpec>,
-    pub topology: Arc<Topology>,
-    pub registry: Registry,
-    pub store: CheckpointStore,
-    pub metrics: Metrics,
-    pub worker: u32,
+    pub job: WorkerJob,
     pub from: StartFrom,
     pub status: Arc<Mutex<WorkerStatus>>,
     pub commands: Receiver<WorkerCommand>,
@@ -106,17 +98,13 @@ fn now_text() -> String {
 impl Supervisor {
     pub async fn run(self) -> Result<WorkerOutcome> {
         let Supervisor {
-            spec,
-            topology,
-            registry,
-            store,
-            metrics,
-            worker,
+            job,
             from,
             status,
             mut commands,
             first,
         } = self;
+        let (spec, store, metrics, worker) = (&job.spec, &job.store, &job.metrics, job.worker);
         let w = worker.to_string();
         let labels = [spec.name.as_str(), w.as_str()];
         let mut restarts = Restarts::new(spec.restart());
@@ -125,17 +113,12 @@ impl Supervisor {
         loop {
             let start = match next.take() {
                 Some(s) => Ok(s),
-                None => restore_point(&spec, &store, worker, &from).await,
+                None => restore_point(spec, store, worker, &from).await,
             };
             let result = match start {
                 Ok((restore, origin)) => {
                     let attempt = Attempt {
-                        spec: &spec,
-                        topology: &topology,
-                        registry: &registry,
-                        store: store.clone(),
-                        metrics: metrics.clone(),
-                        worker,
+                        job: &job,
                         restore,
                         origin,
                         status: status.clone(),

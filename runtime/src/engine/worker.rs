@@ -29,13 +29,20 @@ const CHANNEL_CAPACITY: usize = 16;
 /// How long the tasks of an ended attempt get to abort or close before they are cancelled.
 const TASK_GRACE: Duration = Duration::from_secs(10);
 
-pub struct Attempt<'a> {
-    pub spec: &'a PipelineSpec,
-    pub topology: &'a Topology,
-    pub registry: &'a Registry,
+/// What every attempt of one worker runs with: the job, and this worker's place in it.
+pub struct WorkerJob {
+    pub spec: Arc<PipelineSpec>,
+    pub topology: Arc<Topology>,
+    pub registry: Registry,
     pub store: CheckpointStore,
     pub metrics: Metrics,
     pub worker: u32,
+}
+
+/// One attempt of a worker: where it starts, and the status and commands it shares with its
+/// supervisor.
+pub struct Attempt<'a> {
+    pub job: &'a WorkerJob,
     pub restore: Restore,
     pub origin: Option<String>,
     pub status: Arc<Mutex<WorkerStatus>>,
@@ -45,17 +52,14 @@ pub struct Attempt<'a> {
 /// Runs one attempt to its end; returns how it ended and the command channel it borrowed.
 pub async fn run(a: Attempt<'_>) -> (Result<WorkerOutcome>, Receiver<WorkerCommand>) {
     let Attempt {
-        spec,
-        topology,
-        registry,
-        store,
-        metrics,
-        worker,
+        job,
         mut restore,
         origin,
         status,
         commands,
     } = a;
+    let (spec, topology, registry) = (&*job.spec, &*job.topology, &job.registry);
+    let (store, metrics, worker) = (job.store.clone(), job.metrics.clone(), job.worker);
     let ctx = |name: &str| NodeContext {
         job: spec.name.clone(),
         node: name.to_string(),
