@@ -3,7 +3,7 @@
 //! librdkafka's defaults are sized for a client that owns the machine: a consumer with one queue
 //! per partition (as weir's source has) prefetches up to 64 MiB per partition, and a producer
 //! queues up to 100,000 messages / 1 GiB. On Kafka → Kafka with 1 KiB records that made
-//! ~300 MiB of a 450–520 MiB peak RSS, while weir itself never takes more than a batch
+//! ~450 MiB of a 520 MiB peak RSS, while weir itself never takes more than a couple of batches
 //! from either queue at a time. The sizes here keep two batches ahead on each side, enough to
 //! keep the broker round trips full, and no more. Every key is a default: a user's
 //! `properties` entry of the same name wins.
@@ -39,7 +39,7 @@ pub fn consumer(batch_size: usize) -> BTreeMap<&'static str, String> {
         ("queued.min.messages", min_messages.to_string()),
         ("queued.max.messages.kbytes", kbytes.to_string()),
         // With a queue only two batches deep, librdkafka's 1 s pause after finding it full
-        // starved the source (60k → 20k records/s measured); 10 ms is far below the time one
+        // starved the source (27k → 17k records/s measured); 10 ms is far below the time one
         // batch takes to drain.
         ("fetch.queue.backoff.ms", "10".to_string()),
     ])
