@@ -1,6 +1,5 @@
 //! Apache Kafka source and sink (exactly-once through transactions), on rdkafka.
 
-pub mod buffers;
 pub mod client;
 pub mod eventhubs;
 pub mod sink;

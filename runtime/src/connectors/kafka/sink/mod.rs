@@ -51,16 +51,13 @@ pub use recovery::{KafkaCommittable, KafkaSinkState};
 
 use rdkafka::config::ClientConfig;
 
-use super::buffers;
-
 use crate::api::{NodeConfig, SinkBox};
 use crate::error::Result;
 use crate::registry::Registry;
 
 /// The producer settings every delivery mode shares.
 fn producer_config(s: &Settings) -> ClientConfig {
-    let properties = buffers::with_defaults(&s.properties, buffers::producer(&s.properties));
-    let mut c = super::client::client_config(&s.bootstrap_servers, &properties);
+    let mut c = super::client::client_config(&s.bootstrap_servers, &s.properties);
     // Java clients hash keys with murmur2; matching them keeps keyed data co-partitioned with
     // topics other applications write.
     if !s.properties.contains_key("partitioner") {

@@ -21,7 +21,6 @@ use super::decode::{Decoder, RawMessage};
 use super::lookup;
 use super::splits::{owner_index, split_id, Position};
 use crate::api::{Batch, NodeConfig, NodeContext, Record, Result, Source, SourcePoll, SplitId};
-use crate::connectors::kafka::buffers;
 use crate::connectors::kafka::client::{client_config, KafkaConsumer, RecordingContext};
 use crate::error::Error;
 use crate::on_error::OnError;
@@ -122,8 +121,7 @@ impl KafkaSource {
 
     fn create_consumer(&self, ctx: &NodeContext) -> Result<KafkaConsumer> {
         let c = &self.settings.config;
-        let properties = buffers::with_defaults(&c.properties, buffers::consumer(c.batch_size));
-        let mut cc = client_config(&c.bootstrap_servers, &properties);
+        let mut cc = client_config(&c.bootstrap_servers, &c.properties);
         cc.set("group.id", &self.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
