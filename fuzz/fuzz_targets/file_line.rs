@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weir_runtime::connectors::file::{parse_line, CsvOptions, FileFormat};
+use weir_runtime::connectors::filesystem::source::{parse_line, CsvOptions, FileFormat};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, line)) = data.split_first() else {

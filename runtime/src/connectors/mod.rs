@@ -6,8 +6,6 @@ pub mod blackhole;
 pub mod datagen;
 #[cfg(feature = "elasticsearch")]
 pub mod elasticsearch;
-pub mod file;
-#[cfg(feature = "filesystem")]
 pub mod filesystem;
 #[cfg(feature = "firehose")]
 pub mod firehose;
@@ -26,12 +24,10 @@ use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     datagen::register(r);
-    file::register(r);
+    filesystem::register(r);
     blackhole::register(r);
     #[cfg(feature = "elasticsearch")]
     elasticsearch::register(r);
-    #[cfg(feature = "filesystem")]
-    filesystem::register(r);
     #[cfg(feature = "jdbc")]
     jdbc::register(r);
     #[cfg(feature = "kafka")]

@@ -1,5 +1,10 @@
-//! Files are listed once at open (sorted, so every worker sees the same order) and split among
-//! workers by index; a file's position is the byte offset after its last record emitted.
+//! The `file` source: reads JSON-lines or CSV files; each file is a split, its position a byte
+//! offset. Files are listed once at open (sorted, so every worker sees the same order) and split
+//! among workers by index; a file's position is the byte offset after its last record emitted.
+
+mod config;
+
+pub use self::config::{CsvOptions, FileFormat, FileSourceConfig};
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -11,7 +16,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::config::{CsvOptions, FileFormat, FileSourceConfig};
 use crate::api::{Batch, NodeContext, Record, Result, Source, SourcePoll, SplitId};
 use crate::error::{Context, Error};
 use crate::on_error::OnError;

@@ -452,7 +452,7 @@ fn resolve_bucket(cfg: &NodeConfig, b: &BucketConfig) -> Result<BucketSpec> {
 mod tests {
     use super::*;
 
-    use crate::connectors::filesystem::tests::node_config;
+    use crate::connectors::filesystem::sink::tests::node_config;
 
     fn resolve(config: serde_json::Value) -> Result<Settings> {
         let cfg = node_config(config);

@@ -602,7 +602,7 @@ async fn a_record_outside_the_parquet_schema_is_named() {
 #[test]
 fn the_factory_is_registered_and_reports_config_errors() {
     let mut r = Registry::empty();
-    register(&mut r);
+    crate::connectors::filesystem::register(&mut r);
     assert!(r
         .build_sink(&node_config(
             json!({"path": "/nonexistent/never/created", "format": "json"})

@@ -1,5 +1,46 @@
-//! The filesystem sink: routes records to one open part per bucket, rolls parts by policy, and
-//! takes them through the two-phase commit (see the module documentation for the lifecycle).
+//! The `filesystem` sink: routes records to one open part per bucket, rolls parts by policy, and
+//! takes them through the two-phase commit.
+//!
+//! # Part lifecycle (local disk)
+//! A worker keeps one open part per bucket, `<path>/<bucket>/.part-<worker>-<n>.inprogress`
+//! (hidden, so readers skip it). A part is rolled (closed, synced, renamed to
+//! `.part-<worker>-<n>.pending`) by size, age or inactivity, and at a checkpoint when
+//! `roll_on_checkpoint` (always for Parquet, and for every barrier that ends the job or takes a
+//! savepoint). `pre_commit` returns every part rolled since the previous one as committables;
+//! once the checkpoint is durable, `commit` renames each to its visible name
+//! `part-<worker>-<n><suffix>`. A JSON or CSV part left open across a checkpoint is synced and
+//! its length recorded in the state; recovery cuts it back to that length and writes on.
+//! Recovery also removes this worker's hidden parts that no checkpoint refers to.
+//!
+//! # Part lifecycle (S3)
+//! A part is a multipart upload to its final key (see `object.rs`). Parts close at every
+//! checkpoint and `commit` completes the uploads.
+//!
+//! # Part lifecycle (HDFS)
+//! As on local disk (hidden `.inprogress`, `.pending`, an atomic rename at commit), but parts
+//! close at every checkpoint, as on S3 (see `hdfs.rs` for why).
+//!
+//! Two sinks (or jobs) must not share a `path` with the same `part_prefix`: each treats the
+//! other's hidden parts with its own worker numbers as its own leftovers.
+
+mod bucket;
+mod config;
+mod format;
+#[cfg(feature = "hdfs")]
+mod hdfs;
+mod local;
+mod names;
+mod object;
+mod parquet;
+mod rolling;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use self::config::{FileSinkConfig, Format};
+pub use self::names::PartName;
+pub use self::object::{StagedUpload, UploadedPart};
+pub use self::state::{FileCommittable, FileSinkState, InProgressPart};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path as FsPath, PathBuf};
@@ -10,16 +51,14 @@ use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjectPath;
 use prometheus::IntCounter;
 
-use super::bucket::BucketAssigner;
-use super::config::{Settings, Target};
-use super::format::{Encoder, EncoderFactory};
+use self::bucket::BucketAssigner;
+use self::config::{Settings, Target};
+use self::format::{Encoder, EncoderFactory};
 #[cfg(feature = "hdfs")]
-use super::hdfs::{self, HdfsFile};
-use super::local::{self, LocalFile, Published};
-use super::names::PartName;
-use super::object::{self, Upload, UPLOAD_PART_SIZE};
-use super::rolling::{rolls_at_barrier, should_roll, PartStats, RollReason};
-use super::state::{FileCommittable, FileSinkState, InProgressPart};
+use self::hdfs::HdfsFile;
+use self::local::{LocalFile, Published};
+use self::object::{Upload, UPLOAD_PART_SIZE};
+use self::rolling::{rolls_at_barrier, should_roll, PartStats, RollReason};
 use crate::api::{Barrier, Batch, NodeConfig, NodeContext, Record, TwoPhaseSink};
 use crate::error::{Context, Error, Result};
 use crate::metrics::NodeMetrics;
