@@ -3,16 +3,12 @@
 //! retried, AIMD concurrency, at-least-once). Settings: [`config::FirehoseSinkConfig`].
 
 pub mod config;
-pub mod service;
+pub mod sink;
 
 use crate::api::SinkBox;
-use crate::connectors::aws::put::PutSink;
 use crate::registry::Registry;
 
-pub use service::FirehoseService;
-
-/// The `firehose` sink.
-pub type FirehoseSink = PutSink<FirehoseService>;
+pub use sink::{FirehoseService, FirehoseSink};
 
 pub fn register(r: &mut Registry) {
     r.sink("firehose", |cfg| {

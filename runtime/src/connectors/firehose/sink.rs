@@ -1,5 +1,5 @@
-//! PutRecordBatch: records → entries (data plus the delimiter), one request per batch, and
-//! each entry's result.
+//! The `firehose` sink: the shared AWS put sink around PutRecordBatch: records → entries (data
+//! plus the delimiter), one request per batch, and each entry's result.
 
 use async_trait::async_trait;
 use aws_sdk_firehose::primitives::Blob;
@@ -11,9 +11,14 @@ use super::config::Settings;
 use crate::api::{NodeConfig, NodeContext};
 use crate::connectors::aws::errors::{code, describe};
 use crate::connectors::aws::put::encode::payload;
-use crate::connectors::aws::put::{check_target_exists, Entry, Outcome, PutService, RequestError};
+use crate::connectors::aws::put::{
+    check_target_exists, Entry, Outcome, PutService, PutSink, RequestError,
+};
 use crate::error::{Error, Result};
 use crate::record::Record;
+
+/// The `firehose` sink.
+pub type FirehoseSink = PutSink<FirehoseService>;
 
 #[derive(Clone)]
 pub struct FirehoseService {
