@@ -6,8 +6,9 @@
 //!   files to a local directory, to S3 or to HDFS, bucketed into sub-directories by time or by a
 //!   field.
 //!
-//! The sink's in-progress parts are hidden (a leading `.`), which is why the source skips hidden
-//! files: pointed at a sink's directory, it reads only committed parts.
+//! The two sides share one convention, [`is_hidden`]: the sink writes uncommitted parts under
+//! hidden names and the source skips them, so a job reading a sink's directory reads only
+//! committed parts.
 //!
 //! ```yaml
 //! sources:
@@ -38,6 +39,15 @@ pub use sink::{
 };
 pub use source::{parse_line, CsvOptions, FileFormat, FileSource, FileSourceConfig};
 
+/// The first character of a hidden file name. The sink names a part so until it is committed;
+/// the source, like Spark, Hive and Trino, skips such files, so uncommitted data is never read.
+pub const HIDDEN: char = '.';
+
+/// Whether a file name is hidden (see [`HIDDEN`]).
+pub fn is_hidden(file_name: &str) -> bool {
+    file_name.starts_with(HIDDEN)
+}
+
 #[cfg(feature = "filesystem")]
 use crate::api::SinkBox;
 use crate::registry::Registry;
@@ -54,4 +64,47 @@ pub fn register(r: &mut Registry) {
             cfg.resolve::<FileSinkConfig>()?,
         )))
     });
+}
+
+#[cfg(all(test, feature = "filesystem"))]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::{NodeContext, Source, SourcePoll};
+
+    #[tokio::test]
+    async fn the_source_reads_only_the_parts_the_sink_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = PartName::new("part", 0, 1);
+        for (name, id) in [
+            (part.in_progress(), 1),
+            (part.pending(), 2),
+            (part.visible(".json"), 3),
+        ] {
+            std::fs::write(dir.path().join(name), format!("{{\"id\": {id}}}\n")).unwrap();
+        }
+        let config: FileSourceConfig =
+            serde_json::from_value(serde_json::json!({"path": dir.path(), "format": "json"}))
+                .unwrap();
+        let mut source = FileSource::new(config);
+        source
+            .open(&NodeContext::for_test("job", "in"), BTreeMap::new())
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        loop {
+            match source.poll().await.unwrap() {
+                SourcePoll::Batch(batch) => ids.extend(
+                    batch
+                        .records
+                        .iter()
+                        .map(|r| r.get("id").unwrap().as_i64().unwrap()),
+                ),
+                SourcePoll::Finished => break,
+                SourcePoll::Idle => {}
+            }
+        }
+        assert_eq!(ids, [3], "only the committed part is read");
+    }
 }

@@ -1,8 +1,10 @@
 //! Part file names. A part is `<prefix>-<worker>-<n>`: hidden (`.part-0-7.inprogress`,
-//! `.part-0-7.pending`) until committed, then visible as `part-0-7<suffix>`. Readers such as
-//! Spark, Hive and Trino skip names that start with `.`, so uncommitted data is never read.
+//! `.part-0-7.pending`) until committed, then visible as `part-0-7<suffix>`. Hidden as the
+//! family defines it ([`HIDDEN`]), so readers skip uncommitted data.
 
 use serde::{Deserialize, Serialize};
+
+use crate::connectors::filesystem::HIDDEN;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PartName {
@@ -28,11 +30,14 @@ impl PartName {
     }
 
     pub fn in_progress(&self) -> String {
-        format!(".{}-{}-{}.inprogress", self.prefix, self.worker, self.n)
+        format!(
+            "{HIDDEN}{}-{}-{}.inprogress",
+            self.prefix, self.worker, self.n
+        )
     }
 
     pub fn pending(&self) -> String {
-        format!(".{}-{}-{}.pending", self.prefix, self.worker, self.n)
+        format!("{HIDDEN}{}-{}-{}.pending", self.prefix, self.worker, self.n)
     }
 
     pub fn visible(&self, suffix: &str) -> String {
@@ -42,7 +47,7 @@ impl PartName {
     /// Reads a hidden part name written with `prefix`: `.part-3-12.pending` → (3, 12, Pending).
     pub fn parse_hidden(file_name: &str, prefix: &str) -> Option<(PartName, Stage)> {
         let rest = file_name
-            .strip_prefix('.')?
+            .strip_prefix(HIDDEN)?
             .strip_prefix(prefix)?
             .strip_prefix('-')?;
         let (rest, stage) = if let Some(r) = rest.strip_suffix(".inprogress") {

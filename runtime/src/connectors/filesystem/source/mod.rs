@@ -59,7 +59,7 @@ fn list_files(root: &Path, suffix: Option<&str>, out: &mut Vec<PathBuf>) -> std:
     for entry in std::fs::read_dir(root)? {
         let p = entry?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with('.') {
+        if super::is_hidden(name) {
             continue;
         }
         if p.is_dir() {
