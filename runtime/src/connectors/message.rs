@@ -1,12 +1,13 @@
 //! What the sources that turn messages into records share (Kafka, Kinesis, Pub/Sub): the
 //! `format:` of a message's value, how a value becomes a record, and the names of the
-//! `metadata:` fields. The checks of these settings are [`EventTimeForms::check_source`].
+//! `metadata:` fields. The checks of these settings are [`EventTimeForms::check_source`] (in the
+//! core, which builds without any connector feature).
 //!
 //! [`EventTimeForms::check_source`]: crate::transforms::watermark::EventTimeForms::check_source
 
 use base64::Engine;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::record::{JsonObject, Record};
@@ -60,23 +61,6 @@ pub fn base64(bytes: &[u8]) -> Value {
     Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// The `metadata:` entries that are set, as (key, field name) in the order of the source's
-/// `MetadataFields` (a struct of `Option<String>`), for the checks. Read through serde, so each
-/// source writes its keys once, in the struct.
-pub fn set_names(metadata: &impl Serialize) -> Vec<(String, String)> {
-    match serde_json::to_value(metadata) {
-        Ok(Value::Object(fields)) => fields
-            .into_iter()
-            .filter_map(|(key, name)| match name {
-                Value::String(name) => Some((key, name)),
-                _ => None,
-            })
-            .collect(),
-        // Not a struct: it names no fields.
-        _ => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,20 +90,7 @@ mod tests {
     }
 
     #[test]
-    fn only_set_metadata_entries_are_named() {
-        #[derive(Serialize)]
-        struct Metadata {
-            b: Option<String>,
-            a: Option<String>,
-            c: Option<String>,
-        }
-        let m = Metadata {
-            b: Some("y".into()),
-            a: None,
-            c: Some("x".into()),
-        };
-        let names = [("b".to_string(), "y".to_string()), ("c".into(), "x".into())];
-        assert_eq!(set_names(&m), names, "set ones only, in declaration order");
+    fn only_values_kept_whole_have_a_field() {
         assert_eq!(ValueFormat::Json.field("value"), None);
         assert_eq!(ValueFormat::Bytes.field("value"), Some("value"));
     }

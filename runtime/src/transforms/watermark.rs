@@ -8,11 +8,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use weir_crds::Duration;
 
+use crate::api::Registry;
 use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
 use crate::record::Record;
-use crate::registry::Registry;
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default, Debug)]
 #[serde(rename_all = "snake_case")]
@@ -176,7 +176,7 @@ impl EventTimeForms {
         value_field: Option<&str>,
         metadata: &impl serde::Serialize,
     ) -> Result<()> {
-        let metadata = crate::connectors::message::set_names(metadata);
+        let metadata = set_names(metadata);
         if has_watermark && !has_event_time {
             return Err(cfg.error("watermark", self.watermark_needs_event_time()));
         }
@@ -476,6 +476,23 @@ pub fn check_event_time_sources(
     errors
 }
 
+/// The `metadata:` entries that are set, as (key, field name) in the order of the source's
+/// `MetadataFields` (a struct of `Option<String>`), for the checks. Read through serde, so each
+/// source writes its keys once, in the struct.
+fn set_names(metadata: &impl serde::Serialize) -> Vec<(String, String)> {
+    match serde_json::to_value(metadata) {
+        Ok(Value::Object(fields)) => fields
+            .into_iter()
+            .filter_map(|(key, name)| match name {
+                Value::String(name) => Some((key, name)),
+                _ => None,
+            })
+            .collect(),
+        // Not a struct: it names no fields.
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,5 +580,22 @@ mod tests {
         assert!(parse_time(&Value::from("noon"), TimeFormat::Auto)
             .unwrap_err()
             .contains("RFC 3339"));
+    }
+
+    #[test]
+    fn only_set_metadata_entries_are_named() {
+        #[derive(serde::Serialize)]
+        struct Metadata {
+            b: Option<String>,
+            a: Option<String>,
+            c: Option<String>,
+        }
+        let m = Metadata {
+            b: Some("y".into()),
+            a: None,
+            c: Some("x".into()),
+        };
+        let names = [("b".to_string(), "y".to_string()), ("c".into(), "x".into())];
+        assert_eq!(set_names(&m), names, "set ones only, in declaration order");
     }
 }
