@@ -2,7 +2,7 @@
 //!
 //! A connector is a type implementing [`Source`], [`Transform`], [`Sink`] (idempotent or
 //! at-least-once: flushed at every barrier) or [`TwoPhaseSink`] (exactly-once), plus a factory
-//! registered by name in a [`crate::registry::Registry`]. The factory parses the node's settings
+//! registered by name in a [`Registry`]. The factory parses the node's settings
 //! (with [`NodeConfig::parse`], which reports errors with their path) and must do no I/O: it also
 //! runs for `weir validate`. I/O starts in `open`.
 //!
@@ -36,6 +36,7 @@
 //! ```
 
 mod node;
+pub mod registry;
 mod sink;
 mod source;
 mod transform;
@@ -45,6 +46,7 @@ pub use serde_json::Value;
 pub use crate::error::{Error, Result};
 pub use crate::record::{Barrier, Batch, Fields, Record, SplitId};
 pub use node::{ConnectorConfig, NodeConfig, NodeContext};
+pub use registry::Registry;
 pub(crate) use sink::DynSink;
 pub use sink::{FlushMark, Sink, SinkBox, TwoPhaseSink};
 pub use source::{Source, SourcePoll};

@@ -37,7 +37,7 @@ pub mod message;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
 
-use crate::registry::Registry;
+use crate::api::Registry;
 
 pub fn register(r: &mut Registry) {
     datagen::register(r);

@@ -23,10 +23,10 @@ pub use coordinator::{WorkerCommand, WorkerOutcome};
 use supervisor::{StartFrom, Supervisor};
 pub use weir_crds::contract::{SavepointPhase, SavepointStatus, WorkerState, WorkerStatus};
 
+use crate::api::Registry;
 use crate::checkpoint::{self, CheckpointStore, SavepointRef};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
 
 pub struct JobOptions {
     /// Worker indices this process runs: all of them for `weir run`, one in a Kubernetes pod.

@@ -19,11 +19,11 @@ use serde_json::{json, Value};
 use weir_crds::CircuitBreakerSpec;
 
 use super::breaker::{Breaker, BreakerState, Route};
+use crate::api::Registry;
 use crate::api::{DynSink, FlushMark, NodeConfig, NodeContext};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::record::{Barrier, Batch, Record};
-use crate::registry::Registry;
 use weir_crds::contract::{BreakerStatus, WorkerStatus};
 
 /// Where the breaker's state is shown: `/v1/status`, metrics and logs.

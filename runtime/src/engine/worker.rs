@@ -15,12 +15,12 @@ use super::coordinator::machine::{Config, Machine};
 use super::coordinator::{Coordinator, WorkerCommand, WorkerOutcome};
 use super::nodes::{Outputs, SinkTask, SourceTask, TransformTask};
 use super::noncritical::{self, NonCriticalSink};
+use crate::api::registry::{dead_letter_config, node_config, Registry};
 use crate::api::{DynSink, NodeContext};
 use crate::checkpoint::{CheckpointStore, Restore};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::record::Message;
-use crate::registry::{dead_letter_config, node_config, Registry};
 use weir_crds::contract::WorkerStatus;
 
 /// Batches in flight between two nodes; a full channel is backpressure.

@@ -7,12 +7,12 @@ use cel_interpreter::Context;
 use serde::Deserialize;
 
 use super::cel::{to_json, Expr};
+use crate::api::Registry;
 use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
 use crate::ordered::OrderedMap;
 use crate::record::Record;
-use crate::registry::Registry;
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]

@@ -8,7 +8,7 @@ pub mod preloaded;
 pub mod split_watermarks;
 pub mod watermark;
 
-use crate::registry::Registry;
+use crate::api::Registry;
 
 pub fn register(r: &mut Registry) {
     async_io::register(r);

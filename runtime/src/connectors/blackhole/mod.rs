@@ -11,8 +11,8 @@ mod sink;
 
 use self::config::BlackholeConfig;
 use self::sink::Blackhole;
+use crate::api::Registry;
 use crate::api::SinkBox;
-use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     r.sink("blackhole", |cfg| {

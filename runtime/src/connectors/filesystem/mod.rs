@@ -48,9 +48,9 @@ pub fn is_hidden(file_name: &str) -> bool {
     file_name.starts_with(HIDDEN)
 }
 
+use crate::api::Registry;
 #[cfg(feature = "filesystem")]
 use crate::api::SinkBox;
-use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     r.source("file", |cfg| {

@@ -5,8 +5,8 @@
 pub mod config;
 pub mod sink;
 
+use crate::api::Registry;
 use crate::api::SinkBox;
-use crate::registry::Registry;
 
 pub use sink::{FirehoseService, FirehoseSink};
 

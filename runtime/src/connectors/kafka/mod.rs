@@ -8,8 +8,8 @@ pub mod source;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::api::Registry;
 use crate::error::Result;
-use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     source::register(r);

@@ -5,7 +5,7 @@ pub mod sink;
 pub mod source;
 pub mod stream;
 
-use crate::registry::Registry;
+use crate::api::Registry;
 
 pub fn register(r: &mut Registry) {
     source::register(r);

@@ -40,7 +40,7 @@ mod state;
 mod template;
 
 use crate::api::AsyncTransform;
-use crate::registry::Registry;
+use crate::api::Registry;
 
 pub fn register(r: &mut Registry) {
     r.async_transform("async_lookup", |cfg| {

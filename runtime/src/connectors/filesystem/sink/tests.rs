@@ -10,10 +10,10 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::api::Registry;
 use crate::api::{Barrier, Batch, NodeConfig, NodeContext, Record, TwoPhaseSink};
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
-use crate::registry::Registry;
 
 /// The bad-record handler of a sink with `on_error: fail`, for the encoders' tests.
 pub(super) fn fail() -> impl FnMut(&Record, String) -> crate::error::Result<()> {

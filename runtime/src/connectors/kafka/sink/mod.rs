@@ -51,9 +51,9 @@ pub use recovery::{KafkaCommittable, KafkaSinkState};
 
 use rdkafka::config::ClientConfig;
 
+use crate::api::Registry;
 use crate::api::{NodeConfig, SinkBox};
 use crate::error::Result;
-use crate::registry::Registry;
 
 /// The producer settings every delivery mode shares.
 fn producer_config(s: &Settings) -> ClientConfig {

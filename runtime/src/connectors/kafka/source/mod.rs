@@ -16,7 +16,7 @@ pub use dead_letter::{dead_letter_headers, ERROR_PREFIX};
 pub use decode::RawMessage;
 pub use reader::KafkaSource;
 
-use crate::registry::Registry;
+use crate::api::Registry;
 
 pub fn register(r: &mut Registry) {
     r.source("kafka", |cfg| {

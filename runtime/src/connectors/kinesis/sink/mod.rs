@@ -5,9 +5,9 @@
 pub mod config;
 pub mod service;
 
+use crate::api::Registry;
 use crate::api::SinkBox;
 use crate::connectors::aws::put::PutSink;
-use crate::registry::Registry;
 
 pub use service::KinesisService;
 

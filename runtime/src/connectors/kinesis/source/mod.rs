@@ -19,7 +19,7 @@ mod shards;
 pub use config::KinesisSourceConfig;
 pub use running::KinesisSource;
 
-use crate::registry::Registry;
+use crate::api::Registry;
 
 pub fn register(r: &mut Registry) {
     r.source("kinesis", |cfg| {
