@@ -14,6 +14,7 @@ pub mod connectors;
 pub mod engine;
 pub mod env_expand;
 pub mod error;
+pub mod event_time;
 pub mod fault;
 #[cfg(test)]
 mod layers;

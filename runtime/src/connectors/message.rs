@@ -1,9 +1,9 @@
 //! What the sources that turn messages into records share (Kafka, Kinesis, Pub/Sub): the
 //! `format:` of a message's value, how a value becomes a record, and the names of the
-//! `metadata:` fields. The checks of these settings are [`EventTimeForms::check_source`] (in the
-//! core, which builds without any connector feature).
+//! `metadata:` fields. The checks of these settings are [`EventTimeForms::check_source`] (in
+//! `event_time`, which builds without any connector feature).
 //!
-//! [`EventTimeForms::check_source`]: crate::transforms::watermark::EventTimeForms::check_source
+//! [`EventTimeForms::check_source`]: crate::event_time::EventTimeForms::check_source
 
 use base64::Engine;
 use bytes::Bytes;

@@ -5,7 +5,6 @@ pub mod cel;
 mod filter;
 mod map;
 pub mod preloaded;
-pub mod split_watermarks;
 pub mod watermark;
 
 use crate::api::Registry;

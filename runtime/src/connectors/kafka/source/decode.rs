@@ -6,9 +6,9 @@ use serde_json::{Map, Value};
 
 use super::config::{KafkaSourceConfig, KeyFormat, MetadataFields, ValueFormat};
 use crate::connectors::message::base64 as b64;
+use crate::event_time::EventTime;
+use crate::event_time::EventTimeSource;
 use crate::record::{JsonObject, Record};
-use crate::transforms::watermark::EventTime;
-use crate::transforms::watermark::EventTimeSource;
 
 /// The parts of a message the decoder reads (borrowed from librdkafka's buffer).
 #[derive(Debug, Clone, Default)]

@@ -23,8 +23,8 @@ use super::splits::{owner_index, split_id, Position};
 use crate::api::{Batch, NodeConfig, NodeContext, Record, Result, Source, SourcePoll, SplitId};
 use crate::connectors::kafka::client::{client_config, KafkaConsumer, RecordingContext};
 use crate::error::Error;
+use crate::event_time::split::SplitWatermarks;
 use crate::on_error::OnError;
-use crate::transforms::split_watermarks::SplitWatermarks;
 
 type Queue = PartitionQueue<RecordingContext>;
 

@@ -13,12 +13,10 @@ use crate::connectors::kinesis::stream::StreamRef;
 use crate::connectors::message::default_value_field;
 pub use crate::connectors::message::ValueFormat;
 use crate::error::Result;
+use crate::event_time::WatermarkSettings;
+use crate::event_time::{parse_time, EventTime, EventTimeForms, EventTimeSource, TimeFormat};
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
-use crate::transforms::watermark::WatermarkSettings;
-use crate::transforms::watermark::{
-    parse_time, EventTime, EventTimeForms, EventTimeSource, TimeFormat,
-};
 
 /// Settings of a `kinesis` source.
 ///

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::config::KinesisSourceConfig;
+use crate::event_time::EventTimeSource;
 use crate::record::Record;
-use crate::transforms::watermark::EventTimeSource;
 
 /// The parts of a Kinesis record the decoder reads.
 #[derive(Debug, Clone, Default)]
@@ -67,7 +67,7 @@ impl Decoder {
 mod tests {
     use super::*;
     use crate::connectors::kinesis::source::config::{MetadataFields, ValueFormat};
-    use crate::transforms::watermark::{EventTime, TimeFormat};
+    use crate::event_time::{EventTime, TimeFormat};
     use serde_json::json;
 
     fn decoder(

@@ -24,7 +24,7 @@ use super::shards::{droppable, owner, plan, ready, FirstStart, ShardGraph, Shard
 use super::{efo, listing, polling};
 use crate::api::{Batch, NodeConfig, NodeContext, Result, Source, SourcePoll, SplitId};
 use crate::error::Error;
-use crate::transforms::split_watermarks::SplitWatermarks;
+use crate::event_time::split::SplitWatermarks;
 
 /// Events in the channel at most: a few fetches per reading shard.
 const CHANNEL: usize = 64;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::watermark::{combined, Monotonic, SplitClock};
+use super::{combined, Monotonic, SplitClock};
 
 pub struct SplitWatermarks {
     bound_ms: i64,
