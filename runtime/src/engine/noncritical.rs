@@ -19,8 +19,7 @@ use serde_json::{json, Value};
 use weir_crds::CircuitBreakerSpec;
 
 use super::breaker::{Breaker, BreakerState, Route};
-use crate::api::Registry;
-use crate::api::{DynSink, FlushMark, NodeConfig, NodeContext};
+use crate::api::{DynSink, FlushMark, NodeConfig, NodeContext, Registry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::record::{Barrier, Batch, Record};

@@ -6,8 +6,9 @@ use cel_interpreter::{Context, Value as Cel};
 use serde::Deserialize;
 
 use super::cel::Expr;
-use crate::api::Registry;
-use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
+use crate::api::{
+    Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Registry, Result, Transform,
+};
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
 

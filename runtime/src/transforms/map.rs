@@ -7,8 +7,9 @@ use cel_interpreter::Context;
 use serde::Deserialize;
 
 use super::cel::{to_json, Expr};
-use crate::api::Registry;
-use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
+use crate::api::{
+    Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Registry, Result, Transform,
+};
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
 use crate::ordered::OrderedMap;

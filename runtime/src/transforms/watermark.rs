@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use weir_crds::Duration;
 
-use crate::api::Registry;
-use crate::api::{Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Result, Transform};
+use crate::api::{
+    Batch, ConnectorConfig, NodeConfig, NodeContext, Output, Registry, Result, Transform,
+};
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
 

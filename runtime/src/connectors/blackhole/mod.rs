@@ -11,8 +11,7 @@ mod sink;
 
 use self::config::BlackholeConfig;
 use self::sink::Blackhole;
-use crate::api::Registry;
-use crate::api::SinkBox;
+use crate::api::{Registry, SinkBox};
 
 pub fn register(r: &mut Registry) {
     r.sink("blackhole", |cfg| {

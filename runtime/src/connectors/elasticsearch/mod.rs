@@ -56,8 +56,7 @@ use std::sync::Mutex;
 pub use config::{ElasticsearchSinkConfig, Settings};
 pub use sink::ElasticsearchSink;
 
-use crate::api::Registry;
-use crate::api::{NodeConfig, SinkBox};
+use crate::api::{NodeConfig, Registry, SinkBox};
 
 /// What `weir validate` (and `weir run`) say about a sink without ids.
 pub fn at_least_once_note(cfg: &NodeConfig, s: &Settings) -> Option<String> {

@@ -5,8 +5,7 @@
 pub mod config;
 pub mod sink;
 
-use crate::api::Registry;
-use crate::api::SinkBox;
+use crate::api::{Registry, SinkBox};
 
 pub use sink::{FirehoseService, FirehoseSink};
 

@@ -67,8 +67,7 @@ pub use config::{JdbcSinkConfig, JdbcSourceConfig};
 pub use sink::JdbcSink;
 pub use source::JdbcSource;
 
-use crate::api::Registry;
-use crate::api::SinkBox;
+use crate::api::{Registry, SinkBox};
 
 pub fn register(r: &mut Registry) {
     r.sink("jdbc", |cfg| {

@@ -39,8 +39,7 @@ mod queue;
 mod state;
 mod template;
 
-use crate::api::AsyncTransform;
-use crate::api::Registry;
+use crate::api::{AsyncTransform, Registry};
 
 pub fn register(r: &mut Registry) {
     r.async_transform("async_lookup", |cfg| {

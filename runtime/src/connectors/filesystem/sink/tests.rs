@@ -10,8 +10,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::api::Registry;
-use crate::api::{Barrier, Batch, NodeConfig, NodeContext, Record, TwoPhaseSink};
+use crate::api::{Barrier, Batch, NodeConfig, NodeContext, Record, Registry, TwoPhaseSink};
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
 

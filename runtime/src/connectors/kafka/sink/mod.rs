@@ -51,8 +51,7 @@ pub use recovery::{KafkaCommittable, KafkaSinkState};
 
 use rdkafka::config::ClientConfig;
 
-use crate::api::Registry;
-use crate::api::{NodeConfig, SinkBox};
+use crate::api::{NodeConfig, Registry, SinkBox};
 use crate::error::Result;
 
 /// The producer settings every delivery mode shares.

@@ -5,8 +5,7 @@
 pub mod config;
 pub mod service;
 
-use crate::api::Registry;
-use crate::api::SinkBox;
+use crate::api::{Registry, SinkBox};
 use crate::connectors::aws::put::PutSink;
 
 pub use service::KinesisService;
