@@ -181,8 +181,9 @@ impl Job {
     }
 
     /// Runs until the job ends (resuming from its newest checkpoint, as a restarted worker
-    /// does); panics with its log unless it finished (exit 0).
-    pub fn restart_to_end(&self) {
+    /// does); panics with its log unless it finished (exit 0). Returns its log (stderr), for a
+    /// test that checks what the recovery did (set `WEIR_LOG` with [`Job::env`] to see it).
+    pub fn restart_to_end(&self) -> String {
         let (out, killed) = self.finish(self.spawn(None, None), self.limit);
         assert!(
             !killed,
@@ -196,6 +197,7 @@ impl Job {
             out.status,
             log(&out)
         );
+        log(&out)
     }
 
     /// Ends the job's runs as `kill` says. A crash at a point must kill the run there (a job

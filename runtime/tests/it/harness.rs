@@ -20,8 +20,8 @@ pub fn run_until_killed(spec: &Path, kill: Kill) -> Killed {
 }
 
 /// The second half: `spec` run once more (with `args`), resuming from its newest checkpoint; it
-/// must now finish (exit 0) by itself.
-pub fn restart_to_end(spec: &Path, args: &[&str]) {
+/// must now finish (exit 0) by itself. Returns its log.
+pub fn restart_to_end(spec: &Path, args: &[&str]) -> String {
     weir_job(spec).args(args).restart_to_end()
 }
 

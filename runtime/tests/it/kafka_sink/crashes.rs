@@ -103,21 +103,15 @@ fn crash_then_finish(input: Input, point: &str, hit: u32) -> (Job, String) {
     if let Some(f) = feed {
         f.join().unwrap();
     }
-    let o = run(
-        &j.spec,
-        &[],
-        &[(
+    // The sink's info lines say what the recovery re-committed or aborted.
+    let log = weir_job(&j.spec)
+        .env(
             "WEIR_LOG",
             "warn,weir_runtime::connectors::kafka::sink=info",
-        )],
-    );
-    assert!(
-        o.status.success(),
-        "the restarted job failed: {}",
-        stderr(&o)
-    );
+        )
+        .restart_to_end();
     assert_topic_exactly_once(&j.bootstrap, &j.out, N);
-    (j, stderr(&o))
+    (j, log)
 }
 
 const RECOMMITTED: &str = "re-committed a transaction the crash left uncommitted";
