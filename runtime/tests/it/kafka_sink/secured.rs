@@ -48,16 +48,12 @@ fn crash_at_the_manifest_then_finish(protocol: &str, listener: &str, mechanism: 
         &secured_sink(&secured, &out, protocol, mechanism, &password),
     );
     run_until_killed(&spec, Kill::At("after_manifest", 3));
-    let o = run(
-        &spec,
-        &[],
-        &[(
+    let log = weir_job(&spec)
+        .env(
             "WEIR_LOG",
             "warn,weir_runtime::connectors::kafka::sink=info",
-        )],
-    );
-    let log = stderr(&o);
-    assert!(o.status.success(), "the restarted job failed: {log}");
+        )
+        .restart_to_end();
     assert!(
         log.contains("re-committed a transaction the crash left uncommitted"),
         "recovery re-committed nothing over {protocol}/{mechanism}:\n{log}"
