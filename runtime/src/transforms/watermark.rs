@@ -14,13 +14,7 @@ use crate::api::{
 use crate::metrics::NodeMetrics;
 use crate::on_error::OnError;
 
-// Re-exported so code written against `transforms::watermark` (custom sources, the Pub/Sub
-// source) keeps compiling; the definitions are in `event_time`.
-use crate::event_time::{combined, SplitClock};
-pub use crate::event_time::{
-    parse_time, EventTime, EventTimeForms, EventTimeSource, Monotonic, TimeFormat,
-    WatermarkSettings,
-};
+use crate::event_time::{combined, parse_time, SplitClock, TimeFormat};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]

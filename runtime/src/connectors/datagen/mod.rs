@@ -8,7 +8,7 @@ mod source;
 pub use config::DatagenConfig;
 pub use source::DatagenSource;
 
-use crate::registry::Registry;
+use crate::api::Registry;
 
 pub fn register(r: &mut Registry) {
     r.source("datagen", |cfg| {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 /// How often one kind of client line is logged at most; the ones in between are counted.
 const FOLD_EVERY: Duration = Duration::from_secs(10);
 
-/// The decision of [`fold`], pure: `seen` maps a line to when it was last logged and how many
+/// The decision of `fold`, pure: `seen` maps a line to when it was last logged and how many
 /// times it came since. `Some(n)`: log it now, after `n` that were held back; `None`: count it.
 pub fn fold_decision(
     seen: &mut HashMap<String, (Instant, u64)>,

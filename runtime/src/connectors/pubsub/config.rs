@@ -12,10 +12,10 @@ use crate::api::{ConnectorConfig, NodeConfig};
 use crate::connectors::message::default_value_field;
 pub use crate::connectors::message::ValueFormat;
 use crate::error::Result;
+use crate::event_time::WatermarkSettings;
+use crate::event_time::{EventTime, EventTimeForms, EventTimeSource};
 use crate::on_error::OnError;
 use crate::retry::RetryPolicy;
-use crate::transforms::watermark::WatermarkSettings;
-use crate::transforms::watermark::{EventTime, EventTimeForms, EventTimeSource};
 
 /// Where the Pub/Sub API is. Shared by the source and the sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -484,7 +484,7 @@ mod tests {
     fn resolve_sink(cfg: &NodeConfig) -> Result<SinkSettings> {
         cfg.resolve::<PubsubSinkConfig>()
     }
-    use crate::transforms::watermark::TimeFormat;
+    use crate::event_time::TimeFormat;
     use weir_crds::{CheckpointSpec, NodeSpec};
 
     fn node(kind: &str, yaml: &str) -> NodeConfig {

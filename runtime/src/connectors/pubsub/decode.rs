@@ -7,8 +7,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::config::PubsubSourceConfig;
+use crate::event_time::EventTimeSource;
 use crate::record::Record;
-use crate::transforms::watermark::EventTimeSource;
 
 /// The parts of a message the decoder reads.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transforms::watermark::TimeFormat;
+    use crate::event_time::TimeFormat;
 
     fn decoder(yaml: &str) -> Decoder {
         let c: PubsubSourceConfig =

@@ -21,8 +21,7 @@ mod watermark;
 pub use sink::PubsubSink;
 pub use source::PubsubSource;
 
-use crate::api::SinkBox;
-use crate::registry::Registry;
+use crate::api::{Registry, SinkBox};
 
 pub fn register(r: &mut Registry) {
     r.source("pubsub", |cfg| {

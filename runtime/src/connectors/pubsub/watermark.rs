@@ -3,7 +3,7 @@
 //! without a message, the wall clock minus the same bound (a drained subscription must not hold
 //! windows open forever; a message that still comes older than that is late).
 
-use crate::transforms::watermark::Monotonic;
+use crate::event_time::Monotonic;
 
 pub struct Watermark {
     bound_ms: i64,

@@ -40,13 +40,14 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::api::{AsyncTransform, Barrier, Batch, NodeConfig, NodeContext, Output, Record};
+use crate::api::{
+    AsyncTransform, Barrier, Batch, NodeConfig, NodeContext, Output, Record, Registry,
+};
 use crate::checkpoint::key_group_range;
 use crate::error::{Error, Result};
 use crate::metrics::NodeMetrics;
-use crate::registry::Registry;
 use crate::transforms::async_io::config::Policy;
-use config::{PreloadedLookupConfig, Settings, TableSource};
+use config::{PreloadedLookupConfig, Settings};
 use load::{LoadError, Snapshots};
 use table::Table;
 
@@ -251,7 +252,7 @@ impl AsyncTransform for PreloadedLookup {
         self.key_groups = key_group_range(ctx.worker, ctx.parallelism, ctx.max_parallelism);
         let state = self.restored_state(&restored);
         #[cfg(feature = "kafka")]
-        if let TableSource::Kafka { .. } = &self.settings.source {
+        if let config::TableSource::Kafka { .. } = &self.settings.source {
             let offsets = state
                 .as_ref()
                 .and_then(|s| s.get("offsets"))
@@ -356,7 +357,7 @@ impl AsyncTransform for PreloadedLookup {
     /// brokers answer and the topic exists).
     async fn preflight(&mut self, cfg: &NodeConfig) -> Result<Vec<String>> {
         #[cfg(feature = "kafka")]
-        if let TableSource::Kafka { .. } = &self.settings.source {
+        if let config::TableSource::Kafka { .. } = &self.settings.source {
             return follow::preflight(&self.settings)
                 .await
                 .map_err(|e| cfg.error("table", e.to_string()))
