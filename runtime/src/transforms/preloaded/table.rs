@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use compact_str::CompactString;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -41,6 +42,32 @@ pub fn key_into(values: &[&Value], out: &mut String) {
     }
 }
 
+/// Asks the CPU to bring the rows a batch joins, then the text of their string values, into
+/// cache before any record is written. A table of 100,000 rows is out of the core's cache, and
+/// the join reads each row and clones its strings one record at a time: without this every
+/// record waited for two misses in turn. Prefetches never fault and change no result; off
+/// x86_64 this does nothing.
+pub fn prefetch(rows: &[Option<&[Value]>]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for row in rows.iter().flatten() {
+            // SAFETY: a prefetch is a hint; it reads nothing architecturally and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().cast()) };
+        }
+        for row in rows.iter().flatten() {
+            for v in row.iter() {
+                if let Value::String(s) = v {
+                    // SAFETY: as above.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().cast()) };
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = rows;
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_rows: usize,
@@ -60,8 +87,10 @@ pub type Row = Box<[Value]>;
 
 /// Rows by key text. Every record looks its key up here, so the hasher is foldhash rather than
 /// SipHash (several times faster on short keys); its per-process seed still spreads keys an
-/// outsider picks, and the keys that are stored come from the operator's own table.
-type Rows = HashMap<String, Row, foldhash::fast::RandomState>;
+/// outsider picks, and the keys that are stored come from the operator's own table. A key of
+/// up to 24 bytes (ids, codes, short names) is held inside the map's slot, so a probe compares
+/// it without reading a second heap allocation (another cache miss per record on a large table).
+type Rows = HashMap<CompactString, Row, foldhash::fast::RandomState>;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Table {
@@ -122,7 +151,7 @@ impl Table {
 
     fn insert_row(&mut self, key: String, row: Row, limits: &Limits) -> Result<(), String> {
         let added = cost(&key, &row);
-        let replaced = self.rows.get(&key).map_or(0, |old| cost(&key, old));
+        let replaced = self.rows.get(key.as_str()).map_or(0, |old| cost(&key, old));
         let bytes = self.bytes - replaced + added;
         if replaced == 0 && self.rows.len() >= limits.max_rows {
             return Err(format!(
@@ -140,10 +169,12 @@ impl Table {
             ));
         }
         self.bytes = bytes;
-        self.rows.insert(key, row);
+        self.rows.insert(CompactString::from(key), row);
         Ok(())
     }
 
+    // Only the Kafka follower removes rows (a tombstone); other sources reload the table whole.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub fn remove(&mut self, key: &str) {
         if let Some(old) = self.rows.remove(key) {
             self.bytes -= cost(key, &old);
@@ -168,7 +199,7 @@ impl Table {
         self.bytes
     }
 
-    fn sorted(&self) -> Vec<(&String, &Row)> {
+    fn sorted(&self) -> Vec<(&CompactString, &Row)> {
         let mut rows: Vec<_> = self.rows.iter().collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
         rows
@@ -181,7 +212,7 @@ impl Table {
         serde_json::to_writer(&mut out, &Header::of(&self.fields)).expect("JSON serializes");
         out.push(b'\n');
         for (k, v) in self.sorted() {
-            serde_json::to_writer(&mut out, &(k, v)).expect("JSON values serialize");
+            serde_json::to_writer(&mut out, &(k.as_str(), v)).expect("JSON values serialize");
             out.push(b'\n');
         }
         out
