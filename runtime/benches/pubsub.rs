@@ -1,6 +1,7 @@
 //! Pub/Sub throughput against the emulator, weir against a raw google-cloud-pubsub loop with
 //! the same settings, measured in the same run on the same emulator, `WEIR_BENCH_PUBSUB_ROUNDS`
-//! rounds (default 2) each with fresh topics:
+//! rounds of the source (default 2) and `WEIR_BENCH_PUBSUB_SINK_ROUNDS` of the sink (default 6),
+//! each with fresh topics:
 //! - source: N messages (~200 B JSON) published once to a topic with two subscriptions; the raw
 //!   loop receives one subscription with the source's flow control and lease settings and
 //!   acknowledges what it holds once a second (as checkpoints do); weir reads the other
@@ -15,8 +16,10 @@
 //!
 //! `cargo bench -p weir-runtime --bench pubsub`. Env: `PUBSUB_EMULATOR_HOST` (else
 //! e2e/services/pubsub.sh starts the emulator), `WEIR_BENCH_PUBSUB_RECORDS` (default 50,000),
-//! `WEIR_BENCH_PUBSUB_SINK_RECORDS` (default 500,000: the publisher is ~100× faster than the
-//! emulator's delivery, and 50,000 would measure mostly the job's start and last checkpoint).
+//! `WEIR_BENCH_PUBSUB_SINK_RECORDS` (default 2,000,000: the publisher is ~100× faster than the
+//! emulator's delivery; at 500,000 a side ran about a second and one emulator pause moved a
+//! round's ratio by 20 points), `WEIR_BENCH_PUBSUB_SINK_ROUNDS` (default 6; the sink's figure
+//! is the median of the rounds' paired ratios).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -311,8 +314,9 @@ fn pct(a: f64, b: f64) -> f64 {
 
 fn main() {
     let n = env_num("WEIR_BENCH_PUBSUB_RECORDS", 50_000);
-    let n_sink = env_num("WEIR_BENCH_PUBSUB_SINK_RECORDS", 500_000);
+    let n_sink = env_num("WEIR_BENCH_PUBSUB_SINK_RECORDS", 2_000_000);
     let rounds = env_num("WEIR_BENCH_PUBSUB_ROUNDS", 2);
+    let sink_rounds = env_num("WEIR_BENCH_PUBSUB_SINK_ROUNDS", 6);
     let host = service_env("pubsub", "PUBSUB_EMULATOR_HOST");
     let e = Endpoint::Emulator(host.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -322,8 +326,13 @@ fn main() {
     );
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
     // Means over rounds: source raw, weir; sink raw and weir whole-run, raw and weir steady.
-    let (mut sums, mut k) = ([0.0; 6], 0.0);
-    for round in 1..=rounds {
+    let (mut source_sums, mut source_k) = ([0.0; 2], 0.0);
+    let (mut sink_sums, mut sink_k) = ([0.0; 4], 0.0);
+    // Each sink round's weir/raw ratios (steady, whole run): the two sides of a round run back
+    // to back on the same emulator, whose own speed drifts by ±30 % from round to round, so
+    // the median of the paired ratios is the figure that noise moves least.
+    let (mut steady_ratios, mut whole_ratios) = (Vec::new(), Vec::new());
+    for round in 1..=rounds.max(sink_rounds) {
         let id = format!(
             "bench-{}",
             std::time::SystemTime::now()
@@ -331,28 +340,41 @@ fn main() {
                 .unwrap()
                 .as_millis()
         );
-        rt.block_on(prepare(&e, &id, n));
-        let raw_source = rt.block_on(raw_receive(
-            &e,
-            &format!("projects/{PROJECT}/subscriptions/{id}-raw"),
-            n,
-        ));
-        let source = weir(
-            &format!(
-                r#"name: bench-pubsub-source
+        rt.block_on(prepare(&e, &id, if round <= rounds { n } else { 0 }));
+        if round <= rounds {
+            let raw_source = rt.block_on(raw_receive(
+                &e,
+                &format!("projects/{PROJECT}/subscriptions/{id}-raw"),
+                n,
+            ));
+            let source = weir(
+                &format!(
+                    r#"name: bench-pubsub-source
 checkpoint: {{ interval: 1s, storage: {state} }}
 sources:
   - {{ name: src, type: pubsub, subscription: projects/{PROJECT}/subscriptions/{id}-weir, emulator_host: "{host}", stop_after_idle: 2s }}
 sinks:
   - {{ name: out, type: blackhole }}
 "#,
-                state = dir.path().join(format!("source-{round}")).display()
-            ),
-            "src",
-            IDLE,
-            None,
-        );
-        assert_eq!(source.out, n, "every message read once");
+                    state = dir.path().join(format!("source-{round}")).display()
+                ),
+                "src",
+                IDLE,
+                None,
+            );
+            assert_eq!(source.out, n, "every message read once");
+            println!(
+                "  round {round}: source raw {raw_source:>8.0} | weir {:>8.0} msg/s ({:.1} %)",
+                source.rate,
+                pct(source.rate, raw_source),
+            );
+            source_sums[0] += raw_source;
+            source_sums[1] += source.rate;
+            source_k += 1.0;
+        }
+        if round > sink_rounds {
+            continue;
+        }
         // Which side publishes first alternates by round: the emulator keeps warming up (its
         // JIT) over the first rounds, which favoured whichever side always ran second.
         let raw_run = || rt.block_on(raw_publish(&e, &format!("{id}-out"), n_sink, datagen_like));
@@ -392,12 +414,7 @@ sinks:
         let raw_whole = rate(n_sink, raw_connect + raw_steady);
         let (raw_steady, weir_steady) = (rate(n_sink, raw_steady), rate(n_sink, p.steady));
         println!(
-            "  round {round}: source raw {raw_source:>8.0} | weir {:>8.0} msg/s ({:.1} %)",
-            source.rate,
-            pct(source.rate, raw_source),
-        );
-        println!(
-            "           sink whole run: raw {raw_whole:>8.0} | weir {:>8.0} msg/s ({:.1} %)   \
+            "  round {round}: sink whole run: raw {raw_whole:>8.0} | weir {:>8.0} msg/s ({:.1} %)   \
              first publish to last ack: raw {raw_steady:>8.0} | weir {weir_steady:>8.0} msg/s ({:.1} %)",
             sink.rate,
             pct(sink.rate, raw_whole),
@@ -415,19 +432,18 @@ sinks:
             p.checkpoint_time.as_secs_f64() * 1e3,
             raw_connect.as_secs_f64() * 1e3,
         );
-        for (s, x) in sums.iter_mut().zip([
-            raw_source,
-            source.rate,
-            raw_whole,
-            sink.rate,
-            raw_steady,
-            weir_steady,
-        ]) {
+        for (s, x) in sink_sums
+            .iter_mut()
+            .zip([raw_whole, sink.rate, raw_steady, weir_steady])
+        {
             *s += x;
         }
-        k += 1.0;
+        sink_k += 1.0;
+        steady_ratios.push(pct(weir_steady, raw_steady));
+        whole_ratios.push(pct(sink.rate, raw_whole));
     }
-    let [rs, ws, rw, ww, rp, wp] = sums.map(|s| s / k);
+    let [rs, ws] = source_sums.map(|s| s / source_k);
+    let [rw, ww, rp, wp] = sink_sums.map(|s| s / sink_k);
     println!("  raw subscriber (ack each second)   {rs:>10.0} msg/s");
     println!(
         "  weir pubsub → blackhole (1 s cps)  {ws:>10.0} msg/s  ({:.1} % of raw)",
@@ -443,4 +459,25 @@ sinks:
         pct(wp, rp),
         pct(ww, rw)
     );
+    println!(
+        "  weir/raw sink, median of {} paired rounds: first record to last ack {:.1} % (rounds {}); whole run {:.1} %",
+        steady_ratios.len(),
+        median(&steady_ratios),
+        steady_ratios
+            .iter()
+            .map(|r| format!("{r:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        median(&whole_ratios),
+    );
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
