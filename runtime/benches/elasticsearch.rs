@@ -15,7 +15,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{each_source_record, env_num, service_env};
+use common::{cpu_seconds, each_source_record, env_num, service_env};
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -153,14 +153,6 @@ async fn server_cpu(c: &reqwest::Client, base: &str) -> f64 {
         / 1000.0
 }
 
-fn rusage(who: i32) -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(who, &mut u) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
-}
-
 /// Posts every body, `IN_FLIGHT` at a time; every item must be acknowledged.
 async fn raw_loop(c: &reqwest::Client, base: &str, bodies: &[bytes::Bytes]) {
     let url = format!("{base}/_bulk?filter_path={FILTER_PATH}");
@@ -227,14 +219,14 @@ fn main() {
         rt.block_on(fresh_index(&c, &base, "bench-raw"));
         let (s0, c0) = (
             rt.block_on(server_cpu(&c, &base)),
-            rusage(libc::RUSAGE_SELF),
+            cpu_seconds(libc::RUSAGE_SELF),
         );
         let t = Instant::now();
         rt.block_on(raw_loop(&c, &base, &raw_bodies));
         let secs = t.elapsed().as_secs_f64();
         let raw = Run {
             secs,
-            client_cpu: rusage(libc::RUSAGE_SELF) - c0,
+            client_cpu: cpu_seconds(libc::RUSAGE_SELF) - c0,
             server_cpu: rt.block_on(server_cpu(&c, &base)) - s0,
         };
         assert_eq!(
@@ -258,7 +250,7 @@ fn main() {
         .unwrap();
         let (s0, c0) = (
             rt.block_on(server_cpu(&c, &base)),
-            rusage(libc::RUSAGE_CHILDREN),
+            cpu_seconds(libc::RUSAGE_CHILDREN),
         );
         let t = Instant::now();
         let o = Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -275,7 +267,7 @@ fn main() {
         );
         let weir = Run {
             secs,
-            client_cpu: rusage(libc::RUSAGE_CHILDREN) - c0,
+            client_cpu: cpu_seconds(libc::RUSAGE_CHILDREN) - c0,
             server_cpu: rt.block_on(server_cpu(&c, &base)) - s0,
         };
         assert_eq!(rt.block_on(count(&c, &base, "bench-weir")), n, "weir count");

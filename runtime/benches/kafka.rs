@@ -44,7 +44,7 @@
 mod common;
 mod flink;
 
-use common::{env_num, service_env};
+use common::{cpu_seconds, env_num, process_cpu, service_env};
 use flink::{Flink, FlinkRun};
 
 use std::process::{Child, Command, Stdio};
@@ -164,14 +164,6 @@ fn consumer(b: &str, topic: &str, isolation: &str, eof: bool) -> BaseConsumer {
     c
 }
 
-fn cpu_seconds(who: i32) -> f64 {
-    // SAFETY: getrusage only writes the struct we pass.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(who, &mut u) };
-    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
-}
-
 struct Measure {
     records: u64,
     seconds: f64,
@@ -233,20 +225,6 @@ fn raw_loop(b: &str, input: &str, output: &str, n: u64) -> (Measure, Measure) {
 /// final flush and commit.
 fn window(n: u64) -> (u64, u64) {
     (n / 10, n * 9 / 10)
-}
-
-/// CPU seconds a child process has used so far (utime + stime from /proc).
-fn process_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces: fields are counted after its closing parenthesis.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // SAFETY: sysconf only reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / hz
 }
 
 /// Records the sink has handed to Kafka so far, from the worker's Prometheus endpoint.

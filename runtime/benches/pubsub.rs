@@ -29,7 +29,7 @@ mod common;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use common::{env_num, service_env};
+use common::{cpu_seconds, env_num, listener_pid, process_cpu, service_env};
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -332,6 +332,24 @@ fn main() {
     // to back on the same emulator, whose own speed drifts by ±30 % from round to round, so
     // the median of the paired ratios is the figure that noise moves least.
     let (mut steady_ratios, mut whole_ratios) = (Vec::new(), Vec::new());
+    // CPU per published message, µs: this process (raw loop, or weir's job) and the emulator
+    // while each side publishes. Both share the machine's cores, so a side that spends more
+    // CPU per message leaves less to the emulator, which is what sets the pace.
+    let emulator = host
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .and_then(listener_pid);
+    let cpu = || {
+        (
+            cpu_seconds(libc::RUSAGE_SELF),
+            emulator.map_or(f64::NAN, process_cpu),
+        )
+    };
+    let per_msg = |a: (f64, f64), b: (f64, f64)| {
+        let us = |x: f64| x * 1e6 / n_sink as f64;
+        (us(b.0 - a.0), us(b.1 - a.1))
+    };
+    let mut cpu_rows: Vec<[f64; 4]> = Vec::new();
     for round in 1..=rounds.max(sink_rounds) {
         let id = format!(
             "bench-{}",
@@ -377,9 +395,14 @@ sinks:
         }
         // Which side publishes first alternates by round: the emulator keeps warming up (its
         // JIT) over the first rounds, which favoured whichever side always ran second.
-        let raw_run = || rt.block_on(raw_publish(&e, &format!("{id}-out"), n_sink, datagen_like));
+        let raw_run = || {
+            let c0 = cpu();
+            let r = rt.block_on(raw_publish(&e, &format!("{id}-out"), n_sink, datagen_like));
+            (r, per_msg(c0, cpu()))
+        };
         let raw_first = round % 2 == 1;
         let raw_early = raw_first.then(raw_run);
+        let weir_c0 = cpu();
         let sink = weir(
             &format!(
                 r#"name: bench-pubsub-sink
@@ -408,7 +431,8 @@ sinks:
             Duration::ZERO,
             Some(n_sink),
         );
-        let (raw_connect, raw_steady) = raw_early.unwrap_or_else(raw_run);
+        let weir_cpu = per_msg(weir_c0, cpu());
+        let ((raw_connect, raw_steady), raw_cpu) = raw_early.unwrap_or_else(raw_run);
         assert_eq!(sink.out, n_sink, "every record generated");
         let p = sink.phases.expect("a sink run is sampled");
         let raw_whole = rate(n_sink, raw_connect + raw_steady);
@@ -432,6 +456,16 @@ sinks:
             p.checkpoint_time.as_secs_f64() * 1e3,
             raw_connect.as_secs_f64() * 1e3,
         );
+        println!(
+            "           CPU µs per message: raw loop {:.2} | weir job {:.2} ({:.1} %); \
+             emulator while raw {:.2} | while weir {:.2}",
+            raw_cpu.0,
+            weir_cpu.0,
+            pct(weir_cpu.0, raw_cpu.0),
+            raw_cpu.1,
+            weir_cpu.1,
+        );
+        cpu_rows.push([raw_cpu.0, weir_cpu.0, raw_cpu.1, weir_cpu.1]);
         for (s, x) in sink_sums
             .iter_mut()
             .zip([raw_whole, sink.rate, raw_steady, weir_steady])
@@ -469,6 +503,16 @@ sinks:
             .collect::<Vec<_>>()
             .join(", "),
         median(&whole_ratios),
+    );
+    let col = |k: usize| median(&cpu_rows.iter().map(|r| r[k]).collect::<Vec<_>>());
+    println!(
+        "  CPU µs per published message, medians: raw loop {:.2} | weir job {:.2} ({:.1} % of raw); \
+         emulator while raw {:.2} | while weir {:.2}",
+        col(0),
+        col(1),
+        pct(col(1), col(0)),
+        col(2),
+        col(3),
     );
 }
 
