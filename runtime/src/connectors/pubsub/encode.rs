@@ -14,6 +14,8 @@ pub struct Encoder {
     value_fields: Option<Vec<String>>,
     ordering_key_field: Option<String>,
     attributes: Vec<(String, String)>,
+    /// The length of the last message serialized from fields.
+    last_len: std::cell::Cell<usize>,
 }
 
 /// A field as message text: a string as it is, anything else as JSON.
@@ -34,13 +36,23 @@ impl Encoder {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            last_len: std::cell::Cell::new(0),
         }
     }
 
     pub fn encode(&self, r: &Record) -> Message {
         let data: Bytes = match (&self.value_fields, r.json()) {
             (None, Some(original)) => original.clone(),
-            (None, None) => Bytes::from(serde_json::to_vec(r.fields()).unwrap_or_default()),
+            (None, None) => {
+                // Sized like the last message: `to_vec` starts at 128 bytes and copies the
+                // text to grow it, which was a copy of most messages.
+                let mut buf = Vec::with_capacity(self.last_len.get() + 16);
+                if serde_json::to_writer(&mut buf, r.fields()).is_err() {
+                    buf.clear();
+                }
+                self.last_len.set(buf.len());
+                Bytes::from(buf)
+            }
             (Some(names), _) => {
                 let mut m = Map::new();
                 for n in names {

@@ -52,11 +52,36 @@ fn send_at_barrier(max_delay: std::time::Duration) -> bool {
 }
 
 /// A message handed to the publisher and not yet acknowledged: its place in the sink's order,
-/// the message (kept to publish it again) and the client's handle to its outcome.
+/// what publishing it again needs, and the client's handle to its outcome.
 struct Pending {
     seq: u64,
-    msg: Message,
+    kept: Kept,
     ack: PublishFuture,
+}
+
+/// A published message as kept for publishing it again: only its data when that is all it has
+/// (no attributes, no ordering key), since cloning a whole message (two maps, three strings)
+/// for every record was work the raw publisher does not do.
+enum Kept {
+    Data(bytes::Bytes),
+    Whole(Message),
+}
+
+impl Kept {
+    fn of(msg: &Message) -> Self {
+        if msg.attributes.is_empty() && msg.ordering_key.is_empty() {
+            Kept::Data(msg.data.clone())
+        } else {
+            Kept::Whole(msg.clone())
+        }
+    }
+
+    fn into_message(self) -> Message {
+        match self {
+            Kept::Data(data) => Message::new().set_data(data),
+            Kept::Whole(msg) => msg,
+        }
+    }
 }
 
 pub struct PubsubSink {
@@ -102,16 +127,16 @@ impl PubsubSink {
     }
 
     fn publish(&mut self, seq: u64, msg: Message) -> Result<()> {
-        // A clone shares the data (`Bytes`); only attributes and an ordering key are copied.
-        let ack = self.publisher()?.publish(msg.clone());
-        self.in_flight.push_back(Pending { seq, msg, ack });
+        let kept = Kept::of(&msg);
+        let ack = self.publisher()?.publish(msg);
+        self.in_flight.push_back(Pending { seq, kept, ack });
         Ok(())
     }
 
     fn take(&mut self, p: Pending, result: std::result::Result<String, PublishError>) {
         match result {
             Ok(_) => self.metrics.published.inc(),
-            Err(e) => self.failed.push((p.seq, p.msg, e)),
+            Err(e) => self.failed.push((p.seq, p.kept.into_message(), e)),
         }
     }
 
