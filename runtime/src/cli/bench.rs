@@ -27,6 +27,11 @@ pub struct BenchArgs {
     /// checkpoint overhead is a mean of per-round pairs with its 95 % confidence interval.
     #[arg(long, default_value_t = 1)]
     rounds: u32,
+    /// Also run `json` and `json-nocheckpoint` once each under `valgrind --tool=callgrind`
+    /// with this many rows, and report the checkpoint overhead in instructions: a count the
+    /// machine's load does not move, where the timed rounds' interval stays wide.
+    #[arg(long)]
+    instructions: Option<u64>,
 }
 
 struct CaseResult {
@@ -131,6 +136,71 @@ fn run_case(case: &str, args: &BenchArgs) -> Result<CaseResult, String> {
         peak_rss: s["peak_rss_bytes"].as_u64().unwrap_or(0),
         checkpoints: s["checkpoints"].as_u64().unwrap_or(0),
     })
+}
+
+/// One run of `case` with `rows` rows under callgrind: (user-space instructions, rows,
+/// checkpoints).
+fn callgrind_case(case: &str, rows: u64, args: &BenchArgs) -> Result<(u64, u64, u64), String> {
+    for d in [format!("out-{case}"), format!("state-{case}")] {
+        let _ = std::fs::remove_dir_all(args.dir.join(d));
+    }
+    let file = args.dir.join(format!("{case}.callgrind.yaml"));
+    std::fs::write(&file, spec(case, rows, args.parallelism, &args.dir))
+        .map_err(|e| e.to_string())?;
+    let summary = args.dir.join(format!("{case}.callgrind.json"));
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(exe)
+        .args(["run", "--quiet", "--summary-json"])
+        .arg(&summary)
+        .arg(&file)
+        .env("WEIR_LOG", "warn")
+        .output()
+        .map_err(|e| format!("valgrind (needed by --instructions): {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("case {case} under callgrind failed: {stderr}"));
+    }
+    let ir = collected(&stderr)
+        .ok_or_else(|| format!("callgrind printed no \"Collected\" line: {stderr}"))?;
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    Ok((
+        ir,
+        s["records_written"].as_u64().unwrap_or(0),
+        s["checkpoints"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// The instruction count of callgrind's closing summary (`==pid== Collected : N`).
+fn collected(stderr: &str) -> Option<u64> {
+    stderr.lines().find_map(|l| {
+        let (_, rest) = l.split_once("Collected :")?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// Checkpoint cost from instruction counts of the same job with checkpoints on and off:
+/// (instructions per row without checkpoints, instructions per checkpoint, the overhead of
+/// one checkpoint a second at `rows_per_sec`). Under callgrind the job runs ~50× slower, so
+/// its wall-clock interval takes many more checkpoints per row than a real run: the cost per
+/// checkpoint is what carries over, scaled by the real rate.
+fn checkpoint_cost(
+    on: (u64, u64, u64),
+    off: (u64, u64, u64),
+    rows_per_sec: f64,
+) -> (f64, f64, f64) {
+    let per_row = off.0 as f64 / off.1.max(1) as f64;
+    let extra = on.0 as f64 - per_row * on.1 as f64;
+    // A bounded job takes one final checkpoint even with checkpoints off (its last commit).
+    let per_checkpoint = extra / on.2.saturating_sub(off.2).max(1) as f64;
+    (
+        per_row,
+        per_checkpoint,
+        per_checkpoint / (per_row * rows_per_sec),
+    )
 }
 
 /// Sequential buffered write of `bytes` with one fsync at the end: the disk's raw rate.
@@ -266,6 +336,43 @@ pub fn run(args: BenchArgs) -> u8 {
             );
         }
     }
+    if let Some(rows) = args.instructions {
+        return report_instructions(rows, rate("json-nocheckpoint"), &args);
+    }
+    0
+}
+
+/// Runs `json` and `json-nocheckpoint` under callgrind and prints the checkpoint overhead in
+/// instructions, directly and at `native` rows/s (the timed rounds' rate without checkpoints).
+fn report_instructions(rows: u64, native: Option<f64>, args: &BenchArgs) -> u8 {
+    eprintln!("bench: json and json-nocheckpoint under callgrind ({rows} rows)");
+    let (on, off) = match (
+        callgrind_case("json", rows, args),
+        callgrind_case("json-nocheckpoint", rows, args),
+    ) {
+        (Ok(on), Ok(off)) => (on, off),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    println!(
+        "instructions (callgrind, user space, {rows} rows): checkpoints on {} ({} checkpoints), off {} ({} final): +{:.2}% with a checkpoint every {:.0} rows",
+        on.0,
+        on.2,
+        off.0,
+        off.2,
+        100.0 * overhead(on.0 as f64 / on.1.max(1) as f64, off.0 as f64 / off.1.max(1) as f64),
+        on.1 as f64 / on.2.max(1) as f64,
+    );
+    if let Some(native) = native {
+        let (per_row, per_checkpoint, at_native) = checkpoint_cost(on, off, native);
+        println!(
+            "checkpoint cost: {per_checkpoint:.0} instructions a checkpoint = the work of {:.0} rows ({per_row:.0} instructions a row); at {native:.0} rows/s with a 1 s interval: {:.3}% overhead",
+            per_checkpoint / per_row,
+            100.0 * at_native
+        );
+    }
     0
 }
 
@@ -323,6 +430,20 @@ mod tests {
         // s = 0.0158, t(4) = 2.776: 2.776 × 0.0158 / √5 = 0.0196
         assert!((h - 0.0196).abs() < 1e-3, "{h}");
         assert!(mean_ci95(&[0.1]).1.is_nan());
+    }
+
+    #[test]
+    fn callgrind_counts_and_the_cost_of_a_checkpoint() {
+        let err = "==12== Events    : Ir\n==12== Collected : 123456789\n==12==\n";
+        assert_eq!(collected(err), Some(123_456_789));
+        assert_eq!(collected("no summary"), None);
+        // 1,000 instructions a row; 10 more checkpoints than the run without (whose one is
+        // its final commit) cost 50,000 more: 5,000 each, the work of 5 rows, which at
+        // 1,000,000 rows/s is 0.0005 % of a second's work.
+        let (per_row, per_cp, at) =
+            checkpoint_cost((1_050_000, 1_000, 11), (1_000_000, 1_000, 1), 1e6);
+        assert_eq!((per_row, per_cp), (1_000.0, 5_000.0));
+        assert!((at - 5e-6).abs() < 1e-12, "{at}");
     }
 
     #[test]
