@@ -311,6 +311,19 @@ pub fn run(args: BenchArgs) -> u8 {
         );
     }
     let index = |n: &str| cases.iter().position(|c| c == n);
+    if let (Some(on), Some(off)) = (index("json"), index("json-nocheckpoint")) {
+        let periodic = runs
+            .iter()
+            .map(|r| periodic_checkpoints(&r[on], &r[off]))
+            .min();
+        if periodic == Some(0) {
+            println!(
+                "note: a timed json run held no periodic checkpoint ({} rows took {:.2} s, inside one 1 s interval): the timed overhead is not a checkpoint's cost; use more --rows or --instructions",
+                args.rows,
+                results.iter().find(|r| r.name == "json").map_or(0.0, |r| r.seconds)
+            );
+        }
+    }
     if let (Some(on), Some(off), true) = (index("json"), index("json-nocheckpoint"), rounds > 1) {
         for (what, per_row) in [
             (
@@ -394,6 +407,12 @@ fn median_run(mut runs: Vec<&CaseResult>) -> CaseResult {
     }
 }
 
+/// Checkpoints the run with checkpoints took beyond the one a bounded job always takes at its
+/// end (which the run without checkpoints takes too).
+fn periodic_checkpoints(on: &CaseResult, off: &CaseResult) -> u64 {
+    on.checkpoints.saturating_sub(off.checkpoints)
+}
+
 /// The extra cost of `with` over `without` (seconds per row): 0.05 is 5 % more.
 fn overhead(with: f64, without: f64) -> f64 {
     with / without - 1.0
@@ -459,5 +478,12 @@ mod tests {
         };
         let (a, b, c) = (r(1.0), r(3.0), r(2.0));
         assert_eq!(median_run(vec![&a, &b, &c]).seconds, 2.0);
+        // Both runs took only the final checkpoint: none fell inside the timed run.
+        let with = |checkpoints| CaseResult {
+            checkpoints,
+            ..r(1.0)
+        };
+        assert_eq!(periodic_checkpoints(&with(1), &with(1)), 0);
+        assert_eq!(periodic_checkpoints(&with(4), &with(1)), 3);
     }
 }
