@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use async_trait::async_trait;
+use compact_str::CompactString;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -157,13 +158,9 @@ impl PreloadedLookup {
         }));
     }
 
-    /// The row for a record (`key` is a buffer for its key text), or why the record cannot be
-    /// joined. A key of one field (the usual case) is read without allocating.
-    fn row_of(
-        &self,
-        r: &Record,
-        key: &mut String,
-    ) -> std::result::Result<Option<&[Value]>, String> {
+    /// The key text of a record (into `key`, a buffer reused across records), or why the record
+    /// cannot be joined. A key of one field (the usual case) is read without allocating.
+    fn key_of(&self, r: &Record, key: &mut String) -> std::result::Result<(), String> {
         let field = |f: &String| {
             r.get(f)
                 .ok_or_else(|| format!("no field {f:?} (a field of the lookup `key`)"))
@@ -179,28 +176,40 @@ impl PreloadedLookup {
                 table::key_into(&refs, key);
             }
         }
-        #[cfg(feature = "kafka")]
-        if let Some(f) = &self.follower {
-            return Ok(f.table().get(key));
-        }
-        Ok(self.table.get(key))
+        Ok(())
     }
 
-    /// Every record's row, looked up one after another before any record is written. The
-    /// lookups are independent, so the CPU overlaps their cache misses: a table of 100,000 rows
-    /// is out of cache, and a probe between two record writes waited for each of its misses.
+    /// The table records are joined against: the followed topic's, or the loaded one.
+    fn table(&self) -> &Table {
+        #[cfg(feature = "kafka")]
+        if let Some(f) = &self.follower {
+            return f.table();
+        }
+        &self.table
+    }
+
+    /// Every record's row, looked up before any record is written, in two passes: first every
+    /// key (reading the record's field and formatting it), then every probe. A table of
+    /// 100,000 rows is out of the core's cache and each probe waits for a miss; probes that
+    /// follow each other with little work between them are in flight together, while a probe
+    /// behind a key's formatting waited for its miss alone (the probe was 18 % of the node's
+    /// time with one pass).
     fn rows_of<'a>(&'a self, records: &[Record]) -> Result<Vec<Option<&'a [Value]>>> {
         let mut key = String::new();
-        records
+        let keys = records
             .iter()
             .map(|r| {
-                self.row_of(r, &mut key).map_err(|message| Error::Record {
-                    node: self.node.clone(),
-                    record: r.describe(),
-                    message,
-                })
+                self.key_of(r, &mut key)
+                    .map(|()| CompactString::from(key.as_str()))
+                    .map_err(|message| Error::Record {
+                        node: self.node.clone(),
+                        record: r.describe(),
+                        message,
+                    })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let table = self.table();
+        Ok(keys.iter().map(|k| table.get(k)).collect())
     }
 
     /// Writes a record's output fields from its row: whether it is kept (`on_miss: drop`

@@ -26,9 +26,15 @@ pub fn key_into(values: &[&Value], out: &mut String) {
     match values {
         [Value::String(s)] => out.push_str(s),
         // The same text as the value's JSON, without going through the serializer.
-        [Value::Number(n)] => {
-            let _ = write!(out, "{n}");
-        }
+        // Integers through itoa: `write!` goes through the formatting machinery, several
+        // times the instructions for the same digits.
+        [Value::Number(n)] => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => out.push_str(itoa::Buffer::new().format(i)),
+            (_, Some(u)) => out.push_str(itoa::Buffer::new().format(u)),
+            _ => {
+                let _ = write!(out, "{n}");
+            }
+        },
         [v] => {
             let _ = write!(out, "{v}");
         }
