@@ -21,7 +21,9 @@ use super::decode::{Decoder, RawMessage};
 use super::lookup;
 use super::splits::{owner_index, split_id, Position};
 use crate::api::{Batch, NodeConfig, NodeContext, Record, Result, Source, SourcePoll, SplitId};
-use crate::connectors::kafka::client::{client_config, KafkaConsumer, RecordingContext};
+use crate::connectors::kafka::client::{
+    client_config, consumer_buffers, KafkaConsumer, RecordingContext,
+};
 use crate::error::Error;
 use crate::event_time::split::SplitWatermarks;
 use crate::on_error::OnError;
@@ -122,6 +124,9 @@ impl KafkaSource {
     fn create_consumer(&self, ctx: &NodeContext) -> Result<KafkaConsumer> {
         let c = &self.settings.config;
         let mut cc = client_config(&c.bootstrap_servers, &c.properties);
+        for (k, v) in consumer_buffers(c.batch_size, &c.properties) {
+            cc.set(k, v);
+        }
         cc.set("group.id", &self.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
