@@ -6,10 +6,14 @@
 //!   2. steady state: the rate between 10 % and 90 % of the records, past start-up and before
 //!      the final commit (weir unbounded, its sink's record count read from its metrics; the raw
 //!      loop's own count), the figure a long-running job sees;
-//!   3. latency: weir running unbounded while records carrying their produce time arrive at
-//!      50 % of the throughput measured in 1; p50/p99 from produce to visible for a
-//!      read_committed consumer (a record becomes visible when its checkpoint commits).
-//!   4. with `WEIR_BENCH_FLINK=1`, Apache Flink beside weir: after weir's run in each round, a
+//!   3. weir's peak RSS in each run of 1 (VmHWM through wait4).
+//!   4. the checkpoint interval curve, for 100 ms, 250 ms, 1 s and 5 s: weir's throughput over
+//!      the whole input at each interval (rounds interleaved, every output read back exactly
+//!      once) as a share of the 1 s interval's, and latency: weir running unbounded while
+//!      records carrying their produce time arrive at 25 % of the throughput measured in 1;
+//!      p50/p99 from produce to visible for a read_committed consumer (a record becomes visible
+//!      when its checkpoint commits).
+//!   5. with `WEIR_BENCH_FLINK=1`, Apache Flink beside weir: after weir's run in each round, a
 //!      Flink 2.3.0 job (PyFlink's local MiniCluster, `flink-sql-connector-kafka` 5.0.0-2.2)
 //!      over the same input topic, exactly-once (transactional id prefix), 1 s checkpoints,
 //!      parallelism 1, in `raw` format (bytes passed through) and `json` (every field parsed);
@@ -23,7 +27,11 @@
 //! `cargo bench -p weir-runtime --bench kafka`. Env: `KAFKA_BOOTSTRAP` (else
 //! e2e/services/kafka.sh starts a broker), `WEIR_BENCH_KAFKA_RECORDS` (default 1,000,000),
 //! `WEIR_BENCH_KAFKA_ROUNDS` (default 3),
-//! `WEIR_BENCH_KAFKA_LATENCY_SECS` (default 15), `WEIR_BENCH_FLINK` (`1`: run Flink too),
+//! `WEIR_BENCH_KAFKA_LATENCY_SECS` (default 15), `WEIR_BENCH_KAFKA_LATENCY_PERCENT` (the latency
+//! runs' load as a share of weir's 1 s-interval records/s, default 25), `WEIR_BENCH_KAFKA_INTERVALS` (default
+//! `100ms,250ms,1s,5s`), `WEIR_BENCH_KAFKA_SOURCE_PROPERTIES` / `_SINK_PROPERTIES`
+//! (`key=value,…`: librdkafka properties for weir's clients), `WEIR_BENCH_KAFKA_BATCH_SIZE` (the
+//! source's `batch_size`), `WEIR_BENCH_FLINK` (`1`: run Flink too),
 //! `WEIR_BENCH_FLINK_FORMATS` (default `raw,json`), `WEIR_FLINK_HOME` (default
 //! `~/.cache/weir-flink`).
 //!
@@ -250,7 +258,7 @@ fn weir_steady(dir: &std::path::Path, b: &str, input: &str, output: &str, n: u64
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let spec = spec(dir, b, input, output, false);
+    let spec = spec(dir, b, (input, output), false, "1s");
     let mut job = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["run", "--quiet", "--admin-addr", &admin, &spec])
         .env("WEIR_LOG", "warn")
@@ -285,18 +293,45 @@ fn weir_steady(dir: &std::path::Path, b: &str, input: &str, output: &str, n: u64
     }
 }
 
-fn spec(dir: &std::path::Path, b: &str, input: &str, output: &str, bounded: bool) -> String {
+/// `WEIR_BENCH_KAFKA_SOURCE_PROPERTIES` / `_SINK_PROPERTIES` (`key=value,key=value`): librdkafka
+/// properties for weir's source or sink, to try buffer sizes without rebuilding weir. As a YAML
+/// flow mapping, or "" when unset.
+fn properties(var: &str) -> String {
+    let Ok(v) = std::env::var(var) else {
+        return String::new();
+    };
+    let pairs: Vec<String> = v
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{var}: {p:?} is not key=value"));
+            format!("{:?}: {:?}", k.trim(), v.trim())
+        })
+        .collect();
+    format!("    properties: {{ {} }}\n", pairs.join(", "))
+}
+
+/// A weir job from `input` to `output`, exactly-once, checkpointing every `interval`.
+fn spec(
+    dir: &std::path::Path,
+    b: &str,
+    (input, output): (&str, &str),
+    bounded: bool,
+    interval: &str,
+) -> String {
     let text = format!(
         r#"name: {job}
 parallelism: 1
-checkpoint: {{ interval: 1s, timeout: 30s, storage: {state} }}
+checkpoint: {{ interval: {interval}, timeout: 30s, storage: {state} }}
 sources:
   - name: in
     type: kafka
     bootstrap_servers: {b}
     topics: [{input}]
     starting_offsets: earliest
-{stop}
+{batch}{stop}{source_props}
 sinks:
   - name: out
     type: kafka
@@ -304,20 +339,31 @@ sinks:
     topic: {output}
     key_field: id
     delivery: exactly-once
-"#,
+{sink_props}"#,
         job = unique("bench-kafka"),
         state = dir.join(unique("state")).display(),
-        stop = if bounded { "    stop_at: latest" } else { "" },
+        stop = if bounded { "    stop_at: latest\n" } else { "" },
+        batch = std::env::var("WEIR_BENCH_KAFKA_BATCH_SIZE")
+            .map(|n| format!("    batch_size: {n}\n"))
+            .unwrap_or_default(),
+        source_props = properties("WEIR_BENCH_KAFKA_SOURCE_PROPERTIES"),
+        sink_props = properties("WEIR_BENCH_KAFKA_SINK_PROPERTIES"),
     );
     let path = dir.join(unique("spec") + ".yaml");
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
 
+/// `WEIR_BENCH_KAFKA_LOG`: weir's log filter in the bounded and latency runs (default `warn`;
+/// `weir_runtime::connectors::kafka=debug` shows each pre-commit's and commit's duration).
+fn log_level() -> String {
+    std::env::var("WEIR_BENCH_KAFKA_LOG").unwrap_or_else(|_| "warn".into())
+}
+
 fn weir(spec: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["run", "--quiet", spec])
-        .env("WEIR_LOG", "warn")
+        .env("WEIR_LOG", log_level())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -362,8 +408,9 @@ fn weir_bounded(
     input: &str,
     output: &str,
     n: u64,
+    interval: &str,
 ) -> (Measure, u64) {
-    let spec = spec(dir, b, input, output, true);
+    let spec = spec(dir, b, (input, output), true, interval);
     let t0 = Instant::now();
     let (status, cpu, rss) = wait_rusage(weir(&spec));
     let seconds = t0.elapsed().as_secs_f64();
@@ -425,13 +472,20 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Produce at `rate`/s for `secs` into a running job; end-to-end latency per record.
-fn latency(dir: &std::path::Path, b: &str, rate: f64, secs: u64) -> (Vec<i64>, u64) {
+/// Produce at `rate`/s for `secs` into a job checkpointing every `interval`; end-to-end latency
+/// per record.
+fn latency(
+    dir: &std::path::Path,
+    b: &str,
+    rate: f64,
+    secs: u64,
+    interval: &str,
+) -> (Vec<i64>, u64) {
     let input = unique("bench-lat-in");
     let output = unique("bench-lat-out");
     create_topic(b, &input);
     create_topic(b, &output);
-    let mut job = weir(&spec(dir, b, &input, &output, false));
+    let mut job = weir(&spec(dir, b, (&input, &output), false, interval));
     std::thread::sleep(Duration::from_secs(3));
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -550,7 +604,7 @@ impl Versus {
     ) {
         let out = unique("bench-weir-empty-out");
         create_topic(b, &out);
-        let (idle, _) = weir_bounded(dir, b, empty, &out, 0);
+        let (idle, _) = weir_bounded(dir, b, empty, &out, 0, "1s");
         delete_topics(b, &[&out]);
         self.push(
             "weir",
@@ -679,6 +733,7 @@ fn main() {
     // the machine's noise fall on both alike; the ratio is of the totals.
     let (mut raws, mut weirs) = (Vec::new(), Vec::new());
     let (mut raw_steady, mut weir_steadies) = (Vec::new(), Vec::new());
+    let mut rss = Vec::new();
     // With WEIR_BENCH_FLINK=1 each round runs Flink's job after weir's, on the same input, and
     // both once more over an empty topic: the CPU a run costs before its first record.
     let flink = flink::enabled().then(Flink::setup);
@@ -697,7 +752,8 @@ fn main() {
         let steady_out = unique("bench-weir-steady-out");
         create_topic(&b, &steady_out);
         weir_steadies.push(weir_steady(dir.path(), &b, &input, &steady_out, n));
-        let (weir, weir_rss) = weir_bounded(dir.path(), &b, &input, &weir_out, n);
+        let (weir, weir_rss) = weir_bounded(dir.path(), &b, &input, &weir_out, n, "1s");
+        rss.push(weir_rss);
         assert_exactly_once(&b, &weir_out, n, "weir");
         delete_topics(&b, &[&raw_out, &weir_out, &steady_out]);
         if let Some(flink) = &flink {
@@ -717,8 +773,8 @@ fn main() {
             raw.rate(), raw.per_cpu(), raw.seconds, raw.cpu
         );
         println!(
-            "  round {round}: weir exactly-once, 1 s checkpoints {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s, start-up included)",
-            weir.rate(), weir.per_cpu(), weir.seconds, weir.cpu
+            "  round {round}: weir exactly-once, 1 s checkpoints {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s, start-up included), peak RSS {} MiB",
+            weir.rate(), weir.per_cpu(), weir.seconds, weir.cpu, rss[rss.len() - 1] / 1024
         );
         let (rs, ws) = (
             &raw_steady[raw_steady.len() - 1],
@@ -764,14 +820,79 @@ fn main() {
         delete_topics(&b, &[&empty]);
     }
 
-    delete_topics(&b, &[&input]);
-    let rate = weir.rate() / 2.0;
-    let (lat, missing) = latency(dir.path(), &b, rate, latency_secs);
+    rss.sort_unstable();
     println!(
-        "  latency at {rate:.0} records/s (50 % of weir's max) for {latency_secs} s: p50 {} ms, p99 {} ms, max {} ms ({} records measured, {missing} not yet visible at the end)",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(-1),
-        lat.len()
+        "  weir peak RSS: median {} MiB, max {} MiB over {rounds} rounds (target ≤ 150 MiB)",
+        rss[rss.len() / 2] / 1024,
+        rss[rss.len() - 1] / 1024
     );
+
+    // The load of the latency runs: a share of weir's own 1 s-interval throughput. The records'
+    // producer and the read_committed reader run on the same two cores as the broker and weir:
+    // at half of weir's maximum (~90,000 records/s of 1 KiB once weir's prefetch was sized) the
+    // cores were saturated and a 100 ms run measured a growing backlog, not a latency.
+    let share = env_num("WEIR_BENCH_KAFKA_LATENCY_PERCENT", 25) as f64 / 100.0;
+    let rate = weir.rate() * share;
+    curve(&b, dir.path(), &input, n, rounds, rate, latency_secs);
+    delete_topics(&b, &[&input]);
+}
+
+/// `WEIR_BENCH_KAFKA_INTERVALS`: the checkpoint intervals of the curve (default
+/// `100ms,250ms,1s,5s`).
+fn intervals() -> Vec<String> {
+    std::env::var("WEIR_BENCH_KAFKA_INTERVALS")
+        .unwrap_or_else(|_| "100ms,250ms,1s,5s".into())
+        .split(',')
+        .map(|i| i.trim().to_string())
+        .filter(|i| !i.is_empty())
+        .collect()
+}
+
+/// The checkpoint interval against throughput and latency: for each interval, weir over the
+/// whole input (`rounds` times, interleaved with the other intervals, every output checked
+/// exactly once), then records arriving at `rate` (half of weir's 1 s-interval throughput) for
+/// `secs`, each record's produce-to-visible time measured. Throughput is a share of the 1 s
+/// interval's from the same runs.
+fn curve(b: &str, dir: &std::path::Path, input: &str, n: u64, rounds: u64, rate: f64, secs: u64) {
+    let intervals = intervals();
+    let mut runs: Vec<Vec<(Measure, u64)>> = intervals.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, interval) in intervals.iter().enumerate() {
+            let out = unique("bench-curve-out");
+            create_topic(b, &out);
+            runs[i].push(weir_bounded(dir, b, input, &out, n, interval));
+            assert_exactly_once(b, &out, n, &format!("weir at {interval}"));
+            delete_topics(b, &[&out]);
+        }
+    }
+    let rate_of = |ms: &[(Measure, u64)]| {
+        let (r, s): (u64, f64) = ms
+            .iter()
+            .map(|(m, _)| (m.records, m.seconds))
+            .fold((0, 0.0), |(r, s), (mr, ms)| (r + mr, s + ms));
+        r as f64 / s
+    };
+    let one_second = intervals
+        .iter()
+        .position(|i| i == "1s")
+        .map(|i| rate_of(&runs[i]));
+    println!(
+        "  checkpoint interval curve: records/s over the {n} records ({rounds} interleaved rounds), then latency at {rate:.0} records/s for {secs} s"
+    );
+    println!(
+        "    interval  records/s  of 1 s  peak RSS MiB  p50 ms  p99 ms  max ms  (targets at 100ms: ≥ 80 % of 1 s, p99 ≤ 300 ms)"
+    );
+    for (interval, ms) in intervals.iter().zip(&runs) {
+        let (lat, missing) = latency(dir, b, rate, secs, interval);
+        let r = rate_of(ms);
+        let peak = ms.iter().map(|(_, rss)| *rss).max().unwrap_or(0) / 1024;
+        let share = one_second.map_or("-".to_string(), |o| format!("{:.0} %", 100.0 * r / o));
+        println!(
+            "    {interval:>8}  {r:>9.0}  {share:>6}  {peak:>12}  {:>6}  {:>6}  {:>6}  ({} measured, {missing} not visible at the end)",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(-1),
+            lat.len()
+        );
+    }
 }
