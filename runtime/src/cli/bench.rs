@@ -101,15 +101,33 @@ fn children_cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-fn run_case(case: &str, args: &BenchArgs) -> Result<CaseResult, String> {
+/// Clears `case`'s output and checkpoint directories and writes its spec for `rows` rows: the
+/// spec's path and where `weir run --summary-json` is to write the summary. `tag` keeps the
+/// files of a timed run and of a callgrind run apart.
+fn prepare_case(
+    case: &str,
+    tag: &str,
+    rows: u64,
+    args: &BenchArgs,
+) -> Result<(PathBuf, PathBuf), String> {
     // Every round starts fresh: a kept checkpoint would resume a finished job (0 rows).
     for d in [format!("out-{case}"), format!("state-{case}")] {
         let _ = std::fs::remove_dir_all(args.dir.join(d));
     }
-    let file = args.dir.join(format!("{case}.yaml"));
-    std::fs::write(&file, spec(case, args.rows, args.parallelism, &args.dir))
+    let file = args.dir.join(format!("{case}.{tag}.yaml"));
+    std::fs::write(&file, spec(case, rows, args.parallelism, &args.dir))
         .map_err(|e| e.to_string())?;
-    let summary = args.dir.join(format!("{case}.summary.json"));
+    Ok((file, args.dir.join(format!("{case}.{tag}.json"))))
+}
+
+/// The summary a `weir run --summary-json` wrote.
+fn read_summary(summary: &Path) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(&std::fs::read(summary).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())
+}
+
+fn run_case(case: &str, args: &BenchArgs) -> Result<CaseResult, String> {
+    let (file, summary) = prepare_case(case, "summary", args.rows, args)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let cpu_before = children_cpu_seconds();
     let started = Instant::now();
@@ -124,9 +142,7 @@ fn run_case(case: &str, args: &BenchArgs) -> Result<CaseResult, String> {
     if !status.success() {
         return Err(format!("case {case} failed: {status}"));
     }
-    let s: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+    let s = read_summary(&summary)?;
     Ok(CaseResult {
         name: case.to_string(),
         rows: s["records_written"].as_u64().unwrap_or(0),
@@ -141,13 +157,7 @@ fn run_case(case: &str, args: &BenchArgs) -> Result<CaseResult, String> {
 /// One run of `case` with `rows` rows under callgrind: (user-space instructions, rows,
 /// checkpoints).
 fn callgrind_case(case: &str, rows: u64, args: &BenchArgs) -> Result<(u64, u64, u64), String> {
-    for d in [format!("out-{case}"), format!("state-{case}")] {
-        let _ = std::fs::remove_dir_all(args.dir.join(d));
-    }
-    let file = args.dir.join(format!("{case}.callgrind.yaml"));
-    std::fs::write(&file, spec(case, rows, args.parallelism, &args.dir))
-        .map_err(|e| e.to_string())?;
-    let summary = args.dir.join(format!("{case}.callgrind.json"));
+    let (file, summary) = prepare_case(case, "callgrind", rows, args)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = Command::new("valgrind")
         .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
@@ -164,9 +174,7 @@ fn callgrind_case(case: &str, rows: u64, args: &BenchArgs) -> Result<(u64, u64, 
     }
     let ir = collected(&stderr)
         .ok_or_else(|| format!("callgrind printed no \"Collected\" line: {stderr}"))?;
-    let s: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+    let s = read_summary(&summary)?;
     Ok((
         ir,
         s["records_written"].as_u64().unwrap_or(0),
