@@ -5,8 +5,7 @@
 use std::future::poll_fn;
 use std::task::Poll;
 
-use tokio::sync::mpsc::Receiver;
-
+use super::edge::EdgeReceiver;
 use crate::record::{Barrier, Batch, Message};
 
 #[derive(Debug)]
@@ -19,7 +18,7 @@ pub enum GateEvent {
 }
 
 pub struct InputGate {
-    inputs: Vec<Receiver<Message>>,
+    inputs: Vec<EdgeReceiver>,
     blocked: Vec<bool>,
     ended: Vec<bool>,
     watermarks: Vec<i64>,
@@ -29,7 +28,7 @@ pub struct InputGate {
 }
 
 impl InputGate {
-    pub fn new(inputs: Vec<Receiver<Message>>) -> Self {
+    pub fn new(inputs: Vec<EdgeReceiver>) -> Self {
         let n = inputs.len();
         InputGate {
             inputs,
@@ -141,13 +140,13 @@ impl InputGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::edge::edge;
     use crate::engine::test_support::{barrier, batch};
-    use tokio::sync::mpsc::channel;
 
     #[tokio::test]
     async fn barrier_blocks_the_fast_input_until_the_slow_one_catches_up() {
-        let (a_tx, a) = channel(8);
-        let (b_tx, b) = channel(8);
+        let (a_tx, a) = edge(8);
+        let (b_tx, b) = edge(8);
         let mut gate = InputGate::new(vec![a, b]);
         a_tx.send(batch(1)).await.unwrap();
         a_tx.send(barrier(1)).await.unwrap();
@@ -167,8 +166,8 @@ mod tests {
 
     #[tokio::test]
     async fn watermark_is_the_minimum_and_ended_inputs_stop_counting() {
-        let (a_tx, a) = channel(8);
-        let (b_tx, b) = channel(8);
+        let (a_tx, a) = edge(8);
+        let (b_tx, b) = edge(8);
         let mut gate = InputGate::new(vec![a, b]);
         a_tx.send(Message::Watermark(100)).await.unwrap();
         b_tx.send(Message::Watermark(50)).await.unwrap();
@@ -187,8 +186,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_barrier_pending_on_an_input_that_ends_is_released() {
-        let (a_tx, a) = channel(8);
-        let (b_tx, b) = channel(8);
+        let (a_tx, a) = edge(8);
+        let (b_tx, b) = edge(8);
         let mut gate = InputGate::new(vec![a, b]);
         a_tx.send(barrier(4)).await.unwrap();
         b_tx.send(Message::End).await.unwrap();

@@ -3,6 +3,7 @@
 
 pub mod breaker;
 pub mod coordinator;
+pub mod edge;
 pub mod gate;
 pub mod nodes;
 pub mod noncritical;

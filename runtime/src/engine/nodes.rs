@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::mpsc::{Receiver, Sender, UnboundedSender};
+use tokio::sync::mpsc::{Receiver, UnboundedSender};
 use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::edge::{EdgeReceiver, EdgeSender};
 use super::gate::{GateEvent, InputGate};
 use crate::api::{AsyncTransform, DynSink, FlushMark, NodeContext, Output, Source, SourcePoll};
 use crate::error::{Error, Result};
@@ -78,7 +79,7 @@ pub enum SinkCtl {
 }
 
 /// The downstream channels of a node.
-pub struct Outputs(pub Vec<Sender<Message>>);
+pub struct Outputs(pub Vec<EdgeSender>);
 
 impl Outputs {
     /// Sends to every output; `false` once every receiver is gone (the job is stopping).
@@ -263,7 +264,7 @@ pub struct TransformTask {
     pub ctx: NodeContext,
     pub transform: Box<dyn AsyncTransform>,
     pub restored: BTreeMap<u32, Value>,
-    pub inputs: Vec<Receiver<Message>>,
+    pub inputs: Vec<EdgeReceiver>,
     pub outputs: Outputs,
     pub events: UnboundedSender<Event>,
     pub cancel: CancellationToken,
@@ -343,7 +344,7 @@ pub struct SinkTask {
     pub ctx: NodeContext,
     pub sink: Box<dyn DynSink>,
     pub restored: (Vec<Value>, Vec<Value>),
-    pub inputs: Vec<Receiver<Message>>,
+    pub inputs: Vec<EdgeReceiver>,
     pub control: Receiver<SinkCtl>,
     pub events: UnboundedSender<Event>,
     pub cancel: CancellationToken,
@@ -522,7 +523,7 @@ mod tests {
     ) {
         let written = Arc::new(AtomicU64::new(0));
         let (ack, acked) = watch::channel(0);
-        let (input, rx) = channel(16);
+        let (input, rx) = crate::engine::edge::edge(64);
         let (ctl, control) = channel(4);
         let (tx, mut events) = unbounded_channel();
         let task = SinkTask {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::{self, Receiver, Sender};
+use tokio::sync::mpsc::{self, Receiver};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use weir_crds::pipeline::{Role, Topology};
@@ -13,6 +13,7 @@ use weir_crds::PipelineSpec;
 
 use super::coordinator::machine::{Config, Machine};
 use super::coordinator::{Coordinator, WorkerCommand, WorkerOutcome};
+use super::edge::{edge, EdgeReceiver, EdgeSender, EDGE_RECORDS};
 use super::nodes::{Outputs, SinkTask, SourceTask, TransformTask};
 use super::noncritical::{self, NonCriticalSink};
 use crate::api::registry::{dead_letter_config, node_config, Registry};
@@ -20,11 +21,7 @@ use crate::api::{DynSink, NodeContext};
 use crate::checkpoint::{CheckpointStore, Restore};
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::record::Message;
 use weir_crds::contract::WorkerStatus;
-
-/// Batches in flight between two nodes; a full channel is backpressure.
-const CHANNEL_CAPACITY: usize = 16;
 
 /// How long the tasks of an ended attempt get to abort or close before they are cancelled.
 const TASK_GRACE: Duration = Duration::from_secs(10);
@@ -77,11 +74,11 @@ pub async fn run(a: Attempt<'_>) -> (Result<WorkerOutcome>, Receiver<WorkerComma
     let cancel = CancellationToken::new();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     // One channel per edge, in the order each node lists its inputs.
-    let mut outputs: HashMap<String, Vec<Sender<Message>>> = HashMap::new();
-    let mut inputs: HashMap<String, Vec<Receiver<Message>>> = HashMap::new();
+    let mut outputs: HashMap<String, Vec<EdgeSender>> = HashMap::new();
+    let mut inputs: HashMap<String, Vec<EdgeReceiver>> = HashMap::new();
     for (_, _, node) in spec.nodes().filter(|(r, _, _)| *r != Role::Source) {
         for upstream in &topology.inputs[&node.name] {
-            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+            let (tx, rx) = edge(EDGE_RECORDS);
             outputs.entry(upstream.clone()).or_default().push(tx);
             inputs.entry(node.name.clone()).or_default().push(rx);
         }
