@@ -48,7 +48,7 @@ pub use crate::record::{Barrier, Batch, Fields, Record, SplitId};
 pub use node::{ConnectorConfig, NodeConfig, NodeContext};
 pub use registry::Registry;
 pub(crate) use sink::DynSink;
-pub use sink::{FlushMark, Sink, SinkBox, TwoPhaseSink};
+pub use sink::{FlushMark, Prepare, Sink, SinkBox, TwoPhaseSink};
 pub use source::{Source, SourcePoll};
 pub(crate) use transform::SyncTransform;
 pub use transform::{AsyncTransform, Output, Transform};

@@ -3,6 +3,8 @@
 //! for the runtime ([`DynSink`]).
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -59,6 +61,9 @@ pub trait Sink: Send + 'static {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlushMark(pub u64);
 
+/// The background part of a [`TwoPhaseSink::begin_pre_commit`]: its committables and state.
+pub type Prepare<C, S> = BoxFuture<'static, Result<(Vec<C>, S)>>;
+
 /// An exactly-once sink: the two-phase-commit contract of ARCHITECTURE.md.
 ///
 /// 1. `write` stages records in an open transaction (an in-progress file, a Kafka transaction).
@@ -86,6 +91,18 @@ pub trait TwoPhaseSink: Send + 'static {
         &mut self,
         barrier: Barrier,
     ) -> Result<(Vec<Self::Committable>, Self::State)>;
+    /// A pre-commit that does not stop the data path: `Some(prepare)` means the sink has already
+    /// moved its later writes off what `barrier` stages (to a new transaction), and `prepare`
+    /// makes the staged data durable and returns what `pre_commit` would. The runtime runs it in
+    /// the background, keeps calling `write`, and acknowledges the barrier once it resolves
+    /// (several may be in flight; they are acknowledged in barrier order). `None`, the default,
+    /// means the barrier is handled by `pre_commit` while writes wait.
+    async fn begin_pre_commit(
+        &mut self,
+        _barrier: Barrier,
+    ) -> Result<Option<Prepare<Self::Committable, Self::State>>> {
+        Ok(None)
+    }
     async fn commit(&mut self, committables: Vec<Self::Committable>) -> Result<()>;
     /// Drop staged, not pre-committed work (the job is failing or cancelled).
     async fn abort(&mut self) -> Result<()>;
@@ -135,6 +152,9 @@ pub trait DynSink: Send {
     async fn recover(&mut self, states: Vec<Value>, committables: Vec<Value>) -> Result<()>;
     async fn write(&mut self, batch: Batch) -> Result<()>;
     async fn pre_commit(&mut self, barrier: Barrier) -> Result<(Vec<Value>, Value)>;
+    /// [`TwoPhaseSink::begin_pre_commit`], its result as JSON values.
+    async fn begin_pre_commit(&mut self, barrier: Barrier)
+        -> Result<Option<Prepare<Value, Value>>>;
     /// A plain sink's [`Sink::mark`]: `Some` means the barrier is pre-committed (with no
     /// committables and no state) once `flushed` returns, instead of by `pre_commit`.
     fn mark(&mut self) -> Option<FlushMark>;
@@ -167,6 +187,9 @@ impl<S: Sink> DynSink for PlainSink<S> {
     async fn pre_commit(&mut self, _: Barrier) -> Result<(Vec<Value>, Value)> {
         self.0.flush().await?;
         Ok((Vec::new(), Value::Null))
+    }
+    async fn begin_pre_commit(&mut self, _: Barrier) -> Result<Option<Prepare<Value, Value>>> {
+        Ok(None)
     }
     fn mark(&mut self) -> Option<FlushMark> {
         self.0.mark()
@@ -211,6 +234,16 @@ fn from_values<T: DeserializeOwned>(what: &str, values: Vec<Value>) -> Result<Ve
         .collect()
 }
 
+/// A pre-commit's committables and state as the checkpoint stores them.
+fn prepared_values<C: Serialize, S: Serialize>(
+    committables: &[C],
+    state: &S,
+) -> Result<(Vec<Value>, Value)> {
+    let state = serde_json::to_value(state)
+        .map_err(|e| Error::Checkpoint(format!("cannot serialize sink state: {e}")))?;
+    Ok((to_values(committables)?, state))
+}
+
 #[async_trait]
 impl<S: TwoPhaseSink> DynSink for TwoPhase<S> {
     fn transactional(&self) -> bool {
@@ -232,9 +265,20 @@ impl<S: TwoPhaseSink> DynSink for TwoPhase<S> {
     }
     async fn pre_commit(&mut self, barrier: Barrier) -> Result<(Vec<Value>, Value)> {
         let (committables, state) = self.0.pre_commit(barrier).await?;
-        let state = serde_json::to_value(&state)
-            .map_err(|e| Error::Checkpoint(format!("cannot serialize sink state: {e}")))?;
-        Ok((to_values(&committables)?, state))
+        prepared_values(&committables, &state)
+    }
+    async fn begin_pre_commit(
+        &mut self,
+        barrier: Barrier,
+    ) -> Result<Option<Prepare<Value, Value>>> {
+        let Some(prepare) = self.0.begin_pre_commit(barrier).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            prepare
+                .map(|r| r.and_then(|(committables, state)| prepared_values(&committables, &state)))
+                .boxed(),
+        ))
     }
     fn mark(&mut self) -> Option<FlushMark> {
         // A transaction is pre-committed as a whole, in `pre_commit`.

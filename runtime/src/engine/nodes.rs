@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::{Receiver, UnboundedSender};
 use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::edge::{EdgeReceiver, EdgeSender};
 use super::gate::{GateEvent, InputGate};
@@ -340,6 +341,19 @@ async fn flushed(sink: &mut dyn DynSink, mark: Option<FlushMark>) -> Result<()> 
     }
 }
 
+/// A background pre-commit (`DynSink::begin_pre_commit`): its committables and state.
+type Preparing = AbortOnDropHandle<Result<(Vec<Value>, Value)>>;
+
+/// A background pre-commit's result, or never without one (see `flushed`).
+async fn prepared(node: &str, preparing: Option<&mut Preparing>) -> Result<(Vec<Value>, Value)> {
+    match preparing {
+        Some(task) => task
+            .await
+            .map_err(|e| Error::node(node, format!("the background pre-commit ended: {e}")))?,
+        None => std::future::pending().await,
+    }
+}
+
 pub struct SinkTask {
     pub ctx: NodeContext,
     pub sink: Box<dyn DynSink>,
@@ -408,6 +422,9 @@ impl SinkTask {
         // Barriers a plain sink marked (`Sink::mark`) and is still making durable, oldest first,
         // while later batches are written.
         let mut marked: VecDeque<(u64, FlushMark)> = VecDeque::new();
+        // Barriers a two-phase sink is pre-committing in the background (`begin_pre_commit`),
+        // oldest first; dropping one (the attempt ends) cancels it.
+        let mut preparing: VecDeque<(u64, Preparing)> = VecDeque::new();
         loop {
             let oldest = marked.front().map(|(_, m)| *m);
             tokio::select! {
@@ -426,6 +443,11 @@ impl SinkTask {
                     let (checkpoint, _) = marked.pop_front().expect("a mark was awaited");
                     self.pre_committed(checkpoint, Vec::new(), Value::Null);
                 }
+                r = prepared(&self.ctx.node, preparing.front_mut().map(|(_, t)| t)), if !preparing.is_empty() => {
+                    let (committables, state) = r?;
+                    let (checkpoint, _) = preparing.pop_front().expect("a pre-commit was awaited");
+                    self.pre_committed(checkpoint, committables, state);
+                }
                 ev = gate.next(), if !input_done => match ev {
                     GateEvent::Batch(b) => {
                         let n = b.len() as u64;
@@ -440,12 +462,18 @@ impl SinkTask {
                         if b.savepoint {
                             fault::stall("savepoint_precommit").await;
                         }
-                        match self.sink.mark() {
-                            Some(m) => marked.push_back((b.id, m)),
-                            None => {
-                                let (committables, state) = self.sink.pre_commit(b).await?;
-                                self.pre_committed(b.id, committables, state);
+                        if let Some(m) = self.sink.mark() {
+                            marked.push_back((b.id, m));
+                        } else if let Some(prepare) = self.sink.begin_pre_commit(b).await? {
+                            preparing.push_back((b.id, AbortOnDropHandle::new(tokio::spawn(prepare))));
+                        } else {
+                            // Barriers are acknowledged in order: earlier background ones first.
+                            while let Some((checkpoint, task)) = preparing.pop_front() {
+                                let (committables, state) = prepared(&self.ctx.node, Some(&mut { task })).await?;
+                                self.pre_committed(checkpoint, committables, state);
                             }
+                            let (committables, state) = self.sink.pre_commit(b).await?;
+                            self.pre_committed(b.id, committables, state);
                         }
                     }
                     GateEvent::End => input_done = true,
@@ -467,7 +495,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::api::{Sink, SinkBox};
+    use crate::api::{Sink, SinkBox, TwoPhaseSink};
     use crate::engine::test_support::{barrier, batch};
 
     /// A sink whose writes become durable when the test says so (`acked`, a count of
@@ -498,6 +526,103 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// A two-phase sink whose pre-commits finish in the background once the test releases
+    /// them (`released`, a count of checkpoints), as a Kafka transaction's flush does.
+    struct Background {
+        written: Arc<AtomicU64>,
+        released: watch::Receiver<u64>,
+    }
+
+    #[async_trait]
+    impl TwoPhaseSink for Background {
+        type Committable = u64;
+        type State = ();
+        async fn open(&mut self, _: &NodeContext) -> Result<()> {
+            Ok(())
+        }
+        async fn recover(&mut self, _: Vec<()>, _: Vec<u64>) -> Result<()> {
+            Ok(())
+        }
+        async fn write(&mut self, batch: Batch) -> Result<()> {
+            self.written.fetch_add(batch.len() as u64, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn pre_commit(&mut self, _: Barrier) -> Result<(Vec<u64>, ())> {
+            Err(Error::node("out", "pre-committed in the foreground"))
+        }
+        async fn begin_pre_commit(
+            &mut self,
+            b: Barrier,
+        ) -> Result<Option<crate::api::Prepare<u64, ()>>> {
+            let mut released = self.released.clone();
+            let staged = self.written.load(Ordering::SeqCst);
+            Ok(Some(Box::pin(async move {
+                while *released.borrow() < b.id {
+                    released.changed().await.expect("the test holds the sender");
+                }
+                Ok((vec![staged], ()))
+            })))
+        }
+        async fn commit(&mut self, _: Vec<u64>) -> Result<()> {
+            Ok(())
+        }
+        async fn abort(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_background_pre_commit_lets_writes_go_on_and_barriers_are_acked_in_order() {
+        let written = Arc::new(AtomicU64::new(0));
+        let (release, released) = watch::channel(0);
+        let (input, rx) = crate::engine::edge::edge(64);
+        let (ctl, control) = channel(4);
+        let (tx, mut events) = unbounded_channel();
+        let task = SinkTask {
+            ctx: NodeContext::for_test("test", "out"),
+            sink: SinkBox::two_phase(Background {
+                written: written.clone(),
+                released,
+            })
+            .0,
+            restored: (Vec::new(), Vec::new()),
+            inputs: vec![rx],
+            control,
+            events: tx,
+            cancel: CancellationToken::new(),
+        };
+        let running = tokio::spawn(task.run());
+        for m in [batch(3), barrier(1), batch(2), barrier(2), batch(4)] {
+            input.send(m).await.unwrap();
+        }
+        until("9 records written", || written.load(Ordering::SeqCst) == 9).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(acks(&mut events), Vec::<u64>::new());
+        // Both released at once: still acknowledged oldest first, each with what it staged.
+        release.send(2).unwrap();
+        let mut seen = Vec::new();
+        until("both acknowledged", || {
+            while let Ok(e) = events.try_recv() {
+                if let Event::SinkAck {
+                    checkpoint,
+                    committables,
+                    ..
+                } = e
+                {
+                    seen.push((checkpoint, committables));
+                }
+            }
+            seen.len() == 2
+        })
+        .await;
+        assert_eq!(
+            seen,
+            vec![(1, vec![Value::from(3)]), (2, vec![Value::from(5)])]
+        );
+        ctl.send(SinkCtl::Shutdown).await.unwrap();
+        running.await.unwrap();
     }
 
     async fn until(what: &str, mut done: impl FnMut() -> bool) {

@@ -358,6 +358,15 @@ impl DynSink for NonCriticalSink {
             .map_err(|e| dead_letter_error(&self.node, e))
     }
 
+    /// The inner sink's flush decides what goes to the dead-letter sink, so it stays in
+    /// `pre_commit`.
+    async fn begin_pre_commit(
+        &mut self,
+        _: Barrier,
+    ) -> Result<Option<crate::api::Prepare<Value, Value>>> {
+        Ok(None)
+    }
+
     async fn commit(&mut self, committables: Vec<Value>) -> Result<()> {
         self.dead_letter
             .commit(committables)

@@ -60,6 +60,7 @@ impl ProducerContext for Context {
 pub type RdProducer = ThreadedProducer<Context>;
 
 /// A producer and its delivery record.
+#[derive(Clone)]
 pub struct Producer {
     pub inner: Arc<RdProducer>,
     pub deliveries: Arc<Deliveries>,
