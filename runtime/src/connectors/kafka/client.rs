@@ -185,9 +185,11 @@ pub fn client_config(
 ///
 /// - `queued.min.messages`: four polls' worth of records per partition (1,000–100,000), enough
 ///   to keep every partition busy between two fetches.
-/// - `queued.max.messages.kbytes`: 4 MiB per partition (four of the broker's 1 MiB partition
-///   fetches). librdkafka applies its default, 64 MiB, to every partition queue, so a Kafka →
-///   Kafka job over four partitions held ~590 MiB; with 4 MiB, ~190 MiB at a higher rate.
+/// - `queued.max.messages.kbytes`: 2 MiB per partition (two of the broker's 1 MiB partition
+///   fetches), whichever of the two is reached first. librdkafka applies its default, 64 MiB,
+///   to every partition queue, so a Kafka → Kafka job over four partitions held ~590 MiB; with
+///   4 MiB ~190 MiB, with 2 MiB (and the sink's smaller producer queue) ~130 MiB, at the same
+///   rate.
 /// - `fetch.queue.backoff.ms`: 10 ms. Once a partition's queue reaches those thresholds,
 ///   librdkafka postpones its next fetch by this long, 1 s by default: with small queues that
 ///   starved the job (24,000 records/s instead of ~190,000 in the Kafka bench).
@@ -200,7 +202,7 @@ pub fn consumer_buffers(
             "queued.min.messages",
             (4 * batch_size).clamp(1_000, 100_000).to_string(),
         ),
-        ("queued.max.messages.kbytes", "4096".to_string()),
+        ("queued.max.messages.kbytes", "2048".to_string()),
         ("fetch.queue.backoff.ms", "10".to_string()),
     ]
     .into_iter()
@@ -250,7 +252,7 @@ mod tests {
         let none = BTreeMap::new();
         let c = consumer_buffers(2048, &none);
         assert!(c.contains(&("queued.min.messages", "8192".into())));
-        assert!(c.contains(&("queued.max.messages.kbytes", "4096".into())));
+        assert!(c.contains(&("queued.max.messages.kbytes", "2048".into())));
         assert!(c.contains(&("fetch.queue.backoff.ms", "10".into())));
         assert!(consumer_buffers(1, &none).contains(&("queued.min.messages", "1000".into())));
         assert!(

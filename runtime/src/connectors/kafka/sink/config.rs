@@ -268,6 +268,22 @@ mod tests {
     }
 
     #[test]
+    fn the_producer_queue_is_bounded_unless_the_user_sizes_it() {
+        let queue = |yaml: &str| {
+            let s = resolve(&cfg(&format!(
+                "bootstrap_servers: k:9092\ntopic: t\n{yaml}"
+            )))
+            .unwrap();
+            super::super::producer_config(&s)
+                .get("queue.buffering.max.kbytes")
+                .map(str::to_string)
+        };
+        assert_eq!(queue("").as_deref(), Some("16384"));
+        let mine = "properties: { queue.buffering.max.kbytes: 65536 }";
+        assert_eq!(queue(mine).as_deref(), Some("65536"));
+    }
+
+    #[test]
     fn minimal_settings() {
         let s = resolve(&cfg("bootstrap_servers: k:9092\ntopic: t")).unwrap();
         assert_eq!(s.topic, TopicSpec::Fixed("t".into()));

@@ -62,8 +62,18 @@ fn producer_config(s: &Settings) -> ClientConfig {
     if !s.properties.contains_key("partitioner") {
         c.set("partitioner", "murmur2_random");
     }
+    // librdkafka queues up to 1 GiB (100,000 messages) per producer by default, and weir's
+    // writes outrun a busy broker, so the queue grew to ~100 MiB of copies in the Kafka bench.
+    // 16 MiB covers the linger and a produce round trip at 500,000 records/s of 1 KiB; a full
+    // queue is the sink's backpressure, and a pre-commit's flush drains at most this much.
+    if !s.properties.contains_key(PRODUCER_QUEUE_KBYTES.0) {
+        c.set(PRODUCER_QUEUE_KBYTES.0, PRODUCER_QUEUE_KBYTES.1);
+    }
     c
 }
+
+/// The producer queue's size in KiB unless the sink's `properties` set it.
+const PRODUCER_QUEUE_KBYTES: (&str, &str) = ("queue.buffering.max.kbytes", "16384");
 
 pub fn register(r: &mut Registry) {
     r.sink("kafka", |cfg| {
