@@ -329,7 +329,7 @@ impl KafkaSource {
                 part.pos.next = offset;
                 break;
             }
-            let raw = raw_message(&m);
+            let raw = raw_message(&m, decoder.wants_headers());
             match decoder.decode(&raw) {
                 Ok(r) => {
                     if let (Some(w), Some(t)) = (watermarks.as_mut(), r.event_time) {
@@ -359,7 +359,8 @@ impl KafkaSource {
                         OnError::DeadLetter(_) => dead_letters
                             .as_mut()
                             .expect("created in open for dead_letter")
-                            .send(&raw, &why)?,
+                            // A dead letter keeps the message's headers, read or not.
+                            .send(&raw_message(&m, true), &why)?,
                     }
                 }
             }
@@ -373,7 +374,8 @@ impl KafkaSource {
     }
 }
 
-fn raw_message<'a>(m: &'a BorrowedMessage<'a>) -> RawMessage<'a> {
+/// `m` as the decoder and the dead-letter topic take it; its headers only `with_headers`.
+fn raw_message<'a>(m: &'a BorrowedMessage<'a>, with_headers: bool) -> RawMessage<'a> {
     RawMessage {
         topic: m.topic(),
         partition: m.partition(),
@@ -381,10 +383,10 @@ fn raw_message<'a>(m: &'a BorrowedMessage<'a>) -> RawMessage<'a> {
         timestamp: m.timestamp().to_millis(),
         key: m.key(),
         value: m.payload(),
-        headers: m
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-            .unwrap_or_default(),
+        headers: match with_headers.then(|| m.headers()).flatten() {
+            Some(h) => h.iter().map(|h| (h.key, h.value)).collect(),
+            None => Vec::new(),
+        },
     }
 }
 
