@@ -159,22 +159,39 @@ fn run_case(case: &str, args: &BenchArgs) -> Result<CaseResult, String> {
 fn callgrind_case(case: &str, rows: u64, args: &BenchArgs) -> Result<(u64, u64, u64), String> {
     let (file, summary) = prepare_case(case, "callgrind", rows, args)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    callgrind(&exe, &file, &summary, &[])
+}
+
+/// `weir run spec` under `valgrind --tool=callgrind`, `exe` being the weir binary: (user-space
+/// instructions of every thread, records written, checkpoints completed). Instruction counts
+/// do not depend on the machine's load, so two such runs tell a cost apart that timing noise
+/// (±20 % here) hides. Also used by the Kafka bench.
+pub fn callgrind(
+    exe: &Path,
+    spec: &Path,
+    summary: &Path,
+    env: &[(&str, &str)],
+) -> Result<(u64, u64, u64), String> {
     let out = Command::new("valgrind")
         .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
         .arg(exe)
         .args(["run", "--quiet", "--summary-json"])
-        .arg(&summary)
-        .arg(&file)
+        .arg(summary)
+        .arg(spec)
         .env("WEIR_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
-        .map_err(|e| format!("valgrind (needed by --instructions): {e}"))?;
+        .map_err(|e| format!("valgrind (needed to count instructions): {e}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        return Err(format!("case {case} under callgrind failed: {stderr}"));
+        return Err(format!(
+            "{} under callgrind failed: {stderr}",
+            spec.display()
+        ));
     }
     let ir = collected(&stderr)
         .ok_or_else(|| format!("callgrind printed no \"Collected\" line: {stderr}"))?;
-    let s = read_summary(&summary)?;
+    let s = read_summary(summary)?;
     Ok((
         ir,
         s["records_written"].as_u64().unwrap_or(0),
@@ -194,8 +211,9 @@ fn collected(stderr: &str) -> Option<u64> {
 /// (instructions per row without checkpoints, instructions per checkpoint, the overhead of
 /// one checkpoint a second at `rows_per_sec`). Under callgrind the job runs ~50× slower, so
 /// its wall-clock interval takes many more checkpoints per row than a real run: the cost per
-/// checkpoint is what carries over, scaled by the real rate.
-fn checkpoint_cost(
+/// checkpoint is what carries over, scaled by the real rate. `on` and `off` are
+/// [`callgrind`]'s counts.
+pub fn checkpoint_cost(
     on: (u64, u64, u64),
     off: (u64, u64, u64),
     rows_per_sec: f64,

@@ -1,6 +1,6 @@
 //! The `weir` command: run, validate, savepoint, bench.
 
-mod bench;
+pub mod bench;
 mod progress;
 mod run;
 mod savepoint;
