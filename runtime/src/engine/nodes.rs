@@ -491,7 +491,7 @@ mod tests {
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use tokio::sync::mpsc::{channel, unbounded_channel, UnboundedReceiver};
+    use tokio::sync::mpsc::{channel, unbounded_channel, Sender, UnboundedReceiver};
     use tokio::sync::watch;
 
     use super::*;
@@ -577,26 +577,11 @@ mod tests {
     async fn a_background_pre_commit_lets_writes_go_on_and_barriers_are_acked_in_order() {
         let written = Arc::new(AtomicU64::new(0));
         let (release, released) = watch::channel(0);
-        let (input, rx) = crate::engine::edge::edge(64);
-        let (ctl, control) = channel(4);
-        let (tx, mut events) = unbounded_channel();
-        let task = SinkTask {
-            ctx: NodeContext::for_test("test", "out"),
-            sink: SinkBox::two_phase(Background {
-                written: written.clone(),
-                released,
-            })
-            .0,
-            restored: (Vec::new(), Vec::new()),
-            inputs: vec![rx],
-            control,
-            events: tx,
-            cancel: CancellationToken::new(),
-        };
-        let running = tokio::spawn(task.run());
-        for m in [batch(3), barrier(1), batch(2), barrier(2), batch(4)] {
-            input.send(m).await.unwrap();
-        }
+        let (ctl, mut events, running) = run_sink(SinkBox::two_phase(Background {
+            written: written.clone(),
+            released,
+        }))
+        .await;
         until("9 records written", || written.load(Ordering::SeqCst) == 9).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(acks(&mut events), Vec::<u64>::new());
@@ -625,6 +610,34 @@ mod tests {
         running.await.unwrap();
     }
 
+    /// Runs `sink` in a sink task and feeds it 3 records, barrier 1, 2 records, barrier 2 and 4
+    /// records: its control channel, its events and the task.
+    async fn run_sink(
+        sink: SinkBox,
+    ) -> (
+        Sender<SinkCtl>,
+        UnboundedReceiver<Event>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (input, rx) = crate::engine::edge::edge(64);
+        let (ctl, control) = channel(4);
+        let (tx, events) = unbounded_channel();
+        let task = SinkTask {
+            ctx: NodeContext::for_test("test", "out"),
+            sink: sink.0,
+            restored: (Vec::new(), Vec::new()),
+            inputs: vec![rx],
+            control,
+            events: tx,
+            cancel: CancellationToken::new(),
+        };
+        let running = tokio::spawn(task.run());
+        for m in [batch(3), barrier(1), batch(2), barrier(2), batch(4)] {
+            input.send(m).await.unwrap();
+        }
+        (ctl, events, running)
+    }
+
     async fn until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !done() {
@@ -648,26 +661,11 @@ mod tests {
     ) {
         let written = Arc::new(AtomicU64::new(0));
         let (ack, acked) = watch::channel(0);
-        let (input, rx) = crate::engine::edge::edge(64);
-        let (ctl, control) = channel(4);
-        let (tx, mut events) = unbounded_channel();
-        let task = SinkTask {
-            ctx: NodeContext::for_test("test", "out"),
-            sink: SinkBox::plain(Acknowledged {
-                written: written.clone(),
-                acked,
-            })
-            .0,
-            restored: (Vec::new(), Vec::new()),
-            inputs: vec![rx],
-            control,
-            events: tx,
-            cancel: CancellationToken::new(),
-        };
-        let running = tokio::spawn(task.run());
-        for m in [batch(3), barrier(1), batch(2), barrier(2), batch(4)] {
-            input.send(m).await.unwrap();
-        }
+        let (ctl, mut events, running) = run_sink(SinkBox::plain(Acknowledged {
+            written: written.clone(),
+            acked,
+        }))
+        .await;
         // Everything after both barriers is written while neither is acknowledged.
         until("9 records written", || written.load(Ordering::SeqCst) == 9).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
