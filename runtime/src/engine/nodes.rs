@@ -533,6 +533,8 @@ mod tests {
     struct Background {
         written: Arc<AtomicU64>,
         released: watch::Receiver<u64>,
+        /// From this barrier on, the sink pre-commits in the foreground (`pre_commit`).
+        foreground_from: u64,
     }
 
     #[async_trait]
@@ -549,13 +551,19 @@ mod tests {
             self.written.fetch_add(batch.len() as u64, Ordering::SeqCst);
             Ok(())
         }
-        async fn pre_commit(&mut self, _: Barrier) -> Result<(Vec<u64>, ())> {
-            Err(Error::node("out", "pre-committed in the foreground"))
+        async fn pre_commit(&mut self, b: Barrier) -> Result<(Vec<u64>, ())> {
+            if b.id < self.foreground_from {
+                return Err(Error::node("out", "pre-committed in the foreground"));
+            }
+            Ok((vec![self.written.load(Ordering::SeqCst)], ()))
         }
         async fn begin_pre_commit(
             &mut self,
             b: Barrier,
         ) -> Result<Option<crate::api::Prepare<u64, ()>>> {
+            if b.id >= self.foreground_from {
+                return Ok(None);
+            }
             let mut released = self.released.clone();
             let staged = self.written.load(Ordering::SeqCst);
             Ok(Some(Box::pin(async move {
@@ -580,6 +588,7 @@ mod tests {
         let (ctl, mut events, running) = run_sink(SinkBox::two_phase(Background {
             written: written.clone(),
             released,
+            foreground_from: u64::MAX,
         }))
         .await;
         until("9 records written", || written.load(Ordering::SeqCst) == 9).await;
@@ -606,6 +615,32 @@ mod tests {
             seen,
             vec![(1, vec![Value::from(3)]), (2, vec![Value::from(5)])]
         );
+        ctl.send(SinkCtl::Shutdown).await.unwrap();
+        running.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_foreground_pre_commit_waits_for_the_background_ones_before_it() {
+        let written = Arc::new(AtomicU64::new(0));
+        let (release, released) = watch::channel(0);
+        // Barrier 1 in the background, barrier 2 in the foreground.
+        let (ctl, mut events, running) = run_sink(SinkBox::two_phase(Background {
+            written: written.clone(),
+            released,
+            foreground_from: 2,
+        }))
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Barrier 2 is not acknowledged ahead of barrier 1, still in flight.
+        assert_eq!(acks(&mut events), Vec::<u64>::new());
+        release.send(1).unwrap();
+        let mut seen = Vec::new();
+        until("both acknowledged", || {
+            seen.extend(acks(&mut events));
+            seen.len() == 2
+        })
+        .await;
+        assert_eq!(seen, vec![1, 2]);
         ctl.send(SinkCtl::Shutdown).await.unwrap();
         running.await.unwrap();
     }
