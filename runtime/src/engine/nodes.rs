@@ -591,9 +591,7 @@ mod tests {
             foreground_from: u64::MAX,
         }))
         .await;
-        until("9 records written", || written.load(Ordering::SeqCst) == 9).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(acks(&mut events), Vec::<u64>::new());
+        written_before_any_ack(&written, &mut events).await;
         // Both released at once: still acknowledged oldest first, each with what it staged.
         release.send(2).unwrap();
         let mut seen = Vec::new();
@@ -615,8 +613,7 @@ mod tests {
             seen,
             vec![(1, vec![Value::from(3)]), (2, vec![Value::from(5)])]
         );
-        ctl.send(SinkCtl::Shutdown).await.unwrap();
-        running.await.unwrap();
+        shut_down(ctl, running).await;
     }
 
     #[tokio::test]
@@ -635,14 +632,31 @@ mod tests {
         assert_eq!(acks(&mut events), Vec::<u64>::new());
         release.send(1).unwrap();
         let mut seen = Vec::new();
-        until("both acknowledged", || {
-            seen.extend(acks(&mut events));
-            seen.len() == 2
+        acked_until(&mut events, &mut seen, 2).await;
+        assert_eq!(seen, vec![1, 2]);
+        shut_down(ctl, running).await;
+    }
+
+    /// Collects acknowledged barriers into `seen` until it holds `n`.
+    async fn acked_until(events: &mut UnboundedReceiver<Event>, seen: &mut Vec<u64>, n: usize) {
+        until(&format!("{n} barriers acknowledged"), || {
+            seen.extend(acks(events));
+            seen.len() >= n
         })
         .await;
-        assert_eq!(seen, vec![1, 2]);
+    }
+
+    async fn shut_down(ctl: Sender<SinkCtl>, running: tokio::task::JoinHandle<()>) {
         ctl.send(SinkCtl::Shutdown).await.unwrap();
         running.await.unwrap();
+    }
+
+    /// Everything `run_sink` fed, after both barriers too, is written while neither barrier is
+    /// acknowledged.
+    async fn written_before_any_ack(written: &AtomicU64, events: &mut UnboundedReceiver<Event>) {
+        until("9 records written", || written.load(Ordering::SeqCst) == 9).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(acks(events), Vec::<u64>::new());
     }
 
     /// Runs `sink` in a sink task and feeds it 3 records, barrier 1, 2 records, barrier 2 and 4
@@ -701,29 +715,17 @@ mod tests {
             acked,
         }))
         .await;
-        // Everything after both barriers is written while neither is acknowledged.
-        until("9 records written", || written.load(Ordering::SeqCst) == 9).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(acks(&mut events), Vec::<u64>::new());
+        written_before_any_ack(&written, &mut events).await;
         // Durable up to the middle of the second barrier's records: only the first is acked.
         ack.send(4).unwrap();
         let mut seen = Vec::new();
-        until("checkpoint 1 acknowledged", || {
-            seen.extend(acks(&mut events));
-            !seen.is_empty()
-        })
-        .await;
+        acked_until(&mut events, &mut seen, 1).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         seen.extend(acks(&mut events));
         assert_eq!(seen, vec![1]);
         ack.send(9).unwrap();
-        until("checkpoint 2 acknowledged", || {
-            seen.extend(acks(&mut events));
-            seen.len() == 2
-        })
-        .await;
+        acked_until(&mut events, &mut seen, 2).await;
         assert_eq!(seen, vec![1, 2]);
-        ctl.send(SinkCtl::Shutdown).await.unwrap();
-        running.await.unwrap();
+        shut_down(ctl, running).await;
     }
 }
