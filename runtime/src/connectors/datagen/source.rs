@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -27,9 +27,48 @@ pub struct DatagenSource {
     gen: Generator,
     splits: Vec<Split>,
     next: usize,
-    rate: Option<f64>,
-    started: Option<Instant>,
+    pace: Option<Pace>,
+}
+
+/// `rate` records per second, with at most one second of unused allowance saved up (Guava's
+/// `SmoothBursty`, which Flink's datagen uses): after a stall (backpressure, a slow sink
+/// starting) the source catches up by one second's worth, not by everything it missed.
+#[derive(Debug)]
+struct Pace {
+    rate: f64,
+    /// The moment from which `rate × elapsed` counts what may have been emitted; moved forward
+    /// when the saved allowance would exceed one second's worth.
+    origin: Option<Instant>,
     emitted: u64,
+}
+
+impl Pace {
+    fn new(rate: f64) -> Self {
+        Pace {
+            rate,
+            origin: None,
+            emitted: 0,
+        }
+    }
+
+    /// How many records may be emitted at `now` (0: wait).
+    fn allowed(&mut self, now: Instant) -> u64 {
+        let origin = *self.origin.get_or_insert(now);
+        let burst = self.rate.max(1.0);
+        let earned = now.saturating_duration_since(origin).as_secs_f64() * self.rate;
+        if earned - self.emitted as f64 > burst {
+            // Forget what exceeds the burst: as if emitting had been on pace until `burst` ago.
+            let behind = Duration::from_secs_f64((self.emitted as f64 + burst) / self.rate);
+            self.origin = Some(now.checked_sub(behind).unwrap_or(origin));
+        }
+        let origin = self.origin.unwrap_or(now);
+        let earned = now.saturating_duration_since(origin).as_secs_f64() * self.rate;
+        (earned as u64 + 1).saturating_sub(self.emitted)
+    }
+
+    fn emitted(&mut self, n: u64) {
+        self.emitted += n;
+    }
 }
 
 impl DatagenSource {
@@ -39,9 +78,7 @@ impl DatagenSource {
             gen,
             splits: Vec::new(),
             next: 0,
-            rate: None,
-            started: None,
-            emitted: 0,
+            pace: None,
         }
     }
 }
@@ -86,7 +123,7 @@ impl Source for DatagenSource {
             )));
         }
         let owned = self.splits.len() as f64;
-        self.rate = self.config.rate.map(|r| r * owned / s as f64);
+        self.pace = self.config.rate.map(|r| Pace::new(r * owned / s as f64));
         Ok(())
     }
 
@@ -102,15 +139,12 @@ impl Source for DatagenSource {
             return Ok(SourcePoll::Finished);
         }
         let mut max = self.config.batch_size as u64;
-        if let Some(rate) = self.rate {
-            let started = *self.started.get_or_insert_with(Instant::now);
-            let allowed = (started.elapsed().as_secs_f64() * rate) as u64 + 1;
-            if self.emitted >= allowed {
+        if let Some(pace) = &mut self.pace {
+            let allowed = pace.allowed(Instant::now());
+            if allowed == 0 {
                 return Ok(SourcePoll::Idle);
             }
-            max = max
-                .min(allowed - self.emitted)
-                .min(((rate / 20.0) as u64).max(1));
+            max = max.min(allowed).min(((pace.rate / 20.0) as u64).max(1));
         }
         let pick = live[self.next % live.len()];
         self.next = self.next.wrapping_add(1);
@@ -126,7 +160,9 @@ impl Source for DatagenSource {
             records.push(Record::new(fields).with_event_time(event_time));
         }
         split.done += n;
-        self.emitted += n;
+        if let Some(pace) = &mut self.pace {
+            pace.emitted(n);
+        }
         Ok(SourcePoll::Batch(Batch::new(
             Some(split.id.clone()),
             records,
@@ -156,5 +192,34 @@ mod tests {
                 assert_eq!(sum, count, "count {count} splits {s}");
             }
         }
+    }
+
+    #[test]
+    fn pace_keeps_the_rate() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(1000.0);
+        assert_eq!(p.allowed(t0), 1);
+        p.emitted(1);
+        assert_eq!(p.allowed(t0), 0);
+        assert_eq!(p.allowed(t0 + Duration::from_millis(500)), 500);
+        p.emitted(500);
+        assert_eq!(p.allowed(t0 + Duration::from_millis(500)), 0);
+    }
+
+    #[test]
+    fn pace_saves_up_at_most_one_second_after_a_stall() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(1000.0);
+        p.allowed(t0);
+        p.emitted(1);
+        // A 10 s stall: one second's worth may go at once, not ten.
+        let t = t0 + Duration::from_secs(10);
+        let burst = p.allowed(t);
+        assert!((1000..=1001).contains(&burst), "{burst}");
+        p.emitted(burst);
+        assert_eq!(p.allowed(t), 0);
+        // From then on, the rate again.
+        let later = p.allowed(t + Duration::from_millis(100));
+        assert!((99..=101).contains(&later), "{later}");
     }
 }
