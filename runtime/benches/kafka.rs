@@ -257,12 +257,18 @@ fn sink_records(admin: &str) -> Option<u64> {
 
 /// weir running unbounded over the filled topic: its rate between 10 % and 90 % of `n`
 /// records handed to the producer, read from its metrics every 20 ms.
-fn weir_steady(dir: &std::path::Path, b: &str, input: &str, output: &str, n: u64) -> Measure {
+fn weir_steady(
+    dir: &std::path::Path,
+    b: &str,
+    (input, output): (&str, &str),
+    n: u64,
+    form: Form,
+) -> Measure {
     let admin = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let spec = spec(dir, b, (input, output), false, ("1s", "30s"));
+    let spec = spec(dir, b, (input, output), false, ("1s", "30s"), form);
     let mut job = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["run", "--quiet", "--admin-addr", &admin, &spec])
         .env("WEIR_LOG", "warn")
@@ -317,6 +323,17 @@ fn properties(var: &str) -> String {
     format!("    properties: {{ {} }}\n", pairs.join(", "))
 }
 
+/// How weir's job treats the records.
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    /// JSON objects, each checked (and its `id` read for the key) but not rebuilt: the
+    /// record's own text is written.
+    Json,
+    /// Each message read whole as text (`format: string`) and sent bare (`value_field`),
+    /// without a key: nothing parsed, what the raw loop does and Flink's `raw` format.
+    Text,
+}
+
 /// A weir job from `input` to `output`, exactly-once, checkpointing every `interval`.
 fn spec(
     dir: &std::path::Path,
@@ -324,7 +341,15 @@ fn spec(
     (input, output): (&str, &str),
     bounded: bool,
     (interval, timeout): (&str, &str),
+    form: Form,
 ) -> String {
+    let (source_form, sink_form) = match form {
+        Form::Json => ("", "    key_field: id\n"),
+        Form::Text => (
+            "    format: string\n    value_field: line\n",
+            "    value_field: line\n",
+        ),
+    };
     let text = format!(
         r#"name: {job}
 parallelism: 1
@@ -335,14 +360,13 @@ sources:
     bootstrap_servers: {b}
     topics: [{input}]
     starting_offsets: earliest
-{batch}{stop}{source_props}
+{source_form}{batch}{stop}{source_props}
 sinks:
   - name: out
     type: kafka
     bootstrap_servers: {b}
     topic: {output}
-    key_field: id
-    delivery: exactly-once
+{sink_form}    delivery: exactly-once
 {sink_props}"#,
         job = unique("bench-kafka"),
         state = dir.join(unique("state")).display(),
@@ -415,8 +439,9 @@ fn weir_bounded(
     output: &str,
     n: u64,
     interval: &str,
+    form: Form,
 ) -> (Measure, u64) {
-    let spec = spec(dir, b, (input, output), true, (interval, "30s"));
+    let spec = spec(dir, b, (input, output), true, (interval, "30s"), form);
     let summary = format!("{spec}.summary.json");
     let t0 = Instant::now();
     let (status, cpu) = wait_rusage(weir(&spec, Some(&summary)));
@@ -500,7 +525,14 @@ fn latency(
     create_topic(b, &input);
     create_topic(b, &output);
     let mut job = weir(
-        &spec(dir, b, (&input, &output), false, (interval, "30s")),
+        &spec(
+            dir,
+            b,
+            (&input, &output),
+            false,
+            (interval, "30s"),
+            Form::Json,
+        ),
         None,
     );
     std::thread::sleep(Duration::from_secs(3));
@@ -621,7 +653,7 @@ impl Versus {
     ) {
         let out = unique("bench-weir-empty-out");
         create_topic(b, &out);
-        let (idle, _) = weir_bounded(dir, b, empty, &out, 0, "1s");
+        let (idle, _) = weir_bounded(dir, b, empty, &out, 0, "1s", Form::Json);
         delete_topics(b, &[&out]);
         self.push(
             "weir",
@@ -750,6 +782,7 @@ fn main() {
     // the machine's noise fall on both alike; the ratio is of the totals.
     let (mut raws, mut weirs) = (Vec::new(), Vec::new());
     let (mut raw_steady, mut weir_steadies) = (Vec::new(), Vec::new());
+    let (mut texts, mut text_steadies) = (Vec::new(), Vec::new());
     let mut rss = Vec::new();
     // With WEIR_BENCH_FLINK=1 each round runs Flink's job after weir's, on the same input, and
     // both once more over an empty topic: the CPU a run costs before its first record.
@@ -768,11 +801,22 @@ fn main() {
         raw_steady.push(steady);
         let steady_out = unique("bench-weir-steady-out");
         create_topic(&b, &steady_out);
-        weir_steadies.push(weir_steady(dir.path(), &b, &input, &steady_out, n));
-        let (weir, weir_rss) = weir_bounded(dir.path(), &b, &input, &weir_out, n, "1s");
+        let io = (input.as_str(), steady_out.as_str());
+        weir_steadies.push(weir_steady(dir.path(), &b, io, n, Form::Json));
+        let (weir, weir_rss) = weir_bounded(dir.path(), &b, &input, &weir_out, n, "1s", Form::Json);
         rss.push(weir_rss);
         assert_exactly_once(&b, &weir_out, n, "weir");
         delete_topics(&b, &[&raw_out, &weir_out, &steady_out]);
+        let (text_out, text_steady_out) =
+            (unique("bench-text-out"), unique("bench-text-steady-out"));
+        create_topic(&b, &text_out);
+        create_topic(&b, &text_steady_out);
+        let io = (input.as_str(), text_steady_out.as_str());
+        text_steadies.push(weir_steady(dir.path(), &b, io, n, Form::Text));
+        let (text, _) = weir_bounded(dir.path(), &b, &input, &text_out, n, "1s", Form::Text);
+        // Read back as JSON objects: a value re-encoded as a JSON string would fail here.
+        assert_exactly_once(&b, &text_out, n, "weir as text");
+        delete_topics(&b, &[&text_out, &text_steady_out]);
         if let Some(flink) = &flink {
             versus.add_weir(&weir, weir_rss, dir.path(), &b, &empty);
             versus_flink(
@@ -793,17 +837,23 @@ fn main() {
             "  round {round}: weir exactly-once, 1 s checkpoints {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s, start-up included), peak RSS {} MiB",
             weir.rate(), weir.per_cpu(), weir.seconds, weir.cpu, rss[rss.len() - 1] / 1024
         );
-        let (rs, ws) = (
+        println!(
+            "  round {round}: weir as text (no parsing), 1 s     {:>7.0} records/s {:>7.0} records/CPU-s ({:.1} s, {:.1} CPU-s, start-up included)",
+            text.rate(), text.per_cpu(), text.seconds, text.cpu
+        );
+        let (rs, ws, ts) = (
             &raw_steady[raw_steady.len() - 1],
             &weir_steadies[weir_steadies.len() - 1],
+            &text_steadies[text_steadies.len() - 1],
         );
         println!(
-            "  round {round}: steady state (10 %–90 % of the records): raw {:>7.0} records/s ({:.0}/CPU-s), weir {:>7.0} records/s ({:.0}/CPU-s)",
-            rs.rate(), rs.per_cpu(), ws.rate(), ws.per_cpu()
+            "  round {round}: steady state (10 %–90 % of the records): raw {:>7.0} records/s ({:.0}/CPU-s), weir {:>7.0} records/s ({:.0}/CPU-s), weir as text {:>7.0} records/s ({:.0}/CPU-s)",
+            rs.rate(), rs.per_cpu(), ws.rate(), ws.per_cpu(), ts.rate(), ts.per_cpu()
         );
         versus.print_round(round);
         raws.push(raw);
         weirs.push(weir);
+        texts.push(text);
     }
     let total = |ms: &[Measure]| Measure {
         records: ms.iter().map(|m| m.records).sum(),
@@ -830,6 +880,14 @@ fn main() {
         ws.rate(),
         rs.rate(),
         100.0 * ws.per_cpu() / rs.per_cpu()
+    );
+    let (text, ts) = (total(&texts), total(&text_steadies));
+    println!(
+        "  ratio weir as text/raw (neither parses), whole runs: throughput {:.0} %, per CPU-second {:.0} %; steady state: throughput {:.0} %, per CPU-second {:.0} %",
+        100.0 * text.rate() / raw.rate(),
+        100.0 * text.per_cpu() / raw.per_cpu(),
+        100.0 * ts.rate() / rs.rate(),
+        100.0 * ts.per_cpu() / rs.per_cpu()
     );
 
     if flink.is_some() {
@@ -876,7 +934,7 @@ fn checkpoint_instructions(b: &str, dir: &std::path::Path, n: u64, native: f64) 
         let out = unique("bench-ir-out");
         create_topic(b, &out);
         // A slow checkpoint under valgrind is not a failure: a generous timeout.
-        let spec = spec(dir, b, (&input, &out), true, (interval, "120s"));
+        let spec = spec(dir, b, (&input, &out), true, (interval, "120s"), Form::Json);
         let summary = dir.join(unique("summary") + ".json");
         let level = log_level();
         let c = callgrind(
@@ -933,7 +991,7 @@ fn curve(b: &str, dir: &std::path::Path, input: &str, n: u64, rounds: u64, rate:
         for (i, interval) in intervals.iter().enumerate() {
             let out = unique("bench-curve-out");
             create_topic(b, &out);
-            runs[i].push(weir_bounded(dir, b, input, &out, n, interval));
+            runs[i].push(weir_bounded(dir, b, input, &out, n, interval, Form::Json));
             assert_exactly_once(b, &out, n, &format!("weir at {interval}"));
             delete_topics(b, &[&out]);
         }

@@ -5,6 +5,8 @@
 //!
 //! [`EventTimeForms::check_source`]: crate::event_time::EventTimeForms::check_source
 
+use std::sync::Arc;
+
 use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -19,7 +21,8 @@ pub enum ValueFormat {
     /// A JSON object per message; its fields become the record's fields.
     #[default]
     Json,
-    /// UTF-8 text under `value_field`.
+    /// UTF-8 text under `value_field` (kept as the message's bytes until a field is changed,
+    /// so a sink sending that field on does not copy it).
     String,
     /// Any bytes, base64-encoded under `value_field`.
     Bytes,
@@ -33,21 +36,24 @@ impl ValueFormat {
     }
 
     /// The record of a message's `data`; `what` names it in errors (`the data`).
-    pub fn decode(self, data: &Bytes, value_field: &str, what: &str) -> Result<Record, String> {
-        let value = match self {
-            ValueFormat::Json => {
-                return JsonObject::parse(data.clone())
-                    .map(Record::from_json)
-                    .map_err(|e| format!("{what}: {e}"))
+    pub fn decode(
+        self,
+        data: &Bytes,
+        value_field: &Arc<str>,
+        what: &str,
+    ) -> Result<Record, String> {
+        match self {
+            ValueFormat::Json => JsonObject::parse(data.clone())
+                .map(Record::from_json)
+                .map_err(|e| format!("{what}: {e}")),
+            ValueFormat::String => Record::from_string_field(value_field.clone(), data.clone())
+                .map_err(|e| format!("{what} is not valid UTF-8: {e}")),
+            ValueFormat::Bytes => {
+                let mut fields = Map::new();
+                fields.insert(value_field.to_string(), base64(data));
+                Ok(Record::new(fields))
             }
-            ValueFormat::String => Value::from(
-                std::str::from_utf8(data).map_err(|e| format!("{what} is not valid UTF-8: {e}"))?,
-            ),
-            ValueFormat::Bytes => base64(data),
-        };
-        let mut fields = Map::new();
-        fields.insert(value_field.to_string(), value);
-        Ok(Record::new(fields))
+        }
     }
 }
 
@@ -69,22 +75,28 @@ mod tests {
     fn values_become_records_by_format() {
         let data = Bytes::from_static(b"{\"a\": 1}");
         let r = ValueFormat::Json
-            .decode(&data, "value", "the data")
+            .decode(&data, &Arc::from("value"), "the data")
             .unwrap();
         assert_eq!(r.get("a").as_deref(), Some(&Value::from(1)));
-        let r = ValueFormat::String.decode(&data, "v", "the data").unwrap();
+        let r = ValueFormat::String
+            .decode(&data, &Arc::from("v"), "the data")
+            .unwrap();
         assert_eq!(r.get("v").as_deref(), Some(&Value::from("{\"a\": 1}")));
         let r = ValueFormat::Bytes
-            .decode(&Bytes::from_static(b"\xff\x00"), "v", "the data")
+            .decode(
+                &Bytes::from_static(b"\xff\x00"),
+                &Arc::from("v"),
+                "the data",
+            )
             .unwrap();
         assert_eq!(r.get("v").as_deref(), Some(&Value::from("/wA=")));
         let bad = Bytes::from_static(b"\xff");
         let e = ValueFormat::String
-            .decode(&bad, "v", "the data")
+            .decode(&bad, &Arc::from("v"), "the data")
             .unwrap_err();
         assert!(e.starts_with("the data is not valid UTF-8"), "{e}");
         let e = ValueFormat::Json
-            .decode(&Bytes::from_static(b"[1]"), "v", "data")
+            .decode(&Bytes::from_static(b"[1]"), &Arc::from("v"), "data")
             .unwrap_err();
         assert!(e.starts_with("data: expected a JSON object"), "{e}");
     }

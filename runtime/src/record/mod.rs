@@ -22,15 +22,25 @@ pub type SplitId = Arc<str>;
 /// A record read from JSON keeps that text and builds its fields only when asked. A record
 /// that passes through unchanged is written as its original text, and one field (a Kafka key)
 /// is read by scanning it: in a Kafka → Kafka job, building and re-serializing every record's
-/// fields was over half of the engine's CPU. [`Record::fields_mut`] drops the text, so a changed
-/// record is never written as its old bytes.
+/// fields was over half of the engine's CPU. A message read whole as text (`format: string`)
+/// is kept the same way, as one string field a sink can send on without copying it into a map.
+/// [`Record::fields_mut`] drops the text, so a changed record is never written as its old bytes.
 #[derive(Clone, Debug)]
 pub struct Record {
-    /// Built on first use from `json` when the record came from JSON text.
+    /// Built on first use from `text` when the record came from a message's text.
     fields: OnceLock<Fields>,
     /// Event time in milliseconds since the Unix epoch.
     pub event_time: Option<i64>,
-    json: Option<JsonObject>,
+    text: Option<Text>,
+}
+
+/// The text a record was read from, while its fields are unchanged.
+#[derive(Clone, Debug)]
+enum Text {
+    /// A JSON object: the record's fields.
+    Json(JsonObject),
+    /// Valid UTF-8: the record's only field, a string named `name`.
+    Field { name: Arc<str>, text: Bytes },
 }
 
 impl Default for Record {
@@ -52,7 +62,7 @@ impl Record {
         Record {
             fields: OnceLock::from(fields),
             event_time: None,
-            json: None,
+            text: None,
         }
     }
 
@@ -61,8 +71,18 @@ impl Record {
         Record {
             fields: OnceLock::new(),
             event_time: None,
-            json: Some(json),
+            text: Some(Text::Json(json)),
         }
+    }
+
+    /// A record whose one field `name` is the string `text`; fails when `text` is not UTF-8.
+    pub fn from_string_field(name: Arc<str>, text: Bytes) -> Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&text)?;
+        Ok(Record {
+            fields: OnceLock::new(),
+            event_time: None,
+            text: Some(Text::Field { name, text }),
+        })
     }
 
     /// The same record with event time `ms` (milliseconds since the Unix epoch), or none.
@@ -72,8 +92,15 @@ impl Record {
     }
 
     pub fn fields(&self) -> &Fields {
-        self.fields.get_or_init(|| match &self.json {
-            Some(json) => json.fields(),
+        self.fields.get_or_init(|| match &self.text {
+            Some(Text::Json(json)) => json.fields(),
+            Some(Text::Field { name, text }) => {
+                let mut fields = Fields::new();
+                // Checked by `from_string_field`; the lossy form cannot differ.
+                let s = String::from_utf8_lossy(text).into_owned();
+                fields.insert(name.to_string(), Value::String(s));
+                fields
+            }
             None => Fields::new(),
         })
     }
@@ -81,8 +108,10 @@ impl Record {
     /// The top-level field `name`, without building the other fields when they are not built
     /// yet: for reading a field or two of a record that is otherwise passed on unchanged.
     pub fn get(&self, name: &str) -> Option<Cow<'_, Value>> {
-        match (self.fields.get(), &self.json) {
-            (None, Some(json)) => json.get(name).map(Cow::Owned),
+        match (self.fields.get(), &self.text) {
+            (None, Some(Text::Json(json))) => json.get(name).map(Cow::Owned),
+            (None, Some(Text::Field { name: n, text })) => (**n == *name)
+                .then(|| Cow::Owned(Value::String(String::from_utf8_lossy(text).into_owned()))),
             _ => self.fields().get(name).map(Cow::Borrowed),
         }
     }
@@ -90,7 +119,7 @@ impl Record {
     /// The fields, to change them; the record forgets the JSON text it was read from.
     pub fn fields_mut(&mut self) -> &mut Fields {
         self.fields();
-        self.json = None;
+        self.text = None;
         self.fields.get_mut().expect("built by fields() just above")
     }
 
@@ -107,7 +136,19 @@ impl Record {
     /// The JSON object text the record was read from, while its fields are unchanged: a sink
     /// may write it as the record's JSON encoding.
     pub fn json(&self) -> Option<&Bytes> {
-        self.json.as_ref().map(JsonObject::bytes)
+        match &self.text {
+            Some(Text::Json(json)) => Some(json.bytes()),
+            _ => None,
+        }
+    }
+
+    /// The UTF-8 bytes of the string field `name` when the record is that one field, read whole
+    /// from a message and unchanged: a sink sending the field as a message's value sends these.
+    pub fn string_field(&self, name: &str) -> Option<&Bytes> {
+        match &self.text {
+            Some(Text::Field { name: n, text }) if **n == *name => Some(text),
+            _ => None,
+        }
     }
 
     /// A short JSON rendering for error messages (never the whole of a large record).
@@ -196,6 +237,26 @@ mod tests {
             r.json().map(|b| &b[..]),
             Some(&br#"{ "a" : 1, "b": "x" }"#[..])
         );
+    }
+
+    #[test]
+    fn a_string_field_record_is_its_text_until_changed() {
+        let name: Arc<str> = Arc::from("line");
+        let text = Bytes::from_static("héllo".as_bytes());
+        let mut r = Record::from_string_field(name.clone(), text.clone()).unwrap();
+        assert_eq!(r.string_field("line"), Some(&text));
+        assert_eq!(r.string_field("other"), None);
+        assert_eq!(r.get("line").as_deref(), Some(&json!("héllo")));
+        assert_eq!(r.get("other"), None);
+        assert!(!r.is_built(), "read without building the fields");
+        assert_eq!(r.json(), None, "text, not a JSON object");
+        assert_eq!(
+            Value::Object(r.fields().clone()),
+            json!({ "line": "héllo" })
+        );
+        r.fields_mut().insert("n".into(), json!(1));
+        assert_eq!(r.string_field("line"), None, "changed: no longer its text");
+        assert!(Record::from_string_field(name, Bytes::from_static(b"\xff")).is_err());
     }
 
     #[test]

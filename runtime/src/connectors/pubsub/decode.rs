@@ -2,6 +2,7 @@
 //! field names, the event time. Pure, so every malformed input is tested without a server.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -22,17 +23,17 @@ pub struct RawMessage<'a> {
 }
 
 /// Decodes by the source's `format`, `value_field`, `metadata` and `event_time`.
-pub struct Decoder(PubsubSourceConfig);
+pub struct Decoder(PubsubSourceConfig, Arc<str>);
 
 impl Decoder {
     pub fn new(c: &PubsubSourceConfig) -> Self {
-        Decoder(c.clone())
+        Decoder(c.clone(), Arc::from(c.value_field.as_str()))
     }
 
     /// The record for `m`, or why it cannot be one.
     pub fn decode(&self, m: &RawMessage<'_>) -> Result<Record, String> {
         let c = &self.0;
-        let mut record = c.format.decode(m.data, &c.value_field, "data")?;
+        let mut record = c.format.decode(m.data, &self.1, "data")?;
         let event_time = match &c.event_time {
             Some(e) => {
                 let attribute = |name: &str| m.attributes.get(name).map(String::as_str);

@@ -14,6 +14,10 @@ const CHECKPOINTS: &str = "interval: 200ms, timeout: 30s";
 enum Input {
     Datagen,
     Kafka,
+    /// Kafka → Kafka with each message read whole as text (`format: string`) and sent bare
+    /// (`value_field`), the pass-through that never parses (Flink's `raw` format). The output
+    /// is read as JSON objects, so a value re-encoded as a JSON string fails the test.
+    KafkaText,
 }
 
 struct Job {
@@ -48,7 +52,12 @@ fn job(input: Input) -> Job {
     create_topic(&bootstrap, &out, 4);
     let dir = tempfile::tempdir().unwrap();
     let name = unique("eo");
-    let sink = eo_sink(&bootstrap, &out);
+    let sink = match input {
+        Input::KafkaText => format!(
+            "    bootstrap_servers: {bootstrap}\n    topic: {out}\n    value_field: line\n    delivery: exactly-once"
+        ),
+        _ => eo_sink(&bootstrap, &out),
+    };
     let (live, spec, input) = match input {
         Input::Datagen => {
             let s = spec(
@@ -61,10 +70,13 @@ fn job(input: Input) -> Job {
             );
             (s.clone(), s, None)
         }
-        Input::Kafka => {
+        Input::Kafka | Input::KafkaText => {
             let topic = unique("ks-in");
             create_topic(&bootstrap, &topic, 4);
-            let source = kafka_source(&bootstrap, &topic);
+            let mut source = kafka_source(&bootstrap, &topic);
+            if matches!(input, Input::KafkaText) {
+                source.push_str("\n    format: string\n    value_field: line");
+            }
             let bounded = spec(dir.path(), &name, 2, CHECKPOINTS, &source, &sink);
             // The same job and state, reading on past the offsets found at start.
             let text = std::fs::read_to_string(&bounded).unwrap();
@@ -175,6 +187,15 @@ fn kafka_to_kafka_kill_after_pre_commit() {
 #[test]
 fn kafka_to_kafka_kill_after_the_manifest_before_commit() {
     let (_, log) = crash_then_finish(Input::Kafka, "after_manifest", 3);
+    assert!(
+        log.contains(RECOMMITTED),
+        "recovery re-committed nothing:\n{log}"
+    );
+}
+
+#[test]
+fn kafka_to_kafka_as_text_kill_after_the_manifest_before_commit() {
+    let (_, log) = crash_then_finish(Input::KafkaText, "after_manifest", 3);
     assert!(
         log.contains(RECOMMITTED),
         "recovery re-committed nothing:\n{log}"

@@ -34,8 +34,12 @@ pub struct KafkaSinkConfig {
     pub key_field: Option<String>,
     /// …or several fields, as a JSON array of their values.
     pub key_fields: Option<Vec<String>>,
-    /// The fields that make up the JSON value (default: the whole record).
+    /// The fields that make up the JSON value (default: the whole record)…
     pub value_fields: Option<Vec<String>>,
+    /// …or one field sent bare: a string as its UTF-8 bytes, anything else as its JSON text
+    /// (Flink's `raw` format). A source's `format: string` record is sent as the message's
+    /// own bytes.
+    pub value_field: Option<String>,
     /// Kafka header name → record field; a header whose field is missing or null is left out.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -72,6 +76,17 @@ pub enum TopicSpec {
     Field(String),
 }
 
+/// What the message's value is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueSpec {
+    /// The whole record as JSON.
+    Record,
+    /// These fields as a JSON object.
+    Fields(Vec<String>),
+    /// This field's value bare.
+    Field(String),
+}
+
 /// How the key is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySpec {
@@ -88,7 +103,7 @@ pub struct Settings {
     pub properties: BTreeMap<String, String>,
     pub topic: TopicSpec,
     pub key: KeySpec,
-    pub value_fields: Option<Vec<String>>,
+    pub value: ValueSpec,
     pub headers: Vec<(String, String)>,
     pub delivery: Delivery,
     pub transactional_id_prefix: String,
@@ -139,9 +154,23 @@ impl ConnectorConfig for KafkaSinkConfig {
             (None, Some(fs)) => KeySpec::Fields(fs),
             (None, None) => KeySpec::None,
         };
-        if c.value_fields.as_ref().is_some_and(|v| v.is_empty()) {
-            return Err(cfg.error("value_fields", "must name at least one field"));
-        }
+        let value = match (c.value_fields, c.value_field) {
+            (Some(_), Some(_)) => {
+                return Err(cfg.error(
+                    "value_field",
+                    "set either value_field or value_fields, not both",
+                ))
+            }
+            (Some(fs), None) if fs.is_empty() => {
+                return Err(cfg.error("value_fields", "must name at least one field"))
+            }
+            (Some(fs), None) => ValueSpec::Fields(fs),
+            (None, Some(f)) if f.is_empty() => {
+                return Err(cfg.error("value_field", "must not be empty"))
+            }
+            (None, Some(f)) => ValueSpec::Field(f),
+            (None, None) => ValueSpec::Record,
+        };
         for k in ["transactional.id", "enable.idempotence"] {
             if c.properties.contains_key(k) {
                 return Err(cfg.error(
@@ -201,7 +230,7 @@ impl ConnectorConfig for KafkaSinkConfig {
             properties,
             topic,
             key,
-            value_fields: c.value_fields,
+            value,
             headers: c.headers.into_iter().collect(),
             delivery: c.delivery,
             transactional_id_prefix: c.transactional_id_prefix,
@@ -304,6 +333,14 @@ mod tests {
         assert!(err("bootstrap_servers: k\ntopic: a\nkey_fields: []")
             .contains("sinks[0].key_fields: must name"));
         assert!(err("bootstrap_servers: ''\ntopic: a").contains("sinks[0].bootstrap_servers"));
+        assert!(
+            err("bootstrap_servers: k\ntopic: a\nvalue_field: v\nvalue_fields: [w]")
+                .contains("sinks[0].value_field: set either value_field or value_fields")
+        );
+        assert!(err("bootstrap_servers: k\ntopic: a\nvalue_field: ''")
+            .contains("sinks[0].value_field: must not be empty"));
+        let s = resolve(&cfg("bootstrap_servers: k\ntopic: a\nvalue_field: line")).unwrap();
+        assert_eq!(s.value, ValueSpec::Field("line".into()));
         assert!(
             err("bootstrap_servers: k\ntopic: a\ndelivery: twice").contains("sinks[0].delivery")
         );

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::config::{KeySpec, Settings, TopicSpec};
+use super::config::{KeySpec, Settings, TopicSpec, ValueSpec};
 use crate::record::Record;
 
 /// One message ready to send.
@@ -61,12 +61,12 @@ pub fn encode<'a>(settings: &'a Settings, record: &'a Record) -> Result<Message<
             Some(serde_json::to_vec(&parts).map_err(|e| e.to_string())?)
         }
     };
-    let value = match &settings.value_fields {
-        None => match record.json() {
+    let value = match &settings.value {
+        ValueSpec::Record => match record.json() {
             Some(json) => Ok(Cow::Borrowed(&json[..])),
             None => serde_json::to_vec(record.fields()).map(Cow::Owned),
         },
-        Some(names) => {
+        ValueSpec::Fields(names) => {
             let mut m = Map::new();
             for n in names {
                 if let Some(v) = record.get(n) {
@@ -75,6 +75,14 @@ pub fn encode<'a>(settings: &'a Settings, record: &'a Record) -> Result<Message<
             }
             serde_json::to_vec(&m).map(Cow::Owned)
         }
+        ValueSpec::Field(f) => match record.string_field(f) {
+            Some(text) => Ok(Cow::Borrowed(&text[..])),
+            None => match record.get(f) {
+                Some(v) if !v.is_null() => Ok(Cow::Owned(scalar_bytes(&v))),
+                Some(_) => return Err(format!("value_field {f:?} is null")),
+                None => return Err(format!("value_field {f:?} is missing")),
+            },
+        },
     }
     .map_err(|e| format!("cannot serialize the value: {e}"))?;
     let headers = settings
@@ -108,7 +116,7 @@ mod tests {
             properties: Default::default(),
             topic,
             key,
-            value_fields: None,
+            value: ValueSpec::Record,
             headers: vec![("trace".into(), "tid".into())],
             delivery: Delivery::AtLeastOnce,
             transactional_id_prefix: "weir".into(),
@@ -162,13 +170,37 @@ mod tests {
             TopicSpec::Field("t".into()),
             KeySpec::Fields(vec!["a".into(), "b".into()]),
         );
-        s.value_fields = Some(vec!["a".into(), "gone".into()]);
+        s.value = ValueSpec::Fields(vec!["a".into(), "gone".into()]);
         let r = rec(json!({"t": "events", "a": "x", "b": 2}));
         let m = encode(&s, &r).unwrap();
         assert_eq!(m.topic, "events");
         assert_eq!(m.key.as_deref(), Some(&br#"["x",2]"#[..]));
         assert_eq!(&m.value[..], br#"{"a":"x"}"#);
         assert!(m.headers.is_empty(), "missing header fields are left out");
+    }
+
+    #[test]
+    fn a_value_field_is_sent_bare_and_a_string_records_text_without_a_copy() {
+        let mut s = settings(TopicSpec::Fixed("out".into()), KeySpec::None);
+        s.value = ValueSpec::Field("line".into());
+        let text = bytes::Bytes::from_static("a \"quoted\" line".as_bytes());
+        let r = Record::from_string_field(std::sync::Arc::from("line"), text.clone()).unwrap();
+        let m = encode(&s, &r).unwrap();
+        assert!(matches!(m.value, Cow::Borrowed(_)), "no copy of the text");
+        assert_eq!(&m.value[..], &text[..], "bare, not a JSON string");
+        let built = rec(json!({"line": "built", "x": 1}));
+        assert_eq!(&encode(&s, &built).unwrap().value[..], b"built");
+        let object = rec(json!({"line": {"n": 2}}));
+        let m = encode(&s, &object).unwrap();
+        assert_eq!(&m.value[..], br#"{"n":2}"#, "not a string: its JSON text");
+        assert_eq!(
+            encode(&s, &rec(json!({"x": 1}))).unwrap_err(),
+            "value_field \"line\" is missing"
+        );
+        assert_eq!(
+            encode(&s, &rec(json!({"line": null}))).unwrap_err(),
+            "value_field \"line\" is null"
+        );
     }
 
     #[test]

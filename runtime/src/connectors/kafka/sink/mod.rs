@@ -8,7 +8,8 @@
 //!     bootstrap_servers: broker-1:9092,broker-2:9092
 //!     topic: orders-enriched          # or topic_field: target_topic
 //!     key_field: order_id             # or key_fields: [tenant, order_id] (a JSON array)
-//!     value_fields: [order_id, total] # default: the whole record
+//!     value_fields: [order_id, total] # default: the whole record as JSON
+//!     # value_field: line             # or one field bare (Flink's `raw`): a string as is
 //!     headers: { trace-id: trace }    # header name: field (left out when missing)
 //!     delivery: exactly-once          # none | at-least-once (default) | exactly-once
 //!     transactional_id_prefix: weir   # ids: <prefix>-<job>-<sink>-<worker>-<n>

@@ -1,6 +1,8 @@
 //! Turns one Kafka message into a record: the value by format, metadata under the configured
 //! field names, the event time. Pure, so every malformed input is tested without a broker.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
@@ -25,7 +27,7 @@ pub struct RawMessage<'a> {
 
 pub struct Decoder {
     format: ValueFormat,
-    value_field: String,
+    value_field: Arc<str>,
     key_format: KeyFormat,
     metadata: MetadataFields,
     event_time: Option<EventTime>,
@@ -39,7 +41,7 @@ impl Decoder {
     pub fn new(c: &KafkaSourceConfig) -> Self {
         Decoder {
             format: c.format,
-            value_field: c.value_field.clone(),
+            value_field: Arc::from(c.value_field.as_str()),
             key_format: c.key_format,
             metadata: c.metadata.clone(),
             event_time: c.event_time.clone(),
@@ -102,25 +104,22 @@ impl Decoder {
     }
 
     fn value(&self, value: Option<&[u8]>) -> Result<Record, String> {
-        let mut fields = Map::new();
         match (self.format, value) {
             (ValueFormat::Json, None) => {
-                return Err("null value (a tombstone) where a JSON object was expected".into())
+                Err("null value (a tombstone) where a JSON object was expected".into())
             }
             (ValueFormat::Json, Some(b)) => {
-                return JsonObject::parse(Bytes::copy_from_slice(b)).map(Record::from_json)
+                JsonObject::parse(Bytes::copy_from_slice(b)).map(Record::from_json)
             }
             (_, None) => {
-                fields.insert(self.value_field.clone(), Value::Null);
+                let mut fields = Map::new();
+                fields.insert(self.value_field.to_string(), Value::Null);
+                Ok(Record::new(fields))
             }
-            (ValueFormat::String, Some(b)) => {
-                fields.insert(self.value_field.clone(), Value::from(utf8(b, "the value")?));
-            }
-            (ValueFormat::Bytes, Some(b)) => {
-                fields.insert(self.value_field.clone(), b64(b));
+            (format, Some(b)) => {
+                format.decode(&Bytes::copy_from_slice(b), &self.value_field, "the value")
             }
         }
-        Ok(Record::new(fields))
     }
 
     fn key(&self, key: Option<&[u8]>) -> Result<Value, String> {

@@ -2,6 +2,8 @@
 //! configured field names, the event time. Pure, so every malformed input is tested without a
 //! server.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -23,17 +25,17 @@ pub struct RawRecord<'a> {
 
 /// Decodes by the source's `format`, `value_field`, `metadata` and `event_time`.
 #[derive(Debug, Clone)]
-pub struct Decoder(KinesisSourceConfig);
+pub struct Decoder(KinesisSourceConfig, Arc<str>);
 
 impl Decoder {
     pub fn new(c: &KinesisSourceConfig) -> Self {
-        Decoder(c.clone())
+        Decoder(c.clone(), Arc::from(c.value_field.as_str()))
     }
 
     /// The record for `r`, or why it cannot be one.
     pub fn decode(&self, r: &RawRecord<'_>) -> Result<Record, String> {
         let c = &self.0;
-        let mut record = c.format.decode(&r.data, &c.value_field, "the data")?;
+        let mut record = c.format.decode(&r.data, &self.1, "the data")?;
         // Metadata go into the record's fields (so a JSON record is built); without them a JSON
         // record stays in its text.
         let md = &c.metadata;
