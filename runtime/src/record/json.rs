@@ -26,7 +26,7 @@ pub struct JsonObject {
 impl JsonObject {
     /// Checks `text` without building it; the error says why it is not a JSON object.
     pub fn parse(text: Bytes) -> Result<JsonObject, String> {
-        let s = std::str::from_utf8(&text).map_err(|e| format!("invalid JSON: {e}"))?;
+        let s = super::utf8(&text).map_err(|e| format!("invalid JSON: {e}"))?;
         let mut de = serde_json::Deserializer::from_str(s);
         let keys = de
             .deserialize_any(TopObject { base: s })

@@ -11,6 +11,13 @@ pub use json::JsonObject;
 
 pub use serde_json::{Map, Value};
 
+/// `bytes` as text. The SIMD check is 3–5× faster than std's on the 1 KiB values a Kafka → Kafka
+/// job checks for every record (~5 % of its instructions); std's runs only on failure, for its
+/// error, which says where the bad byte is.
+pub fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    simdutf8::basic::from_utf8(bytes).or_else(|_| std::str::from_utf8(bytes))
+}
+
 /// Top-level fields of a record, in insertion order.
 pub type Fields = Map<String, Value>;
 
@@ -77,7 +84,7 @@ impl Record {
 
     /// A record whose one field `name` is the string `text`; fails when `text` is not UTF-8.
     pub fn from_string_field(name: Arc<str>, text: Bytes) -> Result<Self, std::str::Utf8Error> {
-        std::str::from_utf8(&text)?;
+        utf8(&text)?;
         Ok(Record {
             fields: OnceLock::new(),
             event_time: None,

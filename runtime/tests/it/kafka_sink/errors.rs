@@ -92,6 +92,49 @@ fn unknown_topic_is_named() {
     }
 }
 
+/// A message the broker refuses (larger than the topic's `max.message.bytes`) is a failed
+/// delivery, reported by librdkafka only for failures: the job fails naming the topic and
+/// the broker's reason, and nothing of the failed run becomes visible.
+#[test]
+fn a_message_the_broker_refuses_fails_the_job() {
+    let b = bootstrap();
+    for delivery in ["at-least-once", "exactly-once"] {
+        let topic = unique("ks-small");
+        create_topic_with(&b, &topic, 1, &[("max.message.bytes", "2000")]);
+        let dir = tempfile::tempdir().unwrap();
+        let spec = write(
+            dir.path(),
+            "big.yaml",
+            &format!(
+                "name: {name}\nrestart: {{ strategy: none }}\ncheckpoint: {{ interval: 500ms, timeout: 30s, storage: {state} }}\nsources:\n  - name: gen\n    type: datagen\n    count: 20\n    splits: 1\n    fields:\n      id: {{ kind: sequence }}\n      pad: {{ kind: string, length: 5000 }}\nsinks:\n  - name: out\n    type: kafka\n    bootstrap_servers: {b}\n    topic: {topic}\n    delivery: {delivery}\n",
+                name = unique("big"),
+                state = dir.path().join("state").display(),
+            ),
+        );
+        let o = run(&spec, &[], &[]);
+        let err = stderr(&o);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{delivery}: exit code; stderr:\n{err}"
+        );
+        assert!(
+            err.contains(&topic) && err.to_lowercase().contains("too large"),
+            "{delivery}: the error names neither the topic nor the reason:\n{err}"
+        );
+        // The plain producer learns of it only from its delivery reports.
+        if delivery == "at-least-once" {
+            assert!(err.contains("could not be delivered"), "{err}");
+        }
+        let visible = read_ids(&b, &topic, Isolation::Committed, 0, Duration::from_secs(2));
+        assert!(
+            visible.is_empty(),
+            "{delivery}: {} records visible",
+            visible.len()
+        );
+    }
+}
+
 /// A record without the topic field fails the job with the record shown; nothing of the
 /// failed run becomes visible.
 #[test]

@@ -313,6 +313,22 @@ mod tests {
     }
 
     #[test]
+    fn only_failed_deliveries_are_reported_unless_the_user_asks_for_all() {
+        let reports = |yaml: &str| {
+            let s = resolve(&cfg(&format!(
+                "bootstrap_servers: k:9092\ntopic: t\n{yaml}"
+            )))
+            .unwrap();
+            super::super::producer_config(&s)
+                .get("delivery.report.only.error")
+                .map(str::to_string)
+        };
+        assert_eq!(reports("").as_deref(), Some("true"));
+        let mine = "properties: { delivery.report.only.error: false }";
+        assert_eq!(reports(mine).as_deref(), Some("false"));
+    }
+
+    #[test]
     fn minimal_settings() {
         let s = resolve(&cfg("bootstrap_servers: k:9092\ntopic: t")).unwrap();
         assert_eq!(s.topic, TopicSpec::Fixed("t".into()));

@@ -70,8 +70,17 @@ fn producer_config(s: &Settings) -> ClientConfig {
     if !s.properties.contains_key(PRODUCER_QUEUE_KBYTES.0) {
         c.set(PRODUCER_QUEUE_KBYTES.0, PRODUCER_QUEUE_KBYTES.1);
     }
+    // The sink only counts failed deliveries (`producer.rs`), and a flush waits for every
+    // message either way. Without a report per delivered message, librdkafka frees each one
+    // where the broker's acknowledgement arrives instead of handing it to the polling thread:
+    // 1–2 % fewer instructions in a Kafka → Kafka job (callgrind).
+    if !s.properties.contains_key(DELIVERY_REPORT_ONLY_ERROR) {
+        c.set(DELIVERY_REPORT_ONLY_ERROR, "true");
+    }
     c
 }
+
+const DELIVERY_REPORT_ONLY_ERROR: &str = "delivery.report.only.error";
 
 /// The producer queue's size in KiB unless the sink's `properties` set it.
 const PRODUCER_QUEUE_KBYTES: (&str, &str) = ("queue.buffering.max.kbytes", "16384");
