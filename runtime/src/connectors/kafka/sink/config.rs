@@ -313,6 +313,16 @@ mod tests {
     }
 
     #[test]
+    fn exactly_once_batches_linger_half_the_interval_within_5_to_100_ms() {
+        let linger =
+            |ms: u64| super::super::linger(std::time::Duration::from_millis(ms)).as_millis() as u64;
+        assert_eq!(linger(1_000), 100);
+        assert_eq!(linger(100), 50);
+        assert_eq!(linger(4), 5);
+        assert_eq!(linger(600_000), 100);
+    }
+
+    #[test]
     fn only_failed_deliveries_are_reported_unless_the_user_asks_for_all() {
         let reports = |yaml: &str| {
             let s = resolve(&cfg(&format!(
