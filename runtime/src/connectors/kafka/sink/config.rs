@@ -296,20 +296,31 @@ mod tests {
         resolve(&cfg(yaml)).unwrap_err().to_string()
     }
 
+    /// The producer setting `key` for a sink with the extra settings `yaml`.
+    fn producer_setting(yaml: &str, key: &str) -> Option<String> {
+        let s = resolve(&cfg(&format!(
+            "bootstrap_servers: k:9092\ntopic: t\n{yaml}"
+        )))
+        .unwrap();
+        super::super::producer_config(&s)
+            .get(key)
+            .map(str::to_string)
+    }
+
     #[test]
     fn the_producer_queue_is_bounded_unless_the_user_sizes_it() {
-        let queue = |yaml: &str| {
-            let s = resolve(&cfg(&format!(
-                "bootstrap_servers: k:9092\ntopic: t\n{yaml}"
-            )))
-            .unwrap();
-            super::super::producer_config(&s)
-                .get("queue.buffering.max.kbytes")
-                .map(str::to_string)
-        };
-        assert_eq!(queue("").as_deref(), Some("16384"));
+        let key = "queue.buffering.max.kbytes";
+        assert_eq!(producer_setting("", key).as_deref(), Some("16384"));
         let mine = "properties: { queue.buffering.max.kbytes: 65536 }";
-        assert_eq!(queue(mine).as_deref(), Some("65536"));
+        assert_eq!(producer_setting(mine, key).as_deref(), Some("65536"));
+    }
+
+    #[test]
+    fn only_failed_deliveries_are_reported_unless_the_user_asks_for_all() {
+        let key = "delivery.report.only.error";
+        assert_eq!(producer_setting("", key).as_deref(), Some("true"));
+        let mine = "properties: { delivery.report.only.error: false }";
+        assert_eq!(producer_setting(mine, key).as_deref(), Some("false"));
     }
 
     #[test]
@@ -320,22 +331,6 @@ mod tests {
         assert_eq!(linger(100), 50);
         assert_eq!(linger(4), 5);
         assert_eq!(linger(600_000), 100);
-    }
-
-    #[test]
-    fn only_failed_deliveries_are_reported_unless_the_user_asks_for_all() {
-        let reports = |yaml: &str| {
-            let s = resolve(&cfg(&format!(
-                "bootstrap_servers: k:9092\ntopic: t\n{yaml}"
-            )))
-            .unwrap();
-            super::super::producer_config(&s)
-                .get("delivery.report.only.error")
-                .map(str::to_string)
-        };
-        assert_eq!(reports("").as_deref(), Some("true"));
-        let mine = "properties: { delivery.report.only.error: false }";
-        assert_eq!(reports(mine).as_deref(), Some("false"));
     }
 
     #[test]
