@@ -7,8 +7,8 @@
 //!      the final commit (weir unbounded, its sink's record count read from its metrics; the raw
 //!      loop's own count), the figure a long-running job sees;
 //!   3. weir's peak RSS in each run of 1 (its own VmHWM, from `weir run --summary-json`).
-//!   1 and 2 also run "weir as text": the same job reading each value whole (`format: string`)
-//!   and sending it bare (`value_field`), nothing parsed, as the raw loop and Flink's `raw` do.
+//!      1 and 2 also run "weir as text": the same job reading each value whole (`format:
+//!      string`) and sending it bare (`value_field`), nothing parsed, as the raw loop does.
 //!   4. the checkpoint interval curve, for 100 ms, 250 ms, 1 s and 5 s: weir's throughput over
 //!      the whole input at each interval (rounds interleaved, every output read back exactly
 //!      once) as a share of the 1 s interval's, and latency: weir running unbounded while
