@@ -150,11 +150,26 @@ impl Record {
     }
 
     /// The UTF-8 bytes of the string field `name` when the record is that one field, read whole
-    /// from a message and unchanged: a sink sending the field as a message's value sends these.
-    pub fn string_field(&self, name: &str) -> Option<&Bytes> {
+    /// from a message and unchanged.
+    fn string_field(&self, name: &str) -> Option<&Bytes> {
         match &self.text {
             Some(Text::Field { name: n, text }) if **n == *name => Some(text),
             _ => None,
+        }
+    }
+
+    /// Field `name` as the whole of a message (a sink's `value_field`): a string as its UTF-8
+    /// bytes (a record read whole as text lends its own, uncopied), anything else as its JSON
+    /// text. The error, for a missing or null field, names it.
+    pub fn bare(&self, name: &str) -> Result<Cow<'_, [u8]>, String> {
+        if let Some(text) = self.string_field(name) {
+            return Ok(Cow::Borrowed(&text[..]));
+        }
+        match self.get(name).as_deref() {
+            None => Err(format!("{name:?} is missing")),
+            Some(Value::Null) => Err(format!("{name:?} is null")),
+            Some(Value::String(s)) => Ok(Cow::Owned(s.clone().into_bytes())),
+            Some(other) => Ok(Cow::Owned(other.to_string().into_bytes())),
         }
     }
 

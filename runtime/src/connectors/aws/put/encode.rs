@@ -18,11 +18,10 @@ pub fn payload(record: &Record, value_field: Option<&str>) -> Result<Bytes, Stri
                 .map(Bytes::from)
                 .map_err(|e| format!("cannot serialize the record: {e}")),
         },
-        Some(f) => match record.get(f) {
-            None => Err(format!("value_field {f:?} is missing")),
-            Some(v) if v.is_null() => Err(format!("value_field {f:?} is null")),
-            Some(v) => Ok(Bytes::from(scalar_text(&v).into_owned().into_bytes())),
-        },
+        Some(f) => record
+            .bare(f)
+            .map(|b| Bytes::from(b.into_owned()))
+            .map_err(|e| format!("value_field {e}")),
     }
 }
 

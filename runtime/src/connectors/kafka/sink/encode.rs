@@ -75,14 +75,7 @@ pub fn encode<'a>(settings: &'a Settings, record: &'a Record) -> Result<Message<
             }
             serde_json::to_vec(&m).map(Cow::Owned)
         }
-        ValueSpec::Field(f) => match record.string_field(f) {
-            Some(text) => Ok(Cow::Borrowed(&text[..])),
-            None => match record.get(f) {
-                Some(v) if !v.is_null() => Ok(Cow::Owned(scalar_bytes(&v))),
-                Some(_) => return Err(format!("value_field {f:?} is null")),
-                None => return Err(format!("value_field {f:?} is missing")),
-            },
-        },
+        ValueSpec::Field(f) => Ok(record.bare(f).map_err(|e| format!("value_field {e}"))?),
     }
     .map_err(|e| format!("cannot serialize the value: {e}"))?;
     let headers = settings
