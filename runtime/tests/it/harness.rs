@@ -301,6 +301,24 @@ impl Running {
             .sum()
     }
 
+    /// Waits until `name` (summed over the series whose labels contain `label`) reaches
+    /// `at_least`: a test that acts "part way through" a run waits for progress it can see
+    /// instead of sleeping a fixed time, which a loaded machine can outlast or fall short of.
+    pub fn wait_for_metric(&self, name: &str, label: &str, at_least: f64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.metric_with(name, label);
+            if now >= at_least {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{{{label}}} stayed at {now} < {at_least} for 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The exit status, if the job has ended.
     pub fn child_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()

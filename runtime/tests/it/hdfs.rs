@@ -344,9 +344,11 @@ fn a_namenode_outage_under_storage_and_sink_keeps_exactly_once() {
 fn a_savepoint_on_hdfs_resumes_at_another_parallelism() {
     let local = tempfile::tempdir().unwrap();
     let dir = test_dir("savepoint");
-    let p2 = spec_on(local.path(), &namenode(), &dir, "json", 10_000);
+    // 5,000 records/s: the job is still running (6 s in all) when its sink has seen its first
+    // records, which is when the savepoint is taken.
+    let p2 = spec_on(local.path(), &namenode(), &dir, "json", 5_000);
     let job = Running::start(&p2, &[]);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    job.wait_for_metric("weir_node_records_in_total", "node=\"out\"", 1.0);
     let path = job.stop_with_savepoint();
     let prefix = format!("{}{dir}/state/", namenode());
     let on_hdfs = path.strip_prefix(&namenode()).unwrap_or_else(|| {

@@ -38,7 +38,7 @@ sinks:
 /// Runs for a while, then `weir savepoint --stop`; returns the savepoint path.
 fn run_then_stop_with_savepoint(spec: &Path, args: &[&str]) -> String {
     let job = Running::start(spec, args);
-    std::thread::sleep(Duration::from_millis(700));
+    job.wait_for_metric("weir_node_records_in_total", "node=\"out\"", 1.0);
     let path = job.stop_with_savepoint();
     assert!(Path::new(&path).join("_SAVEPOINT.json").exists(), "{path}");
     path
@@ -113,7 +113,7 @@ fn sigterm_finishes_the_checkpoint_in_flight_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let p = spec(dir.path(), 2);
     let job = Running::start(&p, &[]);
-    std::thread::sleep(Duration::from_millis(700));
+    job.wait_for_metric("weir_node_records_in_total", "node=\"out\"", 1.0);
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(job.child.id() as i32, libc::SIGTERM) };
     let out = job.wait();
