@@ -325,12 +325,31 @@ mod tests {
 
     #[test]
     fn exactly_once_batches_linger_half_the_interval_within_5_to_100_ms() {
-        let linger =
-            |ms: u64| super::super::linger(std::time::Duration::from_millis(ms)).as_millis() as u64;
-        assert_eq!(linger(1_000), 100);
-        assert_eq!(linger(100), 50);
-        assert_eq!(linger(4), 5);
-        assert_eq!(linger(600_000), 100);
+        let linger = |ms: u64| {
+            let tuning = super::super::exactly_once_tuning(
+                &BTreeMap::new(),
+                std::time::Duration::from_millis(ms),
+            );
+            tuning
+                .into_iter()
+                .find(|(k, _)| *k == "linger.ms")
+                .unwrap()
+                .1
+        };
+        assert_eq!(linger(1_000), "100");
+        assert_eq!(linger(100), "50");
+        assert_eq!(linger(4), "5");
+        assert_eq!(linger(600_000), "100");
+    }
+
+    #[test]
+    fn a_linger_the_user_sets_under_either_name_wins() {
+        for key in ["linger.ms", "queue.buffering.max.ms"] {
+            let props = BTreeMap::from([(key.to_string(), "7".to_string())]);
+            let tuning =
+                super::super::exactly_once_tuning(&props, std::time::Duration::from_secs(1));
+            assert!(tuning.is_empty(), "{key}: {tuning:?}");
+        }
     }
 
     #[test]

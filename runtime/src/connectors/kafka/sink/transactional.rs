@@ -234,9 +234,10 @@ impl TwoPhaseSink for TxnKafkaSink {
             TRANSACTION_TIMEOUT_MS,
             self.transaction_timeout.as_millis().to_string(),
         );
-        if !s.properties.contains_key(super::LINGER_MS) {
-            let linger = super::linger(ctx.checkpoint.interval.as_std());
-            config.set(super::LINGER_MS, linger.as_millis().to_string());
+        for (key, value) in
+            super::exactly_once_tuning(&s.properties, ctx.checkpoint.interval.as_std())
+        {
+            config.set(key, value);
         }
         self.op_timeout = ctx.checkpoint.timeout.as_std().max(Duration::from_secs(10));
         self.config = Some(config);
