@@ -12,6 +12,9 @@
 /// What one producer is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
+    /// Its `init_transactions` still runs: only the first producer's is awaited before the
+    /// job writes, since the others are not needed before the first checkpoint.
+    Starting,
     /// Free to begin a transaction.
     Idle,
     /// Transaction open, records being written.
@@ -34,6 +37,22 @@ impl Pool {
         }
     }
 
+    /// A pool whose producers from `ready` on are still [`Slot::Starting`].
+    pub fn starting_from(size: usize, ready: usize) -> Pool {
+        let mut p = Pool::new(size);
+        for s in p.slots.iter_mut().skip(ready) {
+            *s = Slot::Starting;
+        }
+        p
+    }
+
+    /// Producer `i`'s `init_transactions` returned.
+    pub fn started(&mut self, i: usize) {
+        if self.slots[i] == Slot::Starting {
+            self.slots[i] = Slot::Idle;
+        }
+    }
+
     pub fn slot(&self, i: usize) -> Slot {
         self.slots[i]
     }
@@ -42,6 +61,11 @@ impl Pool {
         self.slots
             .iter()
             .position(|s| matches!(s, Slot::Active { .. }))
+    }
+
+    /// Whether a producer is free to begin a transaction.
+    pub fn has_idle(&self) -> bool {
+        self.slots.contains(&Slot::Idle)
     }
 
     /// Picks an idle producer for a new transaction (the caller begins it).
@@ -180,6 +204,25 @@ mod tests {
         assert_eq!(p.start(), None);
         p.aborted(0); // a prepared transaction is never dropped by abort
         assert_eq!(p.waiting(), 3);
+    }
+
+    #[test]
+    fn a_starting_producer_is_not_picked_until_started() {
+        let mut p = Pool::starting_from(3, 1);
+        assert_eq!(p.slot(1), Slot::Starting);
+        let a = p.start().unwrap();
+        assert_eq!(a, 0);
+        assert!(!p.has_idle());
+        assert_eq!(p.start(), None);
+        p.started(2);
+        p.started(2); // idempotent
+        assert_eq!(p.slot(2), Slot::Idle);
+        p.wrote(a, 1);
+        p.prepare(1).unwrap();
+        assert_eq!(p.start(), Some(2));
+        // started() never disturbs a producer in use
+        p.started(2);
+        assert_eq!(p.slot(2), Slot::Active { records: 0 });
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct TxnKafkaSink {
     ids: Vec<String>,
     producers: Vec<Producer>,
     pool: Pool,
+    /// The `init_transactions` of producers after the first, by slot, still running in the
+    /// background (see [`TxnKafkaSink::init_producers`]).
+    starting: Vec<(usize, tokio::task::JoinHandle<Result<()>>)>,
     client: Option<TxnClient>,
     /// Its own connection for the background pre-commits' DescribeTransactions, so that they
     /// never wait on (or interleave with) the client's recovery and commit requests.
@@ -66,6 +69,7 @@ impl TxnKafkaSink {
             ids: Vec::new(),
             producers: Vec::new(),
             pool,
+            starting: Vec::new(),
             client: None,
             describer: None,
             config: None,
@@ -83,14 +87,25 @@ impl TxnKafkaSink {
 
     /// Creates this worker's producers; their InitProducerId fences and aborts what earlier
     /// incarnations left open under the same ids.
+    ///
+    /// Only the first producer's is awaited here; the others run in the background until the
+    /// first pre-commit needs them (or a write finds no other producer free). librdkafka's
+    /// `init_transactions` can miss its coordinator while the bootstrap connection is being
+    /// replaced and then waits for its 500 ms coordinator timer: in a traced start of the
+    /// pool's three producers, two did, and the job wrote nothing for that half second.
     async fn init_producers(&mut self) -> Result<()> {
         let config = self
             .config
             .clone()
             .ok_or_else(|| Error::node(&self.node, "recover before open"))?;
+        // An earlier incarnation's inits (an in-process restart) must not fence the new
+        // producers: their results no longer matter, only that they are over.
+        for (_, init) in self.starting.drain(..) {
+            let _ = init.await;
+        }
         let mut producers = Vec::with_capacity(self.ids.len());
-        let mut inits = Vec::with_capacity(self.ids.len());
-        for id in &self.ids {
+        let mut starting = Vec::with_capacity(self.ids.len());
+        for (i, id) in self.ids.iter().enumerate() {
             let mut c = config.clone();
             c.set("transactional.id", id);
             let p = Producer::create(&c, &self.node)?;
@@ -98,14 +113,41 @@ impl TxnKafkaSink {
             let timeout = self.op_timeout;
             let what = format!("init_transactions for {id}");
             let node = self.node.clone();
-            inits.push(async move {
+            let init = async move {
                 blocking(&node, &what, move || inner.init_transactions(timeout)).await
-            });
+            };
+            if i == 0 {
+                init.await?;
+            } else {
+                starting.push((i, tokio::spawn(init)));
+            }
             producers.push(p);
         }
-        futures::future::try_join_all(inits).await?;
         self.producers = producers;
-        self.pool = Pool::new(self.ids.len());
+        self.pool = Pool::starting_from(self.ids.len(), 1);
+        self.starting = starting;
+        Ok(())
+    }
+
+    /// Waits for the background `init_transactions` of the next starting producer, or of all
+    /// of them; the first that failed fails the sink.
+    async fn await_starting(&mut self, all: bool) -> Result<()> {
+        while !self.starting.is_empty() {
+            let (i, init) = self.starting.remove(0);
+            match init.await {
+                Ok(r) => r?,
+                Err(e) => {
+                    return Err(Error::node(
+                        &self.node,
+                        format!("init_transactions for {} panicked: {e}", self.ids[i]),
+                    ))
+                }
+            }
+            self.pool.started(i);
+            if !all {
+                break;
+            }
+        }
         Ok(())
     }
 
@@ -291,6 +333,10 @@ impl TwoPhaseSink for TxnKafkaSink {
         let mut bytes = 0u64;
         let mut sent = 0u64;
         let mut active = self.pool.active();
+        if active.is_none() && !self.pool.has_idle() {
+            // The next transaction needs a producer whose init may still be running.
+            self.await_starting(false).await?;
+        }
         for r in &batch.records {
             let m = encode(&self.settings, r).map_err(|why| Error::record(&self.node, r, why))?;
             let i = match active {
@@ -339,6 +385,7 @@ impl TwoPhaseSink for TxnKafkaSink {
         &mut self,
         barrier: Barrier,
     ) -> Result<(Vec<KafkaCommittable>, KafkaSinkState)> {
+        self.await_starting(true).await?;
         self.prepare(barrier)?.await
     }
 
@@ -346,6 +393,10 @@ impl TwoPhaseSink for TxnKafkaSink {
         &mut self,
         barrier: Barrier,
     ) -> Result<Option<Prepare<KafkaCommittable, KafkaSinkState>>> {
+        // Every producer's fencing is done before the first checkpoint can commit: until then
+        // a transaction an earlier incarnation left open under its id could hold back what
+        // read_committed consumers see.
+        self.await_starting(true).await?;
         self.prepare(barrier).map(Some)
     }
 
@@ -399,6 +450,9 @@ impl TwoPhaseSink for TxnKafkaSink {
 
     async fn close(&mut self) -> Result<()> {
         self.abort().await?;
+        for (_, init) in self.starting.drain(..) {
+            let _ = init.await;
+        }
         self.producers.clear();
         Ok(())
     }
