@@ -41,15 +41,15 @@
 //! `~/.cache/weir-flink`), `WEIR_BENCH_KAFKA_INSTRUCTIONS` (records of the callgrind runs of 6,
 //! default 100,000; 0 skips them).
 //!
-//! Measured (2 shared cores, load 3–6 from other builds; every output exactly once):
-//! `WEIR_BENCH_FLINK=1 WEIR_BENCH_KAFKA_RECORDS=500000 WEIR_BENCH_KAFKA_ROUNDS=3`
+//! Measured (2 shared cores; every output exactly once), median of 3 rounds, weir's peak RSS
+//! its own VmHWM: `WEIR_BENCH_FLINK=1 WEIR_BENCH_KAFKA_RECORDS=500000 WEIR_BENCH_KAFKA_ROUNDS=3`
 //! ```text
 //!             records/s  rec/s process  rec/s past start  rec/CPU-s  rec/CPU-s past start  start CPU-s  peak RSS MiB
-//! weir           135822         135822            180390     160610                163864          0.1           532
-//! Flink raw       50541          27197             64616      21130                 57254         14.8           944
-//! Flink json      32202          20420             37509      15482                 28793         14.8           935
-//! weir/raw        2.69×          4.99×             2.79×      7.60×                 2.86×                      0.56×
-//! weir/json       4.22×          6.65×             4.81×     10.37×                 5.69×                      0.57×
+//! weir           221272         221272            375269     231740                239524          0.1           136
+//! Flink raw       48833          30151             56657      21540                 43013         13.0          1142
+//! Flink json      43384          28776             51329      20026                 35871         13.0           854
+//! weir/raw        4.53×          7.34×             6.62×     10.76×                 5.57×                      0.12×
+//! weir/json       5.10×          7.69×             7.31×     11.57×                 6.68×                      0.16×
 //! ```
 //! (Flink's records/s over its net job runtime; "process" includes JVM, MiniCluster start
 //! and planning; "past start" subtracts the empty-topic run's time or CPU.)
