@@ -199,7 +199,8 @@ pub fn client_config(
 ///   meantime, wait for it. With half of the partitions at their end that stall recurred until
 ///   the rest were read: a Kafka → Kafka job over 500,000 × 1 KiB in 4 partitions ran
 ///   3.3–4.6 s with 500 ms, 1.7–2.7 s with 50 ms, 1.9–2.3 s with 20 ms, 2.4–2.9 s with 100 ms
-///   (`perf stat`, interleaved runs). An idle consumer sends 20 fetches a second per broker.
+///   (`perf stat`, interleaved runs; leaving out one 50 ms run of 4.4 s in which the producer
+///   spun, see `sink::linger`). An idle consumer sends 20 fetches a second per broker.
 pub fn consumer_buffers(
     batch_size: usize,
     properties: &BTreeMap<String, String>,

@@ -326,15 +326,12 @@ mod tests {
     #[test]
     fn exactly_once_batches_linger_half_the_interval_within_5_to_100_ms() {
         let linger = |ms: u64| {
-            let tuning = super::super::exactly_once_tuning(
+            super::super::exactly_once_linger(
                 &BTreeMap::new(),
                 std::time::Duration::from_millis(ms),
-            );
-            tuning
-                .into_iter()
-                .find(|(k, _)| *k == "linger.ms")
-                .unwrap()
-                .1
+            )
+            .unwrap()
+            .1
         };
         assert_eq!(linger(1_000), "100");
         assert_eq!(linger(100), "50");
@@ -346,9 +343,9 @@ mod tests {
     fn a_linger_the_user_sets_under_either_name_wins() {
         for key in ["linger.ms", "queue.buffering.max.ms"] {
             let props = BTreeMap::from([(key.to_string(), "7".to_string())]);
-            let tuning =
-                super::super::exactly_once_tuning(&props, std::time::Duration::from_secs(1));
-            assert!(tuning.is_empty(), "{key}: {tuning:?}");
+            let added =
+                super::super::exactly_once_linger(&props, std::time::Duration::from_secs(1));
+            assert_eq!(added, None, "{key}");
         }
     }
 

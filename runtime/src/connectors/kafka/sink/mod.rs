@@ -86,16 +86,14 @@ const DELIVERY_REPORT_ONLY_ERROR: &str = "delivery.report.only.error";
 
 /// What the exactly-once producer adds to the sink's `properties`: `linger.ms` from [`linger`],
 /// unless the user set it under either of librdkafka's names.
-pub(crate) fn exactly_once_tuning(
+pub(crate) fn exactly_once_linger(
     properties: &BTreeMap<String, String>,
     interval: std::time::Duration,
-) -> Vec<(&'static str, String)> {
-    let unset = |names: &[&str]| !names.iter().any(|k| properties.contains_key(*k));
-    let mut add = Vec::new();
-    if unset(&["linger.ms", "queue.buffering.max.ms"]) {
-        add.push(("linger.ms", linger(interval).as_millis().to_string()));
-    }
-    add
+) -> Option<(&'static str, String)> {
+    let set = ["linger.ms", "queue.buffering.max.ms"]
+        .iter()
+        .any(|k| properties.contains_key(*k));
+    (!set).then(|| ("linger.ms", linger(interval).as_millis().to_string()))
 }
 
 /// How long an exactly-once producer lets a batch fill: half the checkpoint interval, at least

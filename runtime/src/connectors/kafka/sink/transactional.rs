@@ -98,11 +98,7 @@ impl TxnKafkaSink {
             .config
             .clone()
             .ok_or_else(|| Error::node(&self.node, "recover before open"))?;
-        // An earlier incarnation's inits (an in-process restart) must not fence the new
-        // producers: their results no longer matter, only that they are over.
-        for (_, init) in self.starting.drain(..) {
-            let _ = init.await;
-        }
+        self.outlast_starting().await;
         let mut producers = Vec::with_capacity(self.ids.len());
         let mut starting = Vec::with_capacity(self.ids.len());
         for (i, id) in self.ids.iter().enumerate() {
@@ -127,6 +123,14 @@ impl TxnKafkaSink {
         self.pool = Pool::starting_from(self.ids.len(), 1);
         self.starting = starting;
         Ok(())
+    }
+
+    /// Waits until no background `init_transactions` runs, ignoring their results: before an
+    /// in-process restart creates new producers (an old init must not fence them) and at close.
+    async fn outlast_starting(&mut self) {
+        for (_, init) in self.starting.drain(..) {
+            let _ = init.await;
+        }
     }
 
     /// Waits for the background `init_transactions` of the next starting producer, or of all
@@ -276,8 +280,8 @@ impl TwoPhaseSink for TxnKafkaSink {
             TRANSACTION_TIMEOUT_MS,
             self.transaction_timeout.as_millis().to_string(),
         );
-        for (key, value) in
-            super::exactly_once_tuning(&s.properties, ctx.checkpoint.interval.as_std())
+        if let Some((key, value)) =
+            super::exactly_once_linger(&s.properties, ctx.checkpoint.interval.as_std())
         {
             config.set(key, value);
         }
@@ -450,9 +454,7 @@ impl TwoPhaseSink for TxnKafkaSink {
 
     async fn close(&mut self) -> Result<()> {
         self.abort().await?;
-        for (_, init) in self.starting.drain(..) {
-            let _ = init.await;
-        }
+        self.outlast_starting().await;
         self.producers.clear();
         Ok(())
     }
