@@ -83,27 +83,40 @@ fn endpoint(host: &str) -> Endpoint {
     Endpoint::Emulator(host.to_string())
 }
 
-/// Creates topic `id` and subscription `id` on it.
+/// How long topics keep their messages: longer than any test, so that [`release_leases`] can
+/// recreate a subscription with every message of its topic.
+const TOPIC_RETENTION: &str = "3600s";
+
+/// Creates topic `id` (keeping its messages, acknowledged or not, for [`TOPIC_RETENTION`]) and
+/// subscription `id` on it.
 pub fn create(host: &str, id: &str, ack_deadline_secs: i32, ordering: bool) {
     rt().block_on(async {
         let e = endpoint(host);
         let topics: TopicAdmin = client::topic_admin("test", &e).await.unwrap();
-        let subs: SubscriptionAdmin = client::subscription_admin("test", &e).await.unwrap();
+        let retention = google_cloud_wkt::Duration::try_from(TOPIC_RETENTION).unwrap();
         topics
             .create_topic()
             .set_name(topic_path(id))
+            .set_message_retention_duration(retention)
             .send()
             .await
             .unwrap_or_else(|e| panic!("creating topic {id}: {e}"));
-        subs.create_subscription()
-            .set_name(sub_path(id))
-            .set_topic(topic_path(id))
-            .set_ack_deadline_seconds(ack_deadline_secs)
-            .set_enable_message_ordering(ordering)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("creating subscription {id}: {e}"));
+        create_subscription(host, id, ack_deadline_secs, ordering).await;
     });
+}
+
+async fn create_subscription(host: &str, id: &str, ack_deadline_secs: i32, ordering: bool) {
+    let subs: SubscriptionAdmin = client::subscription_admin("test", &endpoint(host))
+        .await
+        .unwrap();
+    subs.create_subscription()
+        .set_name(sub_path(id))
+        .set_topic(topic_path(id))
+        .set_ack_deadline_seconds(ack_deadline_secs)
+        .set_enable_message_ordering(ordering)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("creating subscription {id}: {e}"));
 }
 
 /// Publishes `{"id": i}` for each i (with ordering key `k<i % keys>` and a `seq` per key when
@@ -128,6 +141,68 @@ pub fn publish_ids(host: &str, id: &str, ids: std::ops::Range<i64>, keys: i64) {
         for f in futs {
             f.await.unwrap();
         }
+    });
+}
+
+/// One unary pull over REST that returns at once (at most 100 messages: the emulator's limit),
+/// acknowledging nothing: each message's `id` field and its ack id.
+pub fn rest_pull(host: &str, id: &str) -> Vec<(i64, String)> {
+    use base64::Engine;
+    let url = format!("http://{host}/v1/{}:pull", sub_path(id));
+    rt().block_on(async {
+        let r: serde_json::Value = reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({ "maxMessages": 1000, "returnImmediately": true }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let msgs = r["receivedMessages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        msgs.iter()
+            .map(|m| {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(m["message"]["data"].as_str().unwrap())
+                    .unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+                (
+                    v["id"].as_i64().unwrap(),
+                    m["ackId"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// Opens a StreamingPull stream on subscription `id`, takes one message and goes away (the
+/// stream closed, nothing acknowledged), the way a job's stream goes when it stops.
+pub fn abandon_a_stream(host: &str, id: &str) {
+    rt().block_on(async {
+        let subscriber = client::subscriber("test", &endpoint(host)).await.unwrap();
+        let mut stream = subscriber.subscribe(sub_path(id)).build();
+        let first = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("a message on the stream");
+        assert!(matches!(first, Some(Ok(_))), "{first:?}");
+    });
+}
+
+/// Acknowledges `ack_ids` over REST.
+pub fn rest_acknowledge(host: &str, id: &str, ack_ids: &[String]) {
+    let url = format!("http://{host}/v1/{}:acknowledge", sub_path(id));
+    rt().block_on(async {
+        reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({ "ackIds": ack_ids }))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
     });
 }
 
@@ -243,50 +318,77 @@ pub fn run_to_end(spec: &Path) -> String {
 }
 
 /// Runs the job (resuming from its checkpoints) until the output holds ids `0..n`, at most
-/// `MAX_RUNS` times; returns the logs of every run.
+/// `MAX_RUNS` times, each after [`release_leases`]; returns the logs of every run.
 ///
-/// One run that ends after its `stop_after_idle` is not always enough: the emulator hands a
-/// killed subscriber's unacknowledged messages out again 10–60 s after the kill (measured; not
-/// after the 10 s ack deadline alone), so they can miss the first idle window. Sometimes it never
-/// does: a whole pull response leased to a killed stream stayed out for over ten minutes
-/// (measured with REST pulls; an emulator defect, Pub/Sub itself redelivers once the lease runs
-/// out). So a run that ends with ids still missing is followed by [`release_leases`], which
-/// hands out again only what is unacknowledged. A message whose acknowledgement was wrongly sent
-/// stays acknowledged through it and never comes back, so no number of runs hides a loss; a
-/// duplicate from any run stays in the output and fails `assert_once`.
+/// Without the release, the streams of the runs killed before would keep taking messages from
+/// the subscription (see [`release_leases`]), and a run could end by its `stop_after_idle` with
+/// messages still out. The release hands out again only what is unacknowledged: a message whose
+/// acknowledgement was wrongly sent stays acknowledged and never comes back, so no number of runs
+/// hides a loss; a duplicate from any run stays in the output and fails `assert_once`.
 pub fn run_until_drained(host: &str, id: &str, spec: &Path, out: &Path, n: i64) -> String {
-    const MAX_RUNS: usize = 4;
+    const MAX_RUNS: usize = 3;
     let mut logs = String::new();
     for run in 1..=MAX_RUNS {
+        release_leases(host, id);
         logs.push_str(&run_to_end(spec));
         let have = count_json_field(out, "id").len() as i64;
         if have >= n {
             break;
         }
-        if run < MAX_RUNS {
-            eprintln!("{id}: {have} of {n} ids after drain run {run}; releasing the leases the emulator still holds");
-            release_leases(host, id);
-        }
+        eprintln!("{id}: {have} of {n} ids after drain run {run}");
     }
     logs
 }
 
-/// Seeks subscription `id` to a snapshot of itself: a snapshot keeps the subscription's
-/// acknowledgements, so every unacknowledged message, leased or not, is delivered again and no
-/// acknowledged one is (checked against the emulator: of 100 acknowledged and 100 leased
-/// messages, the seek brought back the 100 leased ones only).
+/// Ends every stream the emulator still serves on subscription `id` and hands out again every
+/// unacknowledged message, leased or not; the subscription keeps its acknowledgements.
+///
+/// The emulator (0.8.20) serves every StreamingPull stream ever opened until its subscription
+/// is deleted: a stream's server-side pusher never ends when its client goes, killed or closed
+/// cleanly (one `StreamingPullPusher` thread per stream ever opened, in `jstack` of an emulator
+/// with no client left). Each pusher takes up to 100 messages every 50 ms and sends them
+/// nowhere; they come back after the ack deadline only to be raced for again, so a job that
+/// restarts on a subscription competes with every stream of its earlier runs (a whole pull
+/// response stayed out through three 30 s runs). Pub/Sub itself ends a stream with its client.
+///
+/// So: a snapshot of the subscription (it keeps the subscription's acknowledgements), the
+/// subscription deleted (its pushers end at their next pull) and created again with the same
+/// settings (it gets the topic's retained messages), then sought to the snapshot: of 100
+/// acknowledged and 100 leased messages, the seek brings back the 100 leased ones only
+/// (checked against the emulator).
 pub fn release_leases(host: &str, id: &str) {
     let snapshot = format!("projects/{PROJECT}/snapshots/{id}-release");
     rt().block_on(async {
         let subs: SubscriptionAdmin = client::subscription_admin("test", &endpoint(host))
             .await
             .unwrap();
+        let config = subs
+            .get_subscription()
+            .set_subscription(sub_path(id))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("reading subscription {id}: {e}"));
         subs.create_snapshot()
             .set_name(&snapshot)
             .set_subscription(sub_path(id))
             .send()
             .await
             .unwrap_or_else(|e| panic!("snapshot of {id}: {e}"));
+        subs.delete_subscription()
+            .set_subscription(sub_path(id))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("deleting subscription {id}: {e}"));
+        // A pusher looks for its subscription every 50 ms; on a loaded machine its thread may
+        // wait a while for a core.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        create_subscription(
+            host,
+            id,
+            config.ack_deadline_seconds,
+            config.enable_message_ordering,
+        )
+        .await;
         subs.seek()
             .set_subscription(sub_path(id))
             .set_snapshot(&snapshot)

@@ -87,50 +87,24 @@ fn drain(host: &str, id: &str, seen: &mut Vec<i64>) {
 /// One pull (or, with `until_empty`, pulls until two in a row come back empty), acknowledging
 /// what arrives and adding each id to `seen`.
 fn pull(host: &str, id: &str, seen: &mut Vec<i64>, until_empty: bool) {
-    use base64::Engine;
-    let base = format!("http://{host}/v1/{}", sub_path(id));
-    rt().block_on(async {
-        let http = reqwest::Client::new();
-        let mut empty = 0;
-        while empty < 2 {
-            let r: serde_json::Value = http
-                .post(format!("{base}:pull"))
-                .json(&serde_json::json!({ "maxMessages": 1000, "returnImmediately": true }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let Some(msgs) = r["receivedMessages"].as_array().filter(|m| !m.is_empty()) else {
-                empty += 1;
-                if !until_empty {
-                    break;
-                }
-                continue;
-            };
-            empty = 0;
-            let mut acks = Vec::new();
-            for m in msgs {
-                let data = base64::engine::general_purpose::STANDARD
-                    .decode(m["message"]["data"].as_str().unwrap())
-                    .unwrap();
-                let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
-                seen.push(v["id"].as_i64().unwrap());
-                acks.push(m["ackId"].clone());
-            }
-            http.post(format!("{base}:acknowledge"))
-                .json(&serde_json::json!({ "ackIds": acks }))
-                .send()
-                .await
-                .unwrap()
-                .error_for_status()
-                .unwrap();
+    let mut empty = 0;
+    while empty < 2 {
+        let msgs = rest_pull(host, id);
+        if msgs.is_empty() {
+            empty += 1;
             if !until_empty {
                 break;
             }
+            continue;
         }
-    });
+        empty = 0;
+        seen.extend(msgs.iter().map(|(i, _)| *i));
+        let acks: Vec<String> = msgs.into_iter().map(|(_, a)| a).collect();
+        rest_acknowledge(host, id, &acks);
+        if !until_empty {
+            break;
+        }
+    }
 }
 
 fn signal(job: &Running, sig: i32) {
