@@ -9,13 +9,17 @@ use super::emulator::*;
 use crate::harness::*;
 
 const N: i64 = 2_000;
+/// Messages of a crash at a checkpoint step: the emulator hands a stream at most 100 messages
+/// every 50 ms, so reading them takes 5 s at least, well past a fourth checkpoint at 300 ms
+/// (with 2,000, a run on a busy machine had committed them all before its fourth).
+const CRASH_N: i64 = 10_000;
 
 fn crash_then_finish(test: &str, point: &str, hit: u32) -> Option<String> {
     let host = emulator(test)?;
     let dir = tempfile::tempdir().unwrap();
     let id = unique(point);
     create(&host, &id, 10, false);
-    publish_ids(&host, &id, 0..N, 0);
+    publish_ids(&host, &id, 0..CRASH_N, 0);
     let spec = spec(
         dir.path(),
         &host,
@@ -28,12 +32,12 @@ fn crash_then_finish(test: &str, point: &str, hit: u32) -> Option<String> {
     let out = dir.path().join("out");
     let partial = count_json_field(&out, "id");
     assert!(
-        (partial.len() as i64) < N && partial.values().all(|c| *c == 1),
+        (partial.len() as i64) < CRASH_N && partial.values().all(|c| *c == 1),
         "{point}:{hit}: the crash came part way, with no duplicates ({} ids)",
         partial.len()
     );
-    let log = run_until_drained(&host, &id, &spec, &out, N);
-    assert_once(&out, N);
+    let log = run_until_drained(&host, &id, &spec, &out, CRASH_N);
+    assert_once(&out, CRASH_N);
     Some(log)
 }
 
