@@ -102,11 +102,13 @@ pub(crate) fn exactly_once_linger(
 /// An idempotent (so every transactional) librdkafka producer sends one ProduceRequest per
 /// partition at a time: 2.12 compares the partition's in-flight *messages* with the limit of
 /// five in-flight *requests* (confluentinc/librdkafka#4989). While that request is out, a
-/// batch that is ready (full, or older than `linger.ms`) makes the broker thread poll with a
-/// zero timeout until the response comes. At the default 5 ms that spin was 0.2–2 million
-/// `poll` calls per 500,000 records and up to half of a Kafka → Kafka job's CPU; at 100 ms,
-/// 4,000–120,000 in normal periods. Nothing waits on the linger: records become visible at
-/// the commit, and the pre-commit's flush sends what is queued at once.
+/// batch that is ready (full, or older than `linger.ms`) made the stock broker thread poll with
+/// a zero timeout until the response came: at the default 5 ms, 0.2–2 million `poll` calls per
+/// 500,000 records and up to half of a Kafka → Kafka job's CPU. The workspace's librdkafka is
+/// patched against that spin (third_party/rdkafka-sys); the linger stays, so that the one
+/// request a partition may have out carries a fuller batch. Nothing waits on the linger:
+/// records become visible at the commit, and the pre-commit's flush sends what is queued at
+/// once.
 ///
 /// One request in flight per broker connection (a waiting request stops the thread from
 /// looking for ready batches) cut the `poll` calls further in `perf stat` pairs, but the
