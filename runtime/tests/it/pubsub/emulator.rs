@@ -178,19 +178,6 @@ pub fn rest_pull(host: &str, id: &str) -> Vec<(i64, String)> {
     })
 }
 
-/// Opens a StreamingPull stream on subscription `id`, takes one message and goes away (the
-/// stream closed, nothing acknowledged), the way a job's stream goes when it stops.
-pub fn abandon_a_stream(host: &str, id: &str) {
-    rt().block_on(async {
-        let subscriber = client::subscriber("test", &endpoint(host)).await.unwrap();
-        let mut stream = subscriber.subscribe(sub_path(id)).build();
-        let first = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("a message on the stream");
-        assert!(matches!(first, Some(Ok(_))), "{first:?}");
-    });
-}
-
 /// Acknowledges `ack_ids` over REST.
 pub fn rest_acknowledge(host: &str, id: &str, ack_ids: &[String]) {
     let url = format!("http://{host}/v1/{}:acknowledge", sub_path(id));
@@ -203,6 +190,19 @@ pub fn rest_acknowledge(host: &str, id: &str, ack_ids: &[String]) {
             .unwrap()
             .error_for_status()
             .unwrap();
+    });
+}
+
+/// Opens a StreamingPull stream on subscription `id`, takes one message and goes away (the
+/// stream closed, nothing acknowledged), the way a job's stream goes when it stops.
+pub fn abandon_a_stream(host: &str, id: &str) {
+    rt().block_on(async {
+        let subscriber = client::subscriber("test", &endpoint(host)).await.unwrap();
+        let mut stream = subscriber.subscribe(sub_path(id)).build();
+        let first = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("a message on the stream");
+        assert!(matches!(first, Some(Ok(_))), "{first:?}");
     });
 }
 
@@ -353,9 +353,10 @@ pub fn run_until_drained(host: &str, id: &str, spec: &Path, out: &Path, n: i64) 
 ///
 /// So: a snapshot of the subscription (it keeps the subscription's acknowledgements), the
 /// subscription deleted (its pushers end at their next pull) and created again with the same
-/// settings (it gets the topic's retained messages), then sought to the snapshot: of 100
-/// acknowledged and 100 leased messages, the seek brings back the 100 leased ones only
-/// (checked against the emulator).
+/// settings (it gets the topic's retained messages), then sought to the snapshot. The test
+/// `release_hands_out_again_exactly_the_unacknowledged_messages` checks it against the emulator:
+/// of 100 acknowledged, 100 leased and 100 held by a stream whose client is gone, it brings back
+/// exactly the 200 unacknowledged.
 pub fn release_leases(host: &str, id: &str) {
     let snapshot = format!("projects/{PROJECT}/snapshots/{id}-release");
     rt().block_on(async {
