@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn the_producer_queue_is_bounded_unless_the_user_sizes_it() {
         let key = "queue.buffering.max.kbytes";
-        assert_eq!(producer_setting("", key).as_deref(), Some("16384"));
+        assert_eq!(producer_setting("", key).as_deref(), Some("4096"));
         let mine = "properties: { queue.buffering.max.kbytes: 65536 }";
         assert_eq!(producer_setting(mine, key).as_deref(), Some("65536"));
     }
@@ -324,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn exactly_once_batches_linger_half_the_interval_within_5_to_100_ms() {
+    fn exactly_once_batches_linger_half_the_interval_within_5_to_20_ms() {
         let linger = |ms: u64| {
             super::super::exactly_once_linger(
                 &BTreeMap::new(),
@@ -333,10 +333,10 @@ mod tests {
             .unwrap()
             .1
         };
-        assert_eq!(linger(1_000), "100");
-        assert_eq!(linger(100), "50");
+        assert_eq!(linger(1_000), "20");
+        assert_eq!(linger(30), "15");
         assert_eq!(linger(4), "5");
-        assert_eq!(linger(600_000), "100");
+        assert_eq!(linger(600_000), "20");
     }
 
     #[test]

@@ -67,8 +67,8 @@ fn producer_config(s: &Settings) -> ClientConfig {
     }
     // librdkafka queues up to 1 GiB (100,000 messages) per producer by default, and weir's
     // writes outrun a busy broker, so the queue grew to ~100 MiB of copies in the Kafka bench.
-    // 16 MiB covers the linger and a produce round trip at 500,000 records/s of 1 KiB; a full
-    // queue is the sink's backpressure, and a pre-commit's flush drains at most this much.
+    // See [`PRODUCER_QUEUE_KBYTES`] for the size; a full queue is the sink's backpressure, and
+    // a pre-commit's flush drains at most this much.
     if !s.properties.contains_key(PRODUCER_QUEUE_KBYTES.0) {
         c.set(PRODUCER_QUEUE_KBYTES.0, PRODUCER_QUEUE_KBYTES.1);
     }
@@ -97,7 +97,7 @@ pub(crate) fn exactly_once_linger(
 }
 
 /// How long an exactly-once producer lets a batch fill: half the checkpoint interval, at least
-/// librdkafka's 5 ms and at most 100 ms.
+/// librdkafka's 5 ms and at most 20 ms.
 ///
 /// An idempotent (so every transactional) librdkafka producer sends one ProduceRequest per
 /// partition at a time: 2.12 compares the partition's in-flight *messages* with the limit of
@@ -110,18 +110,33 @@ pub(crate) fn exactly_once_linger(
 /// records become visible at the commit, and the pre-commit's flush sends what is queued at
 /// once.
 ///
+/// At most 20 ms because a batch that never fills waits the whole linger, and the producer
+/// queue holds at most [`PRODUCER_QUEUE_KBYTES`]: with more partitions than the queue has room
+/// for full batches (`batch.size`, 1 MB), the sink writes at most a queue per linger. At 100 ms
+/// and a 2 MiB queue a Kafka → Kafka job over 500,000 × 1 KiB records took 24 s instead of 2–4;
+/// 4 MiB per 20 ms is 200 MB/s whatever the partitions. The patched library made the longer
+/// linger no cheaper: 20 ms and 100 ms used the same CPU (`perf stat`, interleaved runs).
+///
 /// One request in flight per broker connection (a waiting request stops the thread from
 /// looking for ready batches) cut the `poll` calls further in `perf stat` pairs, but the
 /// Kafka bench showed no gain per CPU-second and lower throughput, so it is not a default.
 fn linger(interval: std::time::Duration) -> std::time::Duration {
     (interval / 2).clamp(
         std::time::Duration::from_millis(5),
-        std::time::Duration::from_millis(100),
+        std::time::Duration::from_millis(20),
     )
 }
 
-/// The producer queue's size in KiB unless the sink's `properties` set it.
-const PRODUCER_QUEUE_KBYTES: (&str, &str) = ("queue.buffering.max.kbytes", "16384");
+/// The producer queue's size in KiB unless the sink's `properties` set it: 4 MiB.
+///
+/// Messages count against the queue until the broker acknowledges them, so a producer writes
+/// at most a queue per produce round trip: 4 MiB per 10–20 ms is 200–400 MB/s, above what one
+/// worker writes (~200 MB/s of 1 KiB records in the Kafka bench). 2 MiB capped that job at
+/// ~125 MB/s (4.0 s instead of 2.7 s). A smaller queue is less to copy, to keep resident and
+/// to flush at a pre-commit: with 4 MiB instead of 16 MiB the job's peak RSS fell from
+/// 118–148 MiB to 94–106 MiB at the same CPU (interleaved `perf stat` runs), and an exactly-once
+/// sink keeps three or more producers (`config::pool_size`), each with its own queue.
+const PRODUCER_QUEUE_KBYTES: (&str, &str) = ("queue.buffering.max.kbytes", "4096");
 
 pub fn register(r: &mut Registry) {
     r.sink("kafka", |cfg| {
