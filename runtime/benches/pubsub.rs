@@ -87,6 +87,25 @@ async fn prepare(e: &Endpoint, id: &str, n: u64) {
     }
 }
 
+/// Deletes the round's two subscriptions. The emulator never ends a streaming pull whose
+/// client has gone: a thread per stream keeps pulling from its subscription every 50 ms
+/// (tests/it/pubsub/emulator.rs, `release_leases`). Deleting the subscription ends them, so
+/// the streams of earlier rounds take no emulator CPU from later ones.
+async fn retire(e: &Endpoint, id: &str) {
+    let subs = client::subscription_admin("bench", e).await.unwrap();
+    for s in ["raw", "weir"] {
+        let name = format!("projects/{PROJECT}/subscriptions/{id}-{s}");
+        if let Err(err) = subs
+            .delete_subscription()
+            .set_subscription(&name)
+            .send()
+            .await
+        {
+            eprintln!("bench pubsub: could not delete {name}: {err}");
+        }
+    }
+}
+
 /// A record as datagen builds the sink benchmark's (`sequence`, `int` with prefix, 120
 /// random characters), as JSON.
 fn datagen_like(i: u64) -> Vec<u8> {
@@ -391,6 +410,7 @@ sinks:
             source_sums[0] += raw_source;
             source_sums[1] += source.rate;
             source_k += 1.0;
+            rt.block_on(retire(&e, &id));
         }
         if round > sink_rounds {
             continue;
