@@ -386,7 +386,7 @@ impl Plan {
         (self.dialect.max_params() / self.columns.len().max(1)).clamp(1, batch.max(1))
     }
 
-    /// `INSERT … VALUES ($1::t, …), (…) [ON CONFLICT …]` (SQLite: `?1`, …) for `rows` rows
+    /// `INSERT … VALUES ($1::t, …), (…) [ON CONFLICT …]` (SQLite: `?`, …) for `rows` rows
     /// (table plans), or the
     /// user's statement (one row).
     pub fn values_statement(&self, rows: usize) -> String {
@@ -400,7 +400,7 @@ impl Plan {
                 .columns
                 .iter()
                 .enumerate()
-                .map(|(i, c)| self.dialect.placeholder(r * n + i + 1, &c.sql_type))
+                .map(|(i, c)| self.dialect.values_placeholder(r * n + i + 1, &c.sql_type))
                 .collect();
             tuples.push(format!("({})", cells.join(", ")));
         }
@@ -533,7 +533,7 @@ mod tests {
         assert_eq!(
             p.values_statement(2),
             "INSERT INTO \"user_stats\" (\"user_id\", \"event_count\", \"active\") \
-             VALUES (?1, ?2, ?3), (?4, ?5, ?6) ON CONFLICT (\"user_id\") DO UPDATE SET \
+             VALUES (?, ?, ?), (?, ?, ?) ON CONFLICT (\"user_id\") DO UPDATE SET \
              \"event_count\" = EXCLUDED.\"event_count\", \"active\" = EXCLUDED.\"active\""
         );
         assert_eq!(p.rows_per_statement(100_000), 10_922);
